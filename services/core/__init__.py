@@ -1,0 +1,1 @@
+"""The domain, without I/O: resources, search semantics, topics, subscriptions, notifications."""

@@ -1,0 +1,56 @@
+"""The CapabilityStatement Herald serves at /metadata."""
+
+from __future__ import annotations
+
+from herald import __version__
+from herald.core.fhir import FHIR_VERSION
+from herald.core.subscriptions import SUBSCRIPTION_PROFILE
+from herald.core.topics import TopicRegistry
+from herald.core.types import JsonObject
+
+SERVER_R4 = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4"
+TOPIC_CANONICAL = (
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+    "capabilitystatement-subscriptiontopic-canonical"
+)
+
+
+def _param(name: str, kind: str, documentation: str) -> JsonObject:
+    return {"name": name, "type": kind, "documentation": documentation}
+
+
+def capability_statement(base_url: str, topics: TopicRegistry, *, date: str) -> JsonObject:
+    """A CapabilityStatement describing this server."""
+    subscription = {
+        "type": "Subscription",
+        "extension": [{"url": TOPIC_CANONICAL, "valueCanonical": url} for url in sorted(topics)],
+        "supportedProfile": [SUBSCRIPTION_PROFILE],
+        "interaction": [{"code": c} for c in ("read", "create", "update", "delete")],
+        "versioning": "versioned",
+        "readHistory": False,
+        "updateCreate": False,
+    }
+    task = {
+        "type": "Task",
+        "interaction": [{"code": c} for c in ("read", "vread", "create", "update")],
+        "versioning": "versioned",
+        "readHistory": True,
+        "updateCreate": True,
+    }
+    return {
+        "resourceType": "CapabilityStatement",
+        "id": "herald",
+        "url": f"{base_url}/metadata",
+        "name": "Herald",
+        "title": "Herald FHIR Subscriptions broker",
+        "status": "active",
+        "date": date,
+        "publisher": "Herald",
+        "kind": "instance",
+        "instantiates": [SERVER_R4],
+        "software": {"name": "Herald", "version": __version__},
+        "implementation": {"description": "Herald FHIR Subscriptions broker", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["json"],
+        "rest": [{"mode": "server", "resource": [subscription, task]}],
+    }

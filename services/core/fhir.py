@@ -1,0 +1,84 @@
+"""Small FHIR R4 helpers: instants, ids, OperationOutcome, code systems Herald checks."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+
+from herald.core.types import JsonObject
+
+FHIR_VERSION = "4.0.1"
+FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
+
+# http://hl7.org/fhir/R4/valueset-task-status.html
+TASK_STATUS_CODES = frozenset(
+    {
+        "draft",
+        "requested",
+        "received",
+        "accepted",
+        "rejected",
+        "ready",
+        "cancelled",
+        "in-progress",
+        "on-hold",
+        "failed",
+        "completed",
+        "entered-in-error",
+    }
+)
+# http://hl7.org/fhir/R4/valueset-task-intent.html
+TASK_INTENT_CODES = frozenset(
+    {
+        "unknown",
+        "proposal",
+        "plan",
+        "order",
+        "original-order",
+        "reflex-order",
+        "filler-order",
+        "instance-order",
+        "option",
+    }
+)
+
+# http://hl7.org/fhir/R4/datatypes.html#id
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def is_valid_id(value: object) -> bool:
+    """True when value is a FHIR logical id."""
+    return isinstance(value, str) and bool(_ID_PATTERN.match(value))
+
+
+def new_id() -> str:
+    """A fresh logical id (a UUID, which is a valid FHIR id)."""
+    return str(uuid.uuid4())
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def format_instant(moment: datetime) -> str:
+    """A FHIR instant with millisecond precision and a Z zone."""
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def operation_outcome(
+    diagnostics: str,
+    *,
+    severity: str = "error",
+    code: str = "invalid",
+    expression: str | None = None,
+) -> JsonObject:
+    """An OperationOutcome with one issue."""
+    issue: JsonObject = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    if expression:
+        issue["expression"] = [expression]
+    return {"resourceType": "OperationOutcome", "issue": [issue]}

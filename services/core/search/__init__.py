@@ -1,0 +1,45 @@
+"""FHIR R4 search semantics, evaluated in memory against one resource (a JSON dict).
+
+Shared by the subscription matcher (topic query criteria, backport filter criteria) and the
+Task search API. Parse once with `parse_query` or `parse_filter`, then call
+`Criteria.matches(resource)` as often as needed: each `Condition` is compiled when created, and
+any unknown, unsupported or malformed part raises `SearchParameterError` naming the parameter.
+
+Decisions beyond the FHIR text:
+- Query values are percent-decoded but '+' is kept (not read as a space), so that
+  `gt2024-05-03T10:00+02:00` works unencoded in filter strings.
+- Dates without a time zone are UTC; `ap` allows 10% of the distance to now, at least a day
+  (see `_date`).
+- References compare on their trailing `Type/id`; two absolute references must also share the
+  base (see `_reference`).
+- A bare `code` element carries its binding's `implied_system` (e.g. Task.status), so
+  `status=http://hl7.org/fhir/task-status|completed` matches and `status=|completed` does not.
+- `:text` on tokens matches a case- and accent-insensitive prefix of any word of
+  CodeableConcept.text, Coding.display or Identifier.type.text.
+- `:in`, `:not-in`, `:above`, `:below` and `:of-type` on tokens are rejected; chained
+  parameters are rejected; `_lastupdated` is accepted as `_lastUpdated`.
+"""
+
+from herald.core.search._criteria import Condition, Criteria, parse_filter, parse_query
+from herald.core.search._date import DateRange, parse_date_range
+from herald.core.search._parameters import (
+    PARAMETERS,
+    SUBSCRIPTION_PARAMETERS,
+    TASK_PARAMETERS,
+    SearchParameter,
+)
+from herald.core.search._reference import normalize_reference
+
+__all__ = [
+    "PARAMETERS",
+    "SUBSCRIPTION_PARAMETERS",
+    "TASK_PARAMETERS",
+    "Condition",
+    "Criteria",
+    "DateRange",
+    "SearchParameter",
+    "normalize_reference",
+    "parse_date_range",
+    "parse_filter",
+    "parse_query",
+]

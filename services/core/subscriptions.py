@@ -1,0 +1,349 @@
+"""The backport Subscription (R4): validating what a client sends; Herald's parsed view of it."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from herald.core.errors import FhirError, InvalidResource, SearchParameterError
+from herald.core.fhir import FHIR_JSON, is_valid_id
+from herald.core.search import Criteria, parse_filter
+from herald.core.topics import Topic, TopicRegistry
+from herald.core.types import JsonObject
+
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+FILTER_CRITERIA_URL = BACKPORT + "backport-filter-criteria"
+PAYLOAD_CONTENT_URL = BACKPORT + "backport-payload-content"
+HEARTBEAT_PERIOD_URL = BACKPORT + "backport-heartbeat-period"
+TIMEOUT_URL = BACKPORT + "backport-timeout"
+MAX_COUNT_URL = BACKPORT + "backport-max-count"
+SUBSCRIPTION_PROFILE = BACKPORT + "backport-subscription"
+
+CONTENT_CODES = ("empty", "id-only", "full-resource")
+STATUSES = frozenset({"requested", "active", "error", "off"})
+CLIENT_STATUSES = frozenset({"requested", "off"})
+SUPPORTED_PAYLOADS = (FHIR_JSON,)
+SUPPORTED_FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})
+
+# Bounds on the channel extensions. A heartbeat under 10 s or a timeout over 2 min would let one
+# subscriber tie up a delivery slot; max-count caps the size of one Bundle.
+HEARTBEAT_RANGE = (10, 86_400)
+TIMEOUT_RANGE = (1, 120)
+MAX_COUNT_RANGE = (1, 1000)
+DEFAULT_TIMEOUT = 10
+DEFAULT_MAX_COUNT = 100
+
+
+class InvalidSubscription(InvalidResource):
+    """A Subscription that Herald will not accept."""
+
+
+@dataclass(frozen=True)
+class EndpointPolicy:
+    """Which endpoints a subscription may name."""
+
+    allow_http: bool = False
+    allow_private: bool = False
+
+    def check(self, endpoint: str) -> None:
+        """Raise InvalidSubscription when the endpoint breaks the policy."""
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidSubscription(
+                f"channel.endpoint must be an absolute http(s) URL, got {endpoint!r}",
+                expression="Subscription.channel.endpoint",
+            )
+        if parts.username or parts.password:
+            raise InvalidSubscription(
+                "channel.endpoint must not carry credentials; use channel.header",
+                expression="Subscription.channel.endpoint",
+            )
+        if parts.scheme == "http" and not self.allow_http:
+            raise InvalidSubscription(
+                "channel.endpoint must use https (this server does not allow http endpoints)",
+                expression="Subscription.channel.endpoint",
+            )
+        if not self.allow_private and _is_local(parts.hostname):
+            raise InvalidSubscription(
+                "channel.endpoint names a loopback or private address, which this server "
+                "does not allow",
+                expression="Subscription.channel.endpoint",
+            )
+
+
+def _is_local(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(
+        ".localhost"
+    ):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A validated backport Subscription, as Herald uses it."""
+
+    id: str
+    status: str
+    topic_url: str
+    filters: tuple[str, ...]
+    criteria: tuple[Criteria, ...]
+    endpoint: str
+    payload: str
+    content: str
+    headers: tuple[str, ...]
+    heartbeat_period: int | None
+    timeout: int
+    max_count: int
+    end: str | None
+    resource: JsonObject = field(compare=False, repr=False)
+
+    @property
+    def resource_type(self) -> str:
+        """The resource type the filters apply to."""
+        return self.criteria[0].resource_type if self.criteria else ""
+
+    def matches(self, resource: JsonObject) -> bool:
+        """Whether a resource passes every filter (filters are ANDed)."""
+        return all(c.matches(resource) for c in self.criteria)
+
+    def header_pairs(self) -> list[tuple[str, str]]:
+        """channel.header as (name, value) pairs, split on the first colon, value verbatim."""
+        pairs = []
+        for header in self.headers:
+            name, _, value = header.partition(":")
+            pairs.append((name.strip(), value[1:] if value.startswith(" ") else value))
+        return pairs
+
+
+def _extensions(element: object, where: str) -> list[JsonObject]:
+    if element is None:
+        return []
+    if not isinstance(element, dict):
+        raise InvalidSubscription(f"{where} must be an object", expression=where)
+    extensions = element.get("extension", [])
+    if not isinstance(extensions, list) or not all(isinstance(e, dict) for e in extensions):
+        raise InvalidSubscription(f"{where}.extension must be a list of objects", expression=where)
+    return extensions
+
+
+def _unsigned(extension: JsonObject, key: str, bounds: tuple[int, int], name: str) -> int:
+    value = extension.get(key)
+    low, high = bounds
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise InvalidSubscription(
+            f"{name} must be {key} between {low} and {high}, got {value!r}",
+            expression=f"Subscription.channel.extension('{name}')",
+        )
+    return value
+
+
+def _topic(resource: JsonObject, topics: TopicRegistry) -> Topic:
+    criteria = resource.get("criteria")
+    if not isinstance(criteria, str) or not criteria:
+        raise InvalidSubscription(
+            "criteria must hold the canonical URL of a SubscriptionTopic",
+            expression="Subscription.criteria",
+        )
+    if criteria not in topics:
+        known = ", ".join(sorted(topics))
+        raise InvalidSubscription(
+            f"unsupported topic {criteria!r}; this server supports: {known}",
+            expression="Subscription.criteria",
+        )
+    return topics[criteria]
+
+
+def _filters(resource: JsonObject, topic: Topic) -> tuple[tuple[str, ...], tuple[Criteria, ...]]:
+    texts: list[str] = []
+    for extension in _extensions(resource.get("_criteria"), "Subscription._criteria"):
+        url = extension.get("url")
+        if url != FILTER_CRITERIA_URL:
+            raise InvalidSubscription(
+                f"unsupported extension {url!r} on Subscription.criteria; only "
+                f"{FILTER_CRITERIA_URL} is allowed",
+                expression="Subscription._criteria",
+            )
+        text = extension.get("valueString")
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidSubscription(
+                "backport-filter-criteria needs a non-empty valueString",
+                expression="Subscription._criteria",
+            )
+        texts.append(text)
+    resource_types = sorted(topic.resource_types)
+    criteria = []
+    for text in texts:
+        resource_type = _filter_resource_type(text, resource_types)
+        try:
+            criteria.append(
+                parse_filter(resource_type, text, allowed=topic.filter_parameters(resource_type))
+            )
+        except SearchParameterError as exc:
+            raise InvalidSubscription(
+                f"filter {text!r} is not supported: {exc.diagnostics}",
+                expression="Subscription._criteria",
+            ) from exc
+    return tuple(texts), tuple(criteria)
+
+
+def _filter_resource_type(text: str, resource_types: list[str]) -> str:
+    head = text.split("?", 1)[0] if "?" in text else text.split("=", 1)[0].split(".", 1)[0]
+    if head in resource_types:
+        return head
+    if len(resource_types) == 1:
+        return resource_types[0]
+    raise InvalidSubscription(
+        f"filter {text!r} must name its resource type (one of {', '.join(resource_types)})",
+        expression="Subscription._criteria",
+    )
+
+
+def _payload(channel: JsonObject) -> tuple[str, str]:
+    payload = channel.get("payload")
+    if not isinstance(payload, str) or not payload:
+        raise InvalidSubscription(
+            f"channel.payload must name the MIME type of notifications ({FHIR_JSON})",
+            expression="Subscription.channel.payload",
+        )
+    mime, *params = [p.strip() for p in payload.split(";")]
+    if mime not in SUPPORTED_PAYLOADS:
+        raise InvalidSubscription(
+            f"unsupported channel.payload {mime!r}; supported: {', '.join(SUPPORTED_PAYLOADS)}",
+            expression="Subscription.channel.payload",
+        )
+    for param in params:
+        key, _, value = param.partition("=")
+        if key.strip() == "fhirVersion" and value.strip() not in SUPPORTED_FHIR_VERSIONS:
+            raise InvalidSubscription(
+                f"fhirVersion {value.strip()!r} cannot be produced; this server speaks FHIR 4.0",
+                expression="Subscription.channel.payload",
+            )
+    content = "id-only"
+    for extension in _extensions(channel.get("_payload"), "Subscription.channel._payload"):
+        if extension.get("url") != PAYLOAD_CONTENT_URL:
+            raise InvalidSubscription(
+                f"unsupported extension {extension.get('url')!r} on channel.payload",
+                expression="Subscription.channel._payload",
+            )
+        content = extension.get("valueCode")  # type: ignore[assignment]
+        if content not in CONTENT_CODES:
+            raise InvalidSubscription(
+                f"payload content must be one of {', '.join(CONTENT_CODES)}, got {content!r}",
+                expression="Subscription.channel._payload",
+            )
+    return payload, content
+
+
+def _headers(channel: JsonObject) -> tuple[str, ...]:
+    headers = channel.get("header", [])
+    if not isinstance(headers, list):
+        raise InvalidSubscription("channel.header must be a list of strings")
+    for header in headers:
+        name = header.partition(":")[0].strip() if isinstance(header, str) else ""
+        if not name or ":" not in header or not name.isascii() or " " in name:
+            raise InvalidSubscription(
+                f"channel.header entries must look like 'Name: value', got {header!r}",
+                expression="Subscription.channel.header",
+            )
+    return tuple(headers)
+
+
+def parse_subscription(
+    resource: object,
+    topics: TopicRegistry,
+    policy: EndpointPolicy,
+    *,
+    status: str | None = None,
+) -> Subscription:
+    """Validate a Subscription resource and return Herald's view of it.
+
+    `status` overrides the resource's status (the server decides it on create).
+    """
+    if not isinstance(resource, dict):
+        raise InvalidSubscription("the body must be a JSON object")
+    if resource.get("resourceType") != "Subscription":
+        raise InvalidSubscription(
+            f"expected resourceType Subscription, got {resource.get('resourceType')!r}"
+        )
+    resource_id = resource.get("id")
+    if resource_id is not None and not is_valid_id(resource_id):
+        raise InvalidSubscription(f"invalid id {resource_id!r}", expression="Subscription.id")
+    given_status = resource.get("status", "requested")
+    if given_status not in STATUSES:
+        raise InvalidSubscription(
+            f"status must be one of {', '.join(sorted(STATUSES))}, got {given_status!r}",
+            expression="Subscription.status",
+        )
+    topic = _topic(resource, topics)
+    filters, criteria = _filters(resource, topic)
+    channel = resource.get("channel")
+    if not isinstance(channel, dict):
+        raise InvalidSubscription("channel is required", expression="Subscription.channel")
+    if channel.get("type") != "rest-hook":
+        raise InvalidSubscription(
+            f"unsupported channel.type {channel.get('type')!r}; this server supports rest-hook",
+            expression="Subscription.channel.type",
+        )
+    if _extensions(channel.get("_type"), "Subscription.channel._type"):
+        raise InvalidSubscription(
+            "custom channel types (backport-channel-type) are not supported",
+            expression="Subscription.channel._type",
+        )
+    endpoint = channel.get("endpoint")
+    if not isinstance(endpoint, str) or not endpoint:
+        raise InvalidSubscription(
+            "channel.endpoint is required for rest-hook", expression="Subscription.channel.endpoint"
+        )
+    policy.check(endpoint)
+    payload, content = _payload(channel)
+    heartbeat, timeout, max_count = None, DEFAULT_TIMEOUT, DEFAULT_MAX_COUNT
+    for extension in _extensions(channel, "Subscription.channel"):
+        url = extension.get("url")
+        if url == HEARTBEAT_PERIOD_URL:
+            heartbeat = _unsigned(
+                extension, "valueUnsignedInt", HEARTBEAT_RANGE, "heartbeat-period"
+            )
+        elif url == TIMEOUT_URL:
+            timeout = _unsigned(extension, "valueUnsignedInt", TIMEOUT_RANGE, "timeout")
+        elif url == MAX_COUNT_URL:
+            max_count = _unsigned(extension, "valuePositiveInt", MAX_COUNT_RANGE, "max-count")
+        else:
+            raise InvalidSubscription(
+                f"unsupported extension {url!r} on Subscription.channel",
+                expression="Subscription.channel.extension",
+            )
+    end = resource.get("end")
+    if end is not None and not isinstance(end, str):
+        raise InvalidSubscription("end must be an instant", expression="Subscription.end")
+    return Subscription(
+        id=resource_id or "",
+        status=status or given_status,
+        topic_url=topic.url,
+        filters=filters,
+        criteria=criteria,
+        endpoint=endpoint,
+        payload=payload,
+        content=content,
+        headers=_headers(channel),
+        heartbeat_period=heartbeat,
+        timeout=timeout,
+        max_count=max_count,
+        end=end,
+        resource=resource,
+    )
+
+
+def check_client_status(status: object) -> None:
+    """Clients may only ask for requested or off; the server sets active and error."""
+    if status not in CLIENT_STATUSES:
+        raise FhirError(
+            f"a client may set Subscription.status to requested or off, not {status!r}; "
+            "active and error are set by the server",
+            expression="Subscription.status",
+        )

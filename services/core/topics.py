@@ -1,0 +1,193 @@
+"""SubscriptionTopics as data: topic files, and whether a resource change triggers a topic."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from herald.core.errors import HeraldError
+from herald.core.search import Criteria, parse_query
+from herald.core.types import JsonObject
+
+INTERACTIONS = frozenset({"create", "update", "delete"})
+
+
+class TopicDefinitionError(HeraldError):
+    """A topic file is not a usable SubscriptionTopic."""
+
+
+@dataclass(frozen=True)
+class ResourceTrigger:
+    """One resourceTrigger: which interactions on which resource type, under which criteria."""
+
+    resource_type: str
+    interactions: frozenset[str]
+    previous: Criteria | None
+    current: Criteria | None
+    result_for_create: bool
+    result_for_delete: bool
+    require_both: bool
+
+    def fires(
+        self, interaction: str, previous: JsonObject | None, current: JsonObject | None
+    ) -> bool:
+        """Whether a change (interaction, version before, version after) triggers this topic."""
+        if interaction not in self.interactions:
+            return False
+        if self.previous is None and self.current is None:
+            return True
+        if interaction == "create":
+            previous_ok = self.result_for_create
+        else:
+            previous_ok = _test(self.previous, previous)
+        if interaction == "delete":
+            current_ok = self.result_for_delete
+        else:
+            current_ok = _test(self.current, current)
+        return (previous_ok and current_ok) if self.require_both else (previous_ok or current_ok)
+
+
+def _test(criteria: Criteria | None, resource: JsonObject | None) -> bool:
+    if criteria is None:
+        return True
+    return resource is not None and criteria.matches(resource)
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """One canFilterBy entry."""
+
+    resource_type: str
+    parameter: str
+    modifiers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A SubscriptionTopic Herald serves."""
+
+    url: str
+    resource: JsonObject
+    triggers: tuple[ResourceTrigger, ...]
+    can_filter_by: tuple[FilterSpec, ...]
+
+    @property
+    def resource_types(self) -> frozenset[str]:
+        """The resource types whose changes this topic watches."""
+        return frozenset(t.resource_type for t in self.triggers)
+
+    def filter_parameters(self, resource_type: str) -> frozenset[str]:
+        """The filter parameter names allowed on resources of that type."""
+        return frozenset(
+            f.parameter for f in self.can_filter_by if f.resource_type == resource_type
+        )
+
+    def fires(
+        self,
+        resource_type: str,
+        interaction: str,
+        previous: JsonObject | None,
+        current: JsonObject | None,
+    ) -> bool:
+        """Whether any trigger of this topic fires for the change."""
+        return any(
+            t.resource_type == resource_type and t.fires(interaction, previous, current)
+            for t in self.triggers
+        )
+
+
+def _resource_type_of(canonical: str) -> str:
+    # "http://hl7.org/fhir/StructureDefinition/Task" or plain "Task"
+    return canonical.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _criteria(resource_type: str, text: object, where: str) -> Criteria | None:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise TopicDefinitionError(f"{where} must be a string")
+    try:
+        return parse_query(resource_type, text)
+    except HeraldError as exc:
+        raise TopicDefinitionError(f"{where}: {exc}") from exc
+
+
+def _result(value: object, default: str, where: str) -> bool:
+    value = default if value is None else value
+    if value not in ("test-passes", "test-fails"):
+        raise TopicDefinitionError(f"{where} must be test-passes or test-fails")
+    return value == "test-passes"
+
+
+def parse_topic(resource: JsonObject) -> Topic:
+    """Build a Topic from an R5-style SubscriptionTopic JSON resource."""
+    if resource.get("resourceType") != "SubscriptionTopic":
+        raise TopicDefinitionError("resourceType must be SubscriptionTopic")
+    url = resource.get("url")
+    if not isinstance(url, str) or not url:
+        raise TopicDefinitionError("a topic needs a url")
+    triggers = []
+    for index, raw in enumerate(resource.get("resourceTrigger") or []):
+        where = f"{url} resourceTrigger[{index}]"
+        resource_type = _resource_type_of(str(raw.get("resource", "")))
+        interactions = frozenset(raw.get("supportedInteraction") or INTERACTIONS)
+        if not interactions <= INTERACTIONS:
+            raise TopicDefinitionError(f"{where}: unknown interaction in {sorted(interactions)}")
+        query = raw.get("queryCriteria") or {}
+        triggers.append(
+            ResourceTrigger(
+                resource_type=resource_type,
+                interactions=interactions,
+                previous=_criteria(resource_type, query.get("previous"), f"{where}.previous"),
+                current=_criteria(resource_type, query.get("current"), f"{where}.current"),
+                result_for_create=_result(query.get("resultForCreate"), "test-passes", where),
+                result_for_delete=_result(query.get("resultForDelete"), "test-fails", where),
+                require_both=bool(query.get("requireBoth", False)),
+            )
+        )
+    if not triggers:
+        raise TopicDefinitionError(f"{url}: a topic needs at least one resourceTrigger")
+    filters = tuple(
+        FilterSpec(
+            resource_type=_resource_type_of(str(f.get("resource", triggers[0].resource_type))),
+            parameter=str(f["filterParameter"]),
+            modifiers=tuple(f.get("modifier") or ()),
+        )
+        for f in resource.get("canFilterBy") or []
+    )
+    return Topic(url=url, resource=resource, triggers=tuple(triggers), can_filter_by=filters)
+
+
+class TopicRegistry(Mapping[str, Topic]):
+    """The topics Herald serves, by canonical URL."""
+
+    def __init__(self, topics: Iterable[Topic]) -> None:
+        self._topics = {t.url: t for t in topics}
+
+    def __getitem__(self, url: str) -> Topic:
+        return self._topics[url.split("|", 1)[0]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._topics)
+
+    def __len__(self) -> int:
+        return len(self._topics)
+
+    def __contains__(self, url: object) -> bool:
+        return isinstance(url, str) and url.split("|", 1)[0] in self._topics
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> TopicRegistry:
+        """Load every *.json topic file in a directory."""
+        files = sorted(directory.glob("*.json"))
+        if not files:
+            raise TopicDefinitionError(f"no topic files in {directory}")
+        topics = []
+        for path in files:
+            try:
+                topics.append(parse_topic(json.loads(path.read_text(encoding="utf-8"))))
+            except (ValueError, KeyError) as exc:
+                raise TopicDefinitionError(f"{path.name}: {exc}") from exc
+        return cls(topics)

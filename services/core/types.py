@@ -1,0 +1,5 @@
+"""Shared type aliases."""
+
+from typing import Any
+
+JsonObject = dict[str, Any]

@@ -1,0 +1,1 @@
+"""dispatcher: numbers events, keeps the event log, and delivers notifications."""

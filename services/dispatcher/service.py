@@ -1,0 +1,136 @@
+"""The dispatcher loop: record requests durably, commit offsets, one worker per subscription."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from herald.core.contracts import ContractError, decode_request
+from herald.core.fhir import format_instant, utc_now
+from herald.dispatcher.delivery import Deliverer
+from herald.runtime.bus.base import Consumer, Record
+from herald.runtime.bus.connect import NOTIFICATIONS, Bus
+from herald.runtime.store import events as event_log
+from herald.runtime.store import subscriptions as registry
+from herald.runtime.store.events import LoggedEvent
+
+log = logging.getLogger(__name__)
+
+GROUP = "herald-dispatcher"
+# How often the dispatcher looks for work it was not told about (after a restart, a rebalance).
+SCAN_INTERVAL = 5.0
+
+
+class Workers:
+    """At most one worker task per subscription; a wake-up during a run makes it run again."""
+
+    def __init__(self, deliverer: Deliverer, stop: asyncio.Event) -> None:
+        self.deliverer = deliverer
+        self.stop = stop
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+
+    def wake(self, subscription_id: str) -> None:
+        """Make sure the subscription's worker runs (again) soon."""
+        if subscription_id in self._tasks:
+            self._again.add(subscription_id)
+            return
+        self._tasks[subscription_id] = asyncio.create_task(self._run(subscription_id))
+
+    async def _run(self, subscription_id: str) -> None:
+        try:
+            while True:
+                self._again.discard(subscription_id)
+                try:
+                    await self.deliverer.handshake(subscription_id, self.stop)
+                    await self.deliverer.deliver_pending(subscription_id, self.stop)
+                except Exception:
+                    log.exception("worker failed", extra={"subscription_id": subscription_id})
+                if subscription_id not in self._again or self.stop.is_set():
+                    return
+        finally:
+            self._tasks.pop(subscription_id, None)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait for running workers (they stop at their next pause), then cancel stragglers."""
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
+    """Number and store the events of a batch; return the subscriptions to wake."""
+    wake: set[str] = set()
+    now = format_instant(utc_now())
+    async with deliverer.database.transaction() as connection:
+        for r in records:
+            try:
+                request = decode_request(r.value)
+            except ContractError as exc:
+                deliverer.metrics.malformed.labels("dispatcher").inc()
+                log.error("skipping malformed notification request", extra={"reason": str(exc)})
+                continue
+            wake.add(request.subscription_id)
+            if request.kind != "event":
+                continue
+            number = await event_log.record(
+                connection,
+                LoggedEvent(
+                    subscription_id=request.subscription_id,
+                    number=0,
+                    request_id=request.request_id,
+                    resource_type=request.resource_type or "",
+                    resource_id=request.resource_id or "",
+                    version_id=request.version_id or "",
+                    interaction=request.interaction or "",
+                    occurred_at=request.occurred_at or now,
+                ),
+                now,
+            )
+            if number is None:
+                deliverer.metrics.duplicates.labels("dispatcher").inc()
+            else:
+                deliverer.metrics.events_recorded.inc()
+    return wake
+
+
+async def _scan(deliverer: Deliverer, consumer: Consumer, workers: Workers) -> None:
+    async with deliverer.database.read() as connection:
+        todo = await registry.with_work(connection)
+        counts = await registry.count_by_status(connection)
+    for status in ("requested", "active", "error", "off"):
+        deliverer.metrics.subscriptions.labels(status).set(counts.get(status, 0))
+    for stored in todo:
+        if consumer.owns(stored.id):
+            workers.wake(stored.id)
+    deliverer.metrics.consumer_lag.labels("dispatcher").set(await consumer.lag() or 0)
+
+
+async def run_dispatcher(deliverer: Deliverer, bus: Bus, stop: asyncio.Event) -> None:
+    """Consume requests until stopped, then let workers finish their current POST."""
+    workers = Workers(deliverer, stop)
+    scanned = 0.0
+    try:
+        async with bus.consumer(GROUP, NOTIFICATIONS) as consumer:
+            while not stop.is_set():
+                records = await consumer.fetch(timeout=0.5, max_records=500)
+                if records:
+                    to_wake = await record(deliverer, records)
+                    # Offsets move only once the events are committed in the event log.
+                    await consumer.commit(records)
+                    for subscription_id in sorted(to_wake):
+                        workers.wake(subscription_id)
+                if time.monotonic() - scanned > SCAN_INTERVAL:
+                    await _scan(deliverer, consumer, workers)
+                    scanned = time.monotonic()
+    finally:
+        stop.set()
+        await workers.drain(timeout=30.0)

@@ -1,0 +1,42 @@
+"""The ingest service: the FHIR API and the outbox relay."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+from starlette.responses import Response
+
+from herald import __version__
+from herald.core.capability import capability_statement
+from herald.core.fhir import format_instant, utc_now
+from herald.ingest import subscriptions, tasks
+from herald.ingest.context import Ctx, IngestContext
+from herald.ingest.fhirhttp import FhirResponse, check_accept, install_error_handlers
+from herald.runtime.health import health_routes
+
+
+def create_app(ctx: IngestContext) -> FastAPI:
+    """The FastAPI app serving /fhir and the operational endpoints."""
+
+    async def readiness() -> dict[str, bool]:
+        return {"database": await ctx.database.ping()}
+
+    app = FastAPI(
+        title="Herald FHIR API",
+        version=__version__,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.herald = ctx
+    install_error_handlers(app)
+    app.router.routes.extend(health_routes(ctx.metrics, readiness))
+
+    @app.get("/fhir/metadata", dependencies=[Depends(check_accept)])
+    async def metadata(ctx: Ctx) -> Response:
+        """The CapabilityStatement."""
+        return FhirResponse(
+            capability_statement(ctx.settings.fhir_base, ctx.topics, date=format_instant(utc_now()))
+        )
+
+    app.include_router(tasks.router, prefix="/fhir")
+    app.include_router(subscriptions.router, prefix="/fhir")
+    return app

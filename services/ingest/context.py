@@ -1,0 +1,36 @@
+"""What the ingest routes share."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from herald.core.topics import TopicRegistry
+from herald.runtime.metrics import Metrics
+from herald.runtime.settings import Settings
+from herald.runtime.store.database import Database
+
+
+@dataclass
+class IngestContext:
+    """Settings, store, topics and metrics of one ingest process."""
+
+    settings: Settings
+    database: Database
+    topics: TopicRegistry
+    metrics: Metrics
+    outbox_written: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set after a write queued outbox records, so the relay publishes without waiting."""
+
+
+def context(request: Request) -> IngestContext:
+    """The IngestContext of the app serving this request."""
+    ctx: IngestContext = request.app.state.herald
+    return ctx
+
+
+Ctx = Annotated[IngestContext, Depends(context)]
+"""Route parameter type that injects the IngestContext."""

@@ -1,0 +1,59 @@
+"""The outbox relay: publishes committed records to the bus, at least once and in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from herald.ingest.context import IngestContext
+from herald.runtime.bus.base import Outgoing, Publisher
+from herald.runtime.lifecycle import sleep_or_stop
+from herald.runtime.store import outbox
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+async def relay_once(ctx: IngestContext, publisher: Publisher) -> int:
+    """Publish one batch; the rows are removed only once the bus holds them."""
+    async with ctx.database.transaction() as connection:
+        records = await outbox.claim(connection, BATCH)
+        if not records:
+            return 0
+        await publisher.publish(
+            [Outgoing(r.topic, r.key, r.payload) for r in records], connection=connection
+        )
+        await outbox.remove(connection, [r.id for r in records])
+    ctx.metrics.outbox_published.inc(len(records))
+    return len(records)
+
+
+async def run_relay(ctx: IngestContext, publisher: Publisher, stop: asyncio.Event) -> None:
+    """Relay until stopped, then drain what is left."""
+    failures = 0
+    while not stop.is_set():
+        ctx.outbox_written.clear()
+        try:
+            moved = await relay_once(ctx, publisher)
+            failures = 0
+        except Exception:
+            failures += 1
+            log.exception("outbox relay failed; retrying", extra={"failures": failures})
+            await sleep_or_stop(stop, min(5.0, 0.2 * 2**failures))
+            continue
+        if moved == 0:
+            waiter = asyncio.create_task(ctx.outbox_written.wait())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait(
+                {waiter, stopper},
+                timeout=ctx.settings.relay_interval,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            waiter.cancel()
+            stopper.cancel()
+    try:
+        while await relay_once(ctx, publisher):
+            pass
+    except Exception:
+        log.exception("outbox relay could not drain on shutdown; rows stay for the next start")

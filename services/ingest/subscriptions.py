@@ -1,0 +1,168 @@
+"""Subscription REST: create, read, update, delete, $status. Handshakes are queued, never inline."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from herald.core.contracts import NotificationRequest, encode
+from herald.core.errors import ResourceGone, ResourceNotFound
+from herald.core.fhir import format_instant, new_id, utc_now
+from herald.core.notifications import QUERY_STATUS, SubscriptionState, status_parameters
+from herald.core.resources import with_version
+from herald.core.subscriptions import (
+    CLIENT_STATUSES,
+    InvalidSubscription,
+    parse_subscription,
+)
+from herald.core.types import JsonObject
+from herald.ingest.context import Ctx, IngestContext
+from herald.ingest.fhirhttp import FhirResponse, check_accept, read_resource
+from herald.runtime.bus.connect import NOTIFICATIONS
+from herald.runtime.store import outbox
+from herald.runtime.store import subscriptions as registry
+from herald.runtime.store.subscriptions import StoredSubscription
+
+router = APIRouter(dependencies=[Depends(check_accept)])
+
+
+def _response(ctx: IngestContext, stored: JsonObject, status: int) -> FhirResponse:
+    meta = stored["meta"]
+    return FhirResponse(
+        stored,
+        status_code=status,
+        headers={
+            "ETag": f'W/"{meta["versionId"]}"',
+            "Location": f"{ctx.settings.fhir_base}/Subscription/{stored['id']}"
+            f"/_history/{meta['versionId']}",
+        },
+    )
+
+
+async def _queue_handshake(
+    ctx: IngestContext, connection: AsyncConnection, stored: JsonObject
+) -> None:
+    request = NotificationRequest(
+        request_id=f"handshake:{stored['id']}:{stored['meta']['versionId']}",
+        kind="handshake",
+        subscription_id=stored["id"],
+        source_event_id=f"Subscription/{stored['id']}/_history/{stored['meta']['versionId']}",
+        requested_at=format_instant(utc_now()),
+    )
+    await outbox.add(
+        connection,
+        ctx.settings.topic(NOTIFICATIONS),
+        stored["id"],
+        encode(request),
+    )
+
+
+def _client_status(resource: JsonObject, current: str | None) -> str:
+    status = resource.get("status", "requested")
+    if status in CLIENT_STATUSES or status == current:
+        return str(status)
+    raise InvalidSubscription(
+        f"a client may set Subscription.status to requested or off, not {status!r}; "
+        "active and error are set by the server",
+        expression="Subscription.status",
+    )
+
+
+@router.post("/Subscription", status_code=201)
+async def create_subscription(request: Request, ctx: Ctx) -> Response:
+    """Register a subscription as requested; the dispatcher sends the handshake."""
+    resource = await read_resource(request)
+    status = _client_status(resource, None)
+    subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
+    stored = with_version(
+        {k: v for k, v in resource.items() if k not in ("status", "error")},
+        new_id(),
+        1,
+        format_instant(utc_now()),
+    )
+    async with ctx.database.transaction() as connection:
+        await registry.insert_new(connection, stored, status=status, topic=subscription.topic_url)
+        if status == "requested":
+            await _queue_handshake(ctx, connection, stored)
+    ctx.outbox_written.set()
+    return _response(ctx, {**stored, "status": status}, 201)
+
+
+async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
+    async with ctx.database.read() as connection:
+        found = await registry.get(connection, subscription_id)
+    if found is None:
+        raise ResourceNotFound(f"Subscription/{subscription_id} is not known")
+    if found.deleted:
+        raise ResourceGone(f"Subscription/{subscription_id} was deleted")
+    return found
+
+
+@router.get("/Subscription/{subscription_id}")
+async def read_subscription(subscription_id: str, ctx: Ctx) -> Response:
+    """A subscription with its current status and error."""
+    return _response(ctx, (await _stored(ctx, subscription_id)).resource, 200)
+
+
+@router.put("/Subscription/{subscription_id}")
+async def update_subscription(subscription_id: str, request: Request, ctx: Ctx) -> Response:
+    """Change a subscription; status requested asks for a new handshake, off stops it."""
+    resource = await read_resource(request)
+    if resource.get("id") != subscription_id:
+        raise InvalidSubscription(
+            f"the id in the body ({resource.get('id')!r}) differs from the URL "
+            f"({subscription_id!r})",
+            expression="Subscription.id",
+        )
+    current = await _stored(ctx, subscription_id)
+    status = _client_status(resource, current.status)
+    subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
+    stored = with_version(
+        {k: v for k, v in resource.items() if k not in ("status", "error")},
+        subscription_id,
+        current.version_id + 1,
+        format_instant(utc_now()),
+    )
+    async with ctx.database.transaction() as connection:
+        await registry.replace(connection, stored, status=status, topic=subscription.topic_url)
+        if status == "requested":
+            await _queue_handshake(ctx, connection, stored)
+    ctx.outbox_written.set()
+    return _response(ctx, {**stored, "status": status}, 200)
+
+
+@router.delete("/Subscription/{subscription_id}", status_code=204)
+async def delete_subscription(subscription_id: str, ctx: Ctx) -> Response:
+    """Delete a subscription; no notification is sent for it afterwards."""
+    async with ctx.database.transaction() as connection:
+        await registry.mark_deleted(connection, subscription_id)
+    return Response(status_code=204)
+
+
+@router.get("/Subscription/{subscription_id}/$status")
+async def subscription_status(subscription_id: str, ctx: Ctx) -> Response:
+    """$status: a searchset Bundle holding the subscription's status Parameters."""
+    found = await _stored(ctx, subscription_id)
+    state = SubscriptionState(
+        id=found.id,
+        topic_url=found.topic,
+        status=found.status,
+        events_since_start=found.events_count,
+        error=found.error,
+    )
+    parameters = status_parameters(ctx.settings.fhir_base, state, QUERY_STATUS)
+    bundle = {
+        "resourceType": "Bundle",
+        "id": new_id(),
+        "type": "searchset",
+        "total": 1,
+        "entry": [
+            {
+                "fullUrl": f"urn:uuid:{parameters['id']}",
+                "resource": parameters,
+                "search": {"mode": "match"},
+            }
+        ],
+    }
+    return FhirResponse(bundle)

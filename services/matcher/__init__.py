@@ -1,0 +1,1 @@
+"""matcher: topic triggers and subscription filters turn changes into notification requests."""

@@ -1,0 +1,41 @@
+"""Keeps the matcher's subscription index as fresh as the changes it matches."""
+
+from __future__ import annotations
+
+import logging
+
+from herald.core.errors import HeraldError
+from herald.core.matching import SubscriptionIndex
+from herald.core.subscriptions import EndpointPolicy, parse_subscription
+from herald.runtime.store import subscriptions as registry
+from herald.runtime.store.database import Database
+
+log = logging.getLogger(__name__)
+
+# Stored subscriptions passed the endpoint policy when they were written; it is not re-applied.
+_STORED = EndpointPolicy(allow_http=True, allow_private=True)
+
+
+async def refresh(index: SubscriptionIndex, database: Database) -> int:
+    """Apply every registry change since the index's revision; return how many were applied."""
+    async with database.read() as connection:
+        changed = await registry.changed_since(connection, index.revision)
+    for stored in changed:
+        if stored.deleted or stored.status == "off":
+            index.remove(stored.id)
+            continue
+        try:
+            subscription = parse_subscription(
+                stored.resource, index.topics, _STORED, status=stored.status
+            )
+        except HeraldError as exc:
+            log.warning(
+                "stored subscription no longer valid; not matched",
+                extra={"subscription_id": stored.id, "reason": str(exc)},
+            )
+            index.remove(stored.id)
+            continue
+        index.put(subscription)
+    if changed:
+        index.revision = max(index.revision, changed[-1].revision)
+    return len(changed)

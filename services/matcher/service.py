@@ -1,0 +1,82 @@
+"""The matcher loop: consume changes, match them, produce requests, then commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from herald.core.contracts import ContractError, NotificationRequest, decode_change, encode
+from herald.core.fhir import format_instant, utc_now
+from herald.core.matching import SubscriptionIndex
+from herald.core.topics import TopicRegistry
+from herald.matcher.registry import refresh
+from herald.runtime.bus.base import Outgoing
+from herald.runtime.bus.connect import NOTIFICATIONS, TASK_CHANGES, Bus
+from herald.runtime.metrics import Metrics
+from herald.runtime.settings import Settings
+from herald.runtime.store.database import Database
+
+log = logging.getLogger(__name__)
+
+GROUP = "herald-matcher"
+
+
+async def run_matcher(
+    settings: Settings,
+    database: Database,
+    bus: Bus,
+    topics: TopicRegistry,
+    metrics: Metrics,
+    stop: asyncio.Event,
+) -> None:
+    """Match until stopped; offsets are committed only after the requests are on the bus."""
+    index = SubscriptionIndex(topics)
+    await refresh(index, database)
+    notifications = settings.topic(NOTIFICATIONS)
+    refreshed = time.monotonic()
+    async with bus.consumer(GROUP, TASK_CHANGES) as consumer, bus.publisher() as publisher:
+        while not stop.is_set():
+            records = await consumer.fetch(timeout=0.5, max_records=500)
+            if time.monotonic() - refreshed > settings.registry_refresh:
+                await refresh(index, database)
+                refreshed = time.monotonic()
+                metrics.consumer_lag.labels("matcher").set(await consumer.lag() or 0)
+            if not records:
+                continue
+            outgoing = []
+            for record in records:
+                try:
+                    change = decode_change(record.value)
+                except ContractError as exc:
+                    metrics.malformed.labels("matcher").inc()
+                    log.error("skipping malformed change record", extra={"reason": str(exc)})
+                    continue
+                if change.registry_revision > index.revision:
+                    await refresh(index, database)
+                started = time.perf_counter()
+                matched = index.match(change)
+                metrics.match_duration.observe(time.perf_counter() - started)
+                metrics.changes_consumed.inc()
+                now = format_instant(utc_now())
+                for subscription in matched:
+                    request = NotificationRequest(
+                        request_id=f"{change.event_id}:{subscription.id}",
+                        kind="event",
+                        subscription_id=subscription.id,
+                        source_event_id=change.event_id,
+                        requested_at=now,
+                        resource_type=change.resource_type,
+                        resource_id=change.resource_id,
+                        version_id=change.version_id,
+                        interaction=change.interaction,
+                        occurred_at=change.occurred_at,
+                    )
+                    outgoing.append(Outgoing(notifications, subscription.id, encode(request)))
+                    log.debug(
+                        "matched",
+                        extra={"event_id": change.event_id, "subscription_id": subscription.id},
+                    )
+            await publisher.publish(outgoing)
+            metrics.notification_requests.labels("event").inc(len(outgoing))
+            await consumer.commit(records)

@@ -1,0 +1,119 @@
+"""How each process is put together: embedded (all in one) or one service per process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from herald.core.topics import TopicRegistry
+from herald.dispatcher.delivery import Deliverer
+from herald.dispatcher.service import run_dispatcher
+from herald.ingest.app import create_app
+from herald.ingest.context import IngestContext
+from herald.ingest.relay import run_relay
+from herald.matcher.service import run_matcher
+from herald.runtime.bus.connect import Bus
+from herald.runtime.health import health_app
+from herald.runtime.lifecycle import Component, http_component, run_components
+from herald.runtime.metrics import Metrics
+from herald.runtime.sender import HttpSender
+from herald.runtime.settings import Settings
+from herald.runtime.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Parts:
+    """What every service of a process shares."""
+
+    settings: Settings
+    database: Database
+    bus: Bus
+    topics: TopicRegistry
+    metrics: Metrics
+
+
+@asynccontextmanager
+async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
+    """Connect the store (migrated) and the bus, load topics; close all on exit."""
+    topics = TopicRegistry.from_directory(settings.topics_dir)
+    database = Database(settings.database_url)
+    try:
+        await database.migrate()
+        bus = Bus(settings, database)
+        await bus.prepare()
+        yield Parts(settings, database, bus, topics, Metrics())
+    finally:
+        await database.aclose()
+
+
+async def _readiness(parts: Parts) -> dict[str, bool]:
+    return {"database": await parts.database.ping()}
+
+
+def _ingest(parts: Parts, stack: AsyncExitStack) -> list[Component]:
+    ctx = IngestContext(parts.settings, parts.database, parts.topics, parts.metrics)
+    app = create_app(ctx)
+
+    async def relay(stop: asyncio.Event) -> None:
+        async with parts.bus.publisher() as publisher:
+            await run_relay(ctx, publisher, stop)
+
+    return [http_component(app, parts.settings.host, parts.settings.port), relay]
+
+
+def _matcher(parts: Parts) -> Component:
+    async def matcher(stop: asyncio.Event) -> None:
+        await run_matcher(
+            parts.settings, parts.database, parts.bus, parts.topics, parts.metrics, stop
+        )
+
+    return matcher
+
+
+def _dispatcher(parts: Parts, sender: HttpSender) -> Component:
+    deliverer = Deliverer(
+        parts.settings,
+        parts.database,
+        parts.topics,
+        sender,
+        parts.metrics,
+        asyncio.Semaphore(parts.settings.max_in_flight),
+    )
+
+    async def dispatcher(stop: asyncio.Event) -> None:
+        await run_dispatcher(deliverer, parts.bus, stop)
+
+    return dispatcher
+
+
+def _health(parts: Parts) -> Component:
+    app = health_app(parts.metrics, lambda: _readiness(parts))
+    return http_component(app, parts.settings.host, parts.settings.health_port)
+
+
+async def run_process(settings: Settings, role: str) -> None:
+    """Run one role: run (embedded, everything), ingest, matcher or dispatcher."""
+    async with AsyncExitStack() as stack:
+        parts = await stack.enter_async_context(open_parts(settings))
+        sender = HttpSender()
+        stack.push_async_callback(sender.aclose)
+        components: list[Component] = []
+        if role in ("run", "ingest"):
+            components += _ingest(parts, stack)
+        if role in ("run", "matcher"):
+            components.append(_matcher(parts))
+        if role in ("run", "dispatcher"):
+            components.append(_dispatcher(parts, sender))
+        if role in ("matcher", "dispatcher"):
+            components.append(_health(parts))
+        log.info(
+            "herald %s starting",
+            role,
+            extra={"mode": "embedded" if settings.embedded else "distributed"},
+        )
+        await run_components(components)

@@ -1,0 +1,1 @@
+"""The edge: store, bus, HTTP sender, settings, metrics, logging, process lifecycle."""

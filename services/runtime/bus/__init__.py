@@ -1,0 +1,1 @@
+"""The bus between services: Apache Kafka when distributed, a durable table log when embedded."""

@@ -1,0 +1,62 @@
+"""The bus of the mode: Kafka when a bootstrap is configured, the embedded log otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from herald.runtime.bus.base import Consumer, Publisher
+from herald.runtime.bus.embedded import EmbeddedBus
+from herald.runtime.bus.kafka import KafkaConsumer, KafkaPublisher, ensure_topics
+from herald.runtime.settings import Settings
+from herald.runtime.store.database import Database
+
+TASK_CHANGES = "task-changes"
+NOTIFICATIONS = "notifications"
+
+
+class Bus:
+    """Opens publishers and consumers of the configured bus."""
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        self.settings = settings
+        self.embedded = EmbeddedBus(database) if settings.embedded else None
+
+    async def prepare(self) -> None:
+        """Create the Kafka topics if they are missing (nothing to do when embedded)."""
+        if self.settings.kafka_bootstrap:
+            await ensure_topics(
+                self.settings.kafka_bootstrap,
+                [self.settings.topic(TASK_CHANGES), self.settings.topic(NOTIFICATIONS)],
+                self.settings.kafka_partitions,
+                self.settings.kafka_replication_factor,
+            )
+
+    @asynccontextmanager
+    async def publisher(self) -> AsyncIterator[Publisher]:
+        """A publisher, closed on exit."""
+        if self.embedded is not None:
+            yield self.embedded
+            return
+        assert self.settings.kafka_bootstrap
+        producer = KafkaPublisher(self.settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            yield producer
+        finally:
+            await producer.aclose()
+
+    @asynccontextmanager
+    async def consumer(self, group_id: str, logical_topic: str) -> AsyncIterator[Consumer]:
+        """A consumer-group member for one topic, closed on exit."""
+        topic = self.settings.topic(logical_topic)
+        if self.embedded is not None:
+            yield self.embedded.consumer(group_id, topic)
+            return
+        assert self.settings.kafka_bootstrap
+        consumer = KafkaConsumer(self.settings.kafka_bootstrap, group_id, topic)
+        await consumer.start()
+        try:
+            yield consumer
+        finally:
+            await consumer.aclose()

@@ -1,0 +1,137 @@
+"""The Kafka bus (aiokafka): an idempotent producer, group consumers with manual commits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.runtime.bus.base import Outgoing, Record
+
+log = logging.getLogger(__name__)
+
+
+async def ensure_topics(
+    bootstrap: str, names: Sequence[str], partitions: int, replication_factor: int
+) -> None:
+    """Create the topics that do not exist yet."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
+            for name in names
+            if name not in existing
+        ]
+        if missing:
+            # Another service may have created it first.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+class KafkaPublisher:
+    """An idempotent producer (acks=all): a send that returns is on the brokers' logs."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=2,
+        )
+
+    async def start(self) -> None:
+        """Connect."""
+        await self._producer.start()
+
+    async def aclose(self) -> None:
+        """Flush and disconnect."""
+        await self._producer.stop()
+
+    async def publish(
+        self, records: Sequence[Outgoing], connection: AsyncConnection | None = None
+    ) -> None:
+        """Send records and wait until every one is acknowledged (`connection` is not used)."""
+        futures = [await self._producer.send(r.topic, r.value, key=r.key.encode()) for r in records]
+        if futures:
+            await asyncio.gather(*futures)
+
+
+class KafkaConsumer:
+    """A consumer-group member of one topic, committing offsets only when told."""
+
+    def __init__(self, bootstrap: str, group_id: str, topic: str) -> None:
+        self.topic = topic
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+
+    async def start(self) -> None:
+        """Join the group."""
+        await self._consumer.start()
+
+    async def aclose(self) -> None:
+        """Leave the group."""
+        await self._consumer.stop()
+
+    async def fetch(self, timeout: float, max_records: int) -> list[Record]:
+        """The next records from the assigned partitions."""
+        batches = await self._consumer.getmany(
+            timeout_ms=int(timeout * 1000), max_records=max_records
+        )
+        return [
+            Record(
+                m.topic,
+                m.partition,
+                m.offset,
+                (m.key or b"").decode(),
+                m.value or b"",
+                m.timestamp,
+            )
+            for messages in batches.values()
+            for m in messages
+        ]
+
+    async def commit(self, records: Sequence[Record]) -> None:
+        """Commit the offsets after these records, per partition."""
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        if offsets:
+            await self._consumer.commit(offsets)
+
+    def owns(self, key: str) -> bool:
+        """Whether the key's partition (Java-compatible murmur2) is assigned to this member."""
+        partitions = self._consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            return False
+        partition = (murmur2(key.encode()) & 0x7FFFFFFF) % len(partitions)
+        return TopicPartition(self.topic, partition) in self._consumer.assignment()
+
+    async def lag(self) -> int | None:
+        """Records after the committed offsets of the assigned partitions."""
+        assignment = list(self._consumer.assignment())
+        if not assignment:
+            return 0
+        ends = await self._consumer.end_offsets(assignment)
+        total = 0
+        for tp in assignment:
+            committed = await self._consumer.committed(tp)
+            total += ends[tp] - (committed or 0)
+        return total

@@ -1,0 +1,112 @@
+"""Prometheus metrics of every service (herald_ prefix, base units, no per-subscription labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# One POST is bounded by backport-timeout (at most 120 s).
+ATTEMPT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Change committed -> delivered includes retries that may span a day.
+LATENCY_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+    1800,
+    7200,
+    36000,
+    86400,
+)
+
+
+class Metrics:
+    """The metrics, registered on one registry (a fresh one per test if wanted)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.resource_writes = Counter(
+            "herald_resource_writes",
+            "Resource versions written",
+            ["resource_type", "interaction"],
+            registry=r,
+        )
+        self.rejected_requests = Counter(
+            "herald_rejected_requests",
+            "Requests answered with a 4xx OperationOutcome",
+            ["status"],
+            registry=r,
+        )
+        self.outbox_published = Counter(
+            "herald_outbox_published_records", "Outbox records published to the bus", registry=r
+        )
+        self.changes_consumed = Counter(
+            "herald_changes_consumed", "Resource changes the matcher processed", registry=r
+        )
+        self.match_duration = Histogram(
+            "herald_match_duration_seconds",
+            "Time to match one change against all subscriptions",
+            buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1),
+            registry=r,
+        )
+        self.notification_requests = Counter(
+            "herald_notification_requests", "Notification requests produced", ["kind"], registry=r
+        )
+        self.events_recorded = Counter(
+            "herald_events_recorded", "Events numbered and stored in the event log", registry=r
+        )
+        self.duplicates = Counter(
+            "herald_duplicate_records",
+            "Bus records seen again and ignored",
+            ["service"],
+            registry=r,
+        )
+        self.malformed = Counter(
+            "herald_malformed_records",
+            "Bus records that broke their contract, skipped",
+            ["service"],
+            registry=r,
+        )
+        self.delivery_attempts = Counter(
+            "herald_delivery_attempts",
+            "Notification POSTs by kind and outcome",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.attempt_duration = Histogram(
+            "herald_delivery_attempt_duration_seconds",
+            "Duration of one notification POST",
+            ["kind"],
+            buckets=ATTEMPT_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "herald_notification_latency_seconds",
+            "Time from a change being committed to its notification being accepted",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retry_backlog = Gauge(
+            "herald_retry_backlog_subscriptions", "Subscriptions waiting for a retry", registry=r
+        )
+        self.in_flight = Gauge(
+            "herald_deliveries_in_flight", "Notification POSTs in flight", registry=r
+        )
+        self.subscriptions = Gauge(
+            "herald_subscriptions", "Subscriptions by status", ["status"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "herald_consumer_lag_records",
+            "Records not yet processed by this consumer",
+            ["service"],
+            registry=r,
+        )

@@ -1,0 +1,97 @@
+"""The HTTP sender: one POST of a notification, its outcome in Herald's words."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+
+from herald import __version__
+
+USER_AGENT = f"Herald/{__version__}"
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """What became of one POST."""
+
+    outcome: str
+    """success | http_error | gone | timeout | connection_error."""
+    status_code: int | None
+    detail: str
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Any 2xx."""
+        return self.outcome == "success"
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+class HttpSender:
+    """POSTs notification Bundles; never follows redirects and never reads the response body."""
+
+    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+        self._client = client or httpx.AsyncClient(
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        await self._client.aclose()
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        content_type: str,
+        headers: Sequence[tuple[str, str]],
+        timeout: float,
+    ) -> tuple[DeliveryOutcome, float]:
+        """POST once; return the outcome and the seconds it took."""
+        request_headers = [("Content-Type", content_type), *headers]
+        started = time.perf_counter()
+        try:
+            request = self._client.build_request(
+                "POST", url, content=body, headers=request_headers, timeout=timeout
+            )
+            response = await self._client.send(request, stream=True)
+            await response.aclose()
+        except httpx.TimeoutException:
+            outcome = DeliveryOutcome("timeout", None, f"no response within {timeout:g} s")
+        except httpx.HTTPError as exc:
+            outcome = DeliveryOutcome("connection_error", None, f"could not connect: {exc!r}")
+        else:
+            code = response.status_code
+            if 200 <= code < 300:
+                outcome = DeliveryOutcome("success", code, f"HTTP {code}")
+            elif code == 410:
+                outcome = DeliveryOutcome("gone", code, "the endpoint answered 410 Gone")
+            else:
+                outcome = DeliveryOutcome(
+                    "http_error",
+                    code,
+                    f"the endpoint answered HTTP {code}",
+                    _retry_after(response.headers.get("Retry-After")),
+                )
+        return outcome, time.perf_counter() - started

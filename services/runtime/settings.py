@@ -1,0 +1,104 @@
+"""Configuration, from HERALD_* environment variables (twelve-factor)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from herald.core.subscriptions import EndpointPolicy
+
+# Editable installs and the source tree keep topic files at <repo>/schemas/topics.
+DEFAULT_TOPICS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "topics"
+
+
+class Settings(BaseSettings):
+    """Every setting of every Herald service; each service reads the ones it needs."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///herald.db",
+        description="sqlite:///path or postgresql://user@host:port/db",
+    )
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers; unset in embedded mode (in-process bus)"
+    )
+    kafka_topic_prefix: str = Field("herald.", description="prefix of the Kafka topic names")
+    kafka_partitions: int = Field(6, ge=1, description="partitions of topics Herald creates")
+    kafka_replication_factor: int = Field(1, ge=1)
+
+    host: str = Field("127.0.0.1", description="address the HTTP server binds")
+    port: int = Field(8080, ge=0, le=65535, description="port of the FHIR API (ingest, run)")
+    health_port: int = Field(
+        9100,
+        ge=0,
+        le=65535,
+        description="port of /metrics, /healthz, /readyz (matcher, dispatcher)",
+    )
+    base_url: str | None = Field(
+        None, description="public FHIR base URL; default http://HOST:PORT/fhir"
+    )
+    topics_dir: Path = Field(DEFAULT_TOPICS_DIR, description="folder of SubscriptionTopic files")
+
+    allow_http_endpoints: bool | None = Field(
+        None, description="accept http:// endpoints; default: yes embedded, no distributed"
+    )
+    allow_private_endpoints: bool | None = Field(
+        None, description="accept loopback/private endpoints; default: yes embedded, no distributed"
+    )
+
+    handshake_delay: float = Field(
+        0.5, ge=0, description="seconds between answering a create and sending the handshake"
+    )
+    handshake_attempts: int = Field(3, ge=1, description="handshake tries before error")
+    retry_delays: str = Field(
+        "5,30,120,600,1800,3600,7200,14400,28800,43200",
+        description="seconds between delivery attempts, comma-separated",
+    )
+    max_in_flight: int = Field(64, ge=1, description="concurrent notification POSTs, all endpoints")
+    relay_interval: float = Field(0.2, gt=0, description="seconds between outbox polls")
+    registry_refresh: float = Field(
+        1.0, gt=0, description="seconds between subscription registry polls (matcher)"
+    )
+    log_format: str = Field("json", description="json or text")
+    log_level: str = Field("INFO")
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _check_delays(cls, value: str) -> str:
+        delays = [float(v) for v in value.split(",") if v.strip()]
+        if any(d < 0 for d in delays):
+            raise ValueError("retry delays must be non-negative seconds")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True without a Kafka bootstrap: all services in one process."""
+        return not self.kafka_bootstrap
+
+    @property
+    def fhir_base(self) -> str:
+        """The public FHIR base URL, without a trailing slash."""
+        return (self.base_url or f"http://{self.host}:{self.port}/fhir").rstrip("/")
+
+    @property
+    def retry_schedule(self) -> tuple[float, ...]:
+        """retry_delays as numbers."""
+        return tuple(float(v) for v in self.retry_delays.split(",") if v.strip())
+
+    @property
+    def endpoint_policy(self) -> EndpointPolicy:
+        """The endpoint policy of this mode."""
+        allow_http = (
+            self.embedded if self.allow_http_endpoints is None else self.allow_http_endpoints
+        )
+        allow_private = (
+            self.embedded if self.allow_private_endpoints is None else self.allow_private_endpoints
+        )
+        return EndpointPolicy(allow_http=allow_http, allow_private=allow_private)
+
+    def topic(self, name: str) -> str:
+        """The Kafka topic name for a logical topic ('task-changes', 'notifications')."""
+        return f"{self.kafka_topic_prefix}{name}"

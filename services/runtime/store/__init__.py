@@ -1,0 +1,1 @@
+"""Persistence: one schema on PostgreSQL or SQLite, behind small repositories."""

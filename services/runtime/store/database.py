@@ -1,0 +1,108 @@
+"""The database handle: engine per URL, migrations, transactions alike on both engines."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def async_url(url: str) -> str:
+    """Map sqlite:// and postgresql:// URLs to their asyncio drivers."""
+    parsed = make_url(url)
+    driver = {
+        "sqlite": "sqlite+aiosqlite",
+        "postgresql": "postgresql+asyncpg",
+        "postgres": "postgresql+asyncpg",
+    }
+    backend = parsed.drivername.split("+", 1)[0]
+    if backend not in driver:
+        raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
+    return parsed.set(drivername=driver[backend]).render_as_string(hide_password=False)
+
+
+class Database:
+    """One engine, and the rules for using it (SQLite serialises writers in-process)."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = async_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs["pool_size"] = pool_size
+            kwargs["pool_pre_ping"] = True
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        # SQLite allows one writer; taking the lock here avoids "database is locked" retries.
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        if self.is_sqlite:
+            _sqlite_pragmas(self.engine)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A connection inside a transaction, committed on success and rolled back on error."""
+        async with self._write_lock or nullcontext(), self.engine.begin() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads."""
+        async with self.engine.connect() as connection:
+            await connection.execution_options(herald_read_only=True)
+            yield connection
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest migration."""
+        async with self.transaction() as connection:
+            if not self.is_sqlite:
+                # Services starting together must not migrate at the same time.
+                await connection.execute(text("SELECT pg_advisory_xact_lock(7243)"))
+            await connection.run_sync(_upgrade)
+
+    async def ping(self) -> bool:
+        """Whether the database answers."""
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def _upgrade(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _sqlite_pragmas(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, open transactions, so BEGIN IMMEDIATE below takes effect.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        read_only = connection.get_execution_options().get("herald_read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -1,0 +1,45 @@
+"""The transactional outbox: records written with the change that caused them, published later."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.runtime.store.tables import outbox
+
+# Key of the PostgreSQL advisory lock that makes one relay at a time publish, keeping per-key order.
+RELAY_LOCK_KEY = 0x48_45_52_41_4C_44  # "HERALD"
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    """One record waiting to be published."""
+
+    id: int
+    topic: str
+    key: str
+    payload: bytes
+
+
+async def add(connection: AsyncConnection, topic: str, key: str, payload: bytes) -> None:
+    """Queue a record in the caller's transaction."""
+    await connection.execute(insert(outbox).values(topic=topic, key=key, payload=payload))
+
+
+async def claim(connection: AsyncConnection, limit: int) -> list[OutboxRecord]:
+    """The oldest records, or none when another relay holds the lock (PostgreSQL)."""
+    if connection.dialect.name == "postgresql":
+        locked = await connection.scalar(
+            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RELAY_LOCK_KEY}
+        )
+        if not locked:
+            return []
+    rows = await connection.execute(select(outbox).order_by(outbox.c.id).limit(limit))
+    return [OutboxRecord(r.id, r.topic, r.key, bytes(r.payload)) for r in rows]
+
+
+async def remove(connection: AsyncConnection, ids: list[int]) -> None:
+    """Forget published records (by id: ids may commit out of order on PostgreSQL)."""
+    await connection.execute(delete(outbox).where(outbox.c.id.in_(ids)))

@@ -1,0 +1,106 @@
+"""Versioned resources (Tasks): current version plus history, written with their change event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.core.types import JsonObject
+from herald.runtime.store.tables import resource_versions, resources
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    """A resource version as stored."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: str
+    deleted: bool
+    resource: JsonObject
+
+
+async def current(
+    connection: AsyncConnection, resource_type: str, resource_id: str, *, for_update: bool = False
+) -> StoredResource | None:
+    """The current version of a resource, locking its row when asked (PostgreSQL)."""
+    query = select(resources).where(
+        resources.c.resource_type == resource_type, resources.c.id == resource_id
+    )
+    if for_update and connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await connection.execute(query)).first()
+    if row is None:
+        return None
+    return StoredResource(
+        row.resource_type,
+        row.id,
+        row.version_id,
+        row.last_updated,
+        row.deleted,
+        orjson.loads(row.content),
+    )
+
+
+async def version(
+    connection: AsyncConnection, resource_type: str, resource_id: str, version_id: int
+) -> JsonObject | None:
+    """One historical version."""
+    content = await connection.scalar(
+        select(resource_versions.c.content).where(
+            resource_versions.c.resource_type == resource_type,
+            resource_versions.c.id == resource_id,
+            resource_versions.c.version_id == version_id,
+        )
+    )
+    return None if content is None else orjson.loads(content)
+
+
+async def save(
+    connection: AsyncConnection, stamped: JsonObject, *, previous: StoredResource | None
+) -> None:
+    """Write a new version (already stamped with id, versionId and lastUpdated)."""
+    resource_type, resource_id = stamped["resourceType"], stamped["id"]
+    version_id = int(stamped["meta"]["versionId"])
+    last_updated = stamped["meta"]["lastUpdated"]
+    content = orjson.dumps(stamped).decode()
+    values = {
+        "version_id": version_id,
+        "last_updated": last_updated,
+        "deleted": False,
+        "content": content,
+    }
+    if previous is None:
+        await connection.execute(
+            insert(resources).values(resource_type=resource_type, id=resource_id, **values)
+        )
+    else:
+        await connection.execute(
+            update(resources)
+            .where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
+            .values(**values)
+        )
+    await connection.execute(
+        insert(resource_versions).values(
+            resource_type=resource_type,
+            id=resource_id,
+            version_id=version_id,
+            last_updated=last_updated,
+            content=content,
+        )
+    )
+
+
+async def mark_deleted(
+    connection: AsyncConnection, previous: StoredResource, version_id: int, last_updated: str
+) -> None:
+    """Record a deletion as a new version; the last content is kept for history."""
+    await connection.execute(
+        update(resources)
+        .where(resources.c.resource_type == previous.resource_type, resources.c.id == previous.id)
+        .values(version_id=version_id, last_updated=last_updated, deleted=True)
+    )

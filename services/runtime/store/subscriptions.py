@@ -1,0 +1,192 @@
+"""The subscription registry: resources, status, revision (for matchers), event counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.core.types import JsonObject
+from herald.runtime.store.tables import counters, subscriptions
+
+
+@dataclass(frozen=True)
+class StoredSubscription:
+    """A subscription row."""
+
+    id: str
+    status: str
+    topic: str
+    version_id: int
+    last_updated: str
+    revision: int
+    events_count: int
+    delivered_through: int
+    error: str | None
+    deleted: bool
+    stored: JsonObject
+    """The resource as the client sent it, stamped with id and meta (status and error overlaid)."""
+
+    @property
+    def resource(self) -> JsonObject:
+        """The Subscription resource as the API shows it."""
+        resource = dict(self.stored)
+        resource["status"] = self.status
+        if self.error:
+            resource["error"] = self.error
+        else:
+            resource.pop("error", None)
+        return resource
+
+
+def _row(row: Row[tuple[object, ...]]) -> StoredSubscription:
+    m = row._mapping
+    return StoredSubscription(
+        id=m["id"],
+        status=m["status"],
+        topic=m["topic"],
+        version_id=m["version_id"],
+        last_updated=m["last_updated"],
+        revision=m["revision"],
+        events_count=m["events_count"],
+        delivered_through=m["delivered_through"],
+        error=m["error"],
+        deleted=m["deleted"],
+        stored=orjson.loads(m["content"]),
+    )
+
+
+async def next_revision(connection: AsyncConnection) -> int:
+    """Take the next registry revision (the counter row lock orders revisions by commit)."""
+    value = await connection.scalar(
+        update(counters)
+        .where(counters.c.name == "registry")
+        .values(value=counters.c.value + 1)
+        .returning(counters.c.value)
+    )
+    return int(value or 0)
+
+
+async def revision(connection: AsyncConnection) -> int:
+    """The current registry revision."""
+    value = await connection.scalar(select(counters.c.value).where(counters.c.name == "registry"))
+    return int(value or 0)
+
+
+async def get(
+    connection: AsyncConnection, subscription_id: str, *, for_update: bool = False
+) -> StoredSubscription | None:
+    """One subscription, deleted or not."""
+    query = select(subscriptions).where(subscriptions.c.id == subscription_id)
+    if for_update and connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await connection.execute(query)).first()
+    return None if row is None else _row(row)
+
+
+async def insert_new(
+    connection: AsyncConnection, stored: JsonObject, *, status: str, topic: str
+) -> None:
+    """Register a new subscription."""
+    await connection.execute(
+        insert(subscriptions).values(
+            id=stored["id"],
+            status=status,
+            topic=topic,
+            content=orjson.dumps(stored).decode(),
+            version_id=int(stored["meta"]["versionId"]),
+            last_updated=stored["meta"]["lastUpdated"],
+            revision=await next_revision(connection),
+            events_count=0,
+            delivered_through=0,
+            error=None,
+            deleted=False,
+        )
+    )
+
+
+async def replace(
+    connection: AsyncConnection, stored: JsonObject, *, status: str, topic: str
+) -> None:
+    """Store a client's update of a subscription (clears the error when re-requested)."""
+    await connection.execute(
+        update(subscriptions)
+        .where(subscriptions.c.id == stored["id"])
+        .values(
+            status=status,
+            topic=topic,
+            content=orjson.dumps(stored).decode(),
+            version_id=int(stored["meta"]["versionId"]),
+            last_updated=stored["meta"]["lastUpdated"],
+            revision=await next_revision(connection),
+            error=None,
+            deleted=False,
+        )
+    )
+
+
+async def set_status(
+    connection: AsyncConnection,
+    subscription_id: str,
+    status: str,
+    *,
+    error: str | None = None,
+    expected: str | None = None,
+) -> bool:
+    """Move a subscription to a status (only from `expected`, when given); True if it moved."""
+    query = update(subscriptions).where(
+        subscriptions.c.id == subscription_id, subscriptions.c.deleted.is_(False)
+    )
+    if expected is not None:
+        query = query.where(subscriptions.c.status == expected)
+    result = await connection.execute(
+        query.values(status=status, error=error, revision=await next_revision(connection))
+    )
+    return bool(result.rowcount)
+
+
+async def mark_deleted(connection: AsyncConnection, subscription_id: str) -> bool:
+    """Delete a subscription (kept as a tombstone so matchers learn of it)."""
+    result = await connection.execute(
+        update(subscriptions)
+        .where(subscriptions.c.id == subscription_id, subscriptions.c.deleted.is_(False))
+        .values(deleted=True, status="off", revision=await next_revision(connection))
+    )
+    return bool(result.rowcount)
+
+
+async def changed_since(connection: AsyncConnection, since: int) -> list[StoredSubscription]:
+    """Subscriptions whose registry revision is above `since`, in revision order."""
+    rows = await connection.execute(
+        select(subscriptions)
+        .where(subscriptions.c.revision > since)
+        .order_by(subscriptions.c.revision)
+    )
+    return [_row(r) for r in rows]
+
+
+async def with_work(connection: AsyncConnection) -> list[StoredSubscription]:
+    """Subscriptions that need the dispatcher: a pending handshake or undelivered events."""
+    rows = await connection.execute(
+        select(subscriptions).where(
+            subscriptions.c.deleted.is_(False),
+            (subscriptions.c.status == "requested")
+            | (
+                (subscriptions.c.status == "active")
+                & (subscriptions.c.events_count > subscriptions.c.delivered_through)
+            ),
+        )
+    )
+    return [_row(r) for r in rows]
+
+
+async def count_by_status(connection: AsyncConnection) -> dict[str, int]:
+    """How many live subscriptions are in each status."""
+    rows = await connection.execute(
+        select(subscriptions.c.status, func.count())
+        .where(subscriptions.c.deleted.is_(False))
+        .group_by(subscriptions.c.status)
+    )
+    return {status: int(n) for status, n in rows.tuples()}

@@ -1,0 +1,113 @@
+"""The schema, as SQLAlchemy Core tables (the migrations in migrations/ create it)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# Generic counters; row "registry" is the subscription registry revision.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+# The current version of each resource.
+resources = Table(
+    "resources",
+    metadata,
+    Column("resource_type", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", String(40), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("content", Text, nullable=False),
+)
+
+# Every version of each resource (history, vread, full-resource notifications).
+resource_versions = Table(
+    "resource_versions",
+    metadata,
+    Column("resource_type", String(64), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("last_updated", String(40), nullable=False),
+    Column("content", Text, nullable=False),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", String(40), nullable=False),
+    Column("revision", BigInteger, nullable=False, index=True),
+    Column("events_count", BigInteger, nullable=False, default=0),
+    Column("delivered_through", BigInteger, nullable=False, default=0),
+    Column("error", Text),
+    Column("deleted", Boolean, nullable=False, default=False),
+)
+
+# Numbered events per subscription: the source of $events and of deliveries.
+event_log = Table(
+    "event_log",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("number", BigInteger, primary_key=True),
+    Column("request_id", String(200), nullable=False, unique=True),
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("version_id", String(32), nullable=False),
+    Column("interaction", String(16), nullable=False),
+    Column("occurred_at", String(40), nullable=False),
+    Column("recorded_at", String(40), nullable=False),
+)
+
+# Transactional outbox: records to publish, written with the change that caused them.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("topic", String(200), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+)
+
+# The embedded bus: a durable log and consumer-group offsets in the same database.
+bus_log = Table(
+    "bus_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("topic", String(200), nullable=False, index=True),
+    Column("key", String(200), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    # Ids must never be reused after the log is trimmed: consumers keep positions.
+    sqlite_autoincrement=True,
+)
+
+bus_offsets = Table(
+    "bus_offsets",
+    metadata,
+    Column("group_id", String(200), primary_key=True),
+    Column("topic", String(200), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
