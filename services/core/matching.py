@@ -24,10 +24,12 @@ def _index_key(subscription: Subscription) -> tuple[str, tuple[str, ...]] | None
     """The reference filter to index this subscription under, if it has one."""
     for criteria in subscription.criteria:
         for condition in criteria.conditions:
-            if condition.parameter.type == "reference" and condition.modifier is None:
-                return condition.parameter.name, tuple(
-                    normalize_reference(v) for v in condition.values
-                )
+            if condition.parameter.type != "reference" or condition.modifier is not None:
+                continue
+            values = tuple(normalize_reference(v) for v in condition.values)
+            # A plain id (owner=123) can match any type, so it cannot be looked up by Type/id.
+            if all("/" in v for v in values):
+                return condition.parameter.name, values
     return None
 
 

@@ -45,14 +45,12 @@ def _compile_missing(parameter: SearchParameter, values: tuple[str, ...]) -> Pre
 
 @dataclass(frozen=True)
 class Condition:
-    """One search parameter with its modifier and OR'ed values, compiled when created.
-
-    `values` are in FHIR search syntax, split on unescaped commas with the backslash escapes
-    kept (`a\\,b` stays one value), so that `",".join(values)` gives the original value back.
-    """
+    """One search parameter with its modifier and OR'ed values, compiled when created."""
 
     parameter: SearchParameter
     modifier: str | None
+    # In FHIR search syntax, split on unescaped commas with the backslash escapes kept
+    # (`a\,b` stays one value), so that ",".join(values) gives the original value back.
     values: tuple[str, ...]
     _predicate: Predicate = field(init=False, repr=False, compare=False)
 

@@ -153,7 +153,7 @@ def approximately(search: DateRange, target: DateRange, now: datetime) -> bool:
 def _search_value(parameter: SearchParameter, raw: str) -> tuple[str, DateRange]:
     value = unescape(raw)
     prefix = "eq"
-    if value[:2].isalpha():
+    if value[:2].isalpha() and value[2:3] in ("", *"0123456789"):
         prefix, value = value[:2], value[2:]
         if prefix not in PREFIXES:
             raise SearchParameterError(

@@ -33,7 +33,7 @@ _ID = r"[A-Za-z0-9\-.]{1,64}"
 _TYPE = r"[A-Z][A-Za-z]+"
 _HISTORY = rf"(?:/_history/{_ID})?"
 _RELATIVE = re.compile(rf"(?P<type>{_TYPE})/(?P<id>{_ID}){_HISTORY}")
-_ABSOLUTE = re.compile(rf"(?P<base>https?://\S+?)/(?P<type>{_TYPE})/(?P<id>{_ID}){_HISTORY}/?")
+_ABSOLUTE = re.compile(rf"(?P<base>(?i:https?)://\S+?)/(?P<type>{_TYPE})/(?P<id>{_ID}){_HISTORY}/?")
 _ID_ONLY = re.compile(_ID)
 _TYPE_ONLY = re.compile(_TYPE)
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+")
@@ -114,9 +114,8 @@ def _malformed(parameter: SearchParameter, raw: str, why: str) -> SearchParamete
 def _search_value(parameter: SearchParameter, resource_type: str | None, raw: str) -> _Ref:
     value = unescape(raw)
     if _ID_ONLY.fullmatch(value):
-        return _Ref(
-            value if resource_type is None else f"{resource_type}/{value}", resource_type, value
-        )
+        literal = value if resource_type is None else f"{resource_type}/{value}"
+        return _Ref(literal, resource_type, value)
     parsed = _parse(value)
     if parsed.id is None and (resource_type is not None or not _URI.fullmatch(value)):
         raise _malformed(parameter, raw, "expected Type/id, an id or an absolute URL")
