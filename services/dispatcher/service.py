@@ -18,7 +18,7 @@ from herald.runtime.store.events import LoggedEvent
 
 log = logging.getLogger(__name__)
 
-GROUP = "herald-dispatcher"
+
 # How often the dispatcher looks for work it was not told about (after a restart, a rebalance).
 SCAN_INTERVAL = 5.0
 
@@ -119,7 +119,8 @@ async def run_dispatcher(deliverer: Deliverer, bus: Bus, stop: asyncio.Event) ->
     workers = Workers(deliverer, stop)
     scanned = 0.0
     try:
-        async with bus.consumer(GROUP, NOTIFICATIONS) as consumer:
+        group = deliverer.settings.topic("dispatcher")
+        async with bus.consumer(group, NOTIFICATIONS) as consumer:
             while not stop.is_set():
                 records = await consumer.fetch(timeout=0.5, max_records=500)
                 if records:

@@ -19,6 +19,9 @@ _STORED = EndpointPolicy(allow_http=True, allow_private=True)
 async def refresh(index: SubscriptionIndex, database: Database) -> int:
     """Apply every registry change since the index's revision; return how many were applied."""
     async with database.read() as connection:
+        # Every revision up to the counter read first is committed (revisions are handed out
+        # under the counter's row lock), so the index is at least that fresh afterwards.
+        current = await registry.revision(connection)
         changed = await registry.changed_since(connection, index.revision)
     for stored in changed:
         if stored.deleted or stored.status == "off":
@@ -36,6 +39,5 @@ async def refresh(index: SubscriptionIndex, database: Database) -> int:
             index.remove(stored.id)
             continue
         index.put(subscription)
-    if changed:
-        index.revision = max(index.revision, changed[-1].revision)
+    index.revision = max(index.revision, current, *(s.revision for s in changed[-1:]))
     return len(changed)

@@ -19,7 +19,7 @@ from herald.runtime.store.database import Database
 
 log = logging.getLogger(__name__)
 
-GROUP = "herald-matcher"
+
 
 
 async def run_matcher(
@@ -35,7 +35,8 @@ async def run_matcher(
     await refresh(index, database)
     notifications = settings.topic(NOTIFICATIONS)
     refreshed = time.monotonic()
-    async with bus.consumer(GROUP, TASK_CHANGES) as consumer, bus.publisher() as publisher:
+    group = settings.topic("matcher")
+    async with bus.consumer(group, TASK_CHANGES) as consumer, bus.publisher() as publisher:
         while not stop.is_set():
             records = await consumer.fetch(timeout=0.5, max_records=500)
             if time.monotonic() - refreshed > settings.registry_refresh:

@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         None, description="Kafka bootstrap servers; unset in embedded mode (in-process bus)"
     )
-    kafka_topic_prefix: str = Field("herald.", description="prefix of the Kafka topic names")
+    kafka_topic_prefix: str = Field(
+        "herald.", description="prefix of Kafka topic and consumer group names"
+    )
     kafka_partitions: int = Field(6, ge=1, description="partitions of topics Herald creates")
     kafka_replication_factor: int = Field(1, ge=1)
 

@@ -1,0 +1,45 @@
+# Herald: the two commands a new machine needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The suite runs on Kafka 3.9; the distributed end-to-end smoke test runs again on Kafka 4.x.
+KAFKA_SUITE_VERSION ?= 3.9.2
+KAFKA_SMOKE_VERSION ?= 4.3.1
+
+.PHONY: run test test-unit lint format fix clean kafka-fetch
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]' --config-settings editable_mode=strict
+	touch $(STAMP)
+
+## run: embedded Herald (SQLite file herald.db, in-process bus), FHIR API at http://127.0.0.1:8080/fhir
+run: $(STAMP)
+	HERALD_LOG_FORMAT=$${HERALD_LOG_FORMAT:-text} $(VENV)/bin/herald run
+
+kafka-fetch:
+	KAFKA_VERSION=$(KAFKA_SUITE_VERSION) deploy/local/kafka.sh fetch
+	KAFKA_VERSION=$(KAFKA_SMOKE_VERSION) deploy/local/kafka.sh fetch
+
+## test: lint, type-check, then the whole suite on real Kafka and PostgreSQL (started by the fixtures)
+test: $(STAMP) lint kafka-fetch
+	KAFKA_VERSION=$(KAFKA_SUITE_VERSION) $(PY) -m pytest
+	KAFKA_VERSION=$(KAFKA_SMOKE_VERSION) $(PY) -m pytest tests/e2e/test_distributed.py -k backbone
+
+## test-unit: the fast tests of the pure core, no services needed
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

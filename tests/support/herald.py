@@ -1,0 +1,67 @@
+"""Herald as real OS processes, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def herald_env(**settings: str) -> dict[str, str]:
+    """The process environment: the caller's, without any HERALD_* it had, plus these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    env.update({f"HERALD_{k.upper()}": v for k, v in settings.items()})
+    env.setdefault("HERALD_LOG_FORMAT", "text")
+    return env
+
+
+class HeraldProcess:
+    """One `herald <role>` process; its output goes to a log file."""
+
+    def __init__(self, role: str, env: dict[str, str], log_dir: Path, ready_url: str) -> None:
+        self.role = role
+        self.ready_url = ready_url
+        self.log_path = log_dir / f"herald-{role}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "herald.cli", role],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until /readyz answers 200."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"herald {self.role} exited:\n{self.log()}")
+            try:
+                if httpx.get(self.ready_url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"herald {self.role} not ready in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        """What the process printed so far."""
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait, and return the exit code (SIGKILL after timeout)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode

@@ -1,0 +1,112 @@
+"""Finding or starting the real Kafka and PostgreSQL the integration and end-to-end tests use.
+
+Order of preference: HERALD_KAFKA_BOOTSTRAP / HERALD_DATABASE_URL when set; testcontainers where a
+Docker engine answers; the local processes of deploy/local/ (Maven Central jars, Debian packages).
+With CI set, an unavailable service fails the run instead of skipping tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def unavailable(reason: str) -> None:
+    """Skip on a laptop, fail in CI."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)")
+    pytest.skip(reason)
+
+
+def docker_available() -> bool:
+    """Whether a Docker engine answers."""
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env(timeout=3).ping()
+    except Exception:  # noqa: BLE001 - any failure means no usable engine
+        return False
+    return True
+
+
+def _script(name: str, command: str, env: dict[str, str]) -> str:
+    script = REPO / "deploy" / "local" / name
+    result = subprocess.run(
+        ["bash", str(script), command],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if result.returncode != 0:
+        unavailable(f"{name} {command} failed: {result.stderr[-2000:]}")
+    lines = result.stdout.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+@contextlib.contextmanager
+def kafka() -> Iterator[str]:
+    """A Kafka bootstrap address for the test session."""
+    if os.environ.get("HERALD_KAFKA_BOOTSTRAP"):
+        yield os.environ["HERALD_KAFKA_BOOTSTRAP"]
+        return
+    if docker_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    port = free_port()
+    env = {"KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(free_port())}
+    bootstrap = _script("kafka.sh", "start", env)
+    try:
+        yield bootstrap
+    finally:
+        subprocess.run(
+            ["bash", str(REPO / "deploy/local/kafka.sh"), "stop"],
+            env={**os.environ, **env},
+            capture_output=True,
+            check=False,
+        )
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server URL (user with CREATEDB) for the test session."""
+    url = os.environ.get("HERALD_DATABASE_URL", "")
+    if url.startswith("postgres"):
+        yield url
+        return
+    if docker_available():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    env = {"PG_PORT": str(free_port())}
+    url = _script("postgres.sh", "start", env)
+    try:
+        yield url
+    finally:
+        subprocess.run(
+            ["bash", str(REPO / "deploy/local/postgres.sh"), "stop"],
+            env={**os.environ, **env},
+            capture_output=True,
+            check=False,
+        )
