@@ -52,12 +52,12 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
 
 
 async def _readiness(parts: Parts) -> dict[str, bool]:
-    return {"database": await parts.database.ping()}
+    return {"database": await parts.database.ping(), "bus": await parts.bus.ping()}
 
 
-def _ingest(parts: Parts, stack: AsyncExitStack) -> list[Component]:
+def _ingest(parts: Parts) -> list[Component]:
     ctx = IngestContext(parts.settings, parts.database, parts.topics, parts.metrics)
-    app = create_app(ctx)
+    app = create_app(ctx, lambda: _readiness(parts))
 
     async def relay(stop: asyncio.Event) -> None:
         async with parts.bus.publisher() as publisher:
@@ -104,7 +104,7 @@ async def run_process(settings: Settings, role: str) -> None:
         stack.push_async_callback(sender.aclose)
         components: list[Component] = []
         if role in ("run", "ingest"):
-            components += _ingest(parts, stack)
+            components += _ingest(parts)
         if role in ("run", "matcher"):
             components.append(_matcher(parts))
         if role in ("run", "dispatcher"):

@@ -188,6 +188,7 @@ class TopicRegistry(Mapping[str, Topic]):
         for path in files:
             try:
                 topics.append(parse_topic(json.loads(path.read_text(encoding="utf-8"))))
-            except (ValueError, KeyError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                # JSON of the wrong shape (a list, a string where an object belongs, ...)
                 raise TopicDefinitionError(f"{path.name}: {exc}") from exc
         return cls(topics)

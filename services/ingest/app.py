@@ -11,14 +11,11 @@ from herald.core.fhir import format_instant, utc_now
 from herald.ingest import subscriptions, tasks
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, install_error_handlers
-from herald.runtime.health import health_routes
+from herald.runtime.health import ReadinessCheck, health_routes
 
 
-def create_app(ctx: IngestContext) -> FastAPI:
+def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
     """The FastAPI app serving /fhir and the operational endpoints."""
-
-    async def readiness() -> dict[str, bool]:
-        return {"database": await ctx.database.ping()}
 
     app = FastAPI(
         title="Herald FHIR API",

@@ -6,7 +6,13 @@ import asyncio
 import logging
 import time
 
-from herald.core.contracts import ContractError, NotificationRequest, decode_change, encode
+from herald.core.contracts import (
+    ContractError,
+    NotificationRequest,
+    ResourceChange,
+    decode_change,
+    encode,
+)
 from herald.core.fhir import format_instant, utc_now
 from herald.core.matching import SubscriptionIndex
 from herald.core.topics import TopicRegistry
@@ -20,6 +26,26 @@ from herald.runtime.store.database import Database
 log = logging.getLogger(__name__)
 
 
+def notification_requests(
+    change: ResourceChange, index: SubscriptionIndex
+) -> list[NotificationRequest]:
+    """One request per subscription the change notifies."""
+    now = format_instant(utc_now())
+    return [
+        NotificationRequest(
+            request_id=f"{change.event_id}:{subscription.id}",
+            kind="event",
+            subscription_id=subscription.id,
+            source_event_id=change.event_id,
+            requested_at=now,
+            resource_type=change.resource_type,
+            resource_id=change.resource_id,
+            version_id=change.version_id,
+            interaction=change.interaction,
+            occurred_at=change.occurred_at,
+        )
+        for subscription in index.match(change)
+    ]
 
 
 async def run_matcher(
@@ -56,28 +82,12 @@ async def run_matcher(
                 if change.registry_revision > index.revision:
                     await refresh(index, database)
                 started = time.perf_counter()
-                matched = index.match(change)
+                requests = notification_requests(change, index)
                 metrics.match_duration.observe(time.perf_counter() - started)
                 metrics.changes_consumed.inc()
-                now = format_instant(utc_now())
-                for subscription in matched:
-                    request = NotificationRequest(
-                        request_id=f"{change.event_id}:{subscription.id}",
-                        kind="event",
-                        subscription_id=subscription.id,
-                        source_event_id=change.event_id,
-                        requested_at=now,
-                        resource_type=change.resource_type,
-                        resource_id=change.resource_id,
-                        version_id=change.version_id,
-                        interaction=change.interaction,
-                        occurred_at=change.occurred_at,
-                    )
-                    outgoing.append(Outgoing(notifications, subscription.id, encode(request)))
-                    log.debug(
-                        "matched",
-                        extra={"event_id": change.event_id, "subscription_id": subscription.id},
-                    )
+                outgoing += [
+                    Outgoing(notifications, r.subscription_id, encode(r)) for r in requests
+                ]
             await publisher.publish(outgoing)
             metrics.notification_requests.labels("event").inc(len(outgoing))
             await consumer.commit(records)

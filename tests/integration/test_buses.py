@@ -1,4 +1,4 @@
-"""Both buses keep per-key order, hand records to a group once committed, and resume after commits."""
+"""Both buses keep per-key order and resume a consumer group after its commits."""
 
 from __future__ import annotations
 

@@ -50,7 +50,8 @@ async def test_resource_versions_and_outbox_commit_together(database: Database) 
     async with database.transaction() as connection:
         stored = await resources.current(connection, "Task", "t1")
         assert stored is not None and stored.version_id == 2
-        assert (await resources.version(connection, "Task", "t1", 1))["meta"]["versionId"] == "1"
+        first = await resources.version(connection, "Task", "t1", 1)
+        assert first is not None and first["meta"]["versionId"] == "1"
         claimed = await outbox.claim(connection, 10)
         assert [r.payload for r in claimed] == [b"v1", b"v2"]
         await outbox.remove(connection, [r.id for r in claimed])
@@ -61,7 +62,9 @@ async def test_resource_versions_and_outbox_commit_together(database: Database) 
 async def test_registry_revision_grows_with_every_change(database: Database) -> None:
     async with database.transaction() as connection:
         start = await subscriptions.revision(connection)
-        await subscriptions.insert_new(connection, _subscription("s1"), status="requested", topic="t")
+        await subscriptions.insert_new(
+            connection, _subscription("s1"), status="requested", topic="t"
+        )
     async with database.transaction() as connection:
         assert await subscriptions.set_status(connection, "s1", "active", expected="requested")
         assert not await subscriptions.set_status(connection, "s1", "active", expected="requested")

@@ -54,7 +54,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
                 with receiver._lock:
@@ -75,8 +75,8 @@ class Receiver:
     @property
     def url(self) -> str:
         """The endpoint URL to subscribe with."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/notify"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}/notify"
 
     def __enter__(self) -> Receiver:
         self._thread.start()
@@ -91,9 +91,7 @@ class Receiver:
         with self._lock:
             return [r for r in self.received if r.kind == kind]
 
-    def wait_for(
-        self, predicate: Callable[[Receiver], bool], timeout: float = 30.0
-    ) -> None:
+    def wait_for(self, predicate: Callable[[Receiver], bool], timeout: float = 30.0) -> None:
         """Wait until predicate(self) holds, or fail after timeout seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from herald.runtime.bus.base import Consumer, Publisher
 from herald.runtime.bus.embedded import EmbeddedBus
-from herald.runtime.bus.kafka import KafkaConsumer, KafkaPublisher, ensure_topics
+from herald.runtime.bus.kafka import KafkaConsumer, KafkaPublisher, ensure_topics, kafka_answers
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
 
@@ -31,6 +31,12 @@ class Bus:
                 self.settings.kafka_partitions,
                 self.settings.kafka_replication_factor,
             )
+
+    async def ping(self) -> bool:
+        """Whether the bus answers (a Kafka metadata request; the embedded bus is the database)."""
+        if not self.settings.kafka_bootstrap:
+            return True
+        return await kafka_answers(self.settings.kafka_bootstrap)
 
     @asynccontextmanager
     async def publisher(self) -> AsyncIterator[Publisher]:

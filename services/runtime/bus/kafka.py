@@ -39,6 +39,20 @@ async def ensure_topics(
         await admin.close()
 
 
+async def kafka_answers(bootstrap: str, timeout: float = 3.0) -> bool:
+    """Whether the cluster answers a metadata request within the timeout."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    try:
+        async with asyncio.timeout(timeout):
+            await admin.start()
+            await admin.list_topics()
+    except Exception:  # noqa: BLE001 - any failure means "not ready"
+        return False
+    finally:
+        await admin.close()
+    return True
+
+
 class KafkaPublisher:
     """An idempotent producer (acks=all): a send that returns is on the brokers' logs."""
 
