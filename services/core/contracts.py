@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import orjson
@@ -66,6 +66,22 @@ def encode(record: ResourceChange | NotificationRequest) -> bytes:
     return orjson.dumps(asdict(record))
 
 
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "str | None": (str, type(None)),
+    "JsonObject | None": (dict, type(None)),
+}
+
+
+def _check_types(record: ResourceChange | NotificationRequest) -> None:
+    for item in fields(record):
+        value = getattr(record, item.name)
+        allowed = _TYPES[str(item.type)]
+        if not isinstance(value, allowed) or isinstance(value, bool):
+            raise ContractError(f"{item.name} has the wrong type ({type(value).__name__})")
+
+
 def _load(data: bytes, schema: str) -> dict[str, Any]:
     try:
         raw = orjson.loads(data)
@@ -86,6 +102,7 @@ def decode_change(data: bytes) -> ResourceChange:
         raise ContractError(f"bad resource change: {exc}") from exc
     if change.interaction not in ("create", "update", "delete"):
         raise ContractError(f"unknown interaction {change.interaction!r}")
+    _check_types(change)
     return change
 
 
@@ -98,4 +115,5 @@ def decode_request(data: bytes) -> NotificationRequest:
         raise ContractError(f"bad notification request: {exc}") from exc
     if request.kind not in ("event", "handshake"):
         raise ContractError(f"unknown kind {request.kind!r}")
+    _check_types(request)
     return request

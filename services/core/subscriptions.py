@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -78,9 +79,15 @@ def _is_local(host: str) -> bool:
     ):
         return True
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            host.strip("[]")
+        )
     except ValueError:
-        return False
+        try:
+            # IPv4 shorthands that resolvers accept as addresses: 127.1, 2130706433, 0x7f000001.
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except (OSError, ValueError):
+            return False
     return address.is_loopback or address.is_private or address.is_link_local
 
 
