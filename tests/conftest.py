@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from tests.support import services
 
@@ -26,17 +27,25 @@ def postgres_server() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-async def postgres_url(postgres_server: str) -> AsyncIterator[str]:
-    """A fresh, empty database on the session's PostgreSQL server."""
-    server = make_url(postgres_server)
-    name = f"herald_test_{uuid.uuid4().hex[:12]}"
+async def _create_database(server: URL, name: str) -> None:
     admin = await asyncpg.connect(
-        host=server.host, port=server.port, user=server.username,
-        password=server.password, database=server.database,
+        host=server.host,
+        port=server.port,
+        user=server.username,
+        password=server.password,
+        database=server.database,
     )
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    yield server.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    server = make_url(postgres_server)
+    name = f"herald_test_{uuid.uuid4().hex[:12]}"
+    # A plain fixture, so that fixtures of either kind can depend on it.
+    asyncio.run(_create_database(server, name))
+    return server.set(database=name).render_as_string(hide_password=False)

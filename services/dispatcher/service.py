@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from functools import partial
 
 from herald.core.contracts import ContractError, decode_request
 from herald.core.fhir import format_instant, utc_now
 from herald.dispatcher.delivery import Deliverer
 from herald.runtime.bus.base import Consumer, Record
 from herald.runtime.bus.connect import NOTIFICATIONS, Bus
+from herald.runtime.lifecycle import retry_until_done
 from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.events import LoggedEvent
@@ -124,7 +126,7 @@ async def run_dispatcher(deliverer: Deliverer, bus: Bus, stop: asyncio.Event) ->
             while not stop.is_set():
                 records = await consumer.fetch(timeout=0.5, max_records=500)
                 if records:
-                    to_wake = await record(deliverer, records)
+                    to_wake = await retry_until_done(partial(record, deliverer, records), stop)
                     # Offsets move only once the events are committed in the event log.
                     await consumer.commit(records)
                     for subscription_id in sorted(to_wake):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 
 from herald.core.contracts import (
     ContractError,
@@ -17,8 +18,9 @@ from herald.core.fhir import format_instant, utc_now
 from herald.core.matching import SubscriptionIndex
 from herald.core.topics import TopicRegistry
 from herald.matcher.registry import refresh
-from herald.runtime.bus.base import Outgoing
+from herald.runtime.bus.base import Outgoing, Record
 from herald.runtime.bus.connect import NOTIFICATIONS, TASK_CHANGES, Bus
+from herald.runtime.lifecycle import retry_until_done
 from herald.runtime.metrics import Metrics
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
@@ -59,35 +61,46 @@ async def run_matcher(
     """Match until stopped; offsets are committed only after the requests are on the bus."""
     index = SubscriptionIndex(topics)
     await refresh(index, database)
-    notifications = settings.topic(NOTIFICATIONS)
     refreshed = time.monotonic()
     group = settings.topic("matcher")
     async with bus.consumer(group, TASK_CHANGES) as consumer, bus.publisher() as publisher:
         while not stop.is_set():
             records = await consumer.fetch(timeout=0.5, max_records=500)
             if time.monotonic() - refreshed > settings.registry_refresh:
-                await refresh(index, database)
+                await retry_until_done(lambda: refresh(index, database), stop)
                 refreshed = time.monotonic()
                 metrics.consumer_lag.labels("matcher").set(await consumer.lag() or 0)
             if not records:
                 continue
-            outgoing = []
-            for record in records:
-                try:
-                    change = decode_change(record.value)
-                except ContractError as exc:
-                    metrics.malformed.labels("matcher").inc()
-                    log.error("skipping malformed change record", extra={"reason": str(exc)})
-                    continue
-                if change.registry_revision > index.revision:
-                    await refresh(index, database)
-                started = time.perf_counter()
-                requests = notification_requests(change, index)
-                metrics.match_duration.observe(time.perf_counter() - started)
-                metrics.changes_consumed.inc()
-                outgoing += [
-                    Outgoing(notifications, r.subscription_id, encode(r)) for r in requests
-                ]
-            await publisher.publish(outgoing)
+            outgoing = await retry_until_done(
+                partial(_match, records, index, database, settings, metrics), stop
+            )
+            await retry_until_done(partial(publisher.publish, outgoing), stop)
             metrics.notification_requests.labels("event").inc(len(outgoing))
             await consumer.commit(records)
+
+
+async def _match(
+    records: list[Record],
+    index: SubscriptionIndex,
+    database: Database,
+    settings: Settings,
+    metrics: Metrics,
+) -> list[Outgoing]:
+    notifications = settings.topic(NOTIFICATIONS)
+    outgoing = []
+    for record in records:
+        try:
+            change = decode_change(record.value)
+        except ContractError as exc:
+            metrics.malformed.labels("matcher").inc()
+            log.error("skipping malformed change record", extra={"reason": str(exc)})
+            continue
+        if change.registry_revision > index.revision:
+            await refresh(index, database)
+        started = time.perf_counter()
+        requests = notification_requests(change, index)
+        metrics.match_duration.observe(time.perf_counter() - started)
+        metrics.changes_consumed.inc()
+        outgoing += [Outgoing(notifications, r.subscription_id, encode(r)) for r in requests]
+    return outgoing

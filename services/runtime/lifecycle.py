@@ -7,11 +7,14 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Generator, Sequence
+from typing import TypeVar
 
 import uvicorn
 from starlette.types import ASGIApp
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 Component = Callable[[asyncio.Event], Awaitable[None]]
 """A long-running part of a service: runs until the event is set, then finishes its work."""
@@ -75,3 +78,20 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def retry_until_done(work: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
+    """Retry work that failed on a passing outage (a database or broker restart), with backoff.
+
+    Once stopping, it gives up after a few more tries so that shutdown is not held up forever.
+    """
+    failures = 0
+    while True:
+        try:
+            return await work()
+        except Exception:
+            failures += 1
+            if stop.is_set() and failures > 3:
+                raise
+            log.exception("work failed; retrying", extra={"failures": failures})
+            await asyncio.sleep(min(5.0, 0.1 * 2**failures))

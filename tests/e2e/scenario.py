@@ -32,7 +32,9 @@ def subscription(endpoint: str, owner: str, token: str) -> dict[str, Any]:
             "endpoint": endpoint,
             "payload": FHIR_JSON,
             "_payload": {
-                "extension": [{"url": BACKPORT + "backport-payload-content", "valueCode": "id-only"}]
+                "extension": [
+                    {"url": BACKPORT + "backport-payload-content", "valueCode": "id-only"}
+                ]
             },
             "header": [f"Authorization: Bearer {token}"],
         },
@@ -59,7 +61,9 @@ def put(client: httpx.Client, resource: dict[str, Any]) -> httpx.Response:
     )
 
 
-def wait_status(client: httpx.Client, subscription_id: str, status: str, timeout: float = 30) -> None:
+def wait_status(
+    client: httpx.Client, subscription_id: str, status: str, timeout: float = 30
+) -> None:
     """Poll until the subscription reaches a status."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
