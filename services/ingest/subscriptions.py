@@ -69,34 +69,52 @@ def _client_status(resource: JsonObject, current: str | None) -> str:
     )
 
 
-@router.post("/Subscription", status_code=201)
-async def create_subscription(request: Request, ctx: Ctx) -> Response:
-    """Register a subscription as requested; the dispatcher sends the handshake."""
-    resource = await read_resource(request)
-    status = _client_status(resource, None)
+async def _save(
+    ctx: IngestContext, resource: JsonObject, subscription_id: str | None
+) -> JsonObject:
+    """Validate and store a new version; queue a handshake when the status is requested."""
     subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
-    stored = with_version(
-        {k: v for k, v in resource.items() if k not in ("status", "error")},
-        new_id(),
-        1,
-        format_instant(utc_now()),
-    )
     async with ctx.database.transaction() as connection:
-        await registry.insert_new(connection, stored, status=status, topic=subscription.topic_url)
+        current = None
+        if subscription_id is not None:
+            current = await registry.get(connection, subscription_id, for_update=True)
+            _check_exists(current, subscription_id)
+        status = _client_status(resource, current.status if current else None)
+        stored = with_version(
+            {k: v for k, v in resource.items() if k not in ("status", "error")},
+            subscription_id or new_id(),
+            current.version_id + 1 if current else 1,
+            format_instant(utc_now()),
+        )
+        if current is None:
+            await registry.insert_new(
+                connection, stored, status=status, topic=subscription.topic_url
+            )
+        else:
+            await registry.replace(connection, stored, status=status, topic=subscription.topic_url)
         if status == "requested":
             await _queue_handshake(ctx, connection, stored)
     ctx.outbox_written.set()
-    return _response(ctx, {**stored, "status": status}, 201)
+    return {**stored, "status": status}
 
 
-async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
-    async with ctx.database.read() as connection:
-        found = await registry.get(connection, subscription_id)
+def _check_exists(found: StoredSubscription | None, subscription_id: str) -> StoredSubscription:
     if found is None:
         raise ResourceNotFound(f"Subscription/{subscription_id} is not known")
     if found.deleted:
         raise ResourceGone(f"Subscription/{subscription_id} was deleted")
     return found
+
+
+@router.post("/Subscription", status_code=201)
+async def create_subscription(request: Request, ctx: Ctx) -> Response:
+    """Register a subscription as requested; the dispatcher sends the handshake."""
+    return _response(ctx, await _save(ctx, await read_resource(request), None), 201)
+
+
+async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
+    async with ctx.database.read() as connection:
+        return _check_exists(await registry.get(connection, subscription_id), subscription_id)
 
 
 @router.get("/Subscription/{subscription_id}")
@@ -115,21 +133,7 @@ async def update_subscription(subscription_id: str, request: Request, ctx: Ctx) 
             f"({subscription_id!r})",
             expression="Subscription.id",
         )
-    current = await _stored(ctx, subscription_id)
-    status = _client_status(resource, current.status)
-    subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
-    stored = with_version(
-        {k: v for k, v in resource.items() if k not in ("status", "error")},
-        subscription_id,
-        current.version_id + 1,
-        format_instant(utc_now()),
-    )
-    async with ctx.database.transaction() as connection:
-        await registry.replace(connection, stored, status=status, topic=subscription.topic_url)
-        if status == "requested":
-            await _queue_handshake(ctx, connection, stored)
-    ctx.outbox_written.set()
-    return _response(ctx, {**stored, "status": status}, 200)
+    return _response(ctx, await _save(ctx, resource, subscription_id), 200)
 
 
 @router.delete("/Subscription/{subscription_id}", status_code=204)

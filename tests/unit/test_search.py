@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from herald.core.errors import SearchParameterError
+from herald.core.fhir import TASK_STATUS_CODES
 from herald.core.search import (
     PARAMETERS,
     SUBSCRIPTION_PARAMETERS,
@@ -26,20 +27,7 @@ from herald.core.search import (
 
 LOINC = "http://loinc.org"
 TASK_STATUS = "http://hl7.org/fhir/task-status"
-TASK_STATUSES = (
-    "draft",
-    "requested",
-    "received",
-    "accepted",
-    "rejected",
-    "ready",
-    "cancelled",
-    "in-progress",
-    "on-hold",
-    "failed",
-    "completed",
-    "entered-in-error",
-)
+TASK_STATUSES = tuple(sorted(TASK_STATUS_CODES))
 
 
 def task(**fields: Any) -> dict[str, Any]:
