@@ -16,8 +16,9 @@ from herald.core.subscriptions import Subscription
 from herald.core.topics import TopicRegistry
 from herald.core.types import JsonObject
 
-# Subscriptions that still receive events: requested ones get them after their handshake.
-LIVE_STATUSES = frozenset({"requested", "active"})
+# Subscriptions whose events are numbered and logged: requested ones get them after their
+# handshake; those in error keep counting them, for $events.
+LIVE_STATUSES = frozenset({"requested", "active", "error"})
 
 
 def _index_key(subscription: Subscription) -> tuple[str, tuple[str, ...]] | None:

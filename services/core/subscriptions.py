@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from herald.core.errors import FhirError, InvalidResource, SearchParameterError
@@ -71,6 +72,10 @@ class EndpointPolicy:
                 "does not allow",
                 expression="Subscription.channel.endpoint",
             )
+
+
+STORED_POLICY = EndpointPolicy(allow_http=True, allow_private=True)
+"""For subscriptions read back from the store: they passed the policy when they were written."""
 
 
 def _is_local(host: str) -> bool:
@@ -344,6 +349,28 @@ def parse_subscription(
         end=end,
         resource=resource,
     )
+
+
+def heartbeat_period(channel_extensions: object) -> int | None:
+    """The backport-heartbeat-period of a stored channel's extensions, if any."""
+    for extension in channel_extensions if isinstance(channel_extensions, list) else []:
+        if isinstance(extension, dict) and extension.get("url") == HEARTBEAT_PERIOD_URL:
+            value = extension.get("valueUnsignedInt")
+            return value if isinstance(value, int) and value > 0 else None
+    return None
+
+
+def expired(end: object, now: datetime) -> bool:
+    """Whether a Subscription.end instant has passed (an unreadable end never expires)."""
+    if not isinstance(end, str):
+        return False
+    try:
+        moment = datetime.fromisoformat(end)
+    except ValueError:
+        return False
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment <= now
 
 
 def check_client_status(status: object) -> None:

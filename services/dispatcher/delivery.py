@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
@@ -15,11 +16,12 @@ from herald.core.fhir import format_instant, utc_now
 from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
+    HEARTBEAT,
     NotificationEvent,
     SubscriptionState,
     notification_bundle,
 )
-from herald.core.subscriptions import EndpointPolicy, Subscription, parse_subscription
+from herald.core.subscriptions import STORED_POLICY, Subscription, parse_subscription
 from herald.core.topics import TopicRegistry
 from herald.runtime.lifecycle import sleep_or_stop
 from herald.runtime.metrics import Metrics
@@ -33,7 +35,6 @@ from herald.runtime.store.subscriptions import StoredSubscription
 
 log = logging.getLogger(__name__)
 
-_STORED = EndpointPolicy(allow_http=True, allow_private=True)
 # Retry-After is honoured up to this many seconds; a larger value falls back to the schedule.
 MAX_RETRY_AFTER = 3600.0
 
@@ -48,6 +49,8 @@ class Deliverer:
     sender: HttpSender
     metrics: Metrics
     in_flight: asyncio.Semaphore
+    last_contact: dict[str, float] = field(default_factory=dict)
+    """Monotonic time of the last accepted POST per subscription (heartbeats are due after it)."""
 
     async def _load(self, subscription_id: str) -> tuple[StoredSubscription, Subscription] | None:
         async with self.database.read() as connection:
@@ -56,7 +59,7 @@ class Deliverer:
             return None
         try:
             return stored, parse_subscription(
-                stored.resource, self.topics, _STORED, status=stored.status
+                stored.resource, self.topics, STORED_POLICY, status=stored.status
             )
         except HeraldError as exc:
             log.warning(
@@ -81,6 +84,8 @@ class Deliverer:
                 )
             finally:
                 self.metrics.in_flight.dec()
+        if outcome.ok:
+            self.last_contact[subscription.id] = time.monotonic()
         self.metrics.delivery_attempts.labels(kind, outcome.outcome).inc()
         self.metrics.attempt_duration.labels(kind).observe(seconds)
         return outcome
@@ -110,7 +115,12 @@ class Deliverer:
 
     async def handshake(self, subscription_id: str, stop: asyncio.Event) -> None:
         """Send the handshake of a requested subscription and move it to active or error."""
-        await sleep_or_stop(stop, self.settings.handshake_delay)
+        loaded = await self._load(subscription_id)
+        if loaded is None or loaded[0].status != "requested":
+            return
+        # Clients (and conformance suites) are ready for the handshake only after the 201.
+        if await sleep_or_stop(stop, self.settings.handshake_delay):
+            return
         last = "no attempt was made"
         for attempt in range(self.settings.handshake_attempts):
             loaded = await self._load(subscription_id)
@@ -139,6 +149,25 @@ class Deliverer:
         await self._fail(
             subscription_id, "error", f"handshake failed: {last}", expected="requested"
         )
+
+    async def heartbeat(self, subscription_id: str) -> None:
+        """Send a heartbeat when an active subscription has heard nothing for its period."""
+        loaded = await self._load(subscription_id)
+        if loaded is None or loaded[0].status != "active" or not loaded[1].heartbeat_period:
+            return
+        stored, subscription = loaded
+        quiet = time.monotonic() - self.last_contact.get(subscription_id, 0.0)
+        if quiet < subscription.heartbeat_period:  # type: ignore[operator]
+            return
+        bundle = notification_bundle(
+            self.settings.fhir_base,
+            self._state(stored, subscription, "active"),
+            HEARTBEAT,
+            timestamp=format_instant(utc_now()),
+        )
+        await self._post(subscription, bundle, "heartbeat")
+        # A failed heartbeat waits a whole period too; delivery errors surface through events.
+        self.last_contact[subscription_id] = time.monotonic()
 
     async def deliver_pending(self, subscription_id: str, stop: asyncio.Event) -> None:
         """Deliver the undelivered events of an active subscription, oldest first, in batches."""

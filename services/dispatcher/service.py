@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import timedelta
 from functools import partial
 
 from herald.core.contracts import ContractError, decode_request
 from herald.core.fhir import format_instant, utc_now
+from herald.core.subscriptions import expired, heartbeat_period
 from herald.dispatcher.delivery import Deliverer
 from herald.runtime.bus.base import Consumer, Record
 from herald.runtime.bus.connect import NOTIFICATIONS, Bus
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # How often the dispatcher looks for work it was not told about (after a restart, a rebalance).
 SCAN_INTERVAL = 5.0
+# How often delivered events older than the retention are dropped from the event log.
+PRUNE_INTERVAL = 600.0
 
 
 class Workers:
@@ -33,9 +37,12 @@ class Workers:
         self.stop = stop
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._heartbeat: set[str] = set()
 
-    def wake(self, subscription_id: str) -> None:
-        """Make sure the subscription's worker runs (again) soon."""
+    def wake(self, subscription_id: str, *, heartbeat: bool = False) -> None:
+        """Make sure the subscription's worker runs (again) soon; check its heartbeat if asked."""
+        if heartbeat:
+            self._heartbeat.add(subscription_id)
         if subscription_id in self._tasks:
             self._again.add(subscription_id)
             return
@@ -48,6 +55,9 @@ class Workers:
                 try:
                     await self.deliverer.handshake(subscription_id, self.stop)
                     await self.deliverer.deliver_pending(subscription_id, self.stop)
+                    if subscription_id in self._heartbeat:
+                        self._heartbeat.discard(subscription_id)
+                        await self.deliverer.heartbeat(subscription_id)
                 except Exception:
                     log.exception("worker failed", extra={"subscription_id": subscription_id})
                 if subscription_id not in self._again or self.stop.is_set():
@@ -104,21 +114,71 @@ async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
     return wake
 
 
-async def _scan(deliverer: Deliverer, consumer: Consumer, workers: Workers) -> None:
+class Schedule:
+    """What the periodic scan found: heartbeat periods of owned active subscriptions."""
+
+    def __init__(self) -> None:
+        self.heartbeats: dict[str, int] = {}
+        self.pruned_at = 0.0
+
+    def due(self, last_contact: dict[str, float]) -> list[str]:
+        """Subscriptions whose heartbeat period passed without contact."""
+        now = time.monotonic()
+        for subscription_id in self.heartbeats:
+            last_contact.setdefault(subscription_id, now)
+        return [
+            subscription_id
+            for subscription_id, period in self.heartbeats.items()
+            if now - last_contact[subscription_id] >= period
+        ]
+
+
+async def _scan(
+    deliverer: Deliverer, consumer: Consumer, workers: Workers, schedule: Schedule
+) -> None:
+    now = utc_now()
     async with deliverer.database.read() as connection:
         todo = await registry.with_work(connection)
+        live = await registry.live(connection)
         counts = await registry.count_by_status(connection)
     for status in ("requested", "active", "error", "off"):
         deliverer.metrics.subscriptions.labels(status).set(counts.get(status, 0))
     for stored in todo:
         if consumer.owns(stored.id):
             workers.wake(stored.id)
+    heartbeats: dict[str, int] = {}
+    for stored in live:
+        if not consumer.owns(stored.id):
+            continue
+        if expired(stored.stored.get("end"), now):
+            async with deliverer.database.transaction() as connection:
+                await registry.set_status(
+                    connection,
+                    stored.id,
+                    "off",
+                    error="the subscription reached its end",
+                    expected=stored.status,
+                )
+            continue
+        period = stored.stored.get("channel", {}).get("extension")
+        seconds = heartbeat_period(period)
+        if stored.status == "active" and seconds:
+            heartbeats[stored.id] = seconds
+    schedule.heartbeats = heartbeats
+    if time.monotonic() - schedule.pruned_at > PRUNE_INTERVAL:
+        schedule.pruned_at = time.monotonic()
+        cutoff = now - timedelta(days=deliverer.settings.event_retention_days)
+        async with deliverer.database.transaction() as connection:
+            pruned = await event_log.prune(connection, format_instant(cutoff))
+        if pruned:
+            log.info("pruned delivered events past retention", extra={"events": pruned})
     deliverer.metrics.consumer_lag.labels("dispatcher").set(await consumer.lag() or 0)
 
 
 async def run_dispatcher(deliverer: Deliverer, bus: Bus, stop: asyncio.Event) -> None:
     """Consume requests until stopped, then let workers finish their current POST."""
     workers = Workers(deliverer, stop)
+    schedule = Schedule()
     scanned = 0.0
     try:
         group = deliverer.settings.topic("dispatcher")
@@ -132,8 +192,10 @@ async def run_dispatcher(deliverer: Deliverer, bus: Bus, stop: asyncio.Event) ->
                     for subscription_id in sorted(to_wake):
                         workers.wake(subscription_id)
                 if time.monotonic() - scanned > SCAN_INTERVAL:
-                    await _scan(deliverer, consumer, workers)
+                    await _scan(deliverer, consumer, workers, schedule)
                     scanned = time.monotonic()
+                for subscription_id in schedule.due(deliverer.last_contact):
+                    workers.wake(subscription_id, heartbeat=True)
     finally:
         stop.set()
         await workers.drain(timeout=30.0)

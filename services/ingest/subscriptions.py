@@ -9,7 +9,6 @@ from starlette.responses import Response
 from herald.core.contracts import NotificationRequest, encode
 from herald.core.errors import ResourceGone, ResourceNotFound
 from herald.core.fhir import format_instant, new_id, utc_now
-from herald.core.notifications import QUERY_STATUS, SubscriptionState, status_parameters
 from herald.core.resources import with_version
 from herald.core.subscriptions import (
     CLIENT_STATUSES,
@@ -91,7 +90,13 @@ async def _save(
                 connection, stored, status=status, topic=subscription.topic_url
             )
         else:
-            await registry.replace(connection, stored, status=status, topic=subscription.topic_url)
+            await registry.replace(
+                connection,
+                stored,
+                status=status,
+                topic=subscription.topic_url,
+                skip_backlog=status == "requested" and current.status in ("error", "off"),
+            )
         if status == "requested":
             await _queue_handshake(ctx, connection, stored)
     ctx.outbox_written.set()
@@ -142,31 +147,3 @@ async def delete_subscription(subscription_id: str, ctx: Ctx) -> Response:
     async with ctx.database.transaction() as connection:
         await registry.mark_deleted(connection, subscription_id)
     return Response(status_code=204)
-
-
-@router.get("/Subscription/{subscription_id}/$status")
-async def subscription_status(subscription_id: str, ctx: Ctx) -> Response:
-    """$status: a searchset Bundle holding the subscription's status Parameters."""
-    found = await _stored(ctx, subscription_id)
-    state = SubscriptionState(
-        id=found.id,
-        topic_url=found.topic,
-        status=found.status,
-        events_since_start=found.events_count,
-        error=found.error,
-    )
-    parameters = status_parameters(ctx.settings.fhir_base, state, QUERY_STATUS)
-    bundle = {
-        "resourceType": "Bundle",
-        "id": new_id(),
-        "type": "searchset",
-        "total": 1,
-        "entry": [
-            {
-                "fullUrl": f"urn:uuid:{parameters['id']}",
-                "resource": parameters,
-                "search": {"mode": "match"},
-            }
-        ],
-    }
-    return FhirResponse(bundle)

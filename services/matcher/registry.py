@@ -6,14 +6,11 @@ import logging
 
 from herald.core.errors import HeraldError
 from herald.core.matching import SubscriptionIndex
-from herald.core.subscriptions import EndpointPolicy, parse_subscription
+from herald.core.subscriptions import STORED_POLICY, parse_subscription
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.database import Database
 
 log = logging.getLogger(__name__)
-
-# Stored subscriptions passed the endpoint policy when they were written; it is not re-applied.
-_STORED = EndpointPolicy(allow_http=True, allow_private=True)
 
 
 async def refresh(index: SubscriptionIndex, database: Database) -> int:
@@ -29,7 +26,7 @@ async def refresh(index: SubscriptionIndex, database: Database) -> int:
             continue
         try:
             subscription = parse_subscription(
-                stored.resource, index.topics, _STORED, status=stored.status
+                stored.resource, index.topics, STORED_POLICY, status=stored.status
             )
         except HeraldError as exc:
             log.warning(

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         "5,30,120,600,1800,3600,7200,14400,28800,43200",
         description="seconds between delivery attempts, comma-separated",
     )
+    event_retention_days: float = Field(
+        30, gt=0, description="days delivered events stay available to $events"
+    )
     max_in_flight: int = Field(64, ge=1, description="concurrent notification POSTs, all endpoints")
     relay_interval: float = Field(0.2, gt=0, description="seconds between outbox polls")
     registry_refresh: float = Field(

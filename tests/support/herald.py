@@ -51,7 +51,8 @@ class HeraldProcess:
 
     def log(self) -> str:
         """What the process printed so far."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-5000:]
 
     def stop(self, timeout: float = 30.0) -> int:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herald.core.contracts import ResourceChange
-from herald.core.matching import SubscriptionIndex
+from herald.core.matching import LIVE_STATUSES, SubscriptionIndex
 from herald.core.subscriptions import (
     FILTER_CRITERIA_URL,
     EndpointPolicy,
@@ -187,15 +187,16 @@ def test_nothing_matches_when_the_topic_does_not_fire() -> None:
 # --- lifecycle ------------------------------------------------------------------------------
 
 
-def test_only_live_subscriptions_are_matched() -> None:
+def test_off_subscriptions_are_not_matched_but_those_in_error_keep_counting() -> None:
+    # Events of a subscription in error are still numbered and logged, for $events.
     index = index_of(
         subscription("active"),
         subscription("requested", status="requested"),
         subscription("error", status="error"),
         subscription("off", status="off"),
     )
-    assert len(index) == 2
-    assert ids(index, change(task("Organization/1"))) == ["active", "requested"]
+    assert len(index) == 3
+    assert ids(index, change(task("Organization/1"))) == ["active", "error", "requested"]
 
 
 def test_remove_forgets_a_subscription() -> None:
@@ -225,7 +226,7 @@ def test_put_again_with_another_filter_moves_the_subscription() -> None:
 
 def test_put_with_a_status_that_is_not_live_removes() -> None:
     index = index_of(subscription("a", "owner=Organization/1"))
-    index.put(subscription("a", "owner=Organization/1", status="error"))
+    index.put(subscription("a", "owner=Organization/1", status="off"))
     assert len(index) == 0
     assert ids(index, change(task("Organization/1"))) == []
     index.put(subscription("a", "owner=Organization/1", status="requested"))
@@ -302,7 +303,7 @@ def test_the_index_agrees_with_brute_force(
 ) -> None:
     index = index_of(*puts)
     latest = {item.id: item for item in puts}  # a later put replaces an earlier one
-    live = [item for item in latest.values() if item.status in ("requested", "active")]
+    live = [item for item in latest.values() if item.status in LIVE_STATUSES]
     assert len(index) == len(live)
     for event in events:
         resource = event.current if event.current is not None else event.previous

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.runtime.store.tables import event_log, subscriptions
@@ -22,6 +23,19 @@ class LoggedEvent:
     version_id: str
     interaction: str
     occurred_at: str
+
+
+def _logged(row: Row[Any]) -> LoggedEvent:
+    return LoggedEvent(
+        row.subscription_id,
+        row.number,
+        row.request_id,
+        row.resource_type,
+        row.resource_id,
+        row.version_id,
+        row.interaction,
+        row.occurred_at,
+    )
 
 
 async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: str) -> int | None:
@@ -72,25 +86,7 @@ async def after(
     connection: AsyncConnection, subscription_id: str, number: int, limit: int
 ) -> list[LoggedEvent]:
     """Events of a subscription numbered above `number`, oldest first."""
-    rows = await connection.execute(
-        select(event_log)
-        .where(event_log.c.subscription_id == subscription_id, event_log.c.number > number)
-        .order_by(event_log.c.number)
-        .limit(limit)
-    )
-    return [
-        LoggedEvent(
-            r.subscription_id,
-            r.number,
-            r.request_id,
-            r.resource_type,
-            r.resource_id,
-            r.version_id,
-            r.interaction,
-            r.occurred_at,
-        )
-        for r in rows
-    ]
+    return await between(connection, subscription_id, number + 1, None, limit)
 
 
 async def mark_delivered(connection: AsyncConnection, subscription_id: str, through: int) -> None:
@@ -100,3 +96,31 @@ async def mark_delivered(connection: AsyncConnection, subscription_id: str, thro
         .where(subscriptions.c.id == subscription_id, subscriptions.c.delivered_through < through)
         .values(delivered_through=through)
     )
+
+
+async def between(
+    connection: AsyncConnection, subscription_id: str, since: int, until: int | None, limit: int
+) -> list[LoggedEvent]:
+    """Events numbered from `since` to `until` (inclusive), oldest first, at most `limit`."""
+    query = select(event_log).where(
+        event_log.c.subscription_id == subscription_id, event_log.c.number >= since
+    )
+    if until is not None:
+        query = query.where(event_log.c.number <= until)
+    rows = await connection.execute(query.order_by(event_log.c.number).limit(limit))
+    return [_logged(r) for r in rows]
+
+
+async def prune(connection: AsyncConnection, recorded_before: str) -> int:
+    """Drop delivered events recorded before an instant; undelivered events are always kept."""
+    delivered = (
+        select(subscriptions.c.delivered_through)
+        .where(subscriptions.c.id == event_log.c.subscription_id)
+        .scalar_subquery()
+    )
+    result = await connection.execute(
+        delete(event_log).where(
+            event_log.c.recorded_at < recorded_before, event_log.c.number <= delivered
+        )
+    )
+    return int(result.rowcount or 0)

@@ -108,13 +108,24 @@ async def insert_new(
 
 
 async def replace(
-    connection: AsyncConnection, stored: JsonObject, *, status: str, topic: str
+    connection: AsyncConnection,
+    stored: JsonObject,
+    *,
+    status: str,
+    topic: str,
+    skip_backlog: bool = False,
 ) -> None:
-    """Store a client's update of a subscription (clears the error when re-requested)."""
+    """Store a client's update of a subscription (clears the error).
+
+    With skip_backlog, undelivered events count as handled: a client re-activating a
+    subscription fetches what it missed with $events instead of receiving it again.
+    """
+    extra = {"delivered_through": subscriptions.c.events_count} if skip_backlog else {}
     await connection.execute(
         update(subscriptions)
         .where(subscriptions.c.id == stored["id"])
         .values(
+            **extra,
             status=status,
             topic=topic,
             content=orjson.dumps(stored).decode(),
@@ -177,6 +188,16 @@ async def with_work(connection: AsyncConnection) -> list[StoredSubscription]:
                 (subscriptions.c.status == "active")
                 & (subscriptions.c.events_count > subscriptions.c.delivered_through)
             ),
+        )
+    )
+    return [_row(r) for r in rows]
+
+
+async def live(connection: AsyncConnection) -> list[StoredSubscription]:
+    """Subscriptions that are not deleted and not off."""
+    rows = await connection.execute(
+        select(subscriptions).where(
+            subscriptions.c.deleted.is_(False), subscriptions.c.status != "off"
         )
     )
     return [_row(r) for r in rows]

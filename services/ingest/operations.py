@@ -1,0 +1,161 @@
+"""Subscription operations of the Backport IG: $status (instance and type level) and $events."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from herald.core.errors import FhirError, ResourceGone, ResourceNotFound
+from herald.core.fhir import format_instant, new_id, utc_now
+from herald.core.notifications import (
+    QUERY_EVENT,
+    QUERY_STATUS,
+    NotificationEvent,
+    SubscriptionState,
+    notification_bundle,
+    status_parameters,
+)
+from herald.core.subscriptions import CONTENT_CODES, STORED_POLICY, parse_subscription
+from herald.core.types import JsonObject
+from herald.ingest.context import Ctx, IngestContext
+from herald.ingest.fhirhttp import FhirResponse, check_accept, read_resource
+from herald.runtime.store import events as event_log
+from herald.runtime.store import resources
+from herald.runtime.store import subscriptions as registry
+from herald.runtime.store.subscriptions import StoredSubscription
+
+router = APIRouter(dependencies=[Depends(check_accept)])
+
+# One $events answer carries at most this many events; ask again from the last number + 1.
+MAX_EVENTS = 1000
+# A type-level $status without ids answers for at most this many subscriptions.
+MAX_STATUS = 1000
+
+
+def _state(stored: StoredSubscription, content: str = "id-only") -> SubscriptionState:
+    return SubscriptionState(
+        id=stored.id,
+        topic_url=stored.topic,
+        status=stored.status,
+        events_since_start=stored.events_count,
+        content=content,
+        error=stored.error,
+    )
+
+
+async def _operation_parameters(request: Request) -> dict[str, list[str]]:
+    """Parameters from the query string and, for POST, from a Parameters body."""
+    values: dict[str, list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        values.setdefault(name, []).extend(v for v in value.split(",") if v)
+    if request.method == "POST" and await request.body():
+        body = await read_resource(request)
+        if body.get("resourceType") != "Parameters":
+            raise FhirError("the body of an operation must be a Parameters resource")
+        for parameter in body.get("parameter") or []:
+            given = next((v for k, v in parameter.items() if k.startswith("value")), None)
+            if isinstance(given, str | int):
+                values.setdefault(str(parameter.get("name")), []).append(str(given))
+    return values
+
+
+def _searchset(ctx: IngestContext, found: list[StoredSubscription], self_url: str) -> JsonObject:
+    entries = []
+    for stored in found:
+        parameters = status_parameters(ctx.settings.fhir_base, _state(stored), QUERY_STATUS)
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:{parameters['id']}",
+                "resource": parameters,
+                "search": {"mode": "match"},
+            }
+        )
+    return {
+        "resourceType": "Bundle",
+        "id": new_id(),
+        "type": "searchset",
+        "timestamp": format_instant(utc_now()),
+        "total": len(entries),
+        "link": [{"relation": "self", "url": self_url}],
+        "entry": entries,
+    }
+
+
+async def _live(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
+    async with ctx.database.read() as connection:
+        found = await registry.get(connection, subscription_id)
+    if found is None:
+        raise ResourceNotFound(f"Subscription/{subscription_id} is not known")
+    if found.deleted:
+        raise ResourceGone(f"Subscription/{subscription_id} was deleted")
+    return found
+
+
+@router.api_route("/Subscription/$status", methods=["GET", "POST"])
+async def status_of_many(request: Request, ctx: Ctx) -> Response:
+    """Type-level $status: the subscriptions named by `id` (all when none), filtered by `status`."""
+    parameters = await _operation_parameters(request)
+    ids = parameters.get("id", [])
+    statuses = set(parameters.get("status", []))
+    async with ctx.database.read() as connection:
+        if ids:
+            found = [s for i in dict.fromkeys(ids) if (s := await registry.get(connection, i))]
+        else:
+            found = await registry.changed_since(connection, 0)
+    found = [s for s in found if not s.deleted and (not statuses or s.status in statuses)]
+    return FhirResponse(_searchset(ctx, found[:MAX_STATUS], str(request.url)))
+
+
+@router.api_route("/Subscription/{subscription_id}/$status", methods=["GET", "POST"])
+async def status_of_one(subscription_id: str, request: Request, ctx: Ctx) -> Response:
+    """Instance-level $status: a searchset Bundle with the subscription's status Parameters."""
+    stored = await _live(ctx, subscription_id)
+    return FhirResponse(_searchset(ctx, [stored], str(request.url)))
+
+
+def _number(values: list[str], name: str) -> int | None:
+    if not values:
+        return None
+    if len(values) > 1 or not values[0].isdigit():
+        raise FhirError(f"{name} must be one non-negative event number, got {values!r}")
+    return int(values[0])
+
+
+@router.api_route("/Subscription/{subscription_id}/$events", methods=["GET", "POST"])
+async def events_of_one(subscription_id: str, request: Request, ctx: Ctx) -> Response:
+    """$events: the stored events of a subscription as a history Bundle (query-event)."""
+    parameters = await _operation_parameters(request)
+    since = _number(parameters.get("eventsSinceNumber", []), "eventsSinceNumber") or 1
+    until = _number(parameters.get("eventsUntilNumber", []), "eventsUntilNumber")
+    stored = await _live(ctx, subscription_id)
+    own = parse_subscription(stored.resource, ctx.topics, STORED_POLICY).content
+    content = (parameters.get("content") or [own])[0]
+    if content not in CONTENT_CODES:
+        raise FhirError(f"content must be one of {', '.join(CONTENT_CODES)}, got {content!r}")
+    async with ctx.database.read() as connection:
+        logged = await event_log.between(connection, subscription_id, since, until, MAX_EVENTS)
+        versions: dict[int, JsonObject | None] = {}
+        if content == "full-resource":
+            for e in logged:
+                versions[e.number] = await resources.version(
+                    connection, e.resource_type, e.resource_id, int(e.version_id)
+                )
+    events = [
+        NotificationEvent(
+            number=e.number,
+            timestamp=e.occurred_at,
+            resource_type=e.resource_type,
+            resource_id=e.resource_id,
+            interaction=e.interaction,
+            resource=versions.get(e.number),
+        )
+        for e in logged
+    ]
+    bundle = notification_bundle(
+        ctx.settings.fhir_base,
+        _state(stored, content),
+        QUERY_EVENT,
+        events,
+        timestamp=format_instant(utc_now()),
+    )
+    return FhirResponse(bundle)
