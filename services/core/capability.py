@@ -51,6 +51,6 @@ def capability_statement(base_url: str, topics: TopicRegistry, *, date: str) -> 
         "software": {"name": "Herald", "version": __version__},
         "implementation": {"description": "Herald FHIR Subscriptions broker", "url": base_url},
         "fhirVersion": FHIR_VERSION,
-        "format": ["json"],
+        "format": ["json", "xml"],
         "rest": [{"mode": "server", "resource": [subscription, task]}],
     }

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from herald.core.errors import FhirError, InvalidResource, SearchParameterError
-from herald.core.fhir import FHIR_JSON, is_valid_id
+from herald.core.fhir import FHIR_JSON, FHIR_XML, is_valid_id
 from herald.core.search import Criteria, parse_filter
 from herald.core.topics import Topic, TopicRegistry
 from herald.core.types import JsonObject
@@ -25,7 +25,7 @@ SUBSCRIPTION_PROFILE = BACKPORT + "backport-subscription"
 CONTENT_CODES = ("empty", "id-only", "full-resource")
 STATUSES = frozenset({"requested", "active", "error", "off"})
 CLIENT_STATUSES = frozenset({"requested", "off"})
-SUPPORTED_PAYLOADS = (FHIR_JSON,)
+SUPPORTED_PAYLOADS = (FHIR_JSON, FHIR_XML)
 SUPPORTED_FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})
 
 # Bounds on the channel extensions. A heartbeat under 10 s or a timeout over 2 min would let one
@@ -220,7 +220,7 @@ def _payload(channel: JsonObject) -> tuple[str, str]:
     payload = channel.get("payload")
     if not isinstance(payload, str) or not payload:
         raise InvalidSubscription(
-            f"channel.payload must name the MIME type of notifications ({FHIR_JSON})",
+            f"channel.payload must name the MIME type of notifications ({FHIR_JSON} or {FHIR_XML})",
             expression="Subscription.channel.payload",
         )
     mime, *params = [p.strip() for p in payload.split(";")]

@@ -12,7 +12,8 @@ from datetime import datetime
 import orjson
 
 from herald.core.errors import HeraldError
-from herald.core.fhir import format_instant, utc_now
+from herald.core.fhir import FHIR_XML, format_instant, utc_now
+from herald.core.fhirxml import to_xml
 from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
@@ -71,7 +72,8 @@ class Deliverer:
     async def _post(
         self, subscription: Subscription, bundle: dict[str, object], kind: str
     ) -> DeliveryOutcome:
-        body = orjson.dumps(bundle)
+        xml = subscription.payload.split(";")[0].strip() == FHIR_XML
+        body = to_xml(bundle) if xml else orjson.dumps(bundle)
         async with self.in_flight:
             self.metrics.in_flight.inc()
             try:

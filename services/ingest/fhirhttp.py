@@ -1,8 +1,10 @@
-"""FHIR over HTTP: reading bodies, answering with FHIR JSON, OperationOutcome for every error."""
+"""FHIR over HTTP: JSON and XML bodies, format negotiation, OperationOutcome for every error."""
 
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -11,7 +13,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from herald.core.errors import FhirError, InvalidResource, NotAcceptable, UnsupportedMediaType
-from herald.core.fhir import FHIR_JSON, operation_outcome
+from herald.core.fhir import FHIR_JSON, FHIR_XML, operation_outcome
+from herald.core.fhirxml import from_xml, to_xml
 from herald.core.types import JsonObject
 
 log = logging.getLogger(__name__)
@@ -21,44 +24,89 @@ _JSON_TYPES = {FHIR_JSON, "application/json", "json", "application/json+fhir"}
 _XML_TYPES = {"application/fhir+xml", "application/xml", "xml", "text/xml", "application/xml+fhir"}
 
 
-class FhirResponse(Response):
-    """A FHIR JSON response."""
+class PayloadTooLarge(FhirError):
+    """The request body is over the size limit."""
 
-    media_type = f"{FHIR_JSON}; charset=utf-8"
+    status_code = 413
+    issue_code = "too-costly"
+
+
+# The format this request's answer is written in; set by check_accept, read by FhirResponse.
+_answer_xml: ContextVar[bool] = ContextVar("answer_xml", default=False)
+
+
+class FhirResponse(Response):
+    """A FHIR response, in JSON or XML as the request negotiated."""
+
+    def __init__(self, content: object, status_code: int = 200, **kwargs: Any) -> None:
+        self.xml = _answer_xml.get()
+        self.media_type = f"{FHIR_XML if self.xml else FHIR_JSON}; charset=utf-8"
+        super().__init__(content, status_code, **kwargs)
 
     def render(self, content: object) -> bytes:
-        """Serialise with orjson."""
+        """Serialise as FHIR XML (lxml) or FHIR JSON (orjson)."""
+        if self.xml and isinstance(content, dict):
+            return to_xml(content)
         return orjson.dumps(content)
 
 
-def check_accept(request: Request) -> None:
-    """Refuse a response format Herald does not produce yet (XML comes with its own issue)."""
+def _kind(media_type: str) -> str | None:
+    media_type = media_type.split(";")[0].strip().lower()
+    if media_type in _JSON_TYPES or media_type in ("*/*", "application/*"):
+        return "json"
+    if media_type in _XML_TYPES:
+        return "xml"
+    return None
+
+
+async def check_accept(request: Request) -> None:
+    """Choose the answer's format from `_format`, else from Accept (q-values honoured)."""
     wanted = request.query_params.get("_format")
     if wanted is not None:
-        kind = wanted.split(";")[0].strip()
-        if kind in _XML_TYPES:
-            raise NotAcceptable("this server answers in application/fhir+json only")
-        if kind not in _JSON_TYPES:
-            raise NotAcceptable(f"unknown _format {wanted!r}")
+        kind = _kind(wanted)
+        if kind is None:
+            raise NotAcceptable(f"unknown _format {wanted!r}; use json or xml")
+        _answer_xml.set(kind == "xml")
         return
-    accept = request.headers.get("accept", "")
-    kinds = {part.split(";")[0].strip() for part in accept.split(",") if part.strip()}
-    if kinds and kinds <= _XML_TYPES:
-        raise NotAcceptable("this server answers in application/fhir+json only")
+    ranges = []
+    for position, part in enumerate(request.headers.get("accept", "").split(",")):
+        media_type, _, params = part.partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if media_type.strip():
+            ranges.append((-quality, position, media_type))
+    kinds = [_kind(media_type) for q, _, media_type in sorted(ranges) if q < 0]
+    known = [k for k in kinds if k is not None]
+    if ranges and not known and not any(m.strip().startswith("text/") for _, _, m in ranges):
+        raise NotAcceptable(
+            f"cannot answer in {request.headers.get('accept')!r}; use {FHIR_JSON} or {FHIR_XML}"
+        )
+    _answer_xml.set(bool(known) and known[0] == "xml")
 
 
 async def read_resource(request: Request) -> JsonObject:
     """The request body as a JSON object, or a 4xx FhirError."""
     content_type = request.headers.get("content-type", FHIR_JSON).split(";")[0].strip().lower()
-    if content_type not in _JSON_TYPES:
+    if content_type not in _JSON_TYPES and content_type not in _XML_TYPES:
         raise UnsupportedMediaType(
-            f"unsupported Content-Type {content_type!r}; send application/fhir+json"
+            f"unsupported Content-Type {content_type!r}; send {FHIR_JSON} or {FHIR_XML}"
         )
+    declared = request.headers.get("content-length", "0")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
         raise FhirError(f"the body is larger than {MAX_BODY_BYTES} bytes")
     if not body:
         raise InvalidResource("the request has no body")
+    if content_type in _XML_TYPES:
+        return from_xml(body)
     try:
         resource = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from herald.core.fhirxml import from_xml
+
 
 @dataclass(frozen=True)
 class Received:
@@ -18,6 +20,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    """The notification as FHIR JSON (converted when it came as XML)."""
+    raw: bytes
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -57,9 +61,11 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
+                xml = "xml" in self.headers.get("Content-Type", "")
+                body = from_xml(raw) if xml else json.loads(raw)
                 with receiver._lock:
                     receiver.received.append(
-                        Received(self.path, dict(self.headers.items()), json.loads(raw))
+                        Received(self.path, dict(self.headers.items()), body, raw)
                     )
                     status = receiver.status
                 self.send_response(status)

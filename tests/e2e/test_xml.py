@@ -1,0 +1,92 @@
+"""FHIR XML over HTTP against `herald run`: requests, answers, and notifications in XML."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from lxml import etree
+
+from herald.core.fhirxml import from_xml, to_xml
+from tests.e2e.scenario import subscription, task, wait_status
+from tests.support.herald import HeraldProcess, herald_env
+from tests.support.receiver import Receiver
+from tests.support.services import free_port
+
+pytestmark = pytest.mark.e2e
+FHIR_XML = "application/fhir+xml"
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[httpx.Client]:
+    port = free_port()
+    env = herald_env(
+        database_url=f"sqlite:///{tmp_path / 'herald.db'}", port=str(port), handshake_delay="0.1"
+    )
+    process = HeraldProcess("run", env, tmp_path, f"http://127.0.0.1:{port}/readyz")
+    try:
+        process.wait_ready()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/fhir", timeout=10) as client:
+            yield client
+    finally:
+        assert process.stop() == 0, process.log()
+
+
+def test_subscription_and_notifications_in_xml(client: httpx.Client) -> None:
+    owner = f"Organization/{uuid.uuid4().hex[:8]}"
+    xml_headers = {"Content-Type": FHIR_XML, "Accept": FHIR_XML}
+    with Receiver() as receiver:
+        body = subscription(receiver.url, owner, "xml-token")
+        body["channel"]["payload"] = FHIR_XML
+        created = client.post("/Subscription", content=to_xml(body), headers=xml_headers)
+        assert created.status_code == 201, created.text
+        assert created.headers["Content-Type"].startswith(FHIR_XML)
+        echoed = from_xml(created.content)
+        assert echoed["status"] == "requested"
+        assert echoed["channel"]["payload"] == FHIR_XML
+        assert echoed["channel"]["header"] == ["Authorization: Bearer xml-token"]
+        assert echoed["_criteria"] == body["_criteria"]
+        wait_status(client, echoed["id"], "active")
+
+        matching = task(f"x-{uuid.uuid4().hex[:8]}", owner)
+        stored = client.put(
+            f"/Task/{matching['id']}", content=to_xml(matching), headers=xml_headers
+        )
+        assert stored.status_code == 201, stored.text
+        assert from_xml(stored.content)["meta"]["versionId"] == "1"
+
+        receiver.wait_for(lambda r: len(r.of_kind("event-notification")) == 1)
+        for note in receiver.received:
+            assert note.headers["Content-Type"].startswith(FHIR_XML)
+            assert etree.QName(etree.fromstring(note.raw)).namespace == "http://hl7.org/fhir"
+        note = receiver.of_kind("event-notification")[0]
+        assert note.event_numbers == [1]
+
+        as_json = client.get(f"/Task/{matching['id']}").json()
+        as_xml = client.get(f"/Task/{matching['id']}", params={"_format": "xml"})
+        assert as_xml.headers["Content-Type"].startswith(FHIR_XML)
+        assert from_xml(as_xml.content) == as_json
+
+
+def test_metadata_and_errors_follow_the_negotiated_format(client: httpx.Client) -> None:
+    metadata = client.get("/metadata", headers={"Accept": FHIR_XML})
+    assert metadata.headers["Content-Type"].startswith(FHIR_XML)
+    assert from_xml(metadata.content)["format"] == ["json", "xml"]
+
+    bad = client.put(
+        "/Task/x1",
+        content=b"<Task xmlns='http://hl7.org/fhir'><status value='bogus'/></Task>",
+        headers={"Content-Type": FHIR_XML, "Accept": FHIR_XML},
+    )
+    assert bad.status_code == 400
+    outcome = from_xml(bad.content)
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert client.get("/Task/x1").status_code == 404
+
+    assert client.get("/metadata", params={"_format": "text/csv"}).status_code == 406
+    doctype = b"<!DOCTYPE t [<!ENTITY e 'x'>]><Task xmlns='http://hl7.org/fhir'/>"
+    refused = client.post("/Task", content=doctype, headers={"Content-Type": FHIR_XML})
+    assert refused.status_code == 400
