@@ -9,6 +9,7 @@ from herald.core.topics import TopicRegistry
 from herald.core.types import JsonObject
 
 SERVER_R4 = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4"
+BACKPORT_OPERATION = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
 TOPIC_CANONICAL = (
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
     "capabilitystatement-subscriptiontopic-canonical"
@@ -25,10 +26,29 @@ def capability_statement(base_url: str, topics: TopicRegistry, *, date: str) -> 
         "type": "Subscription",
         "extension": [{"url": TOPIC_CANONICAL, "valueCanonical": url} for url in sorted(topics)],
         "supportedProfile": [SUBSCRIPTION_PROFILE],
-        "interaction": [{"code": c} for c in ("read", "create", "update", "delete")],
+        "interaction": [{"code": c} for c in ("read", "create", "update", "delete", "search-type")],
         "versioning": "versioned",
         "readHistory": False,
         "updateCreate": False,
+        "searchParam": [
+            _param("_id", "token", "logical id"),
+            _param("status", "token", "requested | active | error | off"),
+            _param("url", "uri", "channel.endpoint"),
+            _param("topic", "uri", "the topic canonical URL (Subscription.criteria)"),
+        ],
+        "operation": [
+            {"name": "status", "definition": BACKPORT_OPERATION + "backport-subscription-status"},
+            {"name": "events", "definition": BACKPORT_OPERATION + "backport-subscription-events"},
+        ],
+    }
+    basic = {
+        "type": "Basic",
+        "documentation": "SubscriptionTopics as Basic resources (fhir-types|SubscriptionTopic)",
+        "interaction": [{"code": c} for c in ("read", "search-type")],
+        "searchParam": [
+            _param("code", "token", "fhir-types|SubscriptionTopic"),
+            _param("_id", "token", "topic id"),
+        ],
     }
     task = {
         "type": "Task",
@@ -52,5 +72,5 @@ def capability_statement(base_url: str, topics: TopicRegistry, *, date: str) -> 
         "implementation": {"description": "Herald FHIR Subscriptions broker", "url": base_url},
         "fhirVersion": FHIR_VERSION,
         "format": ["json", "xml"],
-        "rest": [{"mode": "server", "resource": [subscription, task]}],
+        "rest": [{"mode": "server", "resource": [subscription, task, basic]}],
     }

@@ -4,40 +4,23 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.e2e.conftest import StartHerald
 from tests.e2e.scenario import BACKPORT, FHIR_JSON, put, subscription, task, wait_status
-from tests.support.herald import HeraldProcess, herald_env
 from tests.support.receiver import Receiver
-from tests.support.services import free_port
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[httpx.Client]:
-    """A client of a `herald run` with short retry delays."""
-    port = free_port()
-    env = herald_env(
-        database_url=f"sqlite:///{tmp_path / 'herald.db'}",
-        port=str(port),
-        handshake_delay="0.1",
-        handshake_attempts="1",
-        retry_delays="0.2,0.2",
-    )
-    process = HeraldProcess("run", env, tmp_path, f"http://127.0.0.1:{port}/readyz")
-    try:
-        process.wait_ready()
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}/fhir", timeout=10) as client:
-            yield client
-    finally:
-        assert process.stop() == 0, process.log()
+def client(start_herald: StartHerald) -> httpx.Client:
+    """A client of a `herald run`."""
+    return start_herald(handshake_attempts="1", retry_delays="0.2,0.2")
 
 
 def _create(client: httpx.Client, body: dict[str, Any]) -> str:

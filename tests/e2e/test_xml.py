@@ -3,36 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from lxml import etree
 
 from herald.core.fhirxml import from_xml, to_xml
+from tests.e2e.conftest import StartHerald
 from tests.e2e.scenario import subscription, task, wait_status
-from tests.support.herald import HeraldProcess, herald_env
 from tests.support.receiver import Receiver
-from tests.support.services import free_port
 
 pytestmark = pytest.mark.e2e
 FHIR_XML = "application/fhir+xml"
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[httpx.Client]:
-    port = free_port()
-    env = herald_env(
-        database_url=f"sqlite:///{tmp_path / 'herald.db'}", port=str(port), handshake_delay="0.1"
-    )
-    process = HeraldProcess("run", env, tmp_path, f"http://127.0.0.1:{port}/readyz")
-    try:
-        process.wait_ready()
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}/fhir", timeout=10) as client:
-            yield client
-    finally:
-        assert process.stop() == 0, process.log()
+def client(start_herald: StartHerald) -> httpx.Client:
+    """A client of a `herald run`."""
+    return start_herald()
 
 
 def test_subscription_and_notifications_in_xml(client: httpx.Client) -> None:

@@ -1,0 +1,148 @@
+"""Discovery for R4 clients: SubscriptionTopics as Basic resources, and Subscription search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from herald.core.errors import ResourceNotFound, SearchParameterError
+from herald.core.fhir import format_instant, new_id, utc_now
+from herald.core.topics import Topic
+from herald.core.types import JsonObject
+from herald.ingest.context import Ctx, IngestContext
+from herald.ingest.fhirhttp import FhirResponse, check_accept
+from herald.runtime.store import subscriptions as registry
+
+router = APIRouter(dependencies=[Depends(check_accept)])
+
+FHIR_TYPES = "http://hl7.org/fhir/fhir-types"
+CROSS_VERSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."
+# Result parameters every search accepts.
+_RESULT_PARAMETERS = frozenset({"_format", "_count", "_total", "_summary", "_pretty"})
+
+
+def _ext(element: str, value_type: str, value: Any) -> JsonObject:
+    return {"url": CROSS_VERSION + element, value_type: value}
+
+
+def topic_as_basic(topic: Topic) -> JsonObject:
+    """A SubscriptionTopic as an R4 Basic resource with R5 cross-version extensions."""
+    source = topic.resource
+    extensions = [_ext("url", "valueUri", topic.url)]
+    for element, value_type in (("version", "valueString"), ("title", "valueString")):
+        if source.get(element):
+            extensions.append(_ext(element, value_type, source[element]))
+    extensions.append(_ext("status", "valueCode", source.get("status", "active")))
+    if source.get("description"):
+        extensions.append(_ext("description", "valueMarkdown", source["description"]))
+    for trigger in source.get("resourceTrigger") or []:
+        parts: list[JsonObject] = [{"url": "resource", "valueUri": trigger["resource"]}]
+        parts += [
+            {"url": "supportedInteraction", "valueCode": code}
+            for code in trigger.get("supportedInteraction") or []
+        ]
+        criteria = trigger.get("queryCriteria") or {}
+        query = [
+            {"url": key, "valueString" if key in ("previous", "current") else "valueCode": value}
+            for key, value in criteria.items()
+            if key in ("previous", "current", "resultForCreate", "resultForDelete")
+        ]
+        if "requireBoth" in criteria:
+            query.append({"url": "requireBoth", "valueBoolean": bool(criteria["requireBoth"])})
+        if query:
+            parts.append({"url": "queryCriteria", "extension": query})
+        extensions.append({"url": CROSS_VERSION + "resourceTrigger", "extension": parts})
+    for can_filter in source.get("canFilterBy") or []:
+        parts = [
+            {"url": "resource", "valueUri": can_filter.get("resource", "")},
+            {"url": "filterParameter", "valueString": can_filter["filterParameter"]},
+        ]
+        parts += [{"url": "modifier", "valueCode": m} for m in can_filter.get("modifier") or []]
+        extensions.append({"url": CROSS_VERSION + "canFilterBy", "extension": parts})
+    return {
+        "resourceType": "Basic",
+        "id": source.get("id") or topic.url.rstrip("/").rsplit("/", 1)[-1],
+        "extension": extensions,
+        "code": {"coding": [{"system": FHIR_TYPES, "code": "SubscriptionTopic"}]},
+    }
+
+
+def _searchset(ctx: IngestContext, request: Request, resources: list[JsonObject]) -> JsonObject:
+    return {
+        "resourceType": "Bundle",
+        "id": new_id(),
+        "type": "searchset",
+        "timestamp": format_instant(utc_now()),
+        "total": len(resources),
+        "link": [{"relation": "self", "url": str(request.url)}],
+        "entry": [
+            {
+                "fullUrl": f"{ctx.settings.fhir_base}/{r['resourceType']}/{r['id']}",
+                "resource": r,
+                "search": {"mode": "match"},
+            }
+            for r in resources
+        ],
+    }
+
+
+def _parameters(request: Request, allowed: set[str]) -> dict[str, set[str]]:
+    values: dict[str, set[str]] = {}
+    for name, value in request.query_params.multi_items():
+        if name in _RESULT_PARAMETERS:
+            continue
+        if name not in allowed:
+            raise SearchParameterError(
+                f"unknown search parameter {name!r}; supported: {', '.join(sorted(allowed))}"
+            )
+        values.setdefault(name, set()).update(v for v in value.split(",") if v)
+    return values
+
+
+@router.get("/Basic")
+async def search_topics(request: Request, ctx: Ctx) -> Response:
+    """Basic?code=http://hl7.org/fhir/fhir-types|SubscriptionTopic: the topics Herald serves."""
+    wanted = _parameters(request, {"code", "_id"})
+    topics = [topic_as_basic(t) for t in ctx.topics.values()]
+    if "code" in wanted:
+        codes = {c.split("|")[-1] for c in wanted["code"]}
+        systems = {c.split("|")[0] for c in wanted["code"] if "|" in c} - {""}
+        keep = "SubscriptionTopic" in codes and systems <= {FHIR_TYPES}
+        topics = topics if keep else []
+    if "_id" in wanted:
+        topics = [t for t in topics if t["id"] in wanted["_id"]]
+    return FhirResponse(_searchset(ctx, request, topics))
+
+
+@router.get("/Basic/{basic_id}")
+async def read_topic(basic_id: str, ctx: Ctx) -> Response:
+    """One topic as a Basic resource."""
+    for topic in ctx.topics.values():
+        basic = topic_as_basic(topic)
+        if basic["id"] == basic_id:
+            return FhirResponse(basic)
+    raise ResourceNotFound(f"Basic/{basic_id} is not known")
+
+
+@router.get("/Subscription")
+async def search_subscriptions(request: Request, ctx: Ctx) -> Response:
+    """Subscription search by `_id`, `status`, `url` (channel.endpoint) and `topic` (criteria)."""
+    wanted = _parameters(request, {"_id", "status", "url", "topic"})
+    found = await _all_subscriptions(ctx)
+    matches = [
+        s
+        for s in found
+        if ("_id" not in wanted or s["id"] in wanted["_id"])
+        and ("status" not in wanted or s["status"] in wanted["status"])
+        and ("url" not in wanted or s.get("channel", {}).get("endpoint") in wanted["url"])
+        and ("topic" not in wanted or s.get("criteria") in wanted["topic"])
+    ]
+    return FhirResponse(_searchset(ctx, request, matches))
+
+
+async def _all_subscriptions(ctx: IngestContext) -> list[JsonObject]:
+    async with ctx.database.read() as connection:
+        stored = await registry.changed_since(connection, 0)
+    return [s.resource for s in sorted(stored, key=lambda s: s.id) if not s.deleted]
