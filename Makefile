@@ -27,6 +27,7 @@ kafka-fetch:
 test: $(STAMP) lint kafka-fetch
 	KAFKA_VERSION=$(KAFKA_SUITE_VERSION) $(PY) -m pytest
 	KAFKA_VERSION=$(KAFKA_SMOKE_VERSION) $(PY) -m pytest tests/e2e/test_distributed.py -k backbone
+	$(MAKE) -C integrations/canvas test
 
 ## test-unit: the fast tests of the pure core, no services needed
 test-unit: $(STAMP)

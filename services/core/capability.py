@@ -57,6 +57,18 @@ def capability_statement(base_url: str, topics: TopicRegistry, *, date: str) -> 
         "readHistory": True,
         "updateCreate": True,
     }
+    code_system = {
+        "type": "CodeSystem",
+        "documentation": "Herald's own CodeSystems (the Canvas IntegrationTask codes)",
+        "interaction": [{"code": c} for c in ("read", "search-type")],
+        "versioning": "no-version",
+        "searchParam": [
+            _param("_id", "token", "CodeSystem id"),
+            _param("url", "uri", "canonical URL"),
+            _param("name", "string", "computer-friendly name (starts with)"),
+            _param("status", "token", "publication status"),
+        ],
+    }
     return {
         "resourceType": "CapabilityStatement",
         "id": "herald",
@@ -72,5 +84,5 @@ def capability_statement(base_url: str, topics: TopicRegistry, *, date: str) -> 
         "implementation": {"description": "Herald FHIR Subscriptions broker", "url": base_url},
         "fhirVersion": FHIR_VERSION,
         "format": ["json", "xml"],
-        "rest": [{"mode": "server", "resource": [subscription, task, basic]}],
+        "rest": [{"mode": "server", "resource": [subscription, task, basic, code_system]}],
     }

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     registry_refresh: float = Field(
         1.0, gt=0, description="seconds between subscription registry polls (matcher)"
     )
+    canvas_secret: str | None = Field(
+        None,
+        description="HMAC-SHA256 key of POST /canvas/integration-tasks; unset: no signature check",
+    )
     log_format: str = Field("json", description="json or text")
     log_level: str = Field("INFO")
 

@@ -289,7 +289,12 @@ def test_capability_statement() -> None:
     assert subscription["supportedProfile"] == [SUBSCRIPTION_PROFILE]
     assert SUBSCRIPTION_PROFILE.endswith("/StructureDefinition/backport-subscription")
     assert subscription["extension"] == [{"url": TOPIC_CANONICAL, "valueCanonical": HREX}]
-    assert {r["type"] for r in statement["rest"][0]["resource"]} == {"Subscription", "Task"}
+    assert {r["type"] for r in statement["rest"][0]["resource"]} == {
+        "Subscription",
+        "Task",
+        "Basic",
+        "CodeSystem",
+    }
 
 
 def test_capability_statement_lists_one_canonical_per_topic(tmp_path: Path) -> None:
