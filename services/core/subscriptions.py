@@ -360,17 +360,28 @@ def heartbeat_period(channel_extensions: object) -> int | None:
     return None
 
 
-def expired(end: object, now: datetime) -> bool:
-    """Whether a Subscription.end instant has passed (an unreadable end never expires)."""
-    if not isinstance(end, str):
-        return False
+def _instant(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
     try:
-        moment = datetime.fromisoformat(end)
+        moment = datetime.fromisoformat(value)
     except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def expired(resource: JsonObject, now: datetime) -> bool:
+    """Whether a stored Subscription's `end` has passed since it was last written.
+
+    An `end` already in the past when the client wrote the subscription is ignored: sample
+    Subscriptions of conformance suites carry stale dates, and turning those off at once would
+    only look like a broken server. An unreadable `end` never expires.
+    """
+    end = _instant(resource.get("end"))
+    written = _instant((resource.get("meta") or {}).get("lastUpdated"))
+    if end is None or (written is not None and end <= written):
         return False
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment <= now
+    return end <= now
 
 
 def check_client_status(status: object) -> None:

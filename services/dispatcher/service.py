@@ -150,7 +150,7 @@ async def _scan(
     for stored in live:
         if not consumer.owns(stored.id):
             continue
-        if expired(stored.stored.get("end"), now):
+        if expired(stored.stored, now):
             async with deliverer.database.transaction() as connection:
                 await registry.set_status(
                     connection,

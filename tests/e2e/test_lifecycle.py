@@ -154,3 +154,14 @@ def test_subscription_turns_off_at_its_end(client: httpx.Client) -> None:
         sub_id = _create(client, body)
         wait_status(client, sub_id, "active")
         wait_status(client, sub_id, "off", timeout=20)
+
+
+def test_an_end_already_past_when_written_is_ignored(client: httpx.Client) -> None:
+    # Conformance suites' sample Subscriptions carry dates such as 2020-12-31.
+    with Receiver() as receiver:
+        body = subscription(receiver.url, "Organization/old", "t")
+        body["end"] = "2020-12-31T23:59:59Z"
+        sub_id = _create(client, body)
+        wait_status(client, sub_id, "active")
+        time.sleep(6)  # one dispatcher scan
+        assert client.get(f"/Subscription/{sub_id}").json()["status"] == "active"

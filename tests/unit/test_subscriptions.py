@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from herald.core.subscriptions import (
     InvalidSubscription,
     Subscription,
     check_client_status,
+    expired,
     parse_subscription,
 )
 from herald.core.topics import TopicRegistry
@@ -519,3 +521,25 @@ def test_clients_may_request_or_turn_off(status: str) -> None:
 def test_clients_may_not_set_server_statuses(status: object) -> None:
     with pytest.raises(FhirError, match="set by the server"):
         check_client_status(status)
+
+
+def _written(end: object, last_updated: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    return {"end": end, "meta": {"lastUpdated": last_updated}}
+
+
+@pytest.mark.parametrize(
+    ("resource", "now", "result"),
+    [
+        (_written("2026-01-02T00:00:00Z"), "2026-01-01T12:00:00Z", False),
+        (_written("2026-01-02T00:00:00Z"), "2026-01-02T00:00:00Z", True),
+        (_written("2026-01-02"), "2026-01-03T00:00:00Z", True),
+        # already past when written: sample dates of test suites are not acted on
+        (_written("2020-12-31T23:59:59Z"), "2026-01-03T00:00:00Z", False),
+        (_written(None), "2030-01-01T00:00:00Z", False),
+        (_written("not a date"), "2030-01-01T00:00:00Z", False),
+    ],
+)
+def test_expired_when_end_passes_after_the_write(
+    resource: dict[str, Any], now: str, result: bool
+) -> None:
+    assert expired(resource, datetime.fromisoformat(now)) is result
