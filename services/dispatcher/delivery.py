@@ -18,7 +18,6 @@ from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
     HEARTBEAT,
-    NotificationEvent,
     SubscriptionState,
     notification_bundle,
 )
@@ -29,7 +28,6 @@ from herald.runtime.metrics import Metrics
 from herald.runtime.sender import DeliveryOutcome, HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store import events as event_log
-from herald.runtime.store import resources
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.database import Database
 from herald.runtime.store.subscriptions import StoredSubscription
@@ -184,25 +182,11 @@ class Deliverer:
                 pending = await event_log.after(
                     connection, subscription_id, stored.delivered_through, subscription.max_count
                 )
-                versions = {}
-                if subscription.content == "full-resource":
-                    for e in pending:
-                        versions[e.number] = await resources.version(
-                            connection, e.resource_type, e.resource_id, int(e.version_id)
-                        )
+                notification_events = await event_log.as_notification_events(
+                    connection, pending, with_resources=subscription.content == "full-resource"
+                )
             if not pending:
                 return
-            notification_events = [
-                NotificationEvent(
-                    number=e.number,
-                    timestamp=e.occurred_at,
-                    resource_type=e.resource_type,
-                    resource_id=e.resource_id,
-                    interaction=e.interaction,
-                    resource=versions.get(e.number),
-                )
-                for e in pending
-            ]
             bundle = notification_bundle(
                 self.settings.fhir_base,
                 self._state(stored, subscription, "active"),

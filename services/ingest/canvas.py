@@ -31,7 +31,7 @@ from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.resources import validate_task, with_version
 from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import MAX_BODY_BYTES, FhirResponse, PayloadTooLarge, check_accept
+from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body, searchset
 from herald.runtime.bus.connect import TASK_CHANGES
 from herald.runtime.store import outbox, resources, subscriptions
 
@@ -137,12 +137,7 @@ async def post_snapshot(request: Request, ctx: Ctx) -> Response:
         raise UnsupportedMediaType(
             f"unsupported Content-Type {content_type!r}; a snapshot is application/json"
         )
-    declared = request.headers.get("content-length", "0")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    body = await read_body(request)
     check_signature(ctx.settings.canvas_secret, body, request.headers.get(SIGNATURE_HEADER))
     if not body:
         raise InvalidResource("the request has no body")
@@ -210,20 +205,5 @@ async def search_code_systems(
             and (status is None or cs["status"] in status.split(","))
         )
 
-    base = ctx.settings.fhir_base
     found = [cs for cs in _code_systems(ctx).values() if matches(cs)]
-    bundle: JsonObject = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": len(found),
-        "link": [{"relation": "self", "url": str(request.url)}],
-        "entry": [
-            {
-                "fullUrl": f"{base}/CodeSystem/{cs['id']}",
-                "resource": cs,
-                "search": {"mode": "match"},
-            }
-            for cs in found
-        ],
-    }
-    return FhirResponse(bundle)
+    return FhirResponse(searchset(ctx.settings.fhir_base, str(request.url), found))

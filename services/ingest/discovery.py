@@ -8,11 +8,10 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from herald.core.errors import ResourceNotFound, SearchParameterError
-from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.topics import Topic
 from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept
+from herald.ingest.fhirhttp import FhirResponse, check_accept, searchset
 from herald.runtime.store import subscriptions as registry
 
 router = APIRouter(dependencies=[Depends(check_accept)])
@@ -70,22 +69,7 @@ def topic_as_basic(topic: Topic) -> JsonObject:
 
 
 def _searchset(ctx: IngestContext, request: Request, resources: list[JsonObject]) -> JsonObject:
-    return {
-        "resourceType": "Bundle",
-        "id": new_id(),
-        "type": "searchset",
-        "timestamp": format_instant(utc_now()),
-        "total": len(resources),
-        "link": [{"relation": "self", "url": str(request.url)}],
-        "entry": [
-            {
-                "fullUrl": f"{ctx.settings.fhir_base}/{r['resourceType']}/{r['id']}",
-                "resource": r,
-                "search": {"mode": "match"},
-            }
-            for r in resources
-        ],
-    }
+    return searchset(ctx.settings.fhir_base, str(request.url), resources)
 
 
 def _parameters(request: Request, allowed: set[str]) -> dict[str, set[str]]:

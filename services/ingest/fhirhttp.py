@@ -13,7 +13,14 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from herald.core.errors import FhirError, InvalidResource, NotAcceptable, UnsupportedMediaType
-from herald.core.fhir import FHIR_JSON, FHIR_XML, operation_outcome
+from herald.core.fhir import (
+    FHIR_JSON,
+    FHIR_XML,
+    format_instant,
+    new_id,
+    operation_outcome,
+    utc_now,
+)
 from herald.core.fhirxml import from_xml, to_xml
 from herald.core.types import JsonObject
 
@@ -90,6 +97,37 @@ async def check_accept(request: Request) -> None:
     _answer_xml.set(bool(known) and known[0] == "xml")
 
 
+async def read_body(request: Request) -> bytes:
+    """The raw request body, refused with 413 when it is over MAX_BODY_BYTES."""
+    declared = request.headers.get("content-length", "0")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    return body
+
+
+def searchset(base: str, self_url: str, resources: list[JsonObject]) -> JsonObject:
+    """A searchset Bundle of resources that all matched."""
+    return {
+        "resourceType": "Bundle",
+        "id": new_id(),
+        "type": "searchset",
+        "timestamp": format_instant(utc_now()),
+        "total": len(resources),
+        "link": [{"relation": "self", "url": self_url}],
+        "entry": [
+            {
+                "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
+                "resource": r,
+                "search": {"mode": "match"},
+            }
+            for r in resources
+        ],
+    }
+
+
 async def read_resource(request: Request) -> JsonObject:
     """The request body as a JSON object, or a 4xx FhirError."""
     content_type = request.headers.get("content-type", FHIR_JSON).split(";")[0].strip().lower()
@@ -97,12 +135,7 @@ async def read_resource(request: Request) -> JsonObject:
         raise UnsupportedMediaType(
             f"unsupported Content-Type {content_type!r}; send {FHIR_JSON} or {FHIR_XML}"
         )
-    declared = request.headers.get("content-length", "0")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise FhirError(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    body = await read_body(request)
     if not body:
         raise InvalidResource("the request has no body")
     if content_type in _XML_TYPES:

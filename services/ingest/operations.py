@@ -10,7 +10,6 @@ from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.notifications import (
     QUERY_EVENT,
     QUERY_STATUS,
-    NotificationEvent,
     SubscriptionState,
     notification_bundle,
     status_parameters,
@@ -20,7 +19,6 @@ from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, read_resource
 from herald.runtime.store import events as event_log
-from herald.runtime.store import resources
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
 
@@ -134,23 +132,9 @@ async def events_of_one(subscription_id: str, request: Request, ctx: Ctx) -> Res
         raise FhirError(f"content must be one of {', '.join(CONTENT_CODES)}, got {content!r}")
     async with ctx.database.read() as connection:
         logged = await event_log.between(connection, subscription_id, since, until, MAX_EVENTS)
-        versions: dict[int, JsonObject | None] = {}
-        if content == "full-resource":
-            for e in logged:
-                versions[e.number] = await resources.version(
-                    connection, e.resource_type, e.resource_id, int(e.version_id)
-                )
-    events = [
-        NotificationEvent(
-            number=e.number,
-            timestamp=e.occurred_at,
-            resource_type=e.resource_type,
-            resource_id=e.resource_id,
-            interaction=e.interaction,
-            resource=versions.get(e.number),
+        events = await event_log.as_notification_events(
+            connection, logged, with_resources=content == "full-resource"
         )
-        for e in logged
-    ]
     bundle = notification_bundle(
         ctx.settings.fhir_base,
         _state(stored, content),

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.core.notifications import NotificationEvent
+from herald.runtime.store import resources
 from herald.runtime.store.tables import event_log, subscriptions
 
 
@@ -124,3 +126,27 @@ async def prune(connection: AsyncConnection, recorded_before: str) -> int:
         )
     )
     return int(result.rowcount or 0)
+
+
+async def as_notification_events(
+    connection: AsyncConnection, logged: list[LoggedEvent], *, with_resources: bool
+) -> list[NotificationEvent]:
+    """Logged events as a notification shows them, with their resource versions if asked."""
+    events = []
+    for e in logged:
+        resource = None
+        if with_resources:
+            resource = await resources.version(
+                connection, e.resource_type, e.resource_id, int(e.version_id)
+            )
+        events.append(
+            NotificationEvent(
+                number=e.number,
+                timestamp=e.occurred_at,
+                resource_type=e.resource_type,
+                resource_id=e.resource_id,
+                interaction=e.interaction,
+                resource=resource,
+            )
+        )
+    return events
