@@ -52,10 +52,25 @@ def capability_statement(base_url: str, topics: TopicRegistry, *, date: str) -> 
     }
     task = {
         "type": "Task",
-        "interaction": [{"code": c} for c in ("read", "vread", "create", "update")],
+        "interaction": [
+            {"code": c} for c in ("read", "vread", "create", "update", "delete", "search-type")
+        ],
         "versioning": "versioned",
         "readHistory": True,
         "updateCreate": True,
+        "searchInclude": ["Task:output"],
+        "searchParam": [
+            _param("_id", "token", "logical id"),
+            _param("_lastUpdated", "date", "meta.lastUpdated (HRex polling: _lastUpdated=gt...)"),
+            _param("owner", "reference", "Task.owner; also :identifier, :[type], :missing"),
+            _param("requester", "reference", "Task.requester; also :identifier, :[type]"),
+            _param("status", "token", "Task.status; also :not, :missing"),
+            _param("code", "token", "Task.code; also :not, :missing"),
+            _param("intent", "token", "Task.intent; also :not, :missing"),
+            _param("_count", "number", "page size: default 50, at most 1000"),
+            _param("_sort", "string", "_lastUpdated (default) or -_lastUpdated"),
+            _param("_total", "token", "accurate (default) or none"),
+        ],
     }
     code_system = {
         "type": "CodeSystem",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from herald.core.errors import HeraldError
-from herald.core.search import Criteria, parse_query
+from herald.core.search import PARAMETERS, Criteria, parse_query
 from herald.core.types import JsonObject
 
 INTERACTIONS = frozenset({"create", "update", "delete"})
@@ -135,6 +135,11 @@ def parse_topic(resource: JsonObject) -> Topic:
         interactions = frozenset(raw.get("supportedInteraction") or INTERACTIONS)
         if not interactions <= INTERACTIONS:
             raise TopicDefinitionError(f"{where}: unknown interaction in {sorted(interactions)}")
+        if raw.get("fhirPathCriteria") is not None:
+            raise TopicDefinitionError(
+                f"{where}: fhirPathCriteria is not supported; express the trigger as "
+                "queryCriteria (previous/current search criteria)"
+            )
         query = raw.get("queryCriteria") or {}
         triggers.append(
             ResourceTrigger(
@@ -157,6 +162,13 @@ def parse_topic(resource: JsonObject) -> Topic:
         )
         for f in resource.get("canFilterBy") or []
     )
+    for spec in filters:
+        known = PARAMETERS.get(spec.resource_type)
+        if known is not None and spec.parameter not in known:
+            raise TopicDefinitionError(
+                f"{url}: canFilterBy names '{spec.parameter}', which is not a search parameter "
+                f"of {spec.resource_type} (known: {', '.join(sorted(known))})"
+            )
     return Topic(url=url, resource=resource, triggers=tuple(triggers), can_filter_by=filters)
 
 

@@ -9,6 +9,7 @@ from herald import __version__
 from herald.core.capability import capability_statement
 from herald.core.fhir import format_instant, utc_now
 from herald.ingest import canvas, discovery, operations, subscriptions, tasks
+from herald.ingest import search as task_search
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, install_error_handlers
 from herald.runtime.health import ReadinessCheck, health_routes
@@ -36,6 +37,7 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
 
     app.include_router(tasks.router, prefix="/fhir")
     app.include_router(canvas.router)
+    app.include_router(task_search.router, prefix="/fhir")
     # Operations first: /Subscription/$status must not be read as a Subscription id.
     app.include_router(operations.router, prefix="/fhir")
     app.include_router(discovery.router, prefix="/fhir")

@@ -25,7 +25,7 @@ from herald.runtime.metrics import Metrics
 from herald.runtime.settings import DEFAULT_TOPICS_DIR, Settings
 from herald.runtime.store.database import Database
 from herald.runtime.store.tables import outbox
-from tests.unit.test_canvas_mapping import TASK_ID, example
+from tests.unit.test_canvas_mapping import STAFF, TASK_ID, TEAM, example
 
 BASE = "http://herald.test/fhir"
 SECRET = "canvas-test-secret"
@@ -224,6 +224,32 @@ async def test_code_systems_are_served(client: httpx.AsyncClient) -> None:
     metadata = (await client.get("/fhir/metadata")).json()
     types = {r["type"] for r in metadata["rest"][0]["resource"]}
     assert "CodeSystem" in types
+
+
+async def test_canvas_tasks_are_ordinary_searchable_tasks(client: httpx.AsyncClient) -> None:
+    await post(client, example(), 201, "created")
+    other = example()
+    other["integration_task"].update(id="11111111-1111-4111-8111-111111111111", status="UNR")
+    other["event"]["target"] = other["integration_task"]["id"]
+    other["reviews"][0].update(reviewer_id=None, id="22222222-2222-4222-8222-222222222222")
+    await post(client, other, 201, "created")
+
+    async def ids(query: dict[str, str]) -> set[str]:
+        response = await client.get("/fhir/Task", params=query)
+        assert response.status_code == 200, response.text
+        return {e["resource"]["id"] for e in response.json().get("entry", [])}
+
+    both = {TASK_ID, other["integration_task"]["id"]}
+    assert await ids({"status": "requested,in-progress"}) == both
+    assert await ids({"status": "requested"}) == {other["integration_task"]["id"]}
+    assert await ids({"owner": f"Practitioner/{STAFF}"}) == {TASK_ID}
+    team_system = f"{BASE}/NamingSystem/canvas/acme-clinic/team"
+    assert await ids({"owner:identifier": f"{team_system}|{TEAM}"}) == {
+        other["integration_task"]["id"]
+    }
+    channel = f"{BASE}/CodeSystem/canvas-integration-task-channel"
+    assert await ids({"code": f"{channel}|fax"}) == both
+    assert await ids({"code": f"{channel}|document_upload"}) == set()
 
 
 async def test_wrong_media_type_and_oversized_bodies(

@@ -18,10 +18,26 @@ Decisions beyond the FHIR text:
   CodeableConcept.text, Coding.display or Identifier.type.text.
 - `:in`, `:not-in`, `:above`, `:below` and `:of-type` on tokens are rejected; chained
   parameters are rejected; `_lastupdated` is accepted as `_lastUpdated`.
+
+For a database search, `index_entries` gives the rows to store per resource and
+`search_values` decomposes a parsed `Condition` into what SQL compares them with (see `_index`).
 """
 
 from herald.core.search._criteria import Condition, Criteria, parse_filter, parse_query
 from herald.core.search._date import DateRange, parse_date_range
+from herald.core.search._index import (
+    IDENTIFIER,
+    DateEntry,
+    DateValue,
+    IndexEntries,
+    ReferenceEntry,
+    ReferenceValue,
+    SearchValues,
+    TokenEntry,
+    index_entries,
+    instant_key,
+    search_values,
+)
 from herald.core.search._parameters import (
     PARAMETERS,
     SUBSCRIPTION_PARAMETERS,
@@ -29,17 +45,30 @@ from herald.core.search._parameters import (
     SearchParameter,
 )
 from herald.core.search._reference import normalize_reference
+from herald.core.search._token import Token
 
 __all__ = [
+    "IDENTIFIER",
     "PARAMETERS",
     "SUBSCRIPTION_PARAMETERS",
     "TASK_PARAMETERS",
     "Condition",
     "Criteria",
+    "DateEntry",
     "DateRange",
+    "DateValue",
+    "IndexEntries",
+    "ReferenceEntry",
+    "ReferenceValue",
     "SearchParameter",
+    "SearchValues",
+    "Token",
+    "TokenEntry",
+    "index_entries",
+    "instant_key",
     "normalize_reference",
     "parse_date_range",
     "parse_filter",
     "parse_query",
+    "search_values",
 ]

@@ -75,9 +75,26 @@ class Condition:
             return applicable(self.parameter, found)
         return found
 
-    def matches(self, resource: JsonObject, *, now: datetime | None = None) -> bool:
-        """Whether the resource satisfies this condition (`now`: for `ap` dates; default: now)."""
-        return self._predicate(self.elements(resource), now)
+    def matches(
+        self,
+        resource: JsonObject,
+        *,
+        now: datetime | None = None,
+        cache: dict[str, list[Any]] | None = None,
+    ) -> bool:
+        """Whether the resource satisfies this condition (`now`: for `ap` dates; default: now).
+
+        `cache`: the elements found per parameter name in this same resource, filled as
+        conditions are tested, so that many criteria tested on one resource (the matcher's
+        candidates) look each parameter up once.
+        """
+        if cache is None:
+            return self._predicate(self.elements(resource), now)
+        name = self.parameter.name
+        elements = cache.get(name)
+        if elements is None:
+            elements = cache[name] = self.elements(resource)
+        return self._predicate(elements, now)
 
     def __str__(self) -> str:
         modifier = "" if self.modifier is None else f":{self.modifier}"
@@ -91,12 +108,22 @@ class Criteria:
     resource_type: str
     conditions: tuple[Condition, ...] = ()
 
-    def matches(self, resource: JsonObject, *, now: datetime | None = None) -> bool:
-        """Whether the resource is of this type and satisfies every condition."""
+    def matches(
+        self,
+        resource: JsonObject,
+        *,
+        now: datetime | None = None,
+        cache: dict[str, list[Any]] | None = None,
+    ) -> bool:
+        """Whether the resource is of this type and satisfies every condition (`cache`: see
+        `Condition.matches`; only for one resource)."""
         kind = resource.get("resourceType")
         if kind is not None and kind != self.resource_type:
             return False
-        return all(condition.matches(resource, now=now) for condition in self.conditions)
+        for condition in self.conditions:
+            if not condition.matches(resource, now=now, cache=cache):
+                return False
+        return True
 
     def names(self) -> frozenset[str]:
         """The names of the parameters used."""

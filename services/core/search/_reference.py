@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,8 +63,10 @@ def _base_key(base: str) -> str:
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
 
 
+@lru_cache(maxsize=65536)
 def _parse(reference: str) -> _Ref:
-    """Parse a reference leniently (resources are data, not queries)."""
+    """Parse a reference leniently (resources are data, not queries); memoised, as the
+    matcher meets the same owners over and over."""
     if match := _RELATIVE.fullmatch(reference):
         return _Ref(reference, match["type"], match["id"])
     if match := _ABSOLUTE.fullmatch(reference):

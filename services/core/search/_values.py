@@ -47,8 +47,17 @@ def fold(text: str) -> str:
     return "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
 
 
+def _present(item: Any) -> bool:
+    return item is not None and item != "" and item != {}
+
+
 def resolve(resource: JsonObject, path: str) -> list[Any]:
     """The non-empty values at a dotted path; lists along the way are flattened."""
+    if "." not in path:  # the common case (status, owner, code), on the matcher's hot path
+        value = resource.get(path)
+        if isinstance(value, list):
+            return [item for item in value if _present(item)]
+        return [value] if _present(value) else []
     items: list[Any] = [resource]
     for key in path.split("."):
         found: list[Any] = []
@@ -57,7 +66,7 @@ def resolve(resource: JsonObject, path: str) -> list[Any]:
                 value = item.get(key)
                 found.extend(value if isinstance(value, list) else [value])
         items = found
-    return [item for item in items if item is not None and item != "" and item != {}]
+    return [item for item in items if _present(item)]
 
 
 def unknown_modifier(

@@ -9,6 +9,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.types import JsonObject
+from herald.runtime.store import search
 from herald.runtime.store.tables import resource_versions, resources
 
 
@@ -93,6 +94,7 @@ async def save(
             content=content,
         )
     )
+    await search.reindex(connection, stamped, fresh=previous is None or previous.deleted)
 
 
 async def mark_deleted(
@@ -104,3 +106,4 @@ async def mark_deleted(
         .where(resources.c.resource_type == previous.resource_type, resources.c.id == previous.id)
         .values(version_id=version_id, last_updated=last_updated, deleted=True)
     )
+    await search.unindex(connection, previous.resource_type, previous.id)

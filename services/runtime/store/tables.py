@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -110,4 +111,55 @@ bus_offsets = Table(
     Column("group_id", String(200), primary_key=True),
     Column("topic", String(200), primary_key=True),
     Column("position", BigInteger, nullable=False),
+)
+
+# Search index of the current version of each resource (see herald.core.search.index_entries):
+# token pairs, references and date ranges of the searchable parameters. A row with every value
+# column empty records that the parameter has an element (for `:missing`).
+search_tokens = Table(
+    "search_tokens",
+    metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("system", Text),
+    Column("code", Text),
+    Index("ix_search_tokens_code", "resource_type", "param", "code", "resource_id"),
+    Index("ix_search_tokens_resource", "resource_type", "resource_id"),
+)
+
+search_references = Table(
+    "search_references",
+    metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("literal", Text),
+    Column("ref_type", String(64)),
+    Column("ref_id", String(64)),
+    Column("base", Text),
+    Index("ix_search_references_target", "resource_type", "param", "ref_id", "resource_id"),
+    Index("ix_search_references_literal", "resource_type", "param", "literal", "resource_id"),
+    Index("ix_search_references_resource", "resource_type", "resource_id"),
+)
+
+search_dates = Table(
+    "search_dates",
+    metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("low", String(32)),
+    Column("high", String(32)),
+    Index("ix_search_dates_low", "resource_type", "param", "low", "resource_id"),
+    Index("ix_search_dates_resource", "resource_type", "resource_id"),
+)
+
+# Task search pages by (last_updated, id) among the live resources of a type.
+Index(
+    "ix_resources_search_order",
+    resources.c.resource_type,
+    resources.c.deleted,
+    resources.c.last_updated,
+    resources.c.id,
 )

@@ -1,0 +1,202 @@
+"""Search semantics in a form a database can evaluate: index entries and decomposed search values.
+
+`index_entries` turns one resource into the rows a database search looks at (one per token
+pair, reference and date range of each indexed parameter, plus one all-empty "present" row per
+parameter that has any element, for `:missing`). `search_values` takes a parsed `Condition`
+apart into the values a SQL clause compares those rows with. Both use the same helpers as the
+in-memory predicates (`codes`, `applicable`, `_resource_ref`, `parse_token`, `_element_range`),
+so that the database search and `Condition.matches` mean the same thing; the agreement test
+checks it.
+
+An entry's `present` row has every value column empty, and no search value can match an empty
+column: a token value always names a code or a system, a reference value a literal, and a date
+comparison with an empty range is false (SQL NULL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from herald.core.errors import SearchParameterError
+from herald.core.search._criteria import Condition
+from herald.core.search._date import (
+    _APPROXIMATION_FLOOR,
+    DateRange,
+    _element_range,
+    _plus,
+    _search_value,
+)
+from herald.core.search._parameters import SearchParameter
+from herald.core.search._reference import _resource_ref, applicable
+from herald.core.search._reference import _search_value as _reference_value
+from herald.core.search._token import Token, codes, parse_token
+from herald.core.search._values import resolve
+from herald.core.types import JsonObject
+
+IDENTIFIER = ":identifier"
+"""Suffix of the pseudo-parameter holding a reference parameter's `Reference.identifier` tokens."""
+
+
+@dataclass(frozen=True)
+class TokenEntry:
+    """A (system, code) pair of a token parameter; both None on the `present` row."""
+
+    param: str
+    system: str | None
+    code: str | None
+
+
+@dataclass(frozen=True)
+class ReferenceEntry:
+    """A reference value; every field None on the `present` row."""
+
+    param: str
+    literal: str | None
+    type: str | None
+    id: str | None
+    base: str | None
+
+
+@dataclass(frozen=True)
+class DateEntry:
+    """A date range as fixed-width UTC text (sortable); both None on the `present` row."""
+
+    param: str
+    low: str | None
+    high: str | None
+
+
+@dataclass(frozen=True)
+class IndexEntries:
+    """Every index entry of one resource."""
+
+    tokens: tuple[TokenEntry, ...]
+    references: tuple[ReferenceEntry, ...]
+    dates: tuple[DateEntry, ...]
+
+
+def instant_key(moment: datetime) -> str:
+    """A UTC moment as fixed-width text that sorts like the moment (year 1 to 9999)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def _elements(parameter: SearchParameter, resource: JsonObject) -> list[object]:
+    found = resolve(resource, parameter.path)
+    return applicable(parameter, found) if parameter.type == "reference" else found
+
+
+def index_entries(resource: JsonObject, parameters: Iterable[SearchParameter]) -> IndexEntries:
+    """The index entries of a resource for the given (token, reference, date) parameters."""
+    tokens: dict[TokenEntry, None] = {}
+    references: dict[ReferenceEntry, None] = {}
+    dates: dict[DateEntry, None] = {}
+    for parameter in parameters:
+        elements = _elements(parameter, resource)
+        if not elements:
+            continue
+        name = parameter.name
+        if parameter.type == "token":
+            tokens[TokenEntry(name, None, None)] = None
+            for element in elements:
+                for system, code in codes(element, parameter.implied_system):
+                    if system is not None or code is not None:
+                        tokens[TokenEntry(name, system, code)] = None
+        elif parameter.type == "reference":
+            references[ReferenceEntry(name, None, None, None, None)] = None
+            for element in elements:
+                ref = _resource_ref(element)
+                if ref is not None:
+                    references[ReferenceEntry(name, ref.literal, ref.type, ref.id, ref.base)] = None
+                if isinstance(element, dict):
+                    for system, code in codes(element.get("identifier")):
+                        if system is not None or code is not None:
+                            tokens[TokenEntry(name + IDENTIFIER, system, code)] = None
+        elif parameter.type == "date":
+            dates[DateEntry(name, None, None)] = None
+            for element in elements:
+                found = _element_range(element)
+                if found is not None:
+                    dates[DateEntry(name, instant_key(found.low), instant_key(found.high))] = None
+        else:
+            raise ValueError(f"{parameter.type} parameters are not indexed ({name})")
+    return IndexEntries(tuple(tokens), tuple(references), tuple(dates))
+
+
+@dataclass(frozen=True)
+class ReferenceValue:
+    """A reference search value: matches by (type, id, base) or, without an id, by literal."""
+
+    literal: str
+    type: str | None
+    id: str | None
+    base: str | None
+
+
+@dataclass(frozen=True)
+class DateValue:
+    """A date search value: its prefix and range (as `instant_key` text and as datetimes)."""
+
+    prefix: str
+    range: DateRange
+
+    @property
+    def low(self) -> str:
+        """The start of the range as index text."""
+        return instant_key(self.range.low)
+
+    @property
+    def high(self) -> str:
+        """The end of the range as index text."""
+        return instant_key(self.range.high)
+
+    def approximate(self, now: datetime) -> tuple[str, str]:
+        """For `ap`: the widened (low, high) a resource's range must overlap (see `_date`)."""
+        margin = max(abs(now - self.range.low) / 10, _APPROXIMATION_FLOOR)
+        return instant_key(_plus(self.range.low, -margin)), instant_key(
+            _plus(self.range.high, margin)
+        )
+
+
+@dataclass(frozen=True)
+class SearchValues:
+    """A condition taken apart: which index table and param, and the OR'ed values."""
+
+    kind: str  # "token", "reference", "date" or "missing"
+    param: str  # the index param name (`owner:identifier` for the identifier modifier)
+    negated: bool  # `:not`, or `:missing=true`: no entry may match
+    tokens: tuple[Token, ...] = ()
+    references: tuple[ReferenceValue, ...] = ()
+    dates: tuple[DateValue, ...] = ()
+    table: str = ""  # for "missing": the table of the parameter's type
+
+
+def search_values(condition: Condition) -> SearchValues:
+    """Decompose a condition for a database search; SearchParameterError if it cannot run there."""
+    parameter, modifier, values = condition.parameter, condition.modifier, condition.values
+    name = parameter.name
+    if modifier == "missing":
+        return SearchValues("missing", name, values == ("true",), table=parameter.type)
+    if parameter.type == "token":
+        if modifier not in (None, "not"):
+            raise SearchParameterError(
+                f"The modifier ':{modifier}' on '{name}' is not supported by Task search"
+            )
+        tokens = tuple(parse_token(parameter, value) for value in values)
+        return SearchValues("token", name, modifier == "not", tokens=tokens)
+    if parameter.type == "reference":
+        if modifier == "identifier":
+            tokens = tuple(parse_token(parameter, value) for value in values)
+            return SearchValues("token", name + IDENTIFIER, False, tokens=tokens)
+        refs = tuple(_reference_value(parameter, modifier, value) for value in values)
+        return SearchValues(
+            "reference",
+            name,
+            False,
+            references=tuple(ReferenceValue(r.literal, r.type, r.id, r.base) for r in refs),
+        )
+    if parameter.type == "date":
+        dates = tuple(DateValue(*_search_value(parameter, value)) for value in values)
+        return SearchValues("date", name, False, dates=dates)
+    raise SearchParameterError(f"{parameter.type} parameter '{name}' is not supported by search")

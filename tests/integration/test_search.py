@@ -1,0 +1,325 @@
+"""Task search in the database, through the FHIR API, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, func, select
+
+from herald.core.fhir import utc_now
+from herald.core.resources import with_version
+from herald.core.search import parse_query
+from herald.core.topics import TopicRegistry
+from herald.ingest.app import create_app
+from herald.ingest.context import IngestContext
+from herald.runtime.metrics import Metrics
+from herald.runtime.settings import DEFAULT_TOPICS_DIR, Settings
+from herald.runtime.store import resources
+from herald.runtime.store.database import MIGRATIONS, Database
+from herald.runtime.store.search import search_ids
+from herald.runtime.store.tables import resources as resource_table
+from herald.runtime.store.tables import search_references, search_tokens
+
+BASE = "http://herald.test/fhir"
+
+
+async def _ready() -> dict[str, bool]:
+    return {"database": True}
+
+
+@pytest.fixture
+async def client(database: Database) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(
+        database_url="sqlite://", base_url=BASE, allow_http_endpoints=True
+    )  # the URL is unused: the app gets `database`
+    ctx = IngestContext(
+        settings, database, TopicRegistry.from_directory(DEFAULT_TOPICS_DIR), Metrics()
+    )
+    app = create_app(ctx, _ready)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
+        yield http
+
+
+def task(
+    owner: str | None = "Organization/1",
+    status: str = "requested",
+    code: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    resource: dict[str, Any] = {"resourceType": "Task", "status": status, "intent": "order"}
+    if owner:
+        resource["owner"] = {"reference": owner}
+    if code:
+        resource["code"] = {"coding": [{"system": "http://example.org/codes", "code": code}]}
+    resource.update(extra)
+    return resource
+
+
+async def put(client: httpx.AsyncClient, tid: str, resource: dict[str, Any]) -> dict[str, Any]:
+    response = await client.put(f"/fhir/Task/{tid}", json={**resource, "id": tid})
+    assert response.status_code in (200, 201), response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def get(client: httpx.AsyncClient, url: str, status: int = 200) -> dict[str, Any]:
+    if url.startswith(BASE):
+        url = "/fhir" + url[len(BASE) :]
+    response = await client.get(url)
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
+    return [e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == mode]
+
+
+def link(bundle: dict[str, Any], relation: str) -> str | None:
+    return next((x["url"] for x in bundle["link"] if x["relation"] == relation), None)
+
+
+async def test_owner_status_code_intent_and_id(client: httpx.AsyncClient) -> None:
+    await put(client, "a", task("Organization/1", "requested", "x"))
+    await put(client, "b", task("Organization/2", "completed", "y"))
+    await put(client, "c", task("http://elsewhere.example/fhir/Organization/1", "completed"))
+    await put(client, "d", task(None, "draft", "x", intent="plan"))
+
+    async def found(query: str) -> list[str]:
+        return sorted(ids(await get(client, f"/fhir/Task?{query}")))
+
+    assert await found("owner=Organization/1") == ["a", "c"]
+    assert await found("owner=Organization/1&status=completed") == ["c"]
+    assert await found("owner=Organization/1,Organization/2") == ["a", "b", "c"]
+    assert await found("status:not=completed") == ["a", "d"]
+    assert await found("code=x") == ["a", "d"]
+    assert await found("code=http://example.org/codes|y") == ["b"]
+    assert await found("code=|y") == []
+    assert await found("intent=plan") == ["d"]
+    assert await found("owner:missing=true") == ["d"]
+    assert await found("_id=a,b") == ["a", "b"]
+    assert await found("owner:Organization=1") == ["a", "c"]
+    assert await found("owner=1") == ["a", "c"]
+    assert await found("status=http://hl7.org/fhir/task-status|draft") == ["d"]
+    assert await found("") == ["a", "b", "c", "d"]
+
+
+async def test_the_bundle_is_a_searchset_with_full_urls(client: httpx.AsyncClient) -> None:
+    await put(client, "a", task())
+    bundle = await get(client, "/fhir/Task?owner=Organization/1")
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "searchset"
+    assert bundle["total"] == 1
+    assert link(bundle, "self") == f"{BASE}/Task?owner=Organization/1"
+    assert link(bundle, "next") is None
+    (entry,) = bundle["entry"]
+    assert entry["fullUrl"] == f"{BASE}/Task/a"
+    assert entry["search"] == {"mode": "match"}
+    assert entry["resource"]["meta"]["versionId"] == "1"
+    assert "total" not in await get(client, "/fhir/Task?_total=none")
+    assert (await get(client, "/fhir/Task?_total=accurate"))["total"] == 1
+
+
+async def test_last_updated_polling_and_sort(client: httpx.AsyncClient) -> None:
+    first = await put(client, "a", task())
+    second = await put(client, "b", task())
+    third = await put(client, "a", task(status="in-progress"))
+    assert first["meta"]["lastUpdated"] <= second["meta"]["lastUpdated"]
+    since = second["meta"]["lastUpdated"]
+    poll = await get(client, f"/fhir/Task?owner=Organization/1&_lastUpdated=ge{since}")
+    assert sorted(ids(poll)) == sorted({"b", "a"})
+    later = third["meta"]["lastUpdated"]
+    assert ids(await get(client, f"/fhir/Task?_lastupdated=gt{later}")) == []
+    assert ids(await get(client, "/fhir/Task?_sort=_lastUpdated")) == ["b", "a"]
+    assert ids(await get(client, "/fhir/Task?_sort=-_lastUpdated")) == ["a", "b"]
+    # '+' in a time zone survives the query string unencoded.
+    assert sorted(ids(await get(client, "/fhir/Task?_lastUpdated=gt2000-01-01T00:00+02:00"))) == [
+        "a",
+        "b",
+    ]
+
+
+@pytest.mark.parametrize("sort", ["_lastUpdated", "-_lastUpdated"])
+async def test_paging_neither_skips_nor_repeats_under_writes(
+    client: httpx.AsyncClient, sort: str
+) -> None:
+    for number in range(7):
+        await put(client, f"t{number}", task())
+    url: str | None = f"/fhir/Task?owner=Organization/1&_count=3&_sort={sort}"
+    seen: list[str] = []
+    written = 0
+    while url is not None:
+        bundle = await get(client, url)
+        seen.extend(ids(bundle))
+        # Writes between pages: a new Task, and a Task that does not match the search.
+        await put(client, f"new{written}", task())
+        await put(client, f"other{written}", task("Organization/2"))
+        written += 1
+        url = link(bundle, "next")
+    originals = [f"t{n}" for n in range(7)]
+    assert len(seen) == len(set(seen)), seen
+    assert set(originals) <= set(seen)
+    if sort == "-_lastUpdated":
+        assert seen[:7] == list(reversed(originals))
+    else:
+        assert seen[:7] == originals
+
+
+async def test_count_limits_and_next_links_carry_the_query(client: httpx.AsyncClient) -> None:
+    for number in range(5):
+        await put(client, f"t{number}", task())
+    bundle = await get(client, "/fhir/Task?status=requested&_count=2")
+    assert len(ids(bundle)) == 2 and bundle["total"] == 5
+    next_url = link(bundle, "next")
+    assert next_url is not None and next_url.startswith(f"{BASE}/Task?status=requested&_count=2&")
+    assert "_cursor=" in urlsplit(next_url).query
+    empty = await get(client, "/fhir/Task?_count=0")
+    assert empty["total"] == 5 and ids(empty) == []
+    assert len(ids(await get(client, "/fhir/Task?_count=5000"))) == 5
+
+
+async def test_include_task_output(client: httpx.AsyncClient) -> None:
+    await put(client, "result", task(None, "completed"))
+    output = [
+        {"type": {"text": "r"}, "valueReference": {"reference": "Task/result"}},
+        {"type": {"text": "r"}, "valueReference": {"reference": "Task/absent"}},
+        {"type": {"text": "r"}, "valueReference": {"reference": f"{BASE}/Task/result"}},
+    ]
+    await put(client, "main", task("Organization/9", "completed", output=output))
+    bundle = await get(client, "/fhir/Task?owner=Organization/9&_include=Task:output")
+    assert ids(bundle) == ["main"]
+    assert ids(bundle, "include") == ["result"]
+    assert bundle["total"] == 1
+    plain = await get(client, "/fhir/Task?owner=Organization/9")
+    assert ids(plain, "include") == []
+
+
+async def test_deleted_tasks_are_not_found(client: httpx.AsyncClient) -> None:
+    await put(client, "a", task())
+    await put(client, "b", task())
+    assert (await client.delete("/fhir/Task/a")).status_code == 204
+    assert ids(await get(client, "/fhir/Task?owner=Organization/1")) == ["b"]
+    await put(client, "a", task("Organization/3"))
+    assert ids(await get(client, "/fhir/Task?owner=Organization/3")) == ["a"]
+    assert ids(await get(client, "/fhir/Task?owner=Organization/1")) == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("foo=1", "Unknown or unsupported search parameter 'foo'"),
+        ("patient=Patient/1", "'patient'"),
+        ("owner.name=x", "'owner.name'"),
+        ("status:in=http://vs", ":in"),
+        ("code:text=abc", ":text"),
+        ("_lastUpdated=xx2024", "prefix"),
+        ("_lastUpdated=2024-13", "Malformed date"),
+        ("_count=abc", "_count"),
+        ("_sort=status", "_sort"),
+        ("_total=sometimes", "_total"),
+        ("_include=Task:owner", "_include"),
+        ("_cursor=!!!", "cursor"),
+        ("owner:Patient=Organization/1", "owner"),
+    ],
+)
+async def test_bad_searches_get_400_with_an_operation_outcome(
+    client: httpx.AsyncClient, query: str, words: str
+) -> None:
+    body = await get(client, f"/fhir/Task?{query}", status=400)
+    assert body["resourceType"] == "OperationOutcome"
+    assert words in body["issue"][0]["diagnostics"]
+
+
+async def test_read_by_id_still_works_beside_search(client: httpx.AsyncClient) -> None:
+    await put(client, "a", task())
+    assert (await get(client, "/fhir/Task/a"))["id"] == "a"
+    await get(client, "/fhir/Task/nope", status=404)
+
+
+async def test_index_rows_follow_writes_and_deletes(database: Database) -> None:
+    now = "2026-01-01T00:00:00.000Z"
+    first = with_version(task("Organization/1", code="x"), "t1", 1, now)
+    async with database.transaction() as connection:
+        await resources.save(connection, first, previous=None)
+    async with database.transaction() as connection:
+        previous = await resources.current(connection, "Task", "t1", for_update=True)
+        second = with_version(task("Organization/2"), "t1", 2, now)
+        await resources.save(connection, second, previous=previous)
+    async with database.read() as connection:
+        refs = (await connection.execute(select(search_references.c.ref_id))).scalars().all()
+        assert sorted(r for r in refs if r) == ["2"]
+        codes = await connection.scalar(select(func.count()).where(search_tokens.c.param == "code"))
+        assert codes == 0
+        stored = await resources.current(connection, "Task", "t1")
+    assert stored is not None
+    async with database.transaction() as connection:
+        await resources.mark_deleted(connection, stored, 3, now)
+    async with database.read() as connection:
+        assert await connection.scalar(select(func.count()).select_from(search_tokens)) == 0
+        assert await search_ids(connection, parse_query("Task", ""), now=_now()) == []
+
+
+def _now() -> datetime:
+    return utc_now()
+
+
+def _alembic(connection: Connection, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def test_the_0002_migration_indexes_existing_tasks(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        async with database.transaction() as connection:
+            await connection.run_sync(_alembic, "0001")
+        now = "2026-01-01T00:00:00.000Z"
+        async with database.transaction() as connection:
+            for number in range(3):
+                stamped = with_version(task(f"Organization/{number}"), f"t{number}", 1, now)
+                await connection.execute(
+                    resource_table.insert().values(
+                        resource_type="Task",
+                        id=stamped["id"],
+                        version_id=1,
+                        last_updated=now,
+                        deleted=number == 2,
+                        content=orjson.dumps(stamped).decode(),
+                    )
+                )
+        await database.migrate()
+        async with database.read() as connection:
+            found = await search_ids(
+                connection, parse_query("Task", "owner=Organization/1"), now=_now()
+            )
+            everything = await search_ids(connection, parse_query("Task", ""), now=_now())
+        assert found == ["t1"]
+        assert everything == ["t0", "t1"]
+    finally:
+        await database.aclose()
+
+
+async def test_search_by_post_and_summary_count(client: httpx.AsyncClient) -> None:
+    await put(client, "a", task("Organization/1"))
+    await put(client, "b", task("Organization/2"))
+    response = await client.post(
+        "/fhir/Task/_search",
+        content="owner=Organization%2F2&_lastUpdated=gt2000-01-01T00%3A00%2B02%3A00",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200, response.text
+    assert ids(response.json()) == ["b"]
+    counted = await get(client, "/fhir/Task?owner=Organization/1&_summary=count")
+    assert counted["total"] == 1 and ids(counted) == []
+    body = await get(client, "/fhir/Task?_summary=true", status=400)
+    assert "_summary" in body["issue"][0]["diagnostics"]
