@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from herald.core.topics import TopicRegistry
 from herald.dispatcher.delivery import Deliverer
+from herald.dispatcher.endpoints import Endpoints
 from herald.dispatcher.service import run_dispatcher
 from herald.ingest.app import create_app
 from herald.ingest.context import IngestContext
@@ -83,6 +84,12 @@ def _dispatcher(parts: Parts, sender: HttpSender) -> Component:
         sender,
         parts.metrics,
         asyncio.Semaphore(parts.settings.max_in_flight),
+        Endpoints(
+            concurrency=parts.settings.endpoint_concurrency,
+            failures=parts.settings.circuit_failures,
+            cooldown=parts.settings.circuit_cooldown_seconds,
+            on_change=parts.metrics.circuit_open.set,
+        ),
     )
 
     async def dispatcher(stop: asyncio.Event) -> None:

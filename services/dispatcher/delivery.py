@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.errors import HeraldError
 from herald.core.fhir import FHIR_XML, format_instant, utc_now
@@ -18,11 +19,13 @@ from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
     HEARTBEAT,
+    NotificationEvent,
     SubscriptionState,
     notification_bundle,
 )
 from herald.core.subscriptions import STORED_POLICY, Subscription, parse_subscription
 from herald.core.topics import TopicRegistry
+from herald.dispatcher.endpoints import HALF_OPEN, Endpoints
 from herald.runtime.lifecycle import sleep_or_stop
 from herald.runtime.metrics import Metrics
 from herald.runtime.sender import DeliveryOutcome, HttpSender
@@ -30,9 +33,13 @@ from herald.runtime.settings import Settings
 from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.database import Database
+from herald.runtime.store.events import LoggedEvent
 from herald.runtime.store.subscriptions import StoredSubscription
 
 log = logging.getLogger(__name__)
+
+# A subscription, as stored and parsed, with its next events (logged and as notified).
+Batch = tuple[StoredSubscription, Subscription, list[LoggedEvent], list[NotificationEvent]]
 
 # Retry-After is honoured up to this many seconds; a larger value falls back to the schedule.
 MAX_RETRY_AFTER = 3600.0
@@ -48,16 +55,30 @@ class Deliverer:
     sender: HttpSender
     metrics: Metrics
     in_flight: asyncio.Semaphore
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    """Per-origin concurrency limits and circuit breakers (see endpoints.py)."""
     last_contact: dict[str, float] = field(default_factory=dict)
     """Monotonic time of the last accepted POST per subscription (heartbeats are due after it)."""
+    _parsed: dict[str, tuple[tuple[int, str], Subscription]] = field(default_factory=dict)
 
     async def _load(self, subscription_id: str) -> tuple[StoredSubscription, Subscription] | None:
         async with self.database.read() as connection:
-            stored = await registry.get(connection, subscription_id)
+            return await self._load_in(connection, subscription_id)
+
+    async def _load_in(
+        self, connection: AsyncConnection, subscription_id: str
+    ) -> tuple[StoredSubscription, Subscription] | None:
+        stored = await registry.get(connection, subscription_id)
         if stored is None or stored.deleted or stored.status in ("off", "error"):
+            self._parsed.pop(subscription_id, None)
             return None
+        # Parsing is pure; a version (and status) already parsed is not parsed again.
+        key = (stored.version_id, stored.status)
+        cached = self._parsed.get(subscription_id)
+        if cached is not None and cached[0] == key:
+            return stored, cached[1]
         try:
-            return stored, parse_subscription(
+            subscription = parse_subscription(
                 stored.resource, self.topics, STORED_POLICY, status=stored.status
             )
         except HeraldError as exc:
@@ -66,24 +87,48 @@ class Deliverer:
                 extra={"subscription_id": subscription_id, "reason": str(exc)},
             )
             return None
+        self._parsed[subscription_id] = (key, subscription)
+        return stored, subscription
 
     async def _post(
-        self, subscription: Subscription, bundle: dict[str, object], kind: str
+        self,
+        subscription: Subscription,
+        bundle: dict[str, object],
+        kind: str,
+        *,
+        last_chance: bool = False,
     ) -> DeliveryOutcome:
+        """POST once. An open circuit skips it, except the last chance before `error`."""
         xml = subscription.payload.split(";")[0].strip() == FHIR_XML
         body = to_xml(bundle) if xml else orjson.dumps(bundle)
-        async with self.in_flight:
-            self.metrics.in_flight.inc()
+        endpoint = self.endpoints.get(subscription.endpoint)
+        # The origin's slot first: a slow origin then holds at most its own share of the
+        # global slots while its POSTs queue.
+        async with self.endpoints.slot(endpoint):
+            admitted = self.endpoints.admit(endpoint)
+            if not admitted and not last_chance:
+                self.metrics.attempts_skipped.labels(kind).inc()
+                return self.endpoints.skipped(endpoint)
+            probe = admitted and endpoint.state == HALF_OPEN
+            reported = False
             try:
-                outcome, seconds = await self.sender.post(
-                    subscription.endpoint,
-                    body,
-                    content_type=subscription.payload,
-                    headers=subscription.header_pairs(),
-                    timeout=float(subscription.timeout),
-                )
+                async with self.in_flight:
+                    self.metrics.in_flight.inc()
+                    try:
+                        outcome, seconds = await self.sender.post(
+                            subscription.endpoint,
+                            body,
+                            content_type=subscription.payload,
+                            headers=subscription.header_pairs(),
+                            timeout=float(subscription.timeout),
+                        )
+                    finally:
+                        self.metrics.in_flight.dec()
+                self.endpoints.report(endpoint, outcome, probe=probe)
+                reported = True
             finally:
-                self.metrics.in_flight.dec()
+                if probe and not reported:  # cancelled: let another POST probe
+                    endpoint.probing = False
         if outcome.ok:
             self.last_contact[subscription.id] = time.monotonic()
         self.metrics.delivery_attempts.labels(kind, outcome.outcome).inc()
@@ -133,7 +178,12 @@ class Deliverer:
                 HANDSHAKE,
                 timestamp=format_instant(utc_now()),
             )
-            outcome = await self._post(subscription, bundle, "handshake")
+            outcome = await self._post(
+                subscription,
+                bundle,
+                "handshake",
+                last_chance=attempt == self.settings.handshake_attempts - 1,
+            )
             if outcome.ok:
                 async with self.database.transaction() as connection:
                     await registry.set_status(
@@ -169,24 +219,35 @@ class Deliverer:
         # A failed heartbeat waits a whole period too; delivery errors surface through events.
         self.last_contact[subscription_id] = time.monotonic()
 
+    async def _next_batch(self, connection: AsyncConnection, subscription_id: str) -> Batch | None:
+        """The next events of an active subscription, up to max-count; None: nothing to send."""
+        loaded = await self._load_in(connection, subscription_id)
+        if loaded is None or loaded[0].status != "active":
+            return None
+        stored, subscription = loaded
+        pending = await event_log.after(
+            connection, subscription_id, stored.delivered_through, subscription.max_count
+        )
+        if not pending:
+            return None
+        notification_events = await event_log.as_notification_events(
+            connection, pending, with_resources=subscription.content == "full-resource"
+        )
+        return stored, subscription, pending, notification_events
+
     async def deliver_pending(self, subscription_id: str, stop: asyncio.Event) -> None:
         """Deliver the undelivered events of an active subscription, oldest first, in batches."""
         schedule = self.settings.retry_schedule
         attempt = 0
+        batch: Batch | None = None
         while not stop.is_set():
-            loaded = await self._load(subscription_id)
-            if loaded is None or loaded[0].status != "active":
+            if batch is None:
+                async with self.database.read() as connection:
+                    batch = await self._next_batch(connection, subscription_id)
+            if batch is None:
                 return
-            stored, subscription = loaded
-            async with self.database.read() as connection:
-                pending = await event_log.after(
-                    connection, subscription_id, stored.delivered_through, subscription.max_count
-                )
-                notification_events = await event_log.as_notification_events(
-                    connection, pending, with_resources=subscription.content == "full-resource"
-                )
-            if not pending:
-                return
+            stored, subscription, pending, notification_events = batch
+            batch = None
             bundle = notification_bundle(
                 self.settings.fhir_base,
                 self._state(stored, subscription, "active"),
@@ -194,11 +255,17 @@ class Deliverer:
                 notification_events,
                 timestamp=format_instant(utc_now()),
             )
-            outcome = await self._post(subscription, bundle, "event")
+            # The attempt after which the subscription would move to error is always made: a
+            # subscription never ends in error without a real failed POST.
+            outcome = await self._post(
+                subscription, bundle, "event", last_chance=attempt >= len(schedule)
+            )
             if outcome.ok:
                 attempt = 0
                 async with self.database.transaction() as connection:
                     await event_log.mark_delivered(connection, subscription_id, pending[-1].number)
+                    # The next batch in the same round trip (what a backlog spends its time on).
+                    batch = await self._next_batch(connection, subscription_id)
                 now = utc_now()
                 for e in pending:
                     self.metrics.latency.observe(
@@ -230,7 +297,26 @@ class Deliverer:
             )
             self.metrics.retry_backlog.inc()
             try:
-                if await sleep_or_stop(stop, delay):
+                if await self._wait_retry(subscription.endpoint, stop, delay):
                     return
             finally:
                 self.metrics.retry_backlog.dec()
+
+    async def _wait_retry(self, url: str, stop: asyncio.Event, delay: float) -> bool:
+        """Wait out a retry delay, or less when the endpoint's circuit closes meanwhile.
+
+        True when stopped.
+        """
+        endpoint = self.endpoints.get(url)
+        if endpoint.recovered.is_set():
+            return await sleep_or_stop(stop, delay)
+        waiters = {
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(endpoint.recovered.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return stop.is_set()

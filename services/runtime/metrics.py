@@ -101,6 +101,17 @@ class Metrics:
         self.retry_backlog = Gauge(
             "herald_retry_backlog_subscriptions", "Subscriptions waiting for a retry", registry=r
         )
+        self.attempts_skipped = Counter(
+            "herald_delivery_attempts_skipped",
+            "Notification POSTs not made because the endpoint's circuit breaker was open",
+            ["kind"],
+            registry=r,
+        )
+        self.circuit_open = Gauge(
+            "herald_circuit_open_endpoints",
+            "Endpoint origins whose circuit breaker is open or half-open",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "herald_deliveries_in_flight", "Notification POSTs in flight", registry=r
         )

@@ -45,8 +45,26 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
+# Up to this many bytes of a response body are read (and thrown away, never parsed) so that the
+# connection goes back to the pool; a larger body closes the connection instead.
+DRAIN_LIMIT = 64 * 1024
+
+
+async def _discard_body(response: httpx.Response) -> None:
+    """Read and drop a small body: httpx reuses a connection only once its response is read."""
+    read = 0
+    async for chunk in response.aiter_raw():
+        read += len(chunk)
+        if read > DRAIN_LIMIT:
+            return
+
+
 class HttpSender:
-    """POSTs notification Bundles; never follows redirects and never reads the response body."""
+    """POSTs notification Bundles; never follows redirects and never parses the response body.
+
+    A small body is read and dropped so that the pooled connection can be reused (without it,
+    every POST would open a new TCP (and TLS) connection).
+    """
 
     def __init__(self, client: httpx.AsyncClient | None = None) -> None:
         self._client = client or httpx.AsyncClient(
@@ -76,7 +94,10 @@ class HttpSender:
                 "POST", url, content=body, headers=request_headers, timeout=timeout
             )
             response = await self._client.send(request, stream=True)
-            await response.aclose()
+            try:
+                await _discard_body(response)
+            finally:
+                await response.aclose()
         except httpx.TimeoutException:
             outcome = DeliveryOutcome("timeout", None, f"no response within {timeout:g} s")
         except httpx.HTTPError as exc:

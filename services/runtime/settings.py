@@ -63,6 +63,18 @@ class Settings(BaseSettings):
         30, gt=0, description="days delivered events stay available to $events"
     )
     max_in_flight: int = Field(64, ge=1, description="concurrent notification POSTs, all endpoints")
+    endpoint_concurrency: int = Field(
+        4, ge=1, description="concurrent notification POSTs to one endpoint origin"
+    )
+    circuit_failures: int = Field(
+        5, ge=1, description="consecutive failed POSTs to an origin that open its circuit"
+    )
+    circuit_cooldown: float = Field(
+        30.0,
+        gt=0,
+        description="seconds an open circuit waits before a probe, at most (capped by the "
+        "first retry delay; doubles after a failed probe, up to 10 minutes)",
+    )
     relay_interval: float = Field(0.2, gt=0, description="seconds between outbox polls")
     registry_refresh: float = Field(
         1.0, gt=0, description="seconds between subscription registry polls (matcher)"
@@ -96,6 +108,15 @@ class Settings(BaseSettings):
     def retry_schedule(self) -> tuple[float, ...]:
         """retry_delays as numbers."""
         return tuple(float(v) for v in self.retry_delays.split(",") if v.strip())
+
+    @property
+    def circuit_cooldown_seconds(self) -> float:
+        """The first cool-down of an open circuit: never longer than the first retry delay, so
+        the breaker does not make retries coarser than the schedule an operator chose."""
+        schedule = self.retry_schedule
+        if schedule and schedule[0] > 0:
+            return min(self.circuit_cooldown, schedule[0])
+        return self.circuit_cooldown
 
     @property
     def endpoint_policy(self) -> EndpointPolicy:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# Where deploy/local/ keeps run state; throwaway brokers and clusters are removed after use.
+LOCAL = Path(os.environ.get("HERALD_LOCAL_DIR") or REPO / ".local")
 
 
 def free_port() -> int:
@@ -84,6 +87,7 @@ def kafka() -> Iterator[str]:
             capture_output=True,
             check=False,
         )
+        shutil.rmtree(LOCAL / f"kafka-run-{port}", ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -99,7 +103,8 @@ def postgres() -> Iterator[str]:
         with PostgresContainer("postgres:16", driver=None) as container:
             yield container.get_connection_url()
         return
-    env = {"PG_PORT": str(free_port())}
+    port = free_port()
+    env = {"PG_PORT": str(port)}
     url = _script("postgres.sh", "start", env)
     try:
         yield url
@@ -110,3 +115,4 @@ def postgres() -> Iterator[str]:
             capture_output=True,
             check=False,
         )
+        shutil.rmtree(LOCAL / f"pg-{port}", ignore_errors=True)

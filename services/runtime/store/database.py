@@ -40,10 +40,6 @@ class Database:
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
-            # No overflow: an overflow connection is closed when returned, and opening an
-            # aiosqlite connection (a thread, the pragmas) costs more than waiting for one.
-            kwargs["pool_size"] = pool_size
-            kwargs["max_overflow"] = 0
         else:
             kwargs["pool_size"] = pool_size
             kwargs["pool_pre_ping"] = True

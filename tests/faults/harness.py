@@ -1,0 +1,453 @@
+"""Fault-injection harness: Herald as three OS processes, a loopback subscriber that can misbehave,
+a steady Task load that records what Herald acknowledged, and the delivery checks.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.herald import HeraldProcess, herald_env
+from tests.support.services import REPO, free_port
+
+HREX_TOPIC = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+FHIR_JSON = "application/fhir+json"
+ROLES = ("ingest", "matcher", "dispatcher")
+
+
+# --- the subscriber -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One notification the subscriber accepted (answered 2xx)."""
+
+    at: float
+    subscription_id: str
+    kind: str
+    events: tuple[tuple[int, str], ...]
+    """(event number, Task id) in Bundle order."""
+
+
+def _parse(body: dict[str, Any]) -> Delivery:
+    status = body["entry"][0]["resource"]
+    subscription_id, kind, events = "", "", []
+    for p in status["parameter"]:
+        if p["name"] == "subscription":
+            subscription_id = p["valueReference"]["reference"].rsplit("/", 1)[-1]
+        elif p["name"] == "type":
+            kind = p["valueCode"]
+        elif p["name"] == "notification-event":
+            parts = {q["name"]: q for q in p["part"]}
+            number = int(parts["event-number"]["valueString"])
+            focus = parts["focus"]["valueReference"]["reference"].rsplit("/", 1)[-1]
+            events.append((number, focus))
+    return Delivery(time.monotonic(), subscription_id, kind, tuple(events))
+
+
+class Subscriber:
+    """A loopback endpoint. mode: "ok" (200), "error" (500) or "timeout" (answers too late)."""
+
+    def __init__(self, late: float = 2.5) -> None:
+        self.deliveries: list[Delivery] = []
+        self.refused = 0
+        self.mode = "ok"
+        self.late = late
+        self._lock = threading.Lock()
+        subscriber = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                mode = subscriber.mode
+                if mode == "timeout":
+                    time.sleep(subscriber.late)
+                if mode != "ok":
+                    with subscriber._lock:
+                        subscriber.refused += 1
+                    self._answer(500 if mode == "error" else 503)
+                    return
+                delivery = _parse(json.loads(raw))
+                with subscriber._lock:
+                    subscriber.deliveries.append(delivery)
+                self._answer(200)
+
+            def _answer(self, code: int) -> None:
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass  # the client gave up (time-out)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/notify"
+
+    def __enter__(self) -> Subscriber:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def of(self, subscription_id: str) -> list[Delivery]:
+        """Accepted event notifications of one subscription, in arrival order."""
+        with self._lock:
+            return [
+                d
+                for d in self.deliveries
+                if d.subscription_id == subscription_id and d.kind == "event-notification"
+            ]
+
+    def handshaken(self, subscription_id: str) -> bool:
+        with self._lock:
+            return any(
+                d.subscription_id == subscription_id and d.kind == "handshake"
+                for d in self.deliveries
+            )
+
+
+# --- Herald ---------------------------------------------------------------------------------
+
+
+class Cluster:
+    """ingest, matcher and dispatcher as OS processes; each can be killed and started again."""
+
+    def __init__(self, kafka: str, database: str, log_dir: Path, **settings: str) -> None:
+        self.port = free_port()
+        self.health = {"matcher": free_port(), "dispatcher": free_port()}
+        self.log_dir = log_dir
+        self.base_url = f"http://127.0.0.1:{self.port}/fhir"
+        self.common = {
+            "kafka_bootstrap": kafka,
+            "kafka_topic_prefix": f"herald-faults-{uuid.uuid4().hex[:8]}.",
+            "database_url": database,
+            "allow_http_endpoints": "true",
+            "allow_private_endpoints": "true",
+            "handshake_delay": "0.1",
+            "base_url": self.base_url,
+            "log_level": "WARNING",
+            **settings,
+        }
+        self.processes: dict[str, HeraldProcess] = {}
+        self.incarnations = 0
+        self.kills: list[str] = []
+
+    def _ready_url(self, role: str) -> str:
+        port = self.port if role == "ingest" else self.health[role]
+        return f"http://127.0.0.1:{port}/readyz"
+
+    def start(self, *roles: str) -> None:
+        for role in roles or ROLES:
+            self.incarnations += 1
+            folder = self.log_dir / f"{self.incarnations:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            port = {"port": str(self.port)} if role == "ingest" else {}
+            health = {"health_port": str(self.health[role])} if role != "ingest" else {}
+            env = herald_env(**self.common, **port, **health)
+            self.processes[role] = HeraldProcess(role, env, folder, self._ready_url(role))
+        for role in roles or ROLES:
+            self.processes[role].wait_ready(timeout=90)
+
+    def kill(self, role: str) -> None:
+        """SIGKILL: no drain, no goodbye."""
+        process = self.processes[role].process
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        self.kills.append(role)
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM every process; their exit codes."""
+        return {role: p.stop() for role, p in self.processes.items()}
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {r}\n{p.log()}" for r, p in self.processes.items())
+
+
+def subscription(endpoint: str, filter_criteria: str, timeout: int = 2) -> dict[str, Any]:
+    """An id-only backport Subscription to the HRex Task topic, Bundles of at most 20 events."""
+    return {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "fault injection",
+        "criteria": HREX_TOPIC,
+        "_criteria": {
+            "extension": [
+                {"url": BACKPORT + "backport-filter-criteria", "valueString": filter_criteria}
+            ]
+        },
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": FHIR_JSON,
+            "_payload": {
+                "extension": [
+                    {"url": BACKPORT + "backport-payload-content", "valueCode": "id-only"}
+                ]
+            },
+            "extension": [
+                {"url": BACKPORT + "backport-timeout", "valueUnsignedInt": timeout},
+                {"url": BACKPORT + "backport-max-count", "valuePositiveInt": 20},
+            ],
+        },
+    }
+
+
+def subscribe(base_url: str, subscriber: Subscriber, filter_criteria: str, **kw: Any) -> str:
+    """Create a subscription and wait until it is active; its id."""
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        created = client.post(
+            "/Subscription",
+            json=subscription(subscriber.url, filter_criteria, **kw),
+            headers={"Content-Type": FHIR_JSON},
+        )
+        assert created.status_code == 201, created.text
+        sub_id = str(created.json()["id"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if client.get(f"/Subscription/{sub_id}").json()["status"] == "active":
+                return sub_id
+            time.sleep(0.1)
+    raise AssertionError(f"Subscription/{sub_id} never became active")
+
+
+def events_count(base_url: str, subscription_id: str) -> tuple[str, int]:
+    """The subscription's status and events-since-subscription-start, from $status."""
+    bundle = httpx.get(f"{base_url}/Subscription/{subscription_id}/$status", timeout=10).json()
+    parameters = {p["name"]: p for p in bundle["entry"][0]["resource"]["parameter"]}
+    status = parameters["status"]["valueCode"]
+    return status, int(parameters["events-since-subscription-start"]["valueString"])
+
+
+# --- the load -------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """Writes new matching Tasks at a steady rate; remembers which ones Herald acknowledged.
+
+    Task i is owned by `<run>-even` or `<run>-odd`. `on_ack(i)` runs right after the 2xx of
+    write i (in the load's thread), so a test can kill a process "right after a 201".
+    """
+
+    base_url: str
+    rate: float = 30.0
+    seconds: float = 5.0
+    on_ack: Callable[[int], None] | None = None
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    attempted: list[str] = field(default_factory=list)
+    acknowledged: list[str] = field(default_factory=list)
+    acknowledged_at: list[float] = field(default_factory=list)
+    """time.monotonic() of each acknowledgement."""
+    failures: int = 0
+    _thread: threading.Thread | None = None
+
+    def owner(self, i: int) -> str:
+        return f"Organization/{self.run}-{'even' if i % 2 == 0 else 'odd'}"
+
+    def task_id(self, i: int) -> str:
+        return f"{self.run}-{i}"
+
+    def _write(self) -> None:
+        total = int(self.rate * self.seconds)
+        started = time.monotonic()
+        with httpx.Client(base_url=self.base_url, timeout=5) as client:
+            for i in range(total):
+                pause = started + i / self.rate - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                task_id = self.task_id(i)
+                task = {
+                    "resourceType": "Task",
+                    "id": task_id,
+                    "status": "requested",
+                    "intent": "order",
+                    "owner": {"reference": self.owner(i)},
+                }
+                self.attempted.append(task_id)
+                try:
+                    response = client.put(
+                        f"/Task/{task_id}", json=task, headers={"Content-Type": FHIR_JSON}
+                    )
+                except httpx.HTTPError:
+                    self.failures += 1
+                    continue
+                if response.status_code in (200, 201):
+                    self.acknowledged.append(task_id)
+                    self.acknowledged_at.append(time.monotonic())
+                    if self.on_ack is not None:
+                        self.on_ack(i)
+                else:
+                    self.failures += 1
+
+    def start(self) -> Load:
+        self._thread = threading.Thread(target=self._write, daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self) -> None:
+        assert self._thread is not None
+        self._thread.join(timeout=self.seconds + 120)
+
+    def acknowledged_after(self, moment: float) -> int:
+        """How many writes were acknowledged after a moment (Herald took writes again)."""
+        return sum(1 for at in self.acknowledged_at if at > moment)
+
+    def even(self) -> set[str]:
+        return {t for t in self.acknowledged if int(t.rsplit("-", 1)[1]) % 2 == 0}
+
+
+# --- the checks -----------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    """What one subscription received, checked."""
+
+    subscription_id: str
+    acknowledged: int
+    numbered: int
+    delivered_events: int
+    duplicates: int
+    unacknowledged_numbered: int
+
+    def __str__(self) -> str:
+        return (
+            f"Subscription/{self.subscription_id}: {self.acknowledged} acknowledged changes, "
+            f"{self.numbered} numbered, {self.delivered_events} event deliveries, "
+            f"{self.duplicates} duplicates, {self.unacknowledged_numbered} numbered "
+            "without an acknowledgement (written, but the client saw an error)"
+        )
+
+
+def check_subscription(
+    base_url: str,
+    subscriber: Subscriber,
+    subscription_id: str,
+    expected: set[str],
+    attempted: set[str],
+    timeout: float = 90.0,
+) -> Report:
+    """Wait for delivery to settle, then assert Herald's promise for one subscription.
+
+    Every acknowledged matching change has exactly one event number; numbers are 1..N with no
+    gap (N from $status); every number was delivered at least once; a number never arrived
+    before all smaller ones had (order, redelivery allowed); duplicates are counted.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        status, count = events_count(base_url, subscription_id)
+        seen = {n for d in subscriber.of(subscription_id) for n, _ in d.events}
+        ids = {t for d in subscriber.of(subscription_id) for _, t in d.events}
+        if expected <= ids and seen == set(range(1, count + 1)):
+            break
+        if time.monotonic() > deadline:
+            missing = sorted(expected - ids)
+            raise AssertionError(
+                f"Subscription/{subscription_id} ({status}) did not settle: {count} numbered, "
+                f"numbers missing {sorted(set(range(1, count + 1)) - seen)[:20]}, "
+                f"acknowledged changes never delivered {missing[:20]} ({len(missing)})"
+            )
+        time.sleep(0.2)
+    assert status == "active", status
+    deliveries = subscriber.of(subscription_id)
+    numbers_of: dict[str, set[int]] = {}
+    task_of: dict[int, set[str]] = {}
+    received = 0
+    order_breaks: list[str] = []
+    delivered: set[int] = set()
+    for d in deliveries:
+        for number, task_id in d.events:
+            received += 1
+            numbers_of.setdefault(task_id, set()).add(number)
+            task_of.setdefault(number, set()).add(task_id)
+            if number > 1 and number - 1 not in delivered:
+                order_breaks.append(f"{number} before {number - 1}")
+            delivered.add(number)
+    twice = {t: sorted(n) for t, n in numbers_of.items() if len(n) > 1}
+    assert not twice, f"changes numbered more than once: {twice}"
+    shared = {n: sorted(t) for n, t in task_of.items() if len(t) > 1}
+    assert not shared, f"numbers given to several changes: {shared}"
+    assert not order_breaks, f"out of order: {order_breaks[:20]}"
+    assert delivered == set(range(1, count + 1))
+    unexpected = set(numbers_of) - attempted
+    assert not unexpected, f"events for changes nobody wrote: {sorted(unexpected)[:20]}"
+    report = Report(
+        subscription_id,
+        acknowledged=len(expected),
+        numbered=count,
+        delivered_events=received,
+        duplicates=received - count,
+        unacknowledged_numbered=len(set(numbers_of) - expected),
+    )
+    print(report)
+    return report
+
+
+def check_load(base_url: str, subscriber: Subscriber, load: Load, subs: dict[str, str]) -> None:
+    """Check the two standard subscriptions of a faults test: "all" and "even"."""
+    assert load.acknowledged, "the load got no write acknowledged"
+    print(
+        f"load: {len(load.attempted)} writes tried, {len(load.acknowledged)} acknowledged, "
+        f"{load.failures} failed"
+    )
+    check_subscription(
+        base_url, subscriber, subs["all"], set(load.acknowledged), set(load.attempted)
+    )
+    even_attempted = {t for t in load.attempted if int(t.rsplit("-", 1)[1]) % 2 == 0}
+    check_subscription(base_url, subscriber, subs["even"], load.even(), even_attempted)
+
+
+def standard_subscriptions(base_url: str, subscriber: Subscriber, load: Load) -> dict[str, str]:
+    return {
+        "all": subscribe(base_url, subscriber, "Task?status=requested"),
+        "even": subscribe(base_url, subscriber, f"Task?owner={load.owner(0)}"),
+    }
+
+
+# --- dedicated brokers and servers ----------------------------------------------------------
+
+
+def local_state(name: str) -> Path:
+    """A run-state folder of deploy/local (kafka-run-<port>, pg-<port>)."""
+    import os
+
+    return Path(os.environ.get("HERALD_LOCAL_DIR", REPO / ".local")) / name
+
+
+def local_script(name: str, command: str, env: dict[str, str]) -> str:
+    """Run deploy/local/<name> <command>; its last line of output."""
+    import os
+
+    result = subprocess.run(
+        ["bash", str(REPO / "deploy" / "local" / name), command],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"{name} {command}: {result.stderr[-3000:]}"
+    lines = result.stdout.strip().splitlines()
+    return lines[-1] if lines else ""

@@ -1,0 +1,209 @@
+"""Fault injection under steady load: real processes, real Kafka, real PostgreSQL.
+
+Each test writes matching Tasks at a steady rate while it breaks something, then checks for two
+subscriptions ("all" Tasks, and the "even" owner's) that every acknowledged change got exactly one
+event number, numbers 1..N without gaps, each delivered at least once and never before its
+predecessor; duplicates are printed (run with -s to see the reports).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import StartCluster
+from tests.faults.harness import (
+    Cluster,
+    Load,
+    Subscriber,
+    check_load,
+    check_subscription,
+    local_script,
+    local_state,
+    standard_subscriptions,
+    subscribe,
+)
+from tests.support.services import free_port, unavailable
+
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.timeout(240)]
+
+RATE = 30.0
+SECONDS = 5.0
+
+
+def under_load(
+    cluster: Cluster,
+    subscriber: Subscriber,
+    fault_at: float,
+    fault: Callable[[], None],
+    seconds: float = SECONDS,
+) -> Load:
+    """Subscribe, run the load, call `fault()` `fault_at` seconds in, wait for the load, check."""
+    load = Load(cluster.base_url, rate=RATE, seconds=seconds)
+    subs = standard_subscriptions(cluster.base_url, subscriber, load)
+    load.start()
+    time.sleep(fault_at)
+    fault()
+    load.join()
+    check_load(cluster.base_url, subscriber, load, subs)
+    return load
+
+
+def test_sigkill_dispatcher(
+    start_cluster: StartCluster, kafka_bootstrap: str, postgres_url: str, subscriber: Subscriber
+) -> None:
+    cluster = start_cluster(kafka_bootstrap, postgres_url)
+
+    def fault() -> None:
+        cluster.kill("dispatcher")
+        cluster.start("dispatcher")
+
+    under_load(cluster, subscriber, 2.0, fault)
+
+
+def test_sigkill_matcher(
+    start_cluster: StartCluster, kafka_bootstrap: str, postgres_url: str, subscriber: Subscriber
+) -> None:
+    cluster = start_cluster(kafka_bootstrap, postgres_url)
+
+    def fault() -> None:
+        cluster.kill("matcher")
+        time.sleep(0.5)
+        cluster.start("matcher")
+
+    under_load(cluster, subscriber, 2.0, fault)
+
+
+def test_sigkill_ingest_right_after_201(
+    start_cluster: StartCluster, kafka_bootstrap: str, postgres_url: str, subscriber: Subscriber
+) -> None:
+    cluster = start_cluster(kafka_bootstrap, postgres_url)
+    killed = threading.Event()
+
+    def on_ack(i: int) -> None:
+        # In the load's thread, right after the 201 of write 40: the outbox row of that write
+        # (and of those before it) may not have reached Kafka yet.
+        if i == 40:
+            cluster.kill("ingest")
+            killed.set()
+
+    load = Load(cluster.base_url, rate=RATE, seconds=SECONDS, on_ack=on_ack)
+    subs = standard_subscriptions(cluster.base_url, subscriber, load)
+    load.start()
+    assert killed.wait(30)
+    cluster.start("ingest")
+    load.join()
+    assert cluster.kills == ["ingest"]
+    assert load.acknowledged_after(load.acknowledged_at[40]) > 0, "ingest took no writes again"
+    check_load(cluster.base_url, subscriber, load, subs)
+
+
+@pytest.fixture
+def own_kafka(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A Kafka broker of this test only (the session's is shared), on its own ports."""
+    env = {"KAFKA_PORT": str(free_port()), "KAFKA_CONTROLLER_PORT": str(free_port())}
+    try:
+        env["bootstrap"] = local_script("kafka.sh", "start", env)
+    except AssertionError as exc:
+        unavailable(f"a dedicated Kafka broker could not start: {exc}")
+    try:
+        yield env
+    finally:
+        local_script("kafka.sh", "stop", env)
+        shutil.rmtree(local_state(f"kafka-run-{env['KAFKA_PORT']}"), ignore_errors=True)
+
+
+def test_restart_kafka(
+    own_kafka: dict[str, str],  # first: set up before the cluster, torn down after it
+    start_cluster: StartCluster,
+    postgres_url: str,
+    subscriber: Subscriber,
+) -> None:
+    cluster = start_cluster(own_kafka["bootstrap"], postgres_url)
+
+    def fault() -> None:
+        local_script("kafka.sh", "stop", own_kafka)
+        time.sleep(1.0)
+        local_script("kafka.sh", "start", {**own_kafka, "KAFKA_KEEP_DATA": "1"})
+
+    under_load(cluster, subscriber, 1.5, fault)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[dict[str, str]]:
+    """A PostgreSQL server of this test only, on its own port."""
+    env = {"PG_PORT": str(free_port())}
+    try:
+        env["url"] = local_script("postgres.sh", "start", env)
+    except AssertionError as exc:
+        unavailable(f"a dedicated PostgreSQL server could not start: {exc}")
+    try:
+        yield env
+    finally:
+        local_script("postgres.sh", "stop", env)
+        shutil.rmtree(local_state(f"pg-{env['PG_PORT']}"), ignore_errors=True)
+
+
+def test_restart_postgres(
+    own_postgres: dict[str, str],  # first: set up before the cluster, torn down after it
+    start_cluster: StartCluster,
+    kafka_bootstrap: str,
+    subscriber: Subscriber,
+) -> None:
+    cluster = start_cluster(kafka_bootstrap, own_postgres["url"])
+    restarted = 0.0
+
+    def fault() -> None:
+        nonlocal restarted
+        local_script("postgres.sh", "stop", own_postgres)
+        time.sleep(1.5)
+        local_script("postgres.sh", "start", {**own_postgres, "PG_KEEP_DATA": "1"})
+        restarted = time.monotonic()
+
+    load = under_load(cluster, subscriber, 1.5, fault, seconds=7.0)
+    # Writes fail while the database is down; once it is back, ingest takes them again.
+    assert load.acknowledged_after(restarted) > 0
+
+
+def test_failing_endpoint_recovers_and_never_delays_others(
+    start_cluster: StartCluster, kafka_bootstrap: str, postgres_url: str, subscriber: Subscriber
+) -> None:
+    """500s, then time-outs, then 200s again; a healthy endpoint meanwhile is served as usual."""
+    cluster = start_cluster(
+        kafka_bootstrap,
+        postgres_url,
+        retry_delays=",".join(["0.2", "0.5"] + ["1"] * 30),
+        circuit_failures="3",
+        circuit_cooldown="1",
+    )
+    with Subscriber() as healthy:
+        load = Load(cluster.base_url, rate=RATE, seconds=SECONDS)
+        subs = standard_subscriptions(cluster.base_url, subscriber, load)
+        healthy_id = subscribe(cluster.base_url, healthy, "Task?status=requested")
+        load.start()
+        time.sleep(0.5)
+        subscriber.mode = "error"
+        outage_started = time.monotonic()
+        time.sleep(2.0)
+        subscriber.mode = "timeout"
+        time.sleep(2.5)
+        subscriber.mode = "ok"
+        outage_ended = time.monotonic()
+        load.join()
+        check_load(cluster.base_url, subscriber, load, subs)
+        check_subscription(
+            cluster.base_url, healthy, healthy_id, set(load.acknowledged), set(load.attempted)
+        )
+        assert subscriber.refused > 0, "the outage was never noticed"
+        during = [d for d in healthy.of(healthy_id) if outage_started < d.at < outage_ended]
+        print(
+            f"failing endpoint refused {subscriber.refused} POSTs; the healthy one accepted "
+            f"{len(during)} notifications during the {outage_ended - outage_started:.1f} s outage"
+        )
+        # The healthy endpoint kept receiving notifications throughout the outage.
+        assert len(during) >= 4, during
