@@ -66,11 +66,7 @@ from herald.runtime.store import events as event_log  # noqa: E402
 from herald.runtime.store import subscriptions as registry  # noqa: E402
 from herald.runtime.store.database import Database  # noqa: E402
 from herald.runtime.store.events import LoggedEvent  # noqa: E402
-
-HREX_TOPIC = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
-BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
-FHIR_JSON = "application/fhir+json"
-
+from tests.support.fhir import BACKPORT, FHIR_JSON, HREX_TOPIC, backport_subscription  # noqa: E402
 
 # --- the loopback receiver (its own process) ------------------------------------------------
 
@@ -114,25 +110,19 @@ def start_receiver() -> tuple[multiprocessing.Process, str]:
 
 
 def _subscription(sub_id: str, endpoint: str, max_count: int = 1) -> dict[str, Any]:
+    resource = backport_subscription(
+        endpoint,
+        status="active",
+        reason="benchmark",
+        headers=["Authorization: Bearer benchmark"],
+        channel_extensions=[
+            {"url": BACKPORT + "backport-max-count", "valuePositiveInt": max_count}
+        ],
+    )
     return {
-        "resourceType": "Subscription",
+        **resource,
         "id": sub_id,
         "meta": {"versionId": "1", "lastUpdated": format_instant(utc_now())},
-        "status": "active",
-        "reason": "benchmark",
-        "criteria": HREX_TOPIC,
-        "channel": {
-            "type": "rest-hook",
-            "endpoint": endpoint,
-            "payload": FHIR_JSON,
-            "_payload": {
-                "extension": [
-                    {"url": BACKPORT + "backport-payload-content", "valueCode": "id-only"}
-                ]
-            },
-            "header": ["Authorization: Bearer benchmark"],
-            "extension": [{"url": BACKPORT + "backport-max-count", "valuePositiveInt": max_count}],
-        },
     }
 
 

@@ -8,37 +8,20 @@ from typing import Any
 
 import httpx
 
+from tests.support.fhir import BACKPORT, FHIR_JSON, HREX_TOPIC, backport_subscription
 from tests.support.receiver import Receiver
 
-HREX_TOPIC = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
-BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
-FHIR_JSON = "application/fhir+json"
+__all__ = ["BACKPORT", "FHIR_JSON", "HREX_TOPIC"]
 
 
 def subscription(endpoint: str, owner: str, token: str) -> dict[str, Any]:
     """A backport Subscription to the HRex Task topic, filtered by owner, id-only."""
-    return {
-        "resourceType": "Subscription",
-        "status": "requested",
-        "reason": "end-to-end test",
-        "criteria": HREX_TOPIC,
-        "_criteria": {
-            "extension": [
-                {"url": BACKPORT + "backport-filter-criteria", "valueString": f"Task?owner={owner}"}
-            ]
-        },
-        "channel": {
-            "type": "rest-hook",
-            "endpoint": endpoint,
-            "payload": FHIR_JSON,
-            "_payload": {
-                "extension": [
-                    {"url": BACKPORT + "backport-payload-content", "valueCode": "id-only"}
-                ]
-            },
-            "header": [f"Authorization: Bearer {token}"],
-        },
-    }
+    return backport_subscription(
+        endpoint,
+        f"Task?owner={owner}",
+        reason="end-to-end test",
+        headers=[f"Authorization: Bearer {token}"],
+    )
 
 
 def task(task_id: str, owner: str, status: str = "requested") -> dict[str, Any]:

@@ -18,12 +18,10 @@ from typing import Any
 
 import httpx
 
+from tests.support.fhir import BACKPORT, FHIR_JSON, backport_subscription
 from tests.support.herald import HeraldProcess, herald_env
 from tests.support.services import REPO, free_port
 
-HREX_TOPIC = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
-BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
-FHIR_JSON = "application/fhir+json"
 ROLES = ("ingest", "matcher", "dispatcher")
 
 
@@ -187,31 +185,15 @@ class Cluster:
 
 def subscription(endpoint: str, filter_criteria: str, timeout: int = 2) -> dict[str, Any]:
     """An id-only backport Subscription to the HRex Task topic, Bundles of at most 20 events."""
-    return {
-        "resourceType": "Subscription",
-        "status": "requested",
-        "reason": "fault injection",
-        "criteria": HREX_TOPIC,
-        "_criteria": {
-            "extension": [
-                {"url": BACKPORT + "backport-filter-criteria", "valueString": filter_criteria}
-            ]
-        },
-        "channel": {
-            "type": "rest-hook",
-            "endpoint": endpoint,
-            "payload": FHIR_JSON,
-            "_payload": {
-                "extension": [
-                    {"url": BACKPORT + "backport-payload-content", "valueCode": "id-only"}
-                ]
-            },
-            "extension": [
-                {"url": BACKPORT + "backport-timeout", "valueUnsignedInt": timeout},
-                {"url": BACKPORT + "backport-max-count", "valuePositiveInt": 20},
-            ],
-        },
-    }
+    return backport_subscription(
+        endpoint,
+        filter_criteria,
+        reason="fault injection",
+        channel_extensions=[
+            {"url": BACKPORT + "backport-timeout", "valueUnsignedInt": timeout},
+            {"url": BACKPORT + "backport-max-count", "valuePositiveInt": 20},
+        ],
+    )
 
 
 def subscribe(base_url: str, subscriber: Subscriber, filter_criteria: str, **kw: Any) -> str:

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from herald.core.contracts import ResourceChange
 from herald.core.matching import LIVE_STATUSES, SubscriptionIndex
 from herald.core.subscriptions import (
-    FILTER_CRITERIA_URL,
     EndpointPolicy,
     Subscription,
     parse_subscription,
 )
 from herald.core.topics import TopicRegistry
+from tests.support.fhir import backport_subscription
 
 REPO = Path(__file__).resolve().parents[2]
 TOPICS = TopicRegistry.from_directory(REPO / "schemas" / "topics")
@@ -27,23 +27,8 @@ OPEN = EndpointPolicy(allow_http=True, allow_private=True)
 
 
 def subscription(sid: str, *filters: str, status: str = "active") -> Subscription:
-    resource: dict[str, Any] = {
-        "resourceType": "Subscription",
-        "id": sid,
-        "status": status,
-        "reason": "test",
-        "criteria": HREX,
-        "channel": {
-            "type": "rest-hook",
-            "endpoint": "http://127.0.0.1:9000/hook",
-            "payload": "application/fhir+json",
-        },
-    }
-    if filters:
-        resource["_criteria"] = {
-            "extension": [{"url": FILTER_CRITERIA_URL, "valueString": text} for text in filters]
-        }
-    return parse_subscription(resource, TOPICS, OPEN)
+    resource = backport_subscription("http://127.0.0.1:9000/hook", *filters, status=status)
+    return parse_subscription({**resource, "id": sid}, TOPICS, OPEN)
 
 
 def task(

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from herald.core.contracts import ResourceChange
 from herald.core.matching import LIVE_STATUSES, SubscriptionIndex, index_key
 from herald.core.subscriptions import (
-    FILTER_CRITERIA_URL,
     EndpointPolicy,
     Subscription,
     parse_subscription,
 )
 from herald.core.topics import TopicDefinitionError, TopicRegistry, parse_topic
+from tests.support.fhir import backport_subscription
 
 REPO = Path(__file__).resolve().parents[2]
 TOPICS = TopicRegistry.from_directory(REPO / "schemas" / "topics")
@@ -31,23 +31,10 @@ CODES = "http://example.org/codes"
 def subscription(
     sid: str, *filters: str, topic: str = HREX, topics: TopicRegistry = TOPICS
 ) -> Subscription:
-    resource: dict[str, Any] = {
-        "resourceType": "Subscription",
-        "id": sid,
-        "status": "active",
-        "reason": "test",
-        "criteria": topic,
-        "channel": {
-            "type": "rest-hook",
-            "endpoint": "http://127.0.0.1:9000/hook",
-            "payload": "application/fhir+json",
-        },
-    }
-    if filters:
-        resource["_criteria"] = {
-            "extension": [{"url": FILTER_CRITERIA_URL, "valueString": text} for text in filters]
-        }
-    return parse_subscription(resource, topics, OPEN)
+    resource = backport_subscription(
+        "http://127.0.0.1:9000/hook", *filters, topic=topic, status="active"
+    )
+    return parse_subscription({**resource, "id": sid}, topics, OPEN)
 
 
 def task(
