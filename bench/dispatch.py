@@ -169,7 +169,13 @@ async def herald_throughput(
     stop = asyncio.Event()
     try:
         started = time.perf_counter()
+        # The progress writer runs beside the workers, as in the dispatcher, and its last
+        # flush counts: the positions are stored when the clock stops.
+        writer = asyncio.create_task(deliverer.progress.run(stop))
         await asyncio.gather(*(deliverer.deliver_pending(i, stop) for i in ids))
+        stop.set()
+        await writer
+        await deliverer.progress.flush()
         elapsed = time.perf_counter() - started
         async with database.read() as connection:
             for sub_id in ids:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.errors import HeraldError
 from herald.core.fhir import FHIR_XML, format_instant, utc_now
@@ -26,6 +25,7 @@ from herald.core.notifications import (
 from herald.core.subscriptions import STORED_POLICY, Subscription, parse_subscription
 from herald.core.topics import TopicRegistry
 from herald.dispatcher.endpoints import HALF_OPEN, Endpoints
+from herald.dispatcher.progress import Progress
 from herald.runtime.lifecycle import sleep_or_stop
 from herald.runtime.metrics import Metrics
 from herald.runtime.sender import DeliveryOutcome, HttpSender
@@ -38,16 +38,26 @@ from herald.runtime.store.subscriptions import StoredSubscription
 
 log = logging.getLogger(__name__)
 
-# A subscription, as stored and parsed, with its next events (logged and as notified).
-Batch = tuple[StoredSubscription, Subscription, list[LoggedEvent], list[NotificationEvent]]
+# A subscription as stored and as parsed.
+Loaded = tuple[StoredSubscription, Subscription]
 
 # Retry-After is honoured up to this many seconds; a larger value falls back to the schedule.
 MAX_RETRY_AFTER = 3600.0
+# Events a worker reads from the event log at once (at least max-count): a backlog then costs
+# one read per this many events, not one per POST.
+READ_AHEAD = 100
 
 
 @dataclass
 class Deliverer:
-    """Shared by every subscription worker of one dispatcher."""
+    """Shared by every subscription worker of one dispatcher.
+
+    It keeps each subscription it serves as last read (stored and parsed) so that a worker does
+    not read the registry before every POST. The copy is dropped (`forget`) when this
+    dispatcher changes the subscription, when a handshake request arrives for it, and when the
+    registry watch sees another process change it; until then a client's `off` or delete takes
+    effect here within one registry poll (HERALD_REGISTRY_REFRESH).
+    """
 
     settings: Settings
     database: Database
@@ -59,24 +69,39 @@ class Deliverer:
     """Per-origin concurrency limits and circuit breakers (see endpoints.py)."""
     last_contact: dict[str, float] = field(default_factory=dict)
     """Monotonic time of the last accepted POST per subscription (heartbeats are due after it)."""
-    _parsed: dict[str, tuple[tuple[int, str], Subscription]] = field(default_factory=dict)
+    progress: Progress = field(init=False)
+    """Delivered positions, stored in batches (see progress.py)."""
+    _known: dict[str, Loaded] = field(default_factory=dict)
+    _generation: dict[str, int] = field(default_factory=dict)
+    """Bumped by `forget`: a read that started before it must not fill the cache."""
 
-    async def _load(self, subscription_id: str) -> tuple[StoredSubscription, Subscription] | None:
+    def __post_init__(self) -> None:
+        self.progress = Progress(self.database)
+
+    def forget(self, subscription_id: str) -> None:
+        """Drop what is cached of a subscription that changed; it is read again when needed."""
+        self._known.pop(subscription_id, None)
+        self._generation[subscription_id] = self._generation.get(subscription_id, 0) + 1
+
+    async def _load(self, subscription_id: str, *, fresh: bool = False) -> Loaded | None:
+        """The subscription if it can be served (not deleted, off or in error); cached unless
+        `fresh`."""
+        if not fresh and (known := self._known.get(subscription_id)) is not None:
+            return known
+        generation = self._generation.get(subscription_id, 0)
         async with self.database.read() as connection:
-            return await self._load_in(connection, subscription_id)
+            stored = await registry.get(connection, subscription_id)
+        loaded = self._parse(subscription_id, stored)
+        if self._generation.get(subscription_id, 0) == generation:
+            if loaded is None:
+                self._known.pop(subscription_id, None)
+            else:
+                self._known[subscription_id] = loaded
+        return loaded
 
-    async def _load_in(
-        self, connection: AsyncConnection, subscription_id: str
-    ) -> tuple[StoredSubscription, Subscription] | None:
-        stored = await registry.get(connection, subscription_id)
+    def _parse(self, subscription_id: str, stored: StoredSubscription | None) -> Loaded | None:
         if stored is None or stored.deleted or stored.status in ("off", "error"):
-            self._parsed.pop(subscription_id, None)
             return None
-        # Parsing is pure; a version (and status) already parsed is not parsed again.
-        key = (stored.version_id, stored.status)
-        cached = self._parsed.get(subscription_id)
-        if cached is not None and cached[0] == key:
-            return stored, cached[1]
         try:
             subscription = parse_subscription(
                 stored.resource, self.topics, STORED_POLICY, status=stored.status
@@ -87,7 +112,6 @@ class Deliverer:
                 extra={"subscription_id": subscription_id, "reason": str(exc)},
             )
             return None
-        self._parsed[subscription_id] = (key, subscription)
         return stored, subscription
 
     async def _post(
@@ -136,13 +160,14 @@ class Deliverer:
         return outcome
 
     def _state(
-        self, stored: StoredSubscription, subscription: Subscription, status: str
+        self, stored: StoredSubscription, subscription: Subscription, status: str, through: int = 0
     ) -> SubscriptionState:
         return SubscriptionState(
             id=stored.id,
             topic_url=stored.topic,
             status=status,
-            events_since_start=stored.events_count,
+            # The row may have been read before the events being sent were numbered.
+            events_since_start=max(stored.events_count, through),
             content=subscription.content,
             error=stored.error,
         )
@@ -152,6 +177,7 @@ class Deliverer:
             await registry.set_status(
                 connection, subscription_id, status, error=reason, expected=expected
             )
+        self.forget(subscription_id)
         log.warning(
             "subscription moved to %s",
             status,
@@ -168,7 +194,7 @@ class Deliverer:
             return
         last = "no attempt was made"
         for attempt in range(self.settings.handshake_attempts):
-            loaded = await self._load(subscription_id)
+            loaded = await self._load(subscription_id, fresh=True)
             if loaded is None or loaded[0].status != "requested":
                 return
             stored, subscription = loaded
@@ -189,6 +215,7 @@ class Deliverer:
                     await registry.set_status(
                         connection, subscription_id, "active", expected="requested"
                     )
+                self.forget(subscription_id)
                 log.info("handshake accepted", extra={"subscription_id": subscription_id})
                 return
             last = outcome.detail
@@ -219,40 +246,48 @@ class Deliverer:
         # A failed heartbeat waits a whole period too; delivery errors surface through events.
         self.last_contact[subscription_id] = time.monotonic()
 
-    async def _next_batch(self, connection: AsyncConnection, subscription_id: str) -> Batch | None:
-        """The next events of an active subscription, up to max-count; None: nothing to send."""
-        loaded = await self._load_in(connection, subscription_id)
-        if loaded is None or loaded[0].status != "active":
-            return None
-        stored, subscription = loaded
-        pending = await event_log.after(
-            connection, subscription_id, stored.delivered_through, subscription.max_count
-        )
-        if not pending:
-            return None
-        notification_events = await event_log.as_notification_events(
-            connection, pending, with_resources=subscription.content == "full-resource"
-        )
-        return stored, subscription, pending, notification_events
+    async def _read_ahead(
+        self, stored: StoredSubscription, subscription: Subscription
+    ) -> list[LoggedEvent]:
+        """The subscription's next undelivered events, oldest first."""
+        position = self.progress.position(stored.id, stored.delivered_through)
+        async with self.database.read() as connection:
+            return await event_log.after(
+                connection, stored.id, position, max(subscription.max_count, READ_AHEAD)
+            )
+
+    async def _notification_events(
+        self, subscription: Subscription, logged: list[LoggedEvent]
+    ) -> list[NotificationEvent]:
+        if subscription.content != "full-resource":
+            return [event_log.as_notification_event(e) for e in logged]
+        async with self.database.read() as connection:
+            return await event_log.as_notification_events(connection, logged, with_resources=True)
 
     async def deliver_pending(self, subscription_id: str, stop: asyncio.Event) -> None:
         """Deliver the undelivered events of an active subscription, oldest first, in batches."""
         schedule = self.settings.retry_schedule
         attempt = 0
-        batch: Batch | None = None
+        queue: list[LoggedEvent] = []
+        queued_for: Loaded | None = None
         while not stop.is_set():
-            if batch is None:
-                async with self.database.read() as connection:
-                    batch = await self._next_batch(connection, subscription_id)
-            if batch is None:
+            loaded = await self._load(subscription_id)
+            if loaded is None or loaded[0].status != "active":
                 return
-            stored, subscription, pending, notification_events = batch
-            batch = None
+            stored, subscription = loaded
+            if loaded is not queued_for:  # read again after any change of the subscription
+                queue, queued_for = await self._read_ahead(stored, subscription), loaded
+                # A short read saw everything committed so far; events recorded later wake the
+                # worker again (Workers.wake), so an emptied queue needs no confirming read.
+                complete = len(queue) < max(subscription.max_count, READ_AHEAD)
+            if not queue:
+                return
+            batch = queue[: subscription.max_count]
             bundle = notification_bundle(
                 self.settings.fhir_base,
-                self._state(stored, subscription, "active"),
+                self._state(stored, subscription, "active", batch[-1].number),
                 EVENT_NOTIFICATION,
-                notification_events,
+                await self._notification_events(subscription, batch),
                 timestamp=format_instant(utc_now()),
             )
             # The attempt after which the subscription would move to error is always made: a
@@ -262,12 +297,12 @@ class Deliverer:
             )
             if outcome.ok:
                 attempt = 0
-                async with self.database.transaction() as connection:
-                    await event_log.mark_delivered(connection, subscription_id, pending[-1].number)
-                    # The next batch in the same round trip (what a backlog spends its time on).
-                    batch = await self._next_batch(connection, subscription_id)
+                del queue[: len(batch)]
+                self.progress.delivered(subscription_id, batch[-1].number)
+                if not queue and not complete:
+                    queued_for = None  # the read-ahead is used up: read what follows
                 now = utc_now()
-                for e in pending:
+                for e in batch:
                     self.metrics.latency.observe(
                         max(0.0, (now - datetime.fromisoformat(e.occurred_at)).total_seconds())
                     )

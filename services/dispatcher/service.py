@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from functools import partial
 
@@ -13,6 +14,7 @@ from herald.core.contracts import ContractError, decode_request
 from herald.core.fhir import format_instant, utc_now
 from herald.core.subscriptions import expired, heartbeat_period
 from herald.dispatcher.delivery import Deliverer
+from herald.dispatcher.watch import RegistryWatch
 from herald.runtime.bus.base import Consumer, Record
 from herald.runtime.bus.connect import NOTIFICATIONS, Bus
 from herald.runtime.lifecycle import retry_until_done
@@ -80,16 +82,20 @@ class Workers:
 
 async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
     """Number and store the events of a batch; return the subscriptions to wake."""
+    requests = []
+    for r in records:
+        try:
+            requests.append(decode_request(r.value))
+        except ContractError as exc:
+            deliverer.metrics.malformed.labels("dispatcher").inc()
+            log.error("skipping malformed notification request", extra={"reason": str(exc)})
+    # Subscription rows are locked in id order (as the progress writer does), so concurrent
+    # transactions cannot deadlock; the sort is stable, so each subscription keeps its order.
+    requests.sort(key=lambda request: request.subscription_id)
     wake: set[str] = set()
     now = format_instant(utc_now())
     async with deliverer.database.transaction() as connection:
-        for r in records:
-            try:
-                request = decode_request(r.value)
-            except ContractError as exc:
-                deliverer.metrics.malformed.labels("dispatcher").inc()
-                log.error("skipping malformed notification request", extra={"reason": str(exc)})
-                continue
+        for request in requests:
             wake.add(request.subscription_id)
             if request.kind != "event":
                 continue
@@ -111,6 +117,9 @@ async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
                 deliverer.metrics.duplicates.labels("dispatcher").inc()
             else:
                 deliverer.metrics.events_recorded.inc()
+    for request in requests:
+        if request.kind == "handshake":  # the subscription changed: read it again
+            deliverer.forget(request.subscription_id)
     return wake
 
 
@@ -175,11 +184,22 @@ async def _scan(
     deliverer.metrics.consumer_lag.labels("dispatcher").set(await consumer.lag() or 0)
 
 
+async def _watch(
+    deliverer: Deliverer, consumer: Consumer, workers: Workers, watch: RegistryWatch
+) -> None:
+    for subscription_id in await watch.changed():
+        deliverer.forget(subscription_id)
+        if consumer.owns(subscription_id):
+            workers.wake(subscription_id)
+
+
 async def run_dispatcher(deliverer: Deliverer, bus: Bus, stop: asyncio.Event) -> None:
     """Consume requests until stopped, then let workers finish their current POST."""
     workers = Workers(deliverer, stop)
     schedule = Schedule()
-    scanned = 0.0
+    watch = RegistryWatch(deliverer.database)
+    scanned = watched = 0.0
+    progress = asyncio.create_task(deliverer.progress.run(stop))
     try:
         group = deliverer.settings.topic("dispatcher")
         async with bus.consumer(group, NOTIFICATIONS) as consumer:
@@ -191,11 +211,28 @@ async def run_dispatcher(deliverer: Deliverer, bus: Bus, stop: asyncio.Event) ->
                     await consumer.commit(records)
                     for subscription_id in sorted(to_wake):
                         workers.wake(subscription_id)
-                if time.monotonic() - scanned > SCAN_INTERVAL:
-                    await _scan(deliverer, consumer, workers, schedule)
-                    scanned = time.monotonic()
+                # Housekeeping fails while the database is away; it is simply done next time.
+                with _logged_failure("registry watch"):
+                    if time.monotonic() - watched > deliverer.settings.registry_refresh:
+                        watched = time.monotonic()
+                        await _watch(deliverer, consumer, workers, watch)
+                with _logged_failure("scan"):
+                    if time.monotonic() - scanned > SCAN_INTERVAL:
+                        scanned = time.monotonic()
+                        await _scan(deliverer, consumer, workers, schedule)
                 for subscription_id in schedule.due(deliverer.last_contact):
                     workers.wake(subscription_id, heartbeat=True)
     finally:
         stop.set()
         await workers.drain(timeout=30.0)
+        await progress
+        # What the workers delivered last is stored before the process goes.
+        await retry_until_done(deliverer.progress.flush, stop)
+
+
+@contextlib.contextmanager
+def _logged_failure(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        log.warning("dispatcher %s failed; trying again later", what, exc_info=True)

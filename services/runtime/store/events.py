@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.notifications import NotificationEvent
+from herald.core.types import JsonObject
 from herald.runtime.store import resources
 from herald.runtime.store.tables import event_log, subscriptions
 
@@ -91,12 +92,19 @@ async def after(
     return await between(connection, subscription_id, number + 1, None, limit)
 
 
-async def mark_delivered(connection: AsyncConnection, subscription_id: str, through: int) -> None:
-    """Record that events up to `through` were delivered."""
+async def mark_delivered_many(connection: AsyncConnection, positions: dict[str, int]) -> None:
+    """Record, per subscription, that its events up to a number were delivered (never backwards)."""
+    if not positions:
+        return
+    # Rows are locked in id order, as `record` does, so concurrent writers cannot deadlock.
     await connection.execute(
         update(subscriptions)
-        .where(subscriptions.c.id == subscription_id, subscriptions.c.delivered_through < through)
-        .values(delivered_through=through)
+        .where(
+            subscriptions.c.id == bindparam("subscription"),
+            subscriptions.c.delivered_through < bindparam("through"),
+        )
+        .values(delivered_through=bindparam("through")),
+        [{"subscription": s, "through": positions[s]} for s in sorted(positions)],
     )
 
 
@@ -128,25 +136,30 @@ async def prune(connection: AsyncConnection, recorded_before: str) -> int:
     return int(result.rowcount or 0)
 
 
+def as_notification_event(
+    logged: LoggedEvent, resource: JsonObject | None = None
+) -> NotificationEvent:
+    """A logged event as a notification shows it."""
+    return NotificationEvent(
+        number=logged.number,
+        timestamp=logged.occurred_at,
+        resource_type=logged.resource_type,
+        resource_id=logged.resource_id,
+        interaction=logged.interaction,
+        resource=resource,
+    )
+
+
 async def as_notification_events(
     connection: AsyncConnection, logged: list[LoggedEvent], *, with_resources: bool
 ) -> list[NotificationEvent]:
     """Logged events as a notification shows them, with their resource versions if asked."""
-    events = []
-    for e in logged:
-        resource = None
-        if with_resources:
-            resource = await resources.version(
-                connection, e.resource_type, e.resource_id, int(e.version_id)
-            )
-        events.append(
-            NotificationEvent(
-                number=e.number,
-                timestamp=e.occurred_at,
-                resource_type=e.resource_type,
-                resource_id=e.resource_id,
-                interaction=e.interaction,
-                resource=resource,
-            )
+    if not with_resources:
+        return [as_notification_event(e) for e in logged]
+    return [
+        as_notification_event(
+            e,
+            await resources.version(connection, e.resource_type, e.resource_id, int(e.version_id)),
         )
-    return events
+        for e in logged
+    ]

@@ -178,6 +178,16 @@ async def changed_since(connection: AsyncConnection, since: int) -> list[StoredS
     return [_row(r) for r in rows]
 
 
+async def changed_ids_since(connection: AsyncConnection, since: int) -> list[tuple[str, int]]:
+    """(id, revision) of the subscriptions whose revision is above `since`, in revision order."""
+    rows = await connection.execute(
+        select(subscriptions.c.id, subscriptions.c.revision)
+        .where(subscriptions.c.revision > since)
+        .order_by(subscriptions.c.revision)
+    )
+    return [(r.id, r.revision) for r in rows]
+
+
 async def with_work(connection: AsyncConnection) -> list[StoredSubscription]:
     """Subscriptions that need the dispatcher: a pending handshake or undelivered events."""
     rows = await connection.execute(

@@ -1,0 +1,186 @@
+"""What a dispatcher keeps between POSTs: delivery positions, the registry watch, the cached
+subscription; on SQLite and PostgreSQL, with a real loopback subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from herald.core.resources import with_version
+from herald.core.topics import TopicRegistry
+from herald.dispatcher.delivery import READ_AHEAD, Deliverer
+from herald.dispatcher.progress import Progress
+from herald.dispatcher.watch import RegistryWatch
+from herald.runtime.metrics import Metrics
+from herald.runtime.sender import HttpSender
+from herald.runtime.settings import Settings
+from herald.runtime.store import events, subscriptions
+from herald.runtime.store.database import Database
+from herald.runtime.store.events import LoggedEvent
+from tests.support.fhir import BACKPORT, HREX_TOPIC, backport_subscription
+from tests.support.receiver import Receiver
+
+NOW = "2026-01-01T00:00:00.000Z"
+
+
+async def _add_subscription(database: Database, sub_id: str, endpoint: str, **kw: int) -> None:
+    extensions = [{"url": BACKPORT + "backport-max-count", "valuePositiveInt": kw.get("max", 1)}]
+    resource = backport_subscription(endpoint, status="active", channel_extensions=extensions)
+    async with database.transaction() as connection:
+        await subscriptions.insert_new(
+            connection, with_version(resource, sub_id, 1, NOW), status="active", topic=HREX_TOPIC
+        )
+
+
+async def _add_events(database: Database, sub_id: str, count: int, first: int = 0) -> None:
+    async with database.transaction() as connection:
+        for n in range(first, first + count):
+            event = LoggedEvent(sub_id, 0, f"{sub_id}:{n}", "Task", f"t{n}", "1", "create", NOW)
+            assert await events.record(connection, event, NOW) is not None
+
+
+async def _delivered_through(database: Database, sub_id: str) -> int:
+    async with database.read() as connection:
+        stored = await subscriptions.get(connection, sub_id)
+    assert stored is not None
+    return stored.delivered_through
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A loopback subscriber."""
+    with Receiver() as r:
+        yield r
+
+
+@pytest.fixture
+async def deliverer(database: Database) -> AsyncIterator[Deliverer]:
+    """A dispatcher's delivery side on the test database."""
+    settings = Settings(database_url="sqlite://", allow_http_endpoints=True)
+    sender = HttpSender()
+    try:
+        yield Deliverer(
+            settings,
+            database,
+            TopicRegistry.from_directory(settings.topics_dir),
+            sender,
+            Metrics(),
+            asyncio.Semaphore(8),
+        )
+    finally:
+        await sender.aclose()
+
+
+def _numbers(receiver: Receiver) -> list[int]:
+    return [n for r in receiver.of_kind("event-notification") for n in r.event_numbers]
+
+
+async def test_positions_are_stored_in_one_flush_and_never_go_back(database: Database) -> None:
+    for sub_id in ("a", "b"):
+        await _add_subscription(database, sub_id, "http://127.0.0.1:9/")
+        await _add_events(database, sub_id, 5)
+    progress = Progress(database)
+    progress.delivered("a", 3)
+    progress.delivered("b", 2)
+    progress.delivered("a", 1)  # an older position changes nothing
+    assert progress.position("a", 0) == 3 and progress.position("a", 4) == 4
+    assert progress.unwritten == 2
+    await progress.flush()
+    assert progress.unwritten == 0
+    assert (await _delivered_through(database, "a"), await _delivered_through(database, "b")) == (
+        3,
+        2,
+    )
+
+    # A client re-activation skips the backlog; a position noted before it must not undo that.
+    async with database.transaction() as connection:
+        stored = await subscriptions.get(connection, "b")
+        assert stored is not None
+        await subscriptions.replace(
+            connection, stored.stored, status="requested", topic=HREX_TOPIC, skip_backlog=True
+        )
+    progress.delivered("b", 4)
+    await progress.flush()
+    assert await _delivered_through(database, "b") == 5
+
+
+async def test_positions_wait_in_memory_while_the_database_is_away(
+    database: Database, tmp_path: Path
+) -> None:
+    await _add_subscription(database, "a", "http://127.0.0.1:9/")
+    unreachable = Database(f"sqlite:///{tmp_path / 'missing' / 'folder' / 'herald.db'}")
+    progress = Progress(unreachable)
+    progress.delivered("a", 2)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the driver raises
+        await progress.flush()
+    await unreachable.aclose()
+    assert progress.unwritten == 1 and progress.position("a", 0) == 2
+    progress.database = database
+    await progress.flush()
+    assert await _delivered_through(database, "a") == 2
+
+
+async def test_watch_reports_changed_subscriptions_once(database: Database) -> None:
+    await _add_subscription(database, "a", "http://127.0.0.1:9/")
+    await _add_subscription(database, "b", "http://127.0.0.1:9/")
+    watch = RegistryWatch(database)
+    assert await watch.changed() == []  # the first look only sets the starting point
+    async with database.transaction() as connection:
+        await subscriptions.set_status(connection, "b", "off")
+    assert await watch.changed() == ["b"]
+    assert await watch.changed() == []
+
+
+async def test_a_backlog_is_read_ahead_and_sent_in_order(
+    database: Database, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    backlog = READ_AHEAD + 30
+    await _add_subscription(database, "s", receiver.url, max=7)
+    await _add_events(database, "s", backlog)
+    await deliverer.deliver_pending("s", asyncio.Event())
+    assert _numbers(receiver) == list(range(1, backlog + 1))
+    assert max(len(r.event_numbers) for r in receiver.received) == 7
+    await deliverer.progress.flush()
+    assert await _delivered_through(database, "s") == backlog
+
+    # A later wake sends only what came since, from the position kept in memory.
+    await _add_events(database, "s", 3, first=backlog)
+    await deliverer.deliver_pending("s", asyncio.Event())
+    assert _numbers(receiver) == list(range(1, backlog + 4))
+
+
+async def test_a_change_by_another_process_stops_delivery_once_seen(
+    database: Database, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    await _add_subscription(database, "s", receiver.url)
+    await _add_events(database, "s", 2)
+    await deliverer.deliver_pending("s", asyncio.Event())
+    assert _numbers(receiver) == [1, 2]
+
+    watch = RegistryWatch(database)
+    await watch.changed()
+    async with database.transaction() as connection:  # the client turns it off via the API
+        await subscriptions.set_status(connection, "s", "off")
+    await _add_events(database, "s", 2, first=2)
+    for subscription_id in await watch.changed():
+        deliverer.forget(subscription_id)
+    await deliverer.deliver_pending("s", asyncio.Event())
+    assert _numbers(receiver) == [1, 2]
+
+
+async def test_a_gone_endpoint_turns_the_subscription_off(
+    database: Database, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    await _add_subscription(database, "s", receiver.url)
+    await _add_events(database, "s", 3)
+    receiver.status = 410
+    await deliverer.deliver_pending("s", asyncio.Event())
+    assert _numbers(receiver) == [1]  # no further POST once the endpoint said it is gone
+    async with database.read() as connection:
+        stored = await subscriptions.get(connection, "s")
+    assert stored is not None and stored.status == "off"
+    await deliverer.deliver_pending("s", asyncio.Event())  # the cache was dropped with the change
+    assert _numbers(receiver) == [1]
