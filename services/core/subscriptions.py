@@ -370,8 +370,8 @@ def _instant(value: object) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def expired(resource: JsonObject, now: datetime) -> bool:
-    """Whether a stored Subscription's `end` has passed since it was last written.
+def effective_end(resource: JsonObject) -> datetime | None:
+    """When a stored Subscription's `end` turns it off; None if it never does.
 
     An `end` already in the past when the client wrote the subscription is ignored: sample
     Subscriptions of conformance suites carry stale dates, and turning those off at once would
@@ -380,8 +380,14 @@ def expired(resource: JsonObject, now: datetime) -> bool:
     end = _instant(resource.get("end"))
     written = _instant((resource.get("meta") or {}).get("lastUpdated"))
     if end is None or (written is not None and end <= written):
-        return False
-    return end <= now
+        return None
+    return end
+
+
+def expired(resource: JsonObject, now: datetime) -> bool:
+    """Whether a stored Subscription's `end` has passed since it was last written."""
+    end = effective_end(resource)
+    return end is not None and end <= now
 
 
 def check_client_status(status: object) -> None:

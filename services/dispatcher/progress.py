@@ -39,11 +39,6 @@ class Progress:
             self._delivered[subscription_id] = through
             self._unwritten[subscription_id] = through
 
-    def forget(self, subscription_id: str) -> None:
-        """Drop what is known of a subscription that is gone (its position was written)."""
-        if subscription_id not in self._unwritten:
-            self._delivered.pop(subscription_id, None)
-
     @property
     def unwritten(self) -> int:
         """How many subscriptions have a position not yet stored."""

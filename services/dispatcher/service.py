@@ -12,7 +12,6 @@ from functools import partial
 
 from herald.core.contracts import ContractError, decode_request
 from herald.core.fhir import format_instant, utc_now
-from herald.core.subscriptions import expired, heartbeat_period
 from herald.dispatcher.delivery import Deliverer
 from herald.dispatcher.watch import RegistryWatch
 from herald.runtime.bus.base import Consumer, Record
@@ -148,32 +147,27 @@ async def _scan(
     now = utc_now()
     async with deliverer.database.read() as connection:
         todo = await registry.with_work(connection)
-        live = await registry.live(connection)
+        ended = await registry.past_end(connection, format_instant(now))
+        heartbeats = await registry.heartbeat_periods(connection)
         counts = await registry.count_by_status(connection)
     for status in ("requested", "active", "error", "off"):
         deliverer.metrics.subscriptions.labels(status).set(counts.get(status, 0))
-    for stored in todo:
-        if consumer.owns(stored.id):
-            workers.wake(stored.id)
-    heartbeats: dict[str, int] = {}
-    for stored in live:
-        if not consumer.owns(stored.id):
+    for subscription_id in todo:
+        if consumer.owns(subscription_id):
+            workers.wake(subscription_id)
+    for subscription_id, status in ended:
+        if not consumer.owns(subscription_id):
             continue
-        if expired(stored.stored, now):
-            async with deliverer.database.transaction() as connection:
-                await registry.set_status(
-                    connection,
-                    stored.id,
-                    "off",
-                    error="the subscription reached its end",
-                    expected=stored.status,
-                )
-            continue
-        period = stored.stored.get("channel", {}).get("extension")
-        seconds = heartbeat_period(period)
-        if stored.status == "active" and seconds:
-            heartbeats[stored.id] = seconds
-    schedule.heartbeats = heartbeats
+        async with deliverer.database.transaction() as connection:
+            await registry.set_status(
+                connection,
+                subscription_id,
+                "off",
+                error="the subscription reached its end",
+                expected=status,
+            )
+        deliverer.forget(subscription_id)
+    schedule.heartbeats = {s: p for s, p in heartbeats.items() if consumer.owns(s)}
     if time.monotonic() - schedule.pruned_at > PRUNE_INTERVAL:
         schedule.pruned_at = time.monotonic()
         cutoff = now - timedelta(days=deliverer.settings.event_retention_days)

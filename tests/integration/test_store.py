@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
 
 from herald.core.resources import with_version
+from herald.core.subscriptions import HEARTBEAT_PERIOD_URL
 from herald.runtime.store import events, outbox, resources, subscriptions
-from herald.runtime.store.database import Database
+from herald.runtime.store.database import MIGRATIONS, Database
 from herald.runtime.store.events import LoggedEvent
 
 NOW = "2026-01-01T00:00:00.000Z"
@@ -102,3 +108,109 @@ async def test_no_events_for_deleted_subscriptions(database: Database) -> None:
         await subscriptions.insert_new(connection, _subscription("s1"), status="active", topic="t")
         assert await subscriptions.mark_deleted(connection, "s1")
         assert await events.record(connection, _event("s1", "r1"), NOW) is None
+
+
+def _scheduled(sub_id: str, end: str | None, heartbeat: int | None) -> dict[str, object]:
+    resource: dict[str, object] = {**_subscription(sub_id), "channel": {"type": "rest-hook"}}
+    if end is not None:
+        resource["end"] = end
+    if heartbeat is not None:
+        resource["channel"] = {
+            "type": "rest-hook",
+            "extension": [{"url": HEARTBEAT_PERIOD_URL, "valueUnsignedInt": heartbeat}],
+        }
+    return resource
+
+
+async def test_heartbeats_and_ends_are_read_without_parsing_resources(
+    database: Database,
+) -> None:
+    async with database.transaction() as connection:
+        await subscriptions.insert_new(
+            connection, _scheduled("beats", None, 60), status="active", topic="t"
+        )
+        await subscriptions.insert_new(
+            connection,
+            _scheduled("ends", "2026-06-01T00:00:00+02:00", None),
+            status="active",
+            topic="t",
+        )
+        # An end already past when written never turns the subscription off.
+        await subscriptions.insert_new(
+            connection,
+            _scheduled("stale", "2020-01-01T00:00:00Z", None),
+            status="active",
+            topic="t",
+        )
+        await subscriptions.insert_new(
+            connection, _scheduled("waiting", None, 30), status="requested", topic="t"
+        )
+    async with database.read() as connection:
+        assert await subscriptions.heartbeat_periods(connection) == {"beats": 60}
+        assert await subscriptions.past_end(connection, "2026-05-31T21:59:59.999Z") == []
+        assert await subscriptions.past_end(connection, "2026-05-31T22:00:00.000Z") == [
+            ("ends", "active")
+        ]
+    async with database.transaction() as connection:  # the client drops the end
+        await subscriptions.replace(
+            connection, _scheduled("ends", None, None), status="requested", topic="t"
+        )
+        await subscriptions.set_status(connection, "beats", "off")
+    async with database.read() as connection:
+        assert await subscriptions.past_end(connection, "2030-01-01T00:00:00.000Z") == []
+        assert await subscriptions.heartbeat_periods(connection) == {}
+
+
+def _alembic(connection: Connection, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def test_the_0003_migration_fills_heartbeats_and_ends(database_url: str) -> None:
+    database = Database(database_url)
+    before = sa.table(
+        "subscriptions",
+        *(
+            sa.column(name)
+            for name in [
+                "id",
+                "status",
+                "topic",
+                "content",
+                "version_id",
+                "last_updated",
+                "revision",
+                "events_count",
+                "delivered_through",
+                "deleted",
+            ]
+        ),
+    )
+    try:
+        async with database.transaction() as connection:
+            await connection.run_sync(_alembic, "0002")
+            for sub_id, end, heartbeat in (("a", None, 20), ("b", "2027-01-01T00:00:00Z", None)):
+                await connection.execute(
+                    before.insert().values(
+                        id=sub_id,
+                        status="active",
+                        topic="t",
+                        content=orjson.dumps(_scheduled(sub_id, end, heartbeat)).decode(),
+                        version_id=1,
+                        last_updated=NOW,
+                        revision=1,
+                        events_count=0,
+                        delivered_through=0,
+                        deleted=False,
+                    )
+                )
+        await database.migrate()
+        async with database.read() as connection:
+            assert await subscriptions.heartbeat_periods(connection) == {"a": 20}
+            assert await subscriptions.past_end(connection, "2027-01-01T00:00:00.000Z") == [
+                ("b", "active")
+            ]
+    finally:
+        await database.aclose()

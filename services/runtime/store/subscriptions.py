@@ -8,6 +8,8 @@ import orjson
 from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.core.fhir import format_instant
+from herald.core.subscriptions import effective_end, heartbeat_period
 from herald.core.types import JsonObject
 from herald.runtime.store.tables import counters, subscriptions
 
@@ -58,6 +60,18 @@ def _row(row: Row[tuple[object, ...]]) -> StoredSubscription:
     )
 
 
+def schedule_columns(stored: JsonObject) -> dict[str, object]:
+    """The heartbeat period and effective end of a stored Subscription, as row columns."""
+    channel = stored.get("channel")
+    end = effective_end(stored)
+    return {
+        "heartbeat_seconds": heartbeat_period(
+            channel.get("extension") if isinstance(channel, dict) else None
+        ),
+        "ends_at": None if end is None else format_instant(end),
+    }
+
+
 async def next_revision(connection: AsyncConnection) -> int:
     """Take the next registry revision (the counter row lock orders revisions by commit)."""
     value = await connection.scalar(
@@ -103,6 +117,7 @@ async def insert_new(
             delivered_through=0,
             error=None,
             deleted=False,
+            **schedule_columns(stored),
         )
     )
 
@@ -134,6 +149,7 @@ async def replace(
             revision=await next_revision(connection),
             error=None,
             deleted=False,
+            **schedule_columns(stored),
         )
     )
 
@@ -188,10 +204,11 @@ async def changed_ids_since(connection: AsyncConnection, since: int) -> list[tup
     return [(r.id, r.revision) for r in rows]
 
 
-async def with_work(connection: AsyncConnection) -> list[StoredSubscription]:
-    """Subscriptions that need the dispatcher: a pending handshake or undelivered events."""
+async def with_work(connection: AsyncConnection) -> list[str]:
+    """Ids of the subscriptions that need the dispatcher: a pending handshake or undelivered
+    events."""
     rows = await connection.execute(
-        select(subscriptions).where(
+        select(subscriptions.c.id).where(
             subscriptions.c.deleted.is_(False),
             (subscriptions.c.status == "requested")
             | (
@@ -200,17 +217,31 @@ async def with_work(connection: AsyncConnection) -> list[StoredSubscription]:
             ),
         )
     )
-    return [_row(r) for r in rows]
+    return list(rows.scalars())
 
 
-async def live(connection: AsyncConnection) -> list[StoredSubscription]:
-    """Subscriptions that are not deleted and not off."""
+async def past_end(connection: AsyncConnection, now: str) -> list[tuple[str, str]]:
+    """(id, status) of the live subscriptions whose end has come (and that are not off yet)."""
     rows = await connection.execute(
-        select(subscriptions).where(
-            subscriptions.c.deleted.is_(False), subscriptions.c.status != "off"
+        select(subscriptions.c.id, subscriptions.c.status).where(
+            subscriptions.c.ends_at <= now,
+            subscriptions.c.deleted.is_(False),
+            subscriptions.c.status != "off",
         )
     )
-    return [_row(r) for r in rows]
+    return [(r.id, r.status) for r in rows]
+
+
+async def heartbeat_periods(connection: AsyncConnection) -> dict[str, int]:
+    """Heartbeat period in seconds of each active subscription that asked for heartbeats."""
+    rows = await connection.execute(
+        select(subscriptions.c.id, subscriptions.c.heartbeat_seconds).where(
+            subscriptions.c.heartbeat_seconds.is_not(None),
+            subscriptions.c.status == "active",
+            subscriptions.c.deleted.is_(False),
+        )
+    )
+    return {r.id: int(r.heartbeat_seconds) for r in rows}
 
 
 async def count_by_status(connection: AsyncConnection) -> dict[str, int]:

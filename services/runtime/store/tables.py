@@ -62,6 +62,10 @@ subscriptions = Table(
     Column("delivered_through", BigInteger, nullable=False, default=0),
     Column("error", Text),
     Column("deleted", Boolean, nullable=False, default=False),
+    # Read from the resource when it is written, so that the dispatcher's periodic scan does
+    # not parse every subscription (0003).
+    Column("heartbeat_seconds", Integer),
+    Column("ends_at", String(40), index=True),
 )
 
 # Numbered events per subscription: the source of $events and of deliveries.
