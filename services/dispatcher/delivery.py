@@ -270,6 +270,7 @@ class Deliverer:
         attempt = 0
         queue: list[LoggedEvent] = []
         queued_for: Loaded | None = None
+        complete = False
         while not stop.is_set():
             loaded = await self._load(subscription_id)
             if loaded is None or loaded[0].status != "active":

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     )
     relay_interval: float = Field(0.2, gt=0, description="seconds between outbox polls")
     registry_refresh: float = Field(
-        1.0, gt=0, description="seconds between subscription registry polls (matcher)"
+        1.0, gt=0, description="seconds between subscription registry polls (matcher, dispatcher)"
     )
     canvas_secret: str | None = Field(
         None,
