@@ -18,15 +18,15 @@ import pytest
 
 from tests.faults.conftest import StartCluster
 from tests.faults.harness import (
+    OUTAGE_SETTINGS,
     Cluster,
     Load,
     Subscriber,
     check_load,
-    check_subscription,
+    endpoint_outage,
     local_script,
     local_state,
     standard_subscriptions,
-    subscribe,
 )
 from tests.support.services import free_port, unavailable
 
@@ -174,36 +174,5 @@ def test_failing_endpoint_recovers_and_never_delays_others(
     start_cluster: StartCluster, kafka_bootstrap: str, postgres_url: str, subscriber: Subscriber
 ) -> None:
     """500s, then time-outs, then 200s again; a healthy endpoint meanwhile is served as usual."""
-    cluster = start_cluster(
-        kafka_bootstrap,
-        postgres_url,
-        retry_delays=",".join(["0.2", "0.5"] + ["1"] * 30),
-        circuit_failures="3",
-        circuit_cooldown="1",
-    )
-    with Subscriber() as healthy:
-        load = Load(cluster.base_url, rate=RATE, seconds=SECONDS)
-        subs = standard_subscriptions(cluster.base_url, subscriber, load)
-        healthy_id = subscribe(cluster.base_url, healthy, "Task?status=requested")
-        load.start()
-        time.sleep(0.5)
-        subscriber.mode = "error"
-        outage_started = time.monotonic()
-        time.sleep(2.0)
-        subscriber.mode = "timeout"
-        time.sleep(2.5)
-        subscriber.mode = "ok"
-        outage_ended = time.monotonic()
-        load.join()
-        check_load(cluster.base_url, subscriber, load, subs)
-        check_subscription(
-            cluster.base_url, healthy, healthy_id, set(load.acknowledged), set(load.attempted)
-        )
-        assert subscriber.refused > 0, "the outage was never noticed"
-        during = [d for d in healthy.of(healthy_id) if outage_started < d.at < outage_ended]
-        print(
-            f"failing endpoint refused {subscriber.refused} POSTs; the healthy one accepted "
-            f"{len(during)} notifications during the {outage_ended - outage_started:.1f} s outage"
-        )
-        # The healthy endpoint kept receiving notifications throughout the outage.
-        assert len(during) >= 4, during
+    cluster = start_cluster(kafka_bootstrap, postgres_url, **OUTAGE_SETTINGS)
+    endpoint_outage(cluster.base_url, subscriber, RATE, SECONDS)
