@@ -228,10 +228,15 @@ class Cluster(Processes):
     def metrics(self, name: str) -> str:
         """The Prometheus exposition of a running matcher or dispatcher instance."""
         process = self.processes[name]
-        exited = process.process.poll()
-        assert exited is None, f"{name} exited with {exited}:\n{process.log()}"
-        response = httpx.get(f"http://127.0.0.1:{self.health[name]}/metrics", timeout=10)
-        response.raise_for_status()
+        try:
+            response = httpx.get(f"http://127.0.0.1:{self.health[name]}/metrics", timeout=10)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            # Most likely the process is failing: say so, with its log.
+            state = "running" if process.process.poll() is None else "exited"
+            raise AssertionError(
+                f"{name} ({state}) did not answer /metrics: {exc!r}\n{process.log()}"
+            ) from exc
         return response.text
 
 
