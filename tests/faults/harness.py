@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fhir import BACKPORT, FHIR_JSON, backport_subscription
 from tests.support.herald import HeraldProcess, herald_env
@@ -129,18 +130,17 @@ class Subscriber:
 # --- Herald ---------------------------------------------------------------------------------
 
 
-class Cluster:
-    """ingest, matcher and dispatcher as OS processes; each can be killed and started again."""
+class Processes:
+    """Herald processes by instance name; each can be killed and started again under its name.
 
-    def __init__(self, kafka: str, database: str, log_dir: Path, **settings: str) -> None:
+    Every incarnation logs to its own folder, so the logs of killed processes are kept.
+    """
+
+    def __init__(self, log_dir: Path, **settings: str) -> None:
         self.port = free_port()
-        self.health = {"matcher": free_port(), "dispatcher": free_port()}
         self.log_dir = log_dir
         self.base_url = f"http://127.0.0.1:{self.port}/fhir"
         self.common = {
-            "kafka_bootstrap": kafka,
-            "kafka_topic_prefix": f"herald-faults-{uuid.uuid4().hex[:8]}.",
-            "database_url": database,
             "allow_http_endpoints": "true",
             "allow_private_endpoints": "true",
             "handshake_delay": "0.1",
@@ -149,38 +149,117 @@ class Cluster:
             **settings,
         }
         self.processes: dict[str, HeraldProcess] = {}
+        self.retired: list[tuple[str, HeraldProcess]] = []
+        """Processes killed or stopped before the end, with their instance names."""
         self.incarnations = 0
         self.kills: list[str] = []
 
-    def _ready_url(self, role: str) -> str:
-        port = self.port if role == "ingest" else self.health[role]
-        return f"http://127.0.0.1:{port}/readyz"
+    def _launch(self, name: str, role: str, ready_url: str, **settings: str) -> HeraldProcess:
+        """Start `herald <role>` as instance `name` (not waiting for it to be ready)."""
+        assert name not in self.processes, f"{name} is still running"
+        self.incarnations += 1
+        folder = self.log_dir / f"{self.incarnations:02d}-{name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        env = herald_env(**{**self.common, **settings})
+        process = self.processes[name] = HeraldProcess(role, env, folder, ready_url)
+        return process
 
-    def start(self, *roles: str) -> None:
-        for role in roles or ROLES:
-            self.incarnations += 1
-            folder = self.log_dir / f"{self.incarnations:02d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            port = {"port": str(self.port)} if role == "ingest" else {}
-            health = {"health_port": str(self.health[role])} if role != "ingest" else {}
-            env = herald_env(**self.common, **port, **health)
-            self.processes[role] = HeraldProcess(role, env, folder, self._ready_url(role))
-        for role in roles or ROLES:
-            self.processes[role].wait_ready(timeout=90)
-
-    def kill(self, role: str) -> None:
+    def kill(self, name: str) -> None:
         """SIGKILL: no drain, no goodbye."""
-        process = self.processes[role].process
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        self.kills.append(role)
+        process = self.processes.pop(name)
+        process.process.send_signal(signal.SIGKILL)
+        process.process.wait()
+        process.stop()  # closes its log
+        self.retired.append((name, process))
+        self.kills.append(name)
+
+    def terminate(self, name: str) -> int:
+        """SIGTERM one process and wait for it to drain; its exit code."""
+        process = self.processes.pop(name)
+        code = process.stop()
+        self.retired.append((name, process))
+        return code
 
     def stop(self) -> dict[str, int]:
-        """SIGTERM every process; their exit codes."""
-        return {role: p.stop() for role, p in self.processes.items()}
+        """SIGTERM every running process; their exit codes."""
+        return {name: p.stop() for name, p in self.processes.items()}
 
     def logs(self) -> str:
-        return "\n".join(f"--- {r}\n{p.log()}" for r, p in self.processes.items())
+        """The end of every incarnation's log."""
+        every = [*self.retired, *self.processes.items()]
+        return "\n".join(f"--- {name}\n{p.log()}" for name, p in every)
+
+
+class Cluster(Processes):
+    """ingest, matcher and dispatcher as OS processes, on Kafka and a database.
+
+    A role can run as several instances (consumer-group members), each with its own health port.
+    """
+
+    def __init__(self, kafka: str, database: str, log_dir: Path, **settings: str) -> None:
+        super().__init__(
+            log_dir,
+            kafka_bootstrap=kafka,
+            kafka_topic_prefix=f"herald-faults-{uuid.uuid4().hex[:8]}.",
+            database_url=database,
+            **settings,
+        )
+        self.health: dict[str, int] = {}
+        """Health port (/metrics, /readyz) of each matcher and dispatcher instance."""
+
+    def start(self, *roles: str, name: str | None = None) -> None:
+        """Start roles (all three by default); `name` starts one role as a further instance."""
+        assert name is None or len(roles) == 1, "a name is for one role"
+        started = []
+        for role in roles or ROLES:
+            instance = name or role
+            if role == "ingest":
+                settings = {"port": str(self.port)}
+                ready = f"http://127.0.0.1:{self.port}/readyz"
+            else:
+                # A restarted instance keeps its port.
+                port = self.health.setdefault(instance, free_port())
+                settings = {"health_port": str(port)}
+                ready = f"http://127.0.0.1:{port}/readyz"
+            started.append(self._launch(instance, role, ready, **settings))
+        for process in started:
+            process.wait_ready(timeout=90)
+
+    def metrics(self, name: str) -> str:
+        """The Prometheus exposition of a running matcher or dispatcher instance."""
+        process = self.processes[name]
+        try:
+            response = httpx.get(f"http://127.0.0.1:{self.health[name]}/metrics", timeout=10)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            # Most likely the process is failing: say so, with its log.
+            state = "running" if process.process.poll() is None else "exited"
+            raise AssertionError(
+                f"{name} ({state}) did not answer /metrics: {exc!r}\n{process.log()}"
+            ) from exc
+        return response.text
+
+
+class Embedded(Processes):
+    """`herald run` (one process, SQLite, in-database bus), restarted on one file and port."""
+
+    def __init__(self, database: Path, log_dir: Path, **settings: str) -> None:
+        super().__init__(log_dir, database_url=f"sqlite:///{database}", **settings)
+
+    def start(self) -> None:
+        """Start `herald run` and wait until it is ready."""
+        ready = f"http://127.0.0.1:{self.port}/readyz"
+        self._launch("run", "run", ready, port=str(self.port)).wait_ready(timeout=90)
+
+
+def metric(exposition: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples (Prometheus text format) that carry these labels."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 def subscription(endpoint: str, filter_criteria: str, timeout: int = 2) -> dict[str, Any]:
@@ -230,7 +309,9 @@ class Load:
     """Writes new matching Tasks at a steady rate; remembers which ones Herald acknowledged.
 
     Task i is owned by `<run>-even` or `<run>-odd`. `on_ack(i)` runs right after the 2xx of
-    write i (in the load's thread), so a test can kill a process "right after a 201".
+    write i (in the load's thread), so a test can kill a process "right after a 201". A write
+    that fails (refused, timed out, 5xx) counts as attempted, not acknowledged. `stop()` ends
+    the load before `seconds` are up.
     """
 
     base_url: str
@@ -244,6 +325,7 @@ class Load:
     """time.monotonic() of each acknowledgement."""
     failures: int = 0
     _thread: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     def owner(self, i: int) -> str:
         return f"Organization/{self.run}-{'even' if i % 2 == 0 else 'odd'}"
@@ -257,8 +339,8 @@ class Load:
         with httpx.Client(base_url=self.base_url, timeout=5) as client:
             for i in range(total):
                 pause = started + i / self.rate - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
+                if self._stop.wait(max(0.0, pause)):
+                    return
                 task_id = self.task_id(i)
                 task = {
                     "resourceType": "Task",
@@ -288,6 +370,10 @@ class Load:
         self._thread.start()
         return self
 
+    def stop(self) -> None:
+        """End the load after the write in progress."""
+        self._stop.set()
+
     def join(self) -> None:
         assert self._thread is not None
         self._thread.join(timeout=self.seconds + 120)
@@ -313,14 +399,41 @@ class Report:
     delivered_events: int
     duplicates: int
     unacknowledged_numbered: int
+    fetched: int = 0
+    """Numbers never pushed, read with $events (skipped when the client re-activated)."""
+    pushed: frozenset[int] = frozenset()
+    """The event numbers that were pushed at least once."""
 
     def __str__(self) -> str:
+        fetched = f", {self.fetched} fetched with $events" if self.fetched else ""
         return (
             f"Subscription/{self.subscription_id}: {self.acknowledged} acknowledged changes, "
-            f"{self.numbered} numbered, {self.delivered_events} event deliveries, "
+            f"{self.numbered} numbered, {self.delivered_events} event deliveries{fetched}, "
             f"{self.duplicates} duplicates, {self.unacknowledged_numbered} numbered "
             "without an acknowledgement (written, but the client saw an error)"
         )
+
+
+def logged_events(base_url: str, subscription_id: str) -> dict[int, str]:
+    """The subscription's event log as $events shows it: event number -> Task id."""
+    logged: dict[int, str] = {}
+    since = 1
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        while True:  # $events answers a limited number of events at a time
+            response = client.get(
+                f"/Subscription/{subscription_id}/$events", params={"eventsSinceNumber": since}
+            )
+            assert response.status_code == 200, response.text
+            page = _parse(response.json()).events
+            if not page:
+                return logged
+            logged.update(page)
+            since = max(n for n, _ in page) + 1
+
+
+def _runs(numbers: set[int]) -> int:
+    """How many runs of consecutive numbers a set holds."""
+    return sum(1 for n in numbers if n - 1 not in numbers)
 
 
 def check_subscription(
@@ -330,43 +443,57 @@ def check_subscription(
     expected: set[str],
     attempted: set[str],
     timeout: float = 90.0,
+    *,
+    refetched: bool = False,
 ) -> Report:
     """Wait for delivery to settle, then assert Herald's promise for one subscription.
 
     Every acknowledged matching change has exactly one event number; numbers are 1..N with no
     gap (N from $status); every number was delivered at least once; a number never arrived
     before all smaller ones had (order, redelivery allowed); duplicates are counted.
+
+    `refetched`: the client re-activated the subscription after `error`, which skips the
+    backlog; the skipped numbers (one run, before the last number) count as delivered when
+    $events has them, and every pushed event must agree with the event log.
     """
     deadline = time.monotonic() + timeout
+    logged: dict[int, str] = {}
+    fetched: dict[int, str] = {}
     while True:
         status, count = events_count(base_url, subscription_id)
-        seen = {n for d in subscriber.of(subscription_id) for n, _ in d.events}
-        ids = {t for d in subscriber.of(subscription_id) for _, t in d.events}
-        if expected <= ids and seen == set(range(1, count + 1)):
+        pushed = [e for d in subscriber.of(subscription_id) for e in d.events]
+        seen = {n for n, _ in pushed}
+        if refetched:
+            logged = logged_events(base_url, subscription_id)
+            fetched = {n: t for n, t in logged.items() if n not in seen}
+        ids = {t for _, t in pushed} | set(fetched.values())
+        settled = expected <= ids and seen | set(fetched) == set(range(1, count + 1))
+        if refetched:
+            # Pushes resume after the skipped run; they have settled once the last one arrived.
+            settled = settled and (count == 0 or count in seen) and _runs(set(fetched)) <= 1
+        if settled:
             break
         if time.monotonic() > deadline:
             missing = sorted(expected - ids)
             raise AssertionError(
                 f"Subscription/{subscription_id} ({status}) did not settle: {count} numbered, "
-                f"numbers missing {sorted(set(range(1, count + 1)) - seen)[:20]}, "
-                f"acknowledged changes never delivered {missing[:20]} ({len(missing)})"
+                f"numbers missing {sorted(set(range(1, count + 1)) - seen - set(fetched))[:20]}, "
+                f"acknowledged changes never delivered {missing[:20]} ({len(missing)}), "
+                f"never pushed {sorted(set(range(1, count + 1)) - seen)[:40]}"
             )
         time.sleep(0.2)
     assert status == "active", status
-    deliveries = subscriber.of(subscription_id)
     numbers_of: dict[str, set[int]] = {}
     task_of: dict[int, set[str]] = {}
-    received = 0
+    for number, task_id in [*pushed, *logged.items()]:
+        numbers_of.setdefault(task_id, set()).add(number)
+        task_of.setdefault(number, set()).add(task_id)
     order_breaks: list[str] = []
-    delivered: set[int] = set()
-    for d in deliveries:
-        for number, task_id in d.events:
-            received += 1
-            numbers_of.setdefault(task_id, set()).add(number)
-            task_of.setdefault(number, set()).add(task_id)
-            if number > 1 and number - 1 not in delivered:
-                order_breaks.append(f"{number} before {number - 1}")
-            delivered.add(number)
+    delivered: set[int] = set(fetched)
+    for number, _ in pushed:
+        if number > 1 and number - 1 not in delivered:
+            order_breaks.append(f"{number} before {number - 1}")
+        delivered.add(number)
     twice = {t: sorted(n) for t, n in numbers_of.items() if len(n) > 1}
     assert not twice, f"changes numbered more than once: {twice}"
     shared = {n: sorted(t) for n, t in task_of.items() if len(t) > 1}
@@ -379,33 +506,80 @@ def check_subscription(
         subscription_id,
         acknowledged=len(expected),
         numbered=count,
-        delivered_events=received,
-        duplicates=received - count,
+        delivered_events=len(pushed),
+        duplicates=len(pushed) - len(seen),
         unacknowledged_numbered=len(set(numbers_of) - expected),
+        fetched=len(fetched),
+        pushed=frozenset(seen),
     )
     print(report)
     return report
 
 
 def check_load(base_url: str, subscriber: Subscriber, load: Load, subs: dict[str, str]) -> None:
-    """Check the two standard subscriptions of a faults test: "all" and "even"."""
+    """Check the subscriptions of a faults test: those named "even..." see the even owner's
+    Tasks, every other one sees all Tasks."""
     assert load.acknowledged, "the load got no write acknowledged"
     print(
         f"load: {len(load.attempted)} writes tried, {len(load.acknowledged)} acknowledged, "
         f"{load.failures} failed"
     )
-    check_subscription(
-        base_url, subscriber, subs["all"], set(load.acknowledged), set(load.attempted)
-    )
     even_attempted = {t for t in load.attempted if int(t.rsplit("-", 1)[1]) % 2 == 0}
-    check_subscription(base_url, subscriber, subs["even"], load.even(), even_attempted)
+    for name, subscription_id in subs.items():
+        if name.startswith("even"):
+            check_subscription(base_url, subscriber, subscription_id, load.even(), even_attempted)
+        else:
+            expected = set(load.acknowledged)
+            check_subscription(base_url, subscriber, subscription_id, expected, set(load.attempted))
 
 
 def standard_subscriptions(base_url: str, subscriber: Subscriber, load: Load) -> dict[str, str]:
+    """Two subscriptions to the subscriber: "all" Tasks and the "even" owner's."""
     return {
         "all": subscribe(base_url, subscriber, "Task?status=requested"),
         "even": subscribe(base_url, subscriber, f"Task?owner={load.owner(0)}"),
     }
+
+
+# --- a failing endpoint ---------------------------------------------------------------------
+
+OUTAGE_SETTINGS = {
+    "retry_delays": ",".join(["0.2", "0.5"] + ["1"] * 30),
+    "circuit_failures": "3",
+    "circuit_cooldown": "1",
+}
+"""Retry and circuit-breaker settings short enough for an outage of seconds."""
+
+
+def endpoint_outage(base_url: str, subscriber: Subscriber, rate: float, seconds: float) -> None:
+    """Under load, the subscriber answers 500s, then time-outs, then 200s again; a healthy
+    endpoint meanwhile is served as usual. Both are checked (Herald runs with OUTAGE_SETTINGS)."""
+    with Subscriber() as healthy:
+        load = Load(base_url, rate=rate, seconds=seconds)
+        subs = standard_subscriptions(base_url, subscriber, load)
+        healthy_id = subscribe(base_url, healthy, "Task?status=requested")
+        load.start()
+        time.sleep(0.5)
+        subscriber.mode = "error"
+        outage_started = time.monotonic()
+        time.sleep(2.0)
+        subscriber.mode = "timeout"
+        time.sleep(2.5)
+        subscriber.mode = "ok"
+        outage_ended = time.monotonic()
+        load.join()
+        check_load(base_url, subscriber, load, subs)
+        check_subscription(
+            base_url, healthy, healthy_id, set(load.acknowledged), set(load.attempted)
+        )
+        assert subscriber.refused > 0, "the outage was never noticed"
+        during = [d for d in healthy.of(healthy_id) if outage_started < d.at < outage_ended]
+        print(
+            f"failing endpoint refused {subscriber.refused} POSTs; the healthy one accepted "
+            f"{len(during)} notifications during the {outage_ended - outage_started:.1f} s outage"
+        )
+        # The healthy endpoint kept receiving notifications throughout the outage.
+        assert len(during) >= 4, during
 
 
 # --- dedicated brokers and servers ----------------------------------------------------------

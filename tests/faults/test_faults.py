@@ -1,9 +1,10 @@
 """Fault injection under steady load: real processes, real Kafka, real PostgreSQL.
 
-Each test writes matching Tasks at a steady rate while it breaks something, then checks for two
-subscriptions ("all" Tasks, and the "even" owner's) that every acknowledged change got exactly one
-event number, numbers 1..N without gaps, each delivered at least once and never before its
-predecessor; duplicates are printed (run with -s to see the reports).
+Each test writes matching Tasks at a steady rate while it breaks something, then checks for each
+subscription ("all" Tasks, the "even" owner's, and more where a test needs them) that every
+acknowledged change got exactly one event number, numbers 1..N without gaps, each delivered at
+least once and never before its predecessor; duplicates are printed (run with -s to see the
+reports). test_embedded_faults.py does the same against `herald run`.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka.partitioner import murmur2
 
 from tests.faults.conftest import StartCluster
 from tests.faults.harness import (
+    OUTAGE_SETTINGS,
     Cluster,
     Load,
     Subscriber,
     check_load,
-    check_subscription,
+    endpoint_outage,
     local_script,
     local_state,
+    metric,
     standard_subscriptions,
     subscribe,
 )
@@ -103,6 +107,64 @@ def test_sigkill_ingest_right_after_201(
     check_load(cluster.base_url, subscriber, load, subs)
 
 
+# Two partitions: with two dispatchers in the group each owns one, whatever the assignor.
+PARTITIONS = 2
+
+
+def partition_of(key: str) -> int:
+    """The partition of a record key (Kafka's default partitioner: murmur2, as in Java)."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS
+
+
+def delivered(cluster: Cluster, name: str) -> float:
+    """Event notifications a dispatcher instance delivered (its /metrics)."""
+    return metric(
+        cluster.metrics(name), "herald_delivery_attempts_total", kind="event", outcome="success"
+    )
+
+
+def wait_delivered(cluster: Cluster, name: str, timeout: float) -> float:
+    """Wait until a dispatcher instance delivered an event notification; how many it has."""
+    deadline = time.monotonic() + timeout
+    while (count := delivered(cluster, name)) == 0:
+        assert time.monotonic() < deadline, f"{name} delivered nothing in {timeout} s"
+        time.sleep(0.2)
+    return count
+
+
+def test_dispatchers_rebalance_join_sigkill_join(
+    start_cluster: StartCluster, kafka_bootstrap: str, postgres_url: str, subscriber: Subscriber
+) -> None:
+    """Dispatchers in one consumer group under load: a second one joins (rebalance), the first
+    is SIGKILLed, a third joins. Each of them delivers a share; nothing is lost or renumbered."""
+    cluster = start_cluster(kafka_bootstrap, postgres_url, kafka_partitions=str(PARTITIONS))
+    load = Load(cluster.base_url, rate=20.0, seconds=60.0)
+    subs = standard_subscriptions(cluster.base_url, subscriber, load)
+    # Subscriptions to every Task until each partition has one, so each member has work.
+    while len({partition_of(s) for s in subs.values() if s != subs["even"]}) < PARTITIONS:
+        assert len(subs) < 20
+        subs[f"all-{len(subs)}"] = subscribe(cluster.base_url, subscriber, "Task?status=requested")
+    load.start()
+    time.sleep(1.0)
+    cluster.start("dispatcher", name="dispatcher-2")
+    wait_delivered(cluster, "dispatcher-2", timeout=40)  # the group has rebalanced
+    first = delivered(cluster, "dispatcher")
+    cluster.kill("dispatcher")
+    cluster.start("dispatcher", name="dispatcher-3")
+    # The group waits for the killed member's session to expire before it rebalances again.
+    wait_delivered(cluster, "dispatcher-3", timeout=40)
+    time.sleep(1.0)
+    load.stop()
+    load.join()
+    check_load(cluster.base_url, subscriber, load, subs)
+    print(
+        f"event notifications delivered: dispatcher {first:.0f} (until killed), "
+        f"dispatcher-2 {delivered(cluster, 'dispatcher-2'):.0f}, "
+        f"dispatcher-3 {delivered(cluster, 'dispatcher-3'):.0f}"
+    )
+    assert first > 0, "the first dispatcher delivered nothing"
+
+
 @pytest.fixture
 def own_kafka(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A Kafka broker of this test only (the session's is shared), on its own ports."""
@@ -174,36 +236,5 @@ def test_failing_endpoint_recovers_and_never_delays_others(
     start_cluster: StartCluster, kafka_bootstrap: str, postgres_url: str, subscriber: Subscriber
 ) -> None:
     """500s, then time-outs, then 200s again; a healthy endpoint meanwhile is served as usual."""
-    cluster = start_cluster(
-        kafka_bootstrap,
-        postgres_url,
-        retry_delays=",".join(["0.2", "0.5"] + ["1"] * 30),
-        circuit_failures="3",
-        circuit_cooldown="1",
-    )
-    with Subscriber() as healthy:
-        load = Load(cluster.base_url, rate=RATE, seconds=SECONDS)
-        subs = standard_subscriptions(cluster.base_url, subscriber, load)
-        healthy_id = subscribe(cluster.base_url, healthy, "Task?status=requested")
-        load.start()
-        time.sleep(0.5)
-        subscriber.mode = "error"
-        outage_started = time.monotonic()
-        time.sleep(2.0)
-        subscriber.mode = "timeout"
-        time.sleep(2.5)
-        subscriber.mode = "ok"
-        outage_ended = time.monotonic()
-        load.join()
-        check_load(cluster.base_url, subscriber, load, subs)
-        check_subscription(
-            cluster.base_url, healthy, healthy_id, set(load.acknowledged), set(load.attempted)
-        )
-        assert subscriber.refused > 0, "the outage was never noticed"
-        during = [d for d in healthy.of(healthy_id) if outage_started < d.at < outage_ended]
-        print(
-            f"failing endpoint refused {subscriber.refused} POSTs; the healthy one accepted "
-            f"{len(during)} notifications during the {outage_ended - outage_started:.1f} s outage"
-        )
-        # The healthy endpoint kept receiving notifications throughout the outage.
-        assert len(during) >= 4, during
+    cluster = start_cluster(kafka_bootstrap, postgres_url, **OUTAGE_SETTINGS)
+    endpoint_outage(cluster.base_url, subscriber, RATE, SECONDS)
