@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -264,14 +265,23 @@ class Deliverer:
         async with self.database.read() as connection:
             return await event_log.as_notification_events(connection, logged, with_resources=True)
 
-    async def deliver_pending(self, subscription_id: str, stop: asyncio.Event) -> None:
-        """Deliver the undelivered events of an active subscription, oldest first, in batches."""
+    async def deliver_pending(
+        self,
+        subscription_id: str,
+        stop: asyncio.Event,
+        owned: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """Deliver the undelivered events of an active subscription, oldest first, in batches.
+
+        Stops once `owned()` is false: after a rebalance the subscription's new dispatcher
+        delivers it, and two senders would only duplicate each other.
+        """
         schedule = self.settings.retry_schedule
         attempt = 0
         queue: list[LoggedEvent] = []
         queued_for: Loaded | None = None
         complete = False
-        while not stop.is_set():
+        while not stop.is_set() and owned():
             loaded = await self._load(subscription_id)
             if loaded is None or loaded[0].status != "active":
                 return

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from functools import partial
 
@@ -33,9 +33,13 @@ PRUNE_INTERVAL = 600.0
 class Workers:
     """At most one worker task per subscription; a wake-up during a run makes it run again."""
 
-    def __init__(self, deliverer: Deliverer, stop: asyncio.Event) -> None:
+    def __init__(
+        self, deliverer: Deliverer, stop: asyncio.Event, owns: Callable[[str], bool]
+    ) -> None:
         self.deliverer = deliverer
         self.stop = stop
+        self.owns = owns
+        """Whether this dispatcher still owns a subscription (its partition is assigned here)."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._heartbeat: set[str] = set()
@@ -55,7 +59,9 @@ class Workers:
                 self._again.discard(subscription_id)
                 try:
                     await self.deliverer.handshake(subscription_id, self.stop)
-                    await self.deliverer.deliver_pending(subscription_id, self.stop)
+                    await self.deliverer.deliver_pending(
+                        subscription_id, self.stop, owned=partial(self.owns, subscription_id)
+                    )
                     if subscription_id in self._heartbeat:
                         self._heartbeat.discard(subscription_id)
                         await self.deliverer.heartbeat(subscription_id)
@@ -189,39 +195,48 @@ async def _watch(
 
 async def run_dispatcher(deliverer: Deliverer, bus: Bus, stop: asyncio.Event) -> None:
     """Consume requests until stopped, then let workers finish their current POST."""
-    workers = Workers(deliverer, stop)
-    schedule = Schedule()
-    watch = RegistryWatch(deliverer.database)
-    scanned = watched = 0.0
     progress = asyncio.create_task(deliverer.progress.run(stop))
     try:
         group = deliverer.settings.topic("dispatcher")
         async with bus.consumer(group, NOTIFICATIONS) as consumer:
-            while not stop.is_set():
-                records = await consumer.fetch(timeout=0.5, max_records=500)
-                if records:
-                    to_wake = await retry_until_done(partial(record, deliverer, records), stop)
-                    # Offsets move only once the events are committed in the event log.
-                    await consumer.commit(records)
-                    for subscription_id in sorted(to_wake):
-                        workers.wake(subscription_id)
-                # Housekeeping fails while the database is away; it is simply done next time.
-                with _logged_failure("registry watch"):
-                    if time.monotonic() - watched > deliverer.settings.registry_refresh:
-                        watched = time.monotonic()
-                        await _watch(deliverer, consumer, workers, watch)
-                with _logged_failure("scan"):
-                    if time.monotonic() - scanned > SCAN_INTERVAL:
-                        scanned = time.monotonic()
-                        await _scan(deliverer, consumer, workers, schedule)
-                for subscription_id in schedule.due(deliverer.last_contact):
-                    workers.wake(subscription_id, heartbeat=True)
+            workers = Workers(deliverer, stop, consumer.owns)
+            try:
+                await _consume(deliverer, consumer, workers, stop)
+            finally:
+                stop.set()
+                await workers.drain(timeout=30.0)
     finally:
         stop.set()
-        await workers.drain(timeout=30.0)
         await progress
         # What the workers delivered last is stored before the process goes.
         await retry_until_done(deliverer.progress.flush, stop)
+
+
+async def _consume(
+    deliverer: Deliverer, consumer: Consumer, workers: Workers, stop: asyncio.Event
+) -> None:
+    schedule = Schedule()
+    watch = RegistryWatch(deliverer.database)
+    scanned = watched = 0.0
+    while not stop.is_set():
+        records = await consumer.fetch(timeout=0.5, max_records=500)
+        if records:
+            to_wake = await retry_until_done(partial(record, deliverer, records), stop)
+            # Offsets move only once the events are committed in the event log.
+            await consumer.commit(records)
+            for subscription_id in sorted(to_wake):
+                workers.wake(subscription_id)
+        # Housekeeping fails while the database is away; it is simply done next time.
+        with _logged_failure("registry watch"):
+            if time.monotonic() - watched > deliverer.settings.registry_refresh:
+                watched = time.monotonic()
+                await _watch(deliverer, consumer, workers, watch)
+        with _logged_failure("scan"):
+            if time.monotonic() - scanned > SCAN_INTERVAL:
+                scanned = time.monotonic()
+                await _scan(deliverer, consumer, workers, schedule)
+        for subscription_id in schedule.due(deliverer.last_contact):
+            workers.wake(subscription_id, heartbeat=True)
 
 
 @contextlib.contextmanager

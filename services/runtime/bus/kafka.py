@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, IllegalStateError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -122,13 +122,34 @@ class KafkaConsumer:
         ]
 
     async def commit(self, records: Sequence[Record]) -> None:
-        """Commit the offsets after these records, per partition."""
+        """Commit the offsets after these records, per partition still assigned.
+
+        A rebalance since the fetch may have given partitions to another member; their offsets
+        are left alone and the new owner reads those records again from the last committed
+        offset. That is safe because what the services do with a record is idempotent (the
+        dispatcher skips a request id it has seen; the matcher's request ids are derived from
+        the change).
+        """
         offsets: dict[TopicPartition, int] = {}
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
             offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
-        if offsets:
-            await self._consumer.commit(offsets)
+        assigned = self._consumer.assignment()
+        kept = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if len(kept) < len(offsets):
+            log.info(
+                "offsets left to the new owner of revoked partitions",
+                extra={"partitions": len(offsets) - len(kept)},
+            )
+        if not kept:
+            return
+        try:
+            await self._consumer.commit(kept)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning(
+                "offsets not committed: the group rebalanced meanwhile",
+                extra={"reason": str(exc)},
+            )
 
     def owns(self, key: str) -> bool:
         """Whether the key's partition (Java-compatible murmur2) is assigned to this member."""
