@@ -12,11 +12,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection
 
-from herald.runtime.store.database import MIGRATIONS, Database
+from herald.runtime.store.database import Database
 from herald.runtime.store.tables import resources
 from tests.e2e.scenario import put, task
 from tests.support.herald import HeraldProcess, herald_env
@@ -122,19 +119,12 @@ def test_polling_on_postgres(ingest_on_postgres: str) -> None:
     run_polling(ingest_on_postgres)
 
 
-def _upgrade(connection: Connection, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["connection"] = connection
-    command.upgrade(config, revision)
-
-
 async def _database_before_search(url: str) -> None:
     """A database at the first schema revision holding one Task (as an older Herald left it)."""
     database = Database(url)
     try:
+        await database.migrate("0001")
         async with database.transaction() as connection:
-            await connection.run_sync(_upgrade, "0001")
             stored = {
                 "resourceType": "Task",
                 "id": "old",

@@ -10,9 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, func, select
+from sqlalchemy import func, select
 
 from herald.core.fhir import utc_now
 from herald.core.resources import with_version
@@ -23,7 +21,7 @@ from herald.ingest.context import IngestContext
 from herald.runtime.metrics import Metrics
 from herald.runtime.settings import DEFAULT_TOPICS_DIR, Settings
 from herald.runtime.store import resources
-from herald.runtime.store.database import MIGRATIONS, Database
+from herald.runtime.store.database import Database
 from herald.runtime.store.search import search_ids
 from herald.runtime.store.tables import resources as resource_table
 from herald.runtime.store.tables import search_references, search_tokens
@@ -271,18 +269,10 @@ def _now() -> datetime:
     return utc_now()
 
 
-def _alembic(connection: Connection, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["connection"] = connection
-    command.upgrade(config, revision)
-
-
 async def test_the_0002_migration_indexes_existing_tasks(database_url: str) -> None:
     database = Database(database_url)
     try:
-        async with database.transaction() as connection:
-            await connection.run_sync(_alembic, "0001")
+        await database.migrate("0001")
         now = "2026-01-01T00:00:00.000Z"
         async with database.transaction() as connection:
             for number in range(3):

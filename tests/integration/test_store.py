@@ -7,14 +7,11 @@ import asyncio
 import orjson
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.engine import Connection
 
 from herald.core.resources import with_version
 from herald.core.subscriptions import HEARTBEAT_PERIOD_URL
 from herald.runtime.store import events, outbox, resources, subscriptions
-from herald.runtime.store.database import MIGRATIONS, Database
+from herald.runtime.store.database import Database
 from herald.runtime.store.events import LoggedEvent
 
 NOW = "2026-01-01T00:00:00.000Z"
@@ -161,13 +158,6 @@ async def test_heartbeats_and_ends_are_read_without_parsing_resources(
         assert await subscriptions.heartbeat_periods(connection) == {}
 
 
-def _alembic(connection: Connection, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["connection"] = connection
-    command.upgrade(config, revision)
-
-
 async def test_the_0003_migration_fills_heartbeats_and_ends(database_url: str) -> None:
     database = Database(database_url)
     before = sa.table(
@@ -189,8 +179,8 @@ async def test_the_0003_migration_fills_heartbeats_and_ends(database_url: str) -
         ),
     )
     try:
+        await database.migrate("0002")
         async with database.transaction() as connection:
-            await connection.run_sync(_alembic, "0002")
             for sub_id, end, heartbeat in (("a", None, 20), ("b", "2027-01-01T00:00:00Z", None)):
                 await connection.execute(
                     before.insert().values(

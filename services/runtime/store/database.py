@@ -62,13 +62,13 @@ class Database:
             await connection.execution_options(herald_read_only=True)
             yield connection
 
-    async def migrate(self) -> None:
-        """Bring the schema to the newest migration."""
+    async def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to the newest migration (or to an older `revision`, for tests)."""
         async with self.transaction() as connection:
             if not self.is_sqlite:
                 # Services starting together must not migrate at the same time.
                 await connection.execute(text("SELECT pg_advisory_xact_lock(7243)"))
-            await connection.run_sync(_upgrade)
+            await connection.run_sync(_upgrade, revision)
 
     async def ping(self) -> bool:
         """Whether the database answers."""
@@ -84,11 +84,11 @@ class Database:
         await self.engine.dispose()
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, revision: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:
