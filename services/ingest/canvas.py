@@ -147,6 +147,7 @@ async def post_snapshot(request: Request, ctx: Ctx) -> Response:
         raise InvalidResource(f"the body is not valid JSON: {exc}") from exc
     snapshot = parse_snapshot(document)
     outcome, task = await apply_snapshot(ctx, snapshot)
+    ctx.metrics.canvas_snapshots.labels(outcome.value).inc()
     log.info(
         "canvas snapshot %s",
         outcome.value,

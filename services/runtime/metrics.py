@@ -49,6 +49,12 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.canvas_snapshots = Counter(
+            "herald_canvas_snapshots",
+            "Canvas IntegrationTask snapshots applied, by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self.outbox_published = Counter(
             "herald_outbox_published_records", "Outbox records published to the bus", registry=r
         )

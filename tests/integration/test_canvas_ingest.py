@@ -130,6 +130,9 @@ async def test_lifecycle_new_repeat_update_stale_junk_delete(
     assert events[-1]["current"]["status"] == "entered-in-error"
     history = (await client.get(f"/fhir/Task/{TASK_ID}/_history/2")).json()
     assert history["status"] == "completed"
+    metrics = (await client.get("/metrics")).text
+    for outcome, count in (("created", 1), ("updated", 4), ("unchanged", 2), ("stale", 2)):
+        assert f'herald_canvas_snapshots_total{{outcome="{outcome}"}} {count}.0' in metrics
 
 
 async def test_junked_review_drops_owner_without_moving_status(client: httpx.AsyncClient) -> None:
