@@ -17,7 +17,7 @@ from herald.dispatcher.watch import RegistryWatch
 from herald.runtime.metrics import Metrics
 from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
-from herald.runtime.store import events, subscriptions
+from herald.runtime.store import events, resources, subscriptions
 from herald.runtime.store.database import Database
 from herald.runtime.store.events import LoggedEvent
 from tests.support.fhir import BACKPORT, HREX_TOPIC, backport_subscription
@@ -26,9 +26,13 @@ from tests.support.receiver import Receiver
 NOW = "2026-01-01T00:00:00.000Z"
 
 
-async def _add_subscription(database: Database, sub_id: str, endpoint: str, **kw: int) -> None:
-    extensions = [{"url": BACKPORT + "backport-max-count", "valuePositiveInt": kw.get("max", 1)}]
-    resource = backport_subscription(endpoint, status="active", channel_extensions=extensions)
+async def _add_subscription(
+    database: Database, sub_id: str, endpoint: str, *, max_count: int = 1, content: str = "id-only"
+) -> None:
+    extensions = [{"url": BACKPORT + "backport-max-count", "valuePositiveInt": max_count}]
+    resource = backport_subscription(
+        endpoint, status="active", content=content, channel_extensions=extensions
+    )
     async with database.transaction() as connection:
         await subscriptions.insert_new(
             connection, with_version(resource, sub_id, 1, NOW), status="active", topic=HREX_TOPIC
@@ -138,7 +142,7 @@ async def test_a_backlog_is_read_ahead_and_sent_in_order(
     database: Database, deliverer: Deliverer, receiver: Receiver
 ) -> None:
     backlog = READ_AHEAD + 30
-    await _add_subscription(database, "s", receiver.url, max=7)
+    await _add_subscription(database, "s", receiver.url, max_count=7)
     await _add_events(database, "s", backlog)
     await deliverer.deliver_pending("s", asyncio.Event())
     assert _numbers(receiver) == list(range(1, backlog + 1))
@@ -150,6 +154,35 @@ async def test_a_backlog_is_read_ahead_and_sent_in_order(
     await _add_events(database, "s", 3, first=backlog)
     await deliverer.deliver_pending("s", asyncio.Event())
     assert _numbers(receiver) == list(range(1, backlog + 4))
+
+
+async def test_full_resource_bundles_carry_the_version_that_triggered_each_event(
+    database: Database, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    await _add_subscription(database, "s", receiver.url, max_count=10, content="full-resource")
+    previous = None
+    async with database.transaction() as connection:
+        for version in (1, 2, 3):
+            task = with_version(
+                {"resourceType": "Task", "status": "requested", "intent": "order"},
+                "t",
+                version,
+                NOW,
+            )
+            task["description"] = f"version {version}"
+            await resources.save(connection, task, previous=previous)
+            previous = await resources.current(connection, "Task", "t")
+            event = LoggedEvent("s", 0, f"s:{version}", "Task", "t", str(version), "update", NOW)
+            await events.record(connection, event, NOW)
+    await deliverer.deliver_pending("s", asyncio.Event())
+    (bundle,) = receiver.of_kind("event-notification")
+    assert bundle.event_numbers == [1, 2, 3]
+    sent = [e["resource"] for e in bundle.body["entry"][1:]]
+    assert [(t["meta"]["versionId"], t["description"]) for t in sent] == [
+        ("1", "version 1"),
+        ("2", "version 2"),
+        ("3", "version 3"),
+    ]
 
 
 async def test_a_change_by_another_process_stops_delivery_once_seen(

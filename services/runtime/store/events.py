@@ -156,10 +156,6 @@ async def as_notification_events(
     """Logged events as a notification shows them, with their resource versions if asked."""
     if not with_resources:
         return [as_notification_event(e) for e in logged]
-    return [
-        as_notification_event(
-            e,
-            await resources.version(connection, e.resource_type, e.resource_id, int(e.version_id)),
-        )
-        for e in logged
-    ]
+    keys = [(e.resource_type, e.resource_id, int(e.version_id)) for e in logged]
+    found = await resources.versions(connection, keys)
+    return [as_notification_event(e, found.get(key)) for e, key in zip(logged, keys, strict=True)]

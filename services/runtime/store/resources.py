@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.types import JsonObject
@@ -59,6 +59,33 @@ async def version(
         )
     )
     return None if content is None else orjson.loads(content)
+
+
+VersionKey = tuple[str, str, int]
+"""resource type, id, version id."""
+
+
+async def versions(
+    connection: AsyncConnection, keys: list[VersionKey]
+) -> dict[VersionKey, JsonObject]:
+    """Several historical versions in one query, by (type, id, version); missing ones left out."""
+    if not keys:
+        return {}
+    rows = await connection.execute(
+        select(
+            resource_versions.c.resource_type,
+            resource_versions.c.id,
+            resource_versions.c.version_id,
+            resource_versions.c.content,
+        ).where(
+            tuple_(
+                resource_versions.c.resource_type,
+                resource_versions.c.id,
+                resource_versions.c.version_id,
+            ).in_(set(keys))
+        )
+    )
+    return {(r.resource_type, r.id, r.version_id): orjson.loads(r.content) for r in rows}
 
 
 async def save(
