@@ -208,8 +208,10 @@ async def run_dispatcher(deliverer: Deliverer, bus: Bus, stop: asyncio.Event) ->
     finally:
         stop.set()
         await progress
-        # What the workers delivered last is stored before the process goes.
-        await retry_until_done(deliverer.progress.flush, stop)
+        # What the workers delivered last is stored before the process goes; if the database
+        # is away, those notifications are only sent again after the restart.
+        with _logged_failure("final store of delivery positions"):
+            await retry_until_done(deliverer.progress.flush, stop)
 
 
 async def _consume(
@@ -244,4 +246,4 @@ def _logged_failure(what: str) -> Iterator[None]:
     try:
         yield
     except Exception:
-        log.warning("dispatcher %s failed; trying again later", what, exc_info=True)
+        log.warning("dispatcher %s failed", what, exc_info=True)
