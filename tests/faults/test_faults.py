@@ -12,6 +12,8 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -107,8 +109,11 @@ def test_sigkill_ingest_right_after_201(
     check_load(cluster.base_url, subscriber, load, subs)
 
 
-# Two partitions: with two dispatchers in the group each owns one, whatever the assignor.
+# Two partitions: with two members in a consumer group each owns one, whatever the assignor.
 PARTITIONS = 2
+
+Work = Callable[[Cluster, str], float]
+"""How much work an instance did so far, read from its /metrics."""
 
 
 def partition_of(key: str) -> int:
@@ -116,20 +121,66 @@ def partition_of(key: str) -> int:
     return int(murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS
 
 
+def task_partitions(load: Load) -> list[int]:
+    """The task-changes partition of each Task the load will write, in order."""
+    return [partition_of(load.task_id(i)) for i in range(int(load.rate * load.seconds))]
+
+
+def windows(items: list[int], size: int) -> Iterator[list[int]]:
+    """Every run of `size` consecutive items."""
+    return (items[i : i + size] for i in range(len(items) - size + 1))
+
+
 def delivered(cluster: Cluster, name: str) -> float:
-    """Event notifications a dispatcher instance delivered (its /metrics)."""
+    """Event notifications a dispatcher instance delivered."""
     return metric(
         cluster.metrics(name), "herald_delivery_attempts_total", kind="event", outcome="success"
     )
 
 
-def wait_delivered(cluster: Cluster, name: str, timeout: float) -> float:
-    """Wait until a dispatcher instance delivered an event notification; how many it has."""
+def consumed(cluster: Cluster, name: str) -> float:
+    """Task changes a matcher instance processed."""
+    return metric(cluster.metrics(name), "herald_changes_consumed_total")
+
+
+def wait_work(cluster: Cluster, name: str, work: Work, timeout: float) -> float:
+    """Wait until an instance did some work; how much it did."""
     deadline = time.monotonic() + timeout
-    while (count := delivered(cluster, name)) == 0:
-        assert time.monotonic() < deadline, f"{name} delivered nothing in {timeout} s"
+    while (count := work(cluster, name)) == 0:
+        assert time.monotonic() < deadline, f"{name}: no {work.__name__} in {timeout} s"
         time.sleep(0.2)
     return count
+
+
+def rebalance(
+    cluster: Cluster,
+    subscriber: Subscriber,
+    load: Load,
+    subs: dict[str, str],
+    role: str,
+    work: Work,
+) -> None:
+    """Instances of a role in one consumer group, under the load: `<role>-2` joins (rebalance),
+    the first is SIGKILLed, `<role>-3` joins. Each must do some work; then the usual checks."""
+    second, third = f"{role}-2", f"{role}-3"
+    load.start()
+    time.sleep(1.0)
+    cluster.start(role, name=second)
+    wait_work(cluster, second, work, timeout=40)  # the group has rebalanced
+    first = work(cluster, role)
+    cluster.kill(role)
+    cluster.start(role, name=third)
+    # The group waits for the killed member's session to expire before it rebalances again.
+    wait_work(cluster, third, work, timeout=40)
+    time.sleep(1.0)
+    load.stop()
+    load.join()
+    check_load(cluster.base_url, subscriber, load, subs)
+    print(
+        f"{work.__name__}: {role} {first:.0f} (until killed), "
+        f"{second} {work(cluster, second):.0f}, {third} {work(cluster, third):.0f}"
+    )
+    assert first > 0, f"the first {role} did no work"
 
 
 def test_dispatchers_rebalance_join_sigkill_join(
@@ -144,25 +195,24 @@ def test_dispatchers_rebalance_join_sigkill_join(
     while len({partition_of(s) for s in subs.values() if s != subs["even"]}) < PARTITIONS:
         assert len(subs) < 20
         subs[f"all-{len(subs)}"] = subscribe(cluster.base_url, subscriber, "Task?status=requested")
-    load.start()
-    time.sleep(1.0)
-    cluster.start("dispatcher", name="dispatcher-2")
-    wait_delivered(cluster, "dispatcher-2", timeout=40)  # the group has rebalanced
-    first = delivered(cluster, "dispatcher")
-    cluster.kill("dispatcher")
-    cluster.start("dispatcher", name="dispatcher-3")
-    # The group waits for the killed member's session to expire before it rebalances again.
-    wait_delivered(cluster, "dispatcher-3", timeout=40)
-    time.sleep(1.0)
-    load.stop()
-    load.join()
-    check_load(cluster.base_url, subscriber, load, subs)
-    print(
-        f"event notifications delivered: dispatcher {first:.0f} (until killed), "
-        f"dispatcher-2 {delivered(cluster, 'dispatcher-2'):.0f}, "
-        f"dispatcher-3 {delivered(cluster, 'dispatcher-3'):.0f}"
-    )
-    assert first > 0, "the first dispatcher delivered nothing"
+    rebalance(cluster, subscriber, load, subs, "dispatcher", delivered)
+
+
+def test_matchers_rebalance_join_sigkill_join(
+    start_cluster: StartCluster, kafka_bootstrap: str, postgres_url: str, subscriber: Subscriber
+) -> None:
+    """Matchers in one consumer group under load: a second one joins (rebalance), the first is
+    SIGKILLed, a third joins. Each of them matches a share; nothing is lost or renumbered."""
+    cluster = start_cluster(kafka_bootstrap, postgres_url, kafka_partitions=str(PARTITIONS))
+    load = Load(cluster.base_url, rate=20.0, seconds=60.0)
+    # Task ids are the keys of the changes: a run whose every second of load (20 writes) reaches
+    # both partitions, so whichever partition a member owns, it has work.
+    while not all(len(set(w)) == PARTITIONS for w in windows(task_partitions(load), 20)):
+        load.run = uuid.uuid4().hex[:8]
+    subs = standard_subscriptions(cluster.base_url, subscriber, load)
+    rebalance(cluster, subscriber, load, subs, "matcher", consumed)
+    per_partition = Counter(partition_of(t) for t in load.acknowledged)
+    print(f"acknowledged changes by task-changes partition: {sorted(per_partition.items())}")
 
 
 @pytest.fixture
