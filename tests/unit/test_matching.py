@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,18 +11,13 @@ from hypothesis import strategies as st
 from herald.core.contracts import ResourceChange
 from herald.core.matching import LIVE_STATUSES, SubscriptionIndex
 from herald.core.subscriptions import (
-    EndpointPolicy,
     Subscription,
     parse_subscription,
 )
-from herald.core.topics import TopicRegistry
 from tests.support.fhir import backport_subscription
+from tests.support.matching import HREX, OPEN, TOPICS, change, index_of
 
-REPO = Path(__file__).resolve().parents[2]
-TOPICS = TopicRegistry.from_directory(REPO / "schemas" / "topics")
-HREX = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
 TOPIC = TOPICS[HREX]
-OPEN = EndpointPolicy(allow_http=True, allow_private=True)
 
 
 def subscription(sid: str, *filters: str, status: str = "active") -> Subscription:
@@ -45,35 +39,6 @@ def task(
     if requester is not None:
         resource["requester"] = {"reference": requester}
     return resource
-
-
-def change(
-    current: dict[str, Any] | None,
-    previous: dict[str, Any] | None = None,
-    interaction: str | None = None,
-) -> ResourceChange:
-    if interaction is None:
-        interaction = "create" if previous is None else "update"
-    resource = current if current is not None else previous
-    assert resource is not None
-    return ResourceChange(
-        event_id="e1",
-        resource_type="Task",
-        resource_id=resource["id"],
-        interaction=interaction,
-        version_id="2",
-        occurred_at="2025-03-04T15:20:30.998Z",
-        current=current,
-        previous=previous,
-        registry_revision=0,
-    )
-
-
-def index_of(*subscriptions: Subscription) -> SubscriptionIndex:
-    index = SubscriptionIndex(TOPICS)
-    for item in subscriptions:
-        index.put(item)
-    return index
 
 
 def ids(index: SubscriptionIndex, event: ResourceChange) -> list[str]:

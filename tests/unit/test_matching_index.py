@@ -13,18 +13,14 @@ from hypothesis import strategies as st
 from herald.core.contracts import ResourceChange
 from herald.core.matching import LIVE_STATUSES, SubscriptionIndex, index_key
 from herald.core.subscriptions import (
-    EndpointPolicy,
     Subscription,
     parse_subscription,
 )
 from herald.core.topics import TopicDefinitionError, TopicRegistry, parse_topic
 from tests.support.fhir import backport_subscription
+from tests.support.matching import HREX, OPEN, REPO, TOPICS, change, index_of
 
-REPO = Path(__file__).resolve().parents[2]
-TOPICS = TopicRegistry.from_directory(REPO / "schemas" / "topics")
-HREX = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
 CLOSED = "http://example.org/fhir/SubscriptionTopic/task-closed"
-OPEN = EndpointPolicy(allow_http=True, allow_private=True)
 CODES = "http://example.org/codes"
 
 
@@ -50,28 +46,6 @@ def task(
         resource["code"] = {"coding": [coding]}
     resource.update(more)
     return resource
-
-
-def change(
-    current: dict[str, Any] | None,
-    previous: dict[str, Any] | None = None,
-    interaction: str | None = None,
-) -> ResourceChange:
-    if interaction is None:
-        interaction = "create" if previous is None else "update"
-    resource = current if current is not None else previous
-    assert resource is not None
-    return ResourceChange(
-        "e1", "Task", resource["id"], interaction, "2", "2025-03-04T15:20:30.998Z", current,
-        previous, 0,
-    )  # fmt: skip
-
-
-def index_of(*subscriptions: Subscription, topics: TopicRegistry = TOPICS) -> SubscriptionIndex:
-    index = SubscriptionIndex(topics)
-    for item in subscriptions:
-        index.put(item)
-    return index
 
 
 def ids(index: SubscriptionIndex, event: ResourceChange) -> list[str]:
