@@ -217,3 +217,13 @@ async def test_a_gone_endpoint_turns_the_subscription_off(
     assert stored is not None and stored.status == "off"
     await deliverer.deliver_pending("s", asyncio.Event())  # the cache was dropped with the change
     assert _numbers(receiver) == [1]
+
+
+async def test_a_subscription_owned_elsewhere_is_not_delivered_here(
+    database: Database, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    await _add_subscription(database, "s", receiver.url)
+    await _add_events(database, "s", 3)
+    owned = iter([True, False])  # the partition moves away after the first POST
+    await deliverer.deliver_pending("s", asyncio.Event(), owned=lambda: next(owned))
+    assert _numbers(receiver) == [1]
