@@ -45,8 +45,11 @@ Loaded = tuple[StoredSubscription, Subscription]
 # Retry-After is honoured up to this many seconds; a larger value falls back to the schedule.
 MAX_RETRY_AFTER = 3600.0
 # Events a worker reads from the event log at once (at least max-count): a backlog then costs
-# one read per this many events, not one per POST.
+# one read per this many events, not one per POST. Beyond READ_AHEAD_BUDGET events held by all
+# workers of a dispatcher (many subscriptions catching up at once), workers read one Bundle's
+# worth at a time, so memory stays bounded.
 READ_AHEAD = 100
+READ_AHEAD_BUDGET = 50_000
 
 
 @dataclass
@@ -75,6 +78,8 @@ class Deliverer:
     _known: dict[str, Loaded] = field(default_factory=dict)
     _generation: dict[str, int] = field(default_factory=dict)
     """Bumped by `forget`: a read that started before it must not fill the cache."""
+    held: int = 0
+    """Events read ahead and not yet delivered, all workers together."""
 
     def __post_init__(self) -> None:
         self.progress = Progress(self.database)
@@ -249,13 +254,15 @@ class Deliverer:
 
     async def _read_ahead(
         self, stored: StoredSubscription, subscription: Subscription
-    ) -> list[LoggedEvent]:
-        """The subscription's next undelivered events, oldest first."""
+    ) -> tuple[list[LoggedEvent], bool]:
+        """The subscription's next undelivered events, oldest first, and whether they are all
+        that is committed so far (the read came back short)."""
+        ahead = READ_AHEAD if self.held < READ_AHEAD_BUDGET else 0
+        limit = max(subscription.max_count, ahead)
         position = self.progress.position(stored.id, stored.delivered_through)
         async with self.database.read() as connection:
-            return await event_log.after(
-                connection, stored.id, position, max(subscription.max_count, READ_AHEAD)
-            )
+            events = await event_log.after(connection, stored.id, position, limit)
+        return events, len(events) < limit
 
     async def _notification_events(
         self, subscription: Subscription, logged: list[LoggedEvent]
@@ -276,9 +283,23 @@ class Deliverer:
         Stops once `owned()` is false: after a rebalance the subscription's new dispatcher
         delivers it, and two senders would only duplicate each other.
         """
+        queue: list[LoggedEvent] = []
+        try:
+            await self._deliver_queue(subscription_id, stop, owned, queue)
+        finally:
+            self.held -= len(queue)
+
+    async def _deliver_queue(
+        self,
+        subscription_id: str,
+        stop: asyncio.Event,
+        owned: Callable[[], bool],
+        queue: list[LoggedEvent],
+    ) -> None:
+        """The loop of `deliver_pending`; `queue` holds the events read ahead (counted in
+        `held`)."""
         schedule = self.settings.retry_schedule
         attempt = 0
-        queue: list[LoggedEvent] = []
         queued_for: Loaded | None = None
         complete = False
         while not stop.is_set() and owned():
@@ -287,10 +308,11 @@ class Deliverer:
                 return
             stored, subscription = loaded
             if loaded is not queued_for:  # read again after any change of the subscription
-                queue, queued_for = await self._read_ahead(stored, subscription), loaded
-                # A short read saw everything committed so far; events recorded later wake the
-                # worker again (Workers.wake), so an emptied queue needs no confirming read.
-                complete = len(queue) < max(subscription.max_count, READ_AHEAD)
+                events, complete = await self._read_ahead(stored, subscription)
+                self.held += len(events) - len(queue)
+                queue[:], queued_for = events, loaded
+                # After a short read, events recorded later wake the worker again
+                # (Workers.wake), so an emptied queue needs no confirming read.
             if not queue:
                 return
             batch = queue[: subscription.max_count]
@@ -309,6 +331,7 @@ class Deliverer:
             if outcome.ok:
                 attempt = 0
                 del queue[: len(batch)]
+                self.held -= len(batch)
                 self.progress.delivered(subscription_id, batch[-1].number)
                 if not queue and not complete:
                     queued_for = None  # the read-ahead is used up: read what follows

@@ -11,7 +11,7 @@ import pytest
 
 from herald.core.resources import with_version
 from herald.core.topics import TopicRegistry
-from herald.dispatcher.delivery import READ_AHEAD, Deliverer
+from herald.dispatcher.delivery import READ_AHEAD, READ_AHEAD_BUDGET, Deliverer
 from herald.dispatcher.progress import Progress
 from herald.dispatcher.watch import RegistryWatch
 from herald.runtime.metrics import Metrics
@@ -154,6 +154,26 @@ async def test_a_backlog_is_read_ahead_and_sent_in_order(
     await _add_events(database, "s", 3, first=backlog)
     await deliverer.deliver_pending("s", asyncio.Event())
     assert _numbers(receiver) == list(range(1, backlog + 4))
+    assert deliverer.held == 0
+
+
+async def test_past_its_budget_a_dispatcher_reads_one_bundle_at_a_time(
+    database: Database, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    await _add_subscription(database, "s", receiver.url, max_count=2)
+    await _add_events(database, "s", 5)
+    deliverer.held = READ_AHEAD_BUDGET  # other workers hold the whole budget
+    loaded = await deliverer._load("s")
+    assert loaded is not None
+    events, complete = await deliverer._read_ahead(*loaded)
+    assert ([e.number for e in events], complete) == ([1, 2], False)
+    await deliverer.deliver_pending("s", asyncio.Event())
+    assert [r.event_numbers for r in receiver.of_kind("event-notification")] == [
+        [1, 2],
+        [3, 4],
+        [5],
+    ]
+    assert deliverer.held == READ_AHEAD_BUDGET
 
 
 async def test_full_resource_bundles_carry_the_version_that_triggered_each_event(
