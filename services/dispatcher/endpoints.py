@@ -79,13 +79,18 @@ class Endpoints:
     on_change: Callable[[int], None] | None = None
     """Called with the number of open (or half-open) circuits when it changes."""
     _endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    _by_url: dict[str, Endpoint] = field(default_factory=dict)
+    """Endpoint URLs already seen (every POST asks; parsing the URL each time is wasted)."""
 
     def get(self, url: str) -> Endpoint:
         """The state of the origin of `url`."""
-        key = origin(url)
-        endpoint = self._endpoints.get(key)
+        endpoint = self._by_url.get(url)
         if endpoint is None:
-            endpoint = self._endpoints[key] = Endpoint(asyncio.Semaphore(self.concurrency))
+            key = origin(url)
+            endpoint = self._endpoints.get(key)
+            if endpoint is None:
+                endpoint = self._endpoints[key] = Endpoint(asyncio.Semaphore(self.concurrency))
+            self._by_url[url] = endpoint
         return endpoint
 
     def open_count(self) -> int:
