@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -220,27 +221,6 @@ async def raw_throughput(endpoint: str, total: int, concurrency: int) -> float:
         return total / (time.perf_counter() - started)
 
 
-def _forget(name: str) -> None:
-    """Remove the run state of a broker or server this benchmark started."""
-    import shutil
-
-    from tests.faults.harness import local_state
-
-    shutil.rmtree(local_state(name), ignore_errors=True)
-
-
-def _free_port() -> int:
-    from tests.support.services import free_port
-
-    return free_port()
-
-
-def local_postgres(command: str, env: dict[str, str]) -> str:
-    from tests.faults.harness import local_script
-
-    return local_script("postgres.sh", command, env)
-
-
 async def _fresh_database(server: str, name: str) -> str:
     import asyncpg  # type: ignore[import-untyped]
     from sqlalchemy.engine import make_url
@@ -257,11 +237,13 @@ async def _fresh_database(server: str, name: str) -> str:
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    from tests.faults.harness import own_postgres
+
     receiver, endpoint = start_receiver()
     total = args.subscriptions * args.events
-    pg_env = {"PG_PORT": str(_free_port())}
-    server = local_postgres("start", pg_env) if args.store == "postgres" else ""
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(receiver.terminate)
+        server = stack.enter_context(own_postgres())["address"] if args.store == "postgres" else ""
         herald, raw = [], []
         for round_ in range(args.repeat):
             with tempfile.TemporaryDirectory() as folder:
@@ -281,11 +263,6 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                 f"  round {round_ + 1}: herald {herald[-1]:,.0f}/s, raw httpx {raw[-1]:,.0f}/s",
                 flush=True,
             )
-    finally:
-        receiver.terminate()
-        if server:
-            local_postgres("stop", pg_env)
-            _forget(f"pg-{pg_env['PG_PORT']}")
     best_herald, best_raw = max(herald), max(raw)
     # Each round runs both loops back to back; their ratio is less exposed to a noisy machine.
     paired = statistics.median(h / r for h, r in zip(herald, raw, strict=True))
@@ -314,28 +291,20 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def latency(args: argparse.Namespace) -> dict[str, Any]:
-    from tests.faults.harness import Cluster, Subscriber, local_script, subscribe
-    from tests.support.services import free_port
+    from tests.faults.harness import Cluster, Subscriber, own_kafka, own_postgres, subscribe
 
-    kafka_env = {"KAFKA_PORT": str(free_port()), "KAFKA_CONTROLLER_PORT": str(free_port())}
-    pg_env = {"PG_PORT": str(free_port())}
-    kafka = local_script("kafka.sh", "start", kafka_env)
-    try:
-        database = local_script("postgres.sh", "start", pg_env)
+    with (
+        own_kafka() as kafka,
+        own_postgres() as database,
+        tempfile.TemporaryDirectory() as folder,
+        Subscriber() as subscriber,
+    ):
+        cluster = Cluster(kafka["address"], database["address"], Path(folder), log_level="WARNING")
+        cluster.start()
         try:
-            with tempfile.TemporaryDirectory() as folder, Subscriber() as subscriber:
-                cluster = Cluster(kafka, database, Path(folder), log_level="WARNING")
-                cluster.start()
-                try:
-                    return _measure_latency(args, cluster, subscriber, subscribe)
-                finally:
-                    cluster.stop()
+            return _measure_latency(args, cluster, subscriber, subscribe)
         finally:
-            local_script("postgres.sh", "stop", pg_env)
-            _forget(f"pg-{pg_env['PG_PORT']}")
-    finally:
-        local_script("kafka.sh", "stop", kafka_env)
-        _forget(f"kafka-run-{kafka_env['KAFKA_PORT']}")
+            cluster.stop()
 
 
 def _measure_latency(

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from tests.e2e.scenario import FHIR_JSON, subscription, wait_status
-from tests.support.herald import HeraldProcess, herald_env
+from tests.support.herald import herald_env, serving
 from tests.support.receiver import Receiver
 from tests.support.services import free_port
 from tests.unit.test_canvas_mapping import STAFF, example
@@ -36,13 +36,8 @@ def herald(tmp_path: Path) -> Iterator[str]:
         handshake_delay="0.1",
         canvas_secret=SECRET,
     )
-    process = HeraldProcess("run", env, tmp_path, f"http://127.0.0.1:{port}/readyz")
-    try:
-        process.wait_ready()
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        code = process.stop()
-        assert code == 0, f"herald run exited with {code} on SIGTERM:\n{process.log()}"
+    with serving("run", env, tmp_path, port) as root:
+        yield root
 
 
 def send(client: httpx.Client, snapshot: Any, *, secret: str = SECRET) -> httpx.Response:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.scenario import run_backbone, run_bad_input
-from tests.support.herald import HeraldProcess, herald_env
+from tests.support.herald import herald_env, serving
 from tests.support.receiver import Receiver
 from tests.support.services import free_port
 
@@ -22,13 +22,8 @@ def embedded(tmp_path: Path) -> Iterator[str]:
     env = herald_env(
         database_url=f"sqlite:///{tmp_path / 'herald.db'}", port=str(port), handshake_delay="0.2"
     )
-    process = HeraldProcess("run", env, tmp_path, f"http://127.0.0.1:{port}/readyz")
-    try:
-        process.wait_ready()
-        yield f"http://127.0.0.1:{port}/fhir"
-    finally:
-        code = process.stop()
-        assert code == 0, f"herald run exited with {code} on SIGTERM:\n{process.log()}"
+    with serving("run", env, tmp_path, port) as root:
+        yield f"{root}/fhir"
 
 
 def test_backbone_embedded(embedded: str) -> None:

@@ -16,20 +16,10 @@ import pytest
 from herald.runtime.store.database import Database
 from herald.runtime.store.tables import resources
 from tests.e2e.scenario import put, task
-from tests.support.herald import HeraldProcess, herald_env
+from tests.support.herald import herald_env, serving
 from tests.support.services import free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def _start(role: str, env: dict[str, str], tmp_path: Path, port: int) -> Iterator[str]:
-    process = HeraldProcess(role, env, tmp_path, f"http://127.0.0.1:{port}/readyz")
-    try:
-        process.wait_ready()
-        yield f"http://127.0.0.1:{port}/fhir"
-    finally:
-        code = process.stop()
-        assert code == 0, f"herald {role} exited with {code} on SIGTERM:\n{process.log()}"
 
 
 @pytest.fixture
@@ -37,7 +27,8 @@ def embedded(tmp_path: Path) -> Iterator[str]:
     """`herald run` on SQLite."""
     port = free_port()
     env = herald_env(database_url=f"sqlite:///{tmp_path / 'herald.db'}", port=str(port))
-    yield from _start("run", env, tmp_path, port)
+    with serving("run", env, tmp_path, port) as root:
+        yield f"{root}/fhir"
 
 
 @pytest.fixture
@@ -50,7 +41,8 @@ def ingest_on_postgres(kafka_bootstrap: str, postgres_url: str, tmp_path: Path) 
         kafka_topic_prefix=f"herald-poll-{uuid.uuid4().hex[:8]}.",
         port=str(port),
     )
-    yield from _start("ingest", env, tmp_path, port)
+    with serving("ingest", env, tmp_path, port) as root:
+        yield f"{root}/fhir"
 
 
 def _bundle(client: httpx.Client, url: str) -> dict[str, Any]:
@@ -151,8 +143,10 @@ def test_tasks_stored_before_the_search_index_are_found(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'herald.db'}"
     asyncio.run(_database_before_search(url))
     port = free_port()
-    for base_url in _start("run", herald_env(database_url=url, port=str(port)), tmp_path, port):
-        with httpx.Client(base_url=base_url, timeout=10) as client:
-            bundle = _bundle(client, "/Task?owner=Organization/legacy")
-            assert [e["resource"]["id"] for e in bundle["entry"]] == ["old"]
-            assert bundle["total"] == 1
+    with (
+        serving("run", herald_env(database_url=url, port=str(port)), tmp_path, port) as root,
+        httpx.Client(base_url=f"{root}/fhir", timeout=10) as client,
+    ):
+        bundle = _bundle(client, "/Task?owner=Organization/legacy")
+        assert [e["resource"]["id"] for e in bundle["entry"]] == ["old"]
+        assert bundle["total"] == 1

@@ -5,12 +5,14 @@ a steady Task load that records what Herald acknowledged, and the delivery check
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -607,3 +609,31 @@ def local_script(name: str, command: str, env: dict[str, str]) -> str:
     assert result.returncode == 0, f"{name} {command}: {result.stderr[-3000:]}"
     lines = result.stdout.strip().splitlines()
     return lines[-1] if lines else ""
+
+
+@contextmanager
+def _dedicated(script: str, env: dict[str, str], state: str) -> Iterator[dict[str, str]]:
+    address = local_script(script, "start", env)
+    try:
+        yield {**env, "address": address}
+    finally:
+        local_script(script, "stop", env)
+        shutil.rmtree(local_state(state), ignore_errors=True)
+
+
+@contextmanager
+def own_kafka() -> Iterator[dict[str, str]]:
+    """A Kafka broker of its own on free ports; yields its deploy/local environment plus its
+    `address` (bootstrap), and removes its data when done."""
+    env = {"KAFKA_PORT": str(free_port()), "KAFKA_CONTROLLER_PORT": str(free_port())}
+    with _dedicated("kafka.sh", env, f"kafka-run-{env['KAFKA_PORT']}") as started:
+        yield started
+
+
+@contextmanager
+def own_postgres() -> Iterator[dict[str, str]]:
+    """A PostgreSQL server of its own on a free port; yields its deploy/local environment plus
+    its `address` (URL), and removes its data when done."""
+    env = {"PG_PORT": str(free_port())}
+    with _dedicated("postgres.sh", env, f"pg-{env['PG_PORT']}") as started:
+        yield started

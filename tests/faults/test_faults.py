@@ -9,13 +9,12 @@ reports). test_embedded_faults.py does the same against `herald run`.
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from contextlib import AbstractContextManager, ExitStack
 
 import pytest
 from aiokafka.partitioner import murmur2
@@ -29,12 +28,13 @@ from tests.faults.harness import (
     check_load,
     endpoint_outage,
     local_script,
-    local_state,
     metric,
+    own_kafka,
+    own_postgres,
     standard_subscriptions,
     subscribe,
 )
-from tests.support.services import free_port, unavailable
+from tests.support.services import unavailable
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.timeout(240)]
 
@@ -216,65 +216,60 @@ def test_matchers_rebalance_join_sigkill_join(
 
 
 @pytest.fixture
-def own_kafka(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A Kafka broker of this test only (the session's is shared), on its own ports."""
-    env = {"KAFKA_PORT": str(free_port()), "KAFKA_CONTROLLER_PORT": str(free_port())}
-    try:
-        env["bootstrap"] = local_script("kafka.sh", "start", env)
-    except AssertionError as exc:
-        unavailable(f"a dedicated Kafka broker could not start: {exc}")
-    try:
+def kafka_of_its_own() -> Iterator[dict[str, str]]:
+    """A Kafka broker of this test only (the session's is shared)."""
+    yield from _of_its_own(own_kafka, "Kafka broker")
+
+
+@pytest.fixture
+def postgres_of_its_own() -> Iterator[dict[str, str]]:
+    """A PostgreSQL server of this test only."""
+    yield from _of_its_own(own_postgres, "PostgreSQL server")
+
+
+def _of_its_own(
+    start: Callable[[], AbstractContextManager[dict[str, str]]], what: str
+) -> Iterator[dict[str, str]]:
+    with ExitStack() as stack:
+        try:
+            env = stack.enter_context(start())
+        except AssertionError as exc:
+            unavailable(f"a dedicated {what} could not start: {exc}")
         yield env
-    finally:
-        local_script("kafka.sh", "stop", env)
-        shutil.rmtree(local_state(f"kafka-run-{env['KAFKA_PORT']}"), ignore_errors=True)
 
 
 def test_restart_kafka(
-    own_kafka: dict[str, str],  # first: set up before the cluster, torn down after it
+    kafka_of_its_own: dict[str, str],  # first: set up before the cluster, torn down after it
     start_cluster: StartCluster,
     postgres_url: str,
     subscriber: Subscriber,
 ) -> None:
-    cluster = start_cluster(own_kafka["bootstrap"], postgres_url)
+    kafka = kafka_of_its_own
+    cluster = start_cluster(kafka["address"], postgres_url)
 
     def fault() -> None:
-        local_script("kafka.sh", "stop", own_kafka)
+        local_script("kafka.sh", "stop", kafka)
         time.sleep(1.0)
-        local_script("kafka.sh", "start", {**own_kafka, "KAFKA_KEEP_DATA": "1"})
+        local_script("kafka.sh", "start", {**kafka, "KAFKA_KEEP_DATA": "1"})
 
     under_load(cluster, subscriber, 1.5, fault)
 
 
-@pytest.fixture
-def own_postgres() -> Iterator[dict[str, str]]:
-    """A PostgreSQL server of this test only, on its own port."""
-    env = {"PG_PORT": str(free_port())}
-    try:
-        env["url"] = local_script("postgres.sh", "start", env)
-    except AssertionError as exc:
-        unavailable(f"a dedicated PostgreSQL server could not start: {exc}")
-    try:
-        yield env
-    finally:
-        local_script("postgres.sh", "stop", env)
-        shutil.rmtree(local_state(f"pg-{env['PG_PORT']}"), ignore_errors=True)
-
-
 def test_restart_postgres(
-    own_postgres: dict[str, str],  # first: set up before the cluster, torn down after it
+    postgres_of_its_own: dict[str, str],  # first: set up before the cluster, torn down after it
     start_cluster: StartCluster,
     kafka_bootstrap: str,
     subscriber: Subscriber,
 ) -> None:
-    cluster = start_cluster(kafka_bootstrap, own_postgres["url"])
+    postgres = postgres_of_its_own
+    cluster = start_cluster(kafka_bootstrap, postgres["address"])
     restarted = 0.0
 
     def fault() -> None:
         nonlocal restarted
-        local_script("postgres.sh", "stop", own_postgres)
+        local_script("postgres.sh", "stop", postgres)
         time.sleep(1.5)
-        local_script("postgres.sh", "start", {**own_postgres, "PG_KEEP_DATA": "1"})
+        local_script("postgres.sh", "start", {**postgres, "PG_KEEP_DATA": "1"})
         restarted = time.monotonic()
 
     load = under_load(cluster, subscriber, 1.5, fault, seconds=7.0)

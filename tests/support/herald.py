@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -66,3 +68,16 @@ class HeraldProcess:
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+@contextmanager
+def serving(role: str, env: dict[str, str], log_dir: Path, port: int) -> Iterator[str]:
+    """A ready `herald <role>` serving HTTP on `port`; yields its root URL. On exit: SIGTERM, and
+    the process must exit 0."""
+    process = HeraldProcess(role, env, log_dir, f"http://127.0.0.1:{port}/readyz")
+    try:
+        process.wait_ready()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        code = process.stop()
+        assert code == 0, f"herald {role} exited with {code} on SIGTERM:\n{process.log()}"
