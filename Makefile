@@ -36,13 +36,14 @@ test: $(STAMP) lint kafka-fetch
 	$(MAKE) -C integrations/canvas test
 
 ## image: the OCI image (deploy/container/Containerfile) with podman, tagged $(IMAGE)
-IMAGE ?= localhost/herald:$(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' services/__init__.py)
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' services/__init__.py)
+IMAGE ?= localhost/herald:$(VERSION)
 HOST_CA ?= /etc/ssl/certs/ca-certificates.crt
 image: $(RUN_STAMP)
 	rm -rf build/wheel
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir build/wheel .
 	podman build --network host --secret id=hostca,src=$(HOST_CA) \
-	  --build-arg BASE=$${HERALD_BASE_IMAGE:-$$(deploy/container/base.sh)} \
+	  --build-arg VERSION=$(VERSION) --build-arg BASE=$${HERALD_BASE_IMAGE:-$$(deploy/container/base.sh)} \
 	  -f deploy/container/Containerfile -t $(IMAGE) .
 
 ## deploy-check: image, wheel, compose stack, Helm chart, alert rules and dashboard checks (CI)

@@ -63,7 +63,7 @@ ci_venv() {
     "$venv/bin/pip" install --quiet -r deploy/ci/requirements.txt
     touch "$stamp"
   fi
-  TOOLS="$venv/bin"
+  export TOOLS="$venv/bin"
 }
 
 ci_setup() {
@@ -71,6 +71,6 @@ ci_setup() {
   ci_podman
   HELM="$(ci_go_tool helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm)"
   KUBE_SCORE="$(ci_go_tool kube-score "$KUBE_SCORE_VERSION" github.com/zegl/kube-score/cmd/kube-score)"
-  export HELM_CACHE_HOME="$CI_WORK/helm" HELM_CONFIG_HOME="$CI_WORK/helm" HELM_DATA_HOME="$CI_WORK/helm"
+  export HELM KUBE_SCORE HELM_CACHE_HOME="$CI_WORK/helm" HELM_CONFIG_HOME="$CI_WORK/helm" HELM_DATA_HOME="$CI_WORK/helm"
   ci_venv
 }
