@@ -17,7 +17,6 @@ ci_apt() {
   command -v podman >/dev/null || missing+=(podman runc uidmap slirp4netns catatonit)
   command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
   command -v promtool >/dev/null || missing+=(prometheus)
-  command -v go >/dev/null || [[ -x /usr/local/go/bin/go ]] || missing+=(golang-go)
   command -v curl >/dev/null || missing+=(curl)
   if ((${#missing[@]})); then
     ci_log "apt-get install ${missing[*]}"
@@ -43,12 +42,35 @@ CONF
   export CONTAINERS_CONF="$CI_WORK/containers.conf"
 }
 
+GO_TOOLCHAIN="${GO_TOOLCHAIN:-go1.26.0}"  # helm 3.22 needs Go 1.26
+
+ci_go() {  # print a go command: the host's, else the toolchain module from the Go proxy
+  local go
+  go="$(PATH="$PATH:/usr/local/go/bin" command -v go || true)"
+  if [[ -n "$go" ]]; then
+    echo "$go"  # GOTOOLCHAIN=auto fetches a newer toolchain from the proxy if a module needs it
+    return
+  fi
+  local dir="$HERALD_CI_CACHE/$GO_TOOLCHAIN"
+  if [[ ! -x "$dir/go/bin/go" ]]; then
+    ci_log "fetching the Go toolchain $GO_TOOLCHAIN from the Go module proxy (once)"
+    mkdir -p "$dir"
+    curl -fsSL -o "$dir/go.zip" \
+      "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-$GO_TOOLCHAIN.linux-amd64.zip"
+    python3 -m zipfile -e "$dir/go.zip" "$dir/unzipped"
+    mv "$dir/unzipped/golang.org/toolchain@v0.0.1-$GO_TOOLCHAIN.linux-amd64" "$dir/go"
+    chmod +x "$dir"/go/bin/* "$dir"/go/pkg/tool/*/*
+    rm -rf "$dir/go.zip" "$dir/unzipped"
+  fi
+  echo "$dir/go/bin/go"
+}
+
 ci_go_tool() {  # name version module: build once into the cache, print the binary's path
   local name="$1" version="$2" module="$3" dir="$HERALD_CI_CACHE/$1-$2"
   if [[ ! -x "$dir/$name" ]]; then
     ci_log "building $name $version from the Go module proxy (once; cached in $dir)"
     mkdir -p "$dir"
-    PATH="$PATH:/usr/local/go/bin" GOBIN="$dir" go install -ldflags='-s -w' "$module@$version" >&2
+    GOTOOLCHAIN=auto GOBIN="$dir" "$(ci_go)" install -ldflags='-s -w' "$module@$version" >&2
   fi
   echo "$dir/$name"
 }
