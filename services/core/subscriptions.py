@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from herald.core.errors import FhirError, InvalidResource, SearchParameterError
+from herald.core.errors import FhirError, InvalidSubscription, SearchParameterError
 from herald.core.fhir import FHIR_JSON, FHIR_XML, is_valid_id
 from herald.core.search import Criteria, parse_filter
 from herald.core.topics import Topic, TopicRegistry
@@ -35,10 +35,6 @@ TIMEOUT_RANGE = (1, 120)
 MAX_COUNT_RANGE = (1, 1000)
 DEFAULT_TIMEOUT = 10
 DEFAULT_MAX_COUNT = 100
-
-
-class InvalidSubscription(InvalidResource):
-    """A Subscription that Herald will not accept."""
 
 
 @dataclass(frozen=True)

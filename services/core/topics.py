@@ -7,15 +7,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from herald.core.errors import HeraldError
+from herald.core.errors import HeraldError, TopicDefinitionError
 from herald.core.search import PARAMETERS, Criteria, parse_query
 from herald.core.types import JsonObject
 
 INTERACTIONS = frozenset({"create", "update", "delete"})
-
-
-class TopicDefinitionError(HeraldError):
-    """A topic file is not a usable SubscriptionTopic."""
 
 
 @dataclass(frozen=True)

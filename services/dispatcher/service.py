@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from functools import partial
 
-from herald.core.contracts import ContractError, decode_request
+from herald.core.contracts import NOTIFICATIONS, decode_request
+from herald.core.errors import ContractError
 from herald.core.fhir import format_instant, utc_now
 from herald.dispatcher.delivery import Deliverer
 from herald.dispatcher.watch import RegistryWatch
 from herald.runtime.bus.base import Consumer, Record
-from herald.runtime.bus.connect import NOTIFICATIONS, Bus
+from herald.runtime.bus.connect import Bus
 from herald.runtime.lifecycle import retry_until_done
 from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry

@@ -12,7 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from herald.core.errors import FhirError, InvalidResource, NotAcceptable, UnsupportedMediaType
+from herald.core.errors import (
+    FhirError,
+    InvalidResource,
+    NotAcceptable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from herald.core.fhir import (
     FHIR_JSON,
     FHIR_XML,
@@ -29,13 +35,6 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 _JSON_TYPES = {FHIR_JSON, "application/json", "json", "application/json+fhir"}
 _XML_TYPES = {"application/fhir+xml", "application/xml", "xml", "text/xml", "application/xml+fhir"}
-
-
-class PayloadTooLarge(FhirError):
-    """The request body is over the size limit."""
-
-    status_code = 413
-    issue_code = "too-costly"
 
 
 # The format this request's answer is written in; set by check_accept, read by FhirResponse.
@@ -55,6 +54,25 @@ class FhirResponse(Response):
         if self.xml and isinstance(content, dict):
             return to_xml(content)
         return orjson.dumps(content)
+
+
+def versioned(
+    fhir_base: str,
+    resource: JsonObject,
+    status_code: int,
+    *,
+    headers: dict[str, str] | None = None,
+) -> FhirResponse:
+    """A response carrying a resource version, with its ETag and its version's Location."""
+    meta = resource["meta"]
+    location = (
+        f"{fhir_base}/{resource['resourceType']}/{resource['id']}/_history/{meta['versionId']}"
+    )
+    return FhirResponse(
+        resource,
+        status_code=status_code,
+        headers={"ETag": f'W/"{meta["versionId"]}"', "Location": location, **(headers or {})},
+    )
 
 
 def _kind(media_type: str) -> str | None:

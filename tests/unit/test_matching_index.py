@@ -11,12 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herald.core.contracts import ResourceChange
+from herald.core.errors import TopicDefinitionError
 from herald.core.matching import LIVE_STATUSES, SubscriptionIndex, index_key
 from herald.core.subscriptions import (
     Subscription,
     parse_subscription,
 )
-from herald.core.topics import TopicDefinitionError, TopicRegistry, parse_topic
+from herald.core.topics import TopicRegistry, parse_topic
 from tests.support.fhir import backport_subscription
 from tests.support.matching import HREX, OPEN, REPO, TOPICS, change, index_of
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from herald.core.errors import FhirError, InvalidResource
+from herald.core.errors import FhirError, InvalidResource, InvalidSubscription
 from herald.core.subscriptions import (
     FILTER_CRITERIA_URL,
     HEARTBEAT_PERIOD_URL,
@@ -18,7 +18,6 @@ from herald.core.subscriptions import (
     PAYLOAD_CONTENT_URL,
     TIMEOUT_URL,
     EndpointPolicy,
-    InvalidSubscription,
     Subscription,
     check_client_status,
     expired,

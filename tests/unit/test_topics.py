@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from herald.core.topics import Topic, TopicDefinitionError, TopicRegistry
+from herald.core.errors import TopicDefinitionError
+from herald.core.topics import Topic, TopicRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 TOPICS_DIR = REPO / "schemas" / "topics"
