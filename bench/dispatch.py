@@ -58,8 +58,8 @@ from herald.core.notifications import (  # noqa: E402
     notification_bundle,
 )
 from herald.core.topics import TopicRegistry  # noqa: E402
+from herald.dispatcher.circuit_breakers import CircuitBreakers  # noqa: E402
 from herald.dispatcher.delivery import Deliverer  # noqa: E402
-from herald.dispatcher.endpoints import Endpoints  # noqa: E402
 from herald.runtime.metrics import Metrics  # noqa: E402
 from herald.runtime.sender import USER_AGENT, HttpSender  # noqa: E402
 from herald.runtime.settings import Settings  # noqa: E402
@@ -165,7 +165,7 @@ async def herald_throughput(
         sender,
         Metrics(),
         asyncio.Semaphore(concurrency),
-        Endpoints(concurrency=concurrency),
+        CircuitBreakers(concurrency=concurrency),
     )
     stop = asyncio.Event()
     try:

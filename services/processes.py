@@ -9,8 +9,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from herald.core.topics import TopicRegistry
+from herald.dispatcher.circuit_breakers import CircuitBreakers
 from herald.dispatcher.delivery import Deliverer
-from herald.dispatcher.endpoints import Endpoints
 from herald.dispatcher.service import run_dispatcher
 from herald.ingest.app import create_app
 from herald.ingest.context import IngestContext
@@ -84,7 +84,7 @@ def _dispatcher(parts: Parts, sender: HttpSender) -> Component:
         sender,
         parts.metrics,
         asyncio.Semaphore(parts.settings.max_in_flight),
-        Endpoints(
+        CircuitBreakers(
             concurrency=parts.settings.endpoint_concurrency,
             failures=parts.settings.circuit_failures,
             cooldown=parts.settings.circuit_cooldown_seconds,

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from herald.core.errors import FhirError, InvalidSubscription, SearchParameterError
 from herald.core.fhir import FHIR_JSON, FHIR_XML, is_valid_id
 from herald.core.search import Criteria, parse_filter
+from herald.core.states import CLIENT_STATUSES, SubscriptionStatus
 from herald.core.topics import Topic, TopicRegistry
 from herald.core.types import JsonObject
 
@@ -23,8 +24,7 @@ MAX_COUNT_URL = BACKPORT + "backport-max-count"
 SUBSCRIPTION_PROFILE = BACKPORT + "backport-subscription"
 
 CONTENT_CODES = ("empty", "id-only", "full-resource")
-STATUSES = frozenset({"requested", "active", "error", "off"})
-CLIENT_STATUSES = frozenset({"requested", "off"})
+STATUSES = frozenset(SubscriptionStatus)
 SUPPORTED_PAYLOADS = (FHIR_JSON, FHIR_XML)
 SUPPORTED_FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})
 
@@ -282,7 +282,7 @@ def parse_subscription(
     resource_id = resource.get("id")
     if resource_id is not None and not is_valid_id(resource_id):
         raise InvalidSubscription(f"invalid id {resource_id!r}", expression="Subscription.id")
-    given_status = resource.get("status", "requested")
+    given_status = resource.get("status", SubscriptionStatus.REQUESTED)
     if given_status not in STATUSES:
         raise InvalidSubscription(
             f"status must be one of {', '.join(sorted(STATUSES))}, got {given_status!r}",
