@@ -45,6 +45,7 @@ from herald.core.subscriptions import (
     parse_subscription,
 )
 from herald.core.topics import TopicRegistry
+from herald.runtime.packaged import load_topics
 
 REPO = Path(__file__).resolve().parents[1]
 HREX = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     args = parser.parse_args(argv)
     sizes = [int(text) for text in args.sizes.split(",")]
-    topics = TopicRegistry.from_directory(REPO / "schemas" / "topics")
+    topics = load_topics(REPO / "schemas" / "topics")
 
     prepared = []
     for size in sizes:

@@ -20,6 +20,7 @@ from herald.runtime.bus.connect import Bus
 from herald.runtime.health import health_app
 from herald.runtime.lifecycle import Component, http_component, run_components
 from herald.runtime.metrics import Metrics
+from herald.runtime.packaged import load_topics
 from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
@@ -41,7 +42,7 @@ class Parts:
 @asynccontextmanager
 async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
     """Connect the store (migrated) and the bus, load topics; close all on exit."""
-    topics = TopicRegistry.from_directory(settings.topics_dir)
+    topics = load_topics(settings.topics_dir)
     database = Database(settings.database_url)
     try:
         await database.migrate()

@@ -14,7 +14,6 @@ import orjson
 
 from herald.core.errors import HeraldError
 from herald.core.fhir import FHIR_XML, format_instant, utc_now
-from herald.core.fhirxml import to_xml
 from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
@@ -30,6 +29,7 @@ from herald.dispatcher.circuit_breakers import HALF_OPEN, CircuitBreakers
 from herald.dispatcher.progress import Progress
 from herald.runtime.lifecycle import sleep_or_stop
 from herald.runtime.metrics import Metrics
+from herald.runtime.packaged import fhir_xml
 from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store import events as event_log
@@ -135,7 +135,7 @@ class Deliverer:
     ) -> DeliveryOutcome:
         """POST once. An open circuit skips it, except the last chance before `error`."""
         xml = subscription.payload.split(";")[0].strip() == FHIR_XML
-        body = to_xml(bundle) if xml else orjson.dumps(bundle)
+        body = fhir_xml().to_xml(bundle) if xml else orjson.dumps(bundle)
         endpoint = self.breakers.get(subscription.endpoint)
         # The origin's slot first: a slow origin then holds at most its own share of the
         # global slots while its POSTs queue.

@@ -27,8 +27,8 @@ from herald.core.fhir import (
     operation_outcome,
     utc_now,
 )
-from herald.core.fhirxml import from_xml, to_xml
 from herald.core.types import JsonObject
+from herald.runtime.packaged import fhir_xml
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class FhirResponse(Response):
     def render(self, content: object) -> bytes:
         """Serialise as FHIR XML (lxml) or FHIR JSON (orjson)."""
         if self.xml and isinstance(content, dict):
-            return to_xml(content)
+            return fhir_xml().to_xml(content)
         return orjson.dumps(content)
 
 
@@ -157,7 +157,7 @@ async def read_resource(request: Request) -> JsonObject:
     if not body:
         raise InvalidResource("the request has no body")
     if content_type in _XML_TYPES:
-        return from_xml(body)
+        return fhir_xml().from_xml(body)
     try:
         resource = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

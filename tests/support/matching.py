@@ -9,9 +9,10 @@ from herald.core.contracts import ResourceChange
 from herald.core.matching import SubscriptionIndex
 from herald.core.subscriptions import EndpointPolicy, Subscription
 from herald.core.topics import TopicRegistry
+from herald.runtime.packaged import load_topics
 
 REPO = Path(__file__).resolve().parents[2]
-TOPICS = TopicRegistry.from_directory(REPO / "schemas" / "topics")
+TOPICS = load_topics(REPO / "schemas" / "topics")
 HREX = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
 OPEN = EndpointPolicy(allow_http=True, allow_private=True)
 

@@ -18,6 +18,7 @@ from herald.core.subscriptions import (
     parse_subscription,
 )
 from herald.core.topics import TopicRegistry, parse_topic
+from herald.runtime.packaged import load_topics
 from tests.support.fhir import backport_subscription
 from tests.support.matching import HREX, OPEN, REPO, TOPICS, change, index_of
 
@@ -248,7 +249,7 @@ def test_a_second_topic_file_works_through_the_index_without_code(tmp_path: Path
     for path in (REPO / "schemas" / "topics").glob("*.json"):
         (directory / path.name).write_text(path.read_text())
     (directory / "closed.json").write_text(json.dumps(closed_topic()))
-    topics = TopicRegistry.from_directory(directory)
+    topics = load_topics(directory)
     closed = subscription("closed", "owner=Organization/1", topic=CLOSED, topics=topics)
     hrex = subscription("hrex", "owner=Organization/1", topics=topics)
     index = index_of(closed, hrex, topics=topics)

@@ -30,7 +30,7 @@ from herald.core.notifications import (
     status_parameters,
 )
 from herald.core.subscriptions import SUBSCRIPTION_PROFILE
-from herald.core.topics import TopicRegistry
+from herald.runtime.packaged import load_topics
 
 REPO = Path(__file__).resolve().parents[2]
 TOPICS_DIR = REPO / "schemas" / "topics"
@@ -279,7 +279,7 @@ def _subscription_resource(statement: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_capability_statement() -> None:
-    topics = TopicRegistry.from_directory(TOPICS_DIR)
+    topics = load_topics(TOPICS_DIR)
     statement = capability_statement(BASE, topics, date="2025-03-04T15:20:31Z")
     model = CapabilityStatement.model_validate(statement)
     assert model.fhirVersion == "4.0.1"
@@ -305,7 +305,7 @@ def test_capability_statement_lists_one_canonical_per_topic(tmp_path: Path) -> N
         "resourceTrigger": [{"resource": "Task", "supportedInteraction": ["delete"]}],
     }
     (tmp_path / "other.json").write_text(json.dumps(other))
-    topics = TopicRegistry.from_directory(tmp_path)
+    topics = load_topics(tmp_path)
     statement = capability_statement(BASE, topics, date="2025-03-04")
     CapabilityStatement.model_validate(statement)
     canonicals = [

@@ -23,10 +23,10 @@ from herald.core.subscriptions import (
     expired,
     parse_subscription,
 )
-from herald.core.topics import TopicRegistry
+from herald.runtime.packaged import load_topics
 
 REPO = Path(__file__).resolve().parents[2]
-TOPICS = TopicRegistry.from_directory(REPO / "schemas" / "topics")
+TOPICS = load_topics(REPO / "schemas" / "topics")
 HREX = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
 STRICT = EndpointPolicy()
 R5_FILTER_CRITERIA_URL = (
