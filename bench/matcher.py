@@ -44,7 +44,7 @@ from herald.core.subscriptions import (
     Subscription,
     parse_subscription,
 )
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
 from herald.runtime.packaged import load_topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +87,7 @@ def _pools(size: int) -> tuple[int, int]:
     return max(size, 10), max(size // 20, 1)
 
 
-def subscriptions(size: int, rng: random.Random, topics: TopicRegistry) -> list[Subscription]:
+def subscriptions(size: int, rng: random.Random, topics: TopicCatalog) -> list[Subscription]:
     """`size` subscriptions: one without filter, then 5% (at least one) owner+status, 5% (at
     least one) code, and owner filters for the rest."""
     owners, codes = _pools(size)
@@ -153,7 +153,7 @@ class Prepared:
     best: float = float("inf")
 
 
-def prepare(size: int, args: argparse.Namespace, topics: TopicRegistry) -> Prepared:
+def prepare(size: int, args: argparse.Namespace, topics: TopicCatalog) -> Prepared:
     """Build an index of `size` subscriptions (memory traced) and its event stream."""
     rng = random.Random(args.seed + size)
     gc.collect()

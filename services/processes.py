@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
 from herald.dispatcher.circuit_breakers import CircuitBreakers
 from herald.dispatcher.delivery import Deliverer
 from herald.dispatcher.service import run_dispatcher
@@ -35,7 +35,7 @@ class Parts:
     settings: Settings
     database: Database
     bus: Bus
-    topics: TopicRegistry
+    topics: TopicCatalog
     metrics: Metrics
 
 

@@ -19,7 +19,9 @@ HeraldError
 └── TopicDefinitionError        a topic file is not a usable SubscriptionTopic (a startup error)
 
 An error whose class sets `retriable = True` is a passing condition: retrying the same work
-may succeed (`herald.runtime.lifecycle.retry_until_done` relies on it).
+may succeed. `herald.runtime.retriable.is_retriable` reads it (and judges the errors of
+SQLAlchemy and aiokafka); `herald.runtime.lifecycle.retry_until_done` retries nothing else.
+A test (tests/unit/test_errors.py) keeps this drawing complete.
 """
 
 from __future__ import annotations

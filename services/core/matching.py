@@ -28,7 +28,7 @@ from herald.core.search._token import codes, parse_token
 from herald.core.search._values import resolve, unescape
 from herald.core.states import SubscriptionStatus
 from herald.core.subscriptions import Subscription
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
 from herald.core.types import JsonObject
 
 # Subscriptions whose events are numbered and logged: requested ones get them after their
@@ -186,7 +186,7 @@ class _Bucket:
 class SubscriptionIndex:
     """Live subscriptions, indexed for matching."""
 
-    def __init__(self, topics: TopicRegistry) -> None:
+    def __init__(self, topics: TopicCatalog) -> None:
         self.topics = topics
         self.revision = 0
         self._subscriptions: dict[str, tuple[Subscription, IndexKey | None]] = {}

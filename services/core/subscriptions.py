@@ -12,7 +12,7 @@ from herald.core.errors import FhirError, InvalidSubscription, SearchParameterEr
 from herald.core.fhir import FHIR_JSON, FHIR_XML, is_valid_id
 from herald.core.search import Criteria, parse_filter
 from herald.core.states import CLIENT_STATUSES, SubscriptionStatus
-from herald.core.topics import Topic, TopicRegistry
+from herald.core.topics import Topic, TopicCatalog
 from herald.core.types import JsonObject
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -151,7 +151,7 @@ def _unsigned(extension: JsonObject, key: str, bounds: tuple[int, int], name: st
     return value
 
 
-def _topic(resource: JsonObject, topics: TopicRegistry) -> Topic:
+def _topic(resource: JsonObject, topics: TopicCatalog) -> Topic:
     criteria = resource.get("criteria")
     if not isinstance(criteria, str) or not criteria:
         raise InvalidSubscription(
@@ -264,7 +264,7 @@ def _headers(channel: JsonObject) -> tuple[str, ...]:
 
 def parse_subscription(
     resource: object,
-    topics: TopicRegistry,
+    topics: TopicCatalog,
     policy: EndpointPolicy,
     *,
     status: str | None = None,

@@ -166,7 +166,7 @@ def parse_topic(resource: JsonObject) -> Topic:
     return Topic(url=url, resource=resource, triggers=tuple(triggers), can_filter_by=filters)
 
 
-class TopicRegistry(Mapping[str, Topic]):
+class TopicCatalog(Mapping[str, Topic]):
     """The topics Herald serves, by canonical URL."""
 
     def __init__(self, topics: Iterable[Topic]) -> None:
@@ -185,7 +185,7 @@ class TopicRegistry(Mapping[str, Topic]):
         return isinstance(url, str) and url.split("|", 1)[0] in self._topics
 
     @classmethod
-    def from_documents(cls, documents: Iterable[tuple[str, object]]) -> TopicRegistry:
+    def from_documents(cls, documents: Iterable[tuple[str, object]]) -> TopicCatalog:
         """The topics of parsed topic files, given as (file name, JSON document) pairs."""
         topics = []
         for name, document in documents:

@@ -24,7 +24,7 @@ from herald.core.notifications import (
 )
 from herald.core.states import DeliveryOutcome, DeliveryResult, SubscriptionStatus
 from herald.core.subscriptions import STORED_POLICY, Subscription, parse_subscription
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
 from herald.dispatcher.circuit_breakers import HALF_OPEN, CircuitBreakers
 from herald.dispatcher.progress import Progress
 from herald.runtime.lifecycle import sleep_or_stop
@@ -66,7 +66,7 @@ class Deliverer:
 
     settings: Settings
     database: Database
-    topics: TopicRegistry
+    topics: TopicCatalog
     sender: HttpSender
     metrics: Metrics
     in_flight: asyncio.Semaphore

@@ -18,8 +18,8 @@ from herald.core.contracts import (
 from herald.core.errors import ContractError
 from herald.core.fhir import format_instant, utc_now
 from herald.core.matching import SubscriptionIndex
-from herald.core.topics import TopicRegistry
-from herald.matcher.registry import refresh
+from herald.core.topics import TopicCatalog
+from herald.matcher.refresh import refresh
 from herald.runtime.bus.base import Outgoing, Record
 from herald.runtime.bus.connect import Bus
 from herald.runtime.lifecycle import retry_until_done
@@ -56,7 +56,7 @@ async def run_matcher(
     settings: Settings,
     database: Database,
     bus: Bus,
-    topics: TopicRegistry,
+    topics: TopicCatalog,
     metrics: Metrics,
     stop: asyncio.Event,
 ) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from herald.core.errors import TopicDefinitionError
 from herald.core.fhirxml import FhirXml
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
 
 SCHEMAS: Traversable = files("herald") / "schemas"
 """The root of the shipped data (topics/, fhir/, kafka/, canvas/)."""
@@ -39,7 +39,7 @@ def _documents(entries: Iterable[Traversable | Path]) -> Iterator[tuple[str, Any
             raise TopicDefinitionError(f"{entry.name}: {exc}") from exc
 
 
-def load_topics(directory: Path | None = None) -> TopicRegistry:
+def load_topics(directory: Path | None = None) -> TopicCatalog:
     """The topics of a folder of topic files; the topics Herald ships when `directory` is None."""
     folder: Traversable | Path = SCHEMAS / "topics" if directory is None else directory
     if directory is not None and not directory.is_dir():
@@ -47,7 +47,7 @@ def load_topics(directory: Path | None = None) -> TopicRegistry:
     entries = _json_files(folder)
     if not entries:
         raise TopicDefinitionError(f"no topic files in {directory or 'the package'}")
-    return TopicRegistry.from_documents(_documents(entries))
+    return TopicCatalog.from_documents(_documents(entries))
 
 
 def json_document(*parts: str) -> Any:

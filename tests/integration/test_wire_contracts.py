@@ -13,7 +13,7 @@ from herald.core.contracts import decode_change, decode_request, encode
 from herald.core.matching import SubscriptionIndex
 from herald.ingest import writes
 from herald.ingest.context import IngestContext
-from herald.matcher.registry import refresh
+from herald.matcher.refresh import refresh
 from herald.matcher.service import notification_requests
 from herald.runtime.metrics import Metrics
 from herald.runtime.packaged import load_topics

@@ -17,7 +17,7 @@ from herald.core.subscriptions import (
     Subscription,
     parse_subscription,
 )
-from herald.core.topics import TopicRegistry, parse_topic
+from herald.core.topics import TopicCatalog, parse_topic
 from herald.runtime.packaged import load_topics
 from tests.support.fhir import backport_subscription
 from tests.support.matching import HREX, OPEN, REPO, TOPICS, change, index_of
@@ -27,7 +27,7 @@ CODES = "http://example.org/codes"
 
 
 def subscription(
-    sid: str, *filters: str, topic: str = HREX, topics: TopicRegistry = TOPICS
+    sid: str, *filters: str, topic: str = HREX, topics: TopicCatalog = TOPICS
 ) -> Subscription:
     resource = backport_subscription(
         "http://127.0.0.1:9000/hook", *filters, topic=topic, status="active"
