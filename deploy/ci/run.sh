@@ -14,8 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source deploy/ci/env.sh
-PY="${PY:-.venv/bin/python}"
-IMAGE="${IMAGE:-localhost/herald:$(sed -n 's/^__version__ = "\(.*\)"/\1/p' services/__init__.py)}"
+export PY="${PY:-.venv/bin/python}"
+export IMAGE="${IMAGE:-localhost/herald:$(sed -n 's/^__version__ = "\(.*\)"/\1/p' services/__init__.py)}"
 KUBE_VERSIONS=(1.30.0 1.34.0)
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
