@@ -66,18 +66,18 @@ step_image() {
   make image IMAGE="$IMAGE"
   local port name=herald-ci-smoke started
   port="$(free_port)"
-  podman rm -f -t 0 "$name" >/dev/null 2>&1 || true
+  podman rm -f -v -t 0 "$name" >/dev/null 2>&1 || true
   podman run -d --name "$name" --network host --read-only --tmpfs /tmp \
     -e HERALD_HOST=127.0.0.1 -e HERALD_PORT="$port" "$IMAGE" run >/dev/null
   [[ "$(podman exec "$name" id -u)" == 10001 ]] || { ci_log "the image runs as root"; return 1; }
   if ! "$PY" -m tests.deploy.smoke embedded "http://127.0.0.1:$port/fhir" --ready-timeout 60; then
-    podman logs --tail 40 "$name" >&2; podman rm -f -t 0 "$name" >/dev/null; return 1
+    podman logs --tail 40 "$name" >&2; podman rm -f -v -t 0 "$name" >/dev/null; return 1
   fi
   # PID 1 handles SIGTERM: the container stops well before podman's 20 s escalation to SIGKILL.
   started=$SECONDS
   podman stop -t 20 "$name" >/dev/null
   local code; code="$(podman inspect -f '{{.State.ExitCode}}' "$name")"
-  podman rm -f -t 0 "$name" >/dev/null
+  podman rm -f -v -t 0 "$name" >/dev/null
   ((SECONDS - started < 15)) && [[ "$code" == 0 ]] || { ci_log "SIGTERM: exit $code after $((SECONDS - started)) s"; return 1; }
 }
 
