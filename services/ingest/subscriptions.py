@@ -68,10 +68,13 @@ def _client_status(resource: JsonObject, current: str | None) -> str:
     )
 
 
-async def _save(
+async def save_subscription(
     ctx: IngestContext, resource: JsonObject, subscription_id: str | None
 ) -> JsonObject:
-    """Validate and store a new version; queue a handshake when the status is requested."""
+    """Validate and store a new version; queue a handshake when the status is requested.
+
+    The API and `herald subscriptions reactivate|off` both change subscriptions through here.
+    """
     subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
     async with ctx.database.transaction() as connection:
         current = None
@@ -114,10 +117,11 @@ def _check_exists(found: StoredSubscription | None, subscription_id: str) -> Sto
 @router.post("/Subscription", status_code=201)
 async def create_subscription(request: Request, ctx: Ctx) -> Response:
     """Register a subscription as requested; the dispatcher sends the handshake."""
-    return _response(ctx, await _save(ctx, await read_resource(request), None), 201)
+    return _response(ctx, await save_subscription(ctx, await read_resource(request), None), 201)
 
 
-async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
+async def stored_subscription(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
+    """A live subscription; ResourceNotFound or ResourceGone otherwise."""
     async with ctx.database.read() as connection:
         return _check_exists(await registry.get(connection, subscription_id), subscription_id)
 
@@ -125,7 +129,7 @@ async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscriptio
 @router.get("/Subscription/{subscription_id}")
 async def read_subscription(subscription_id: str, ctx: Ctx) -> Response:
     """A subscription with its current status and error."""
-    return _response(ctx, (await _stored(ctx, subscription_id)).resource, 200)
+    return _response(ctx, (await stored_subscription(ctx, subscription_id)).resource, 200)
 
 
 @router.put("/Subscription/{subscription_id}")
@@ -138,7 +142,7 @@ async def update_subscription(subscription_id: str, request: Request, ctx: Ctx) 
             f"({subscription_id!r})",
             expression="Subscription.id",
         )
-    return _response(ctx, await _save(ctx, resource, subscription_id), 200)
+    return _response(ctx, await save_subscription(ctx, resource, subscription_id), 200)
 
 
 @router.delete("/Subscription/{subscription_id}", status_code=204)

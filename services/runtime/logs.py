@@ -1,43 +1,86 @@
-"""Logging setup: JSON lines in deployment, plain text for people."""
+"""Logging setup: one record per line, JSON in deployment, key=value text for people.
+
+Both formats carry the same fields: UTC time with milliseconds, level, logger, message, the
+fields passed in `extra`, and the request id of the work being done (see `request_id`).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
 
 import orjson
 
 # Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field.
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    # uvicorn repeats its message with ANSI colour escapes here.
+    "color_message",
+}
+
+request_id: ContextVar[str | None] = ContextVar("herald_request_id", default=None)
+"""The id of the request whose work is being done: a FHIR request, or the request a bus
+record carries. Every record logged meanwhile carries it."""
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")[:-6]
+        + "Z",
+        "level": record.levelname,
+        "logger": record.name,
+        "message": record.getMessage(),
+    }
+    current = request_id.get()
+    if current is not None:
+        fields["request_id"] = current
+    fields.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+    return fields
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line with time, level, logger, message and the `extra` fields."""
+    """One JSON object per line."""
 
     def format(self, record: logging.LogRecord) -> str:
         """Render a record."""
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        entry = _fields(record)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
 
 
+def _text_value(value: object) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' "=\n\t'):
+        return orjson.dumps(text).decode()
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record: time, level, logger, message, then the fields as key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render a record."""
+        fields = _fields(record)
+        head = f"{fields.pop('time')} {fields.pop('level'):<7} {fields.pop('logger')}:"
+        message = str(fields.pop("message")).replace("\n", "\\n")
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        tail = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+        return f"{head} {message}" + (f" {tail}" if tail else "")
+
+
 def configure(level: str, fmt: str) -> None:
     """Configure the root logger once, at process start."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # httpx logs request URLs at INFO; endpoints may carry tokens.
+    root.setLevel(str(level).upper())
+    # httpx logs request URLs at INFO; endpoints may carry tokens. Herald writes its own
+    # access log (herald.access) instead of uvicorn's.
     for noisy in ("httpx", "httpcore", "aiokafka", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
