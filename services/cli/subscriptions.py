@@ -21,6 +21,7 @@ from herald.core.topics import TopicRegistry
 from herald.ingest.context import IngestContext
 from herald.runtime.logs import configure
 from herald.runtime.metrics import Metrics
+from herald.runtime.store import attempts
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.database import Database
 from herald.runtime.store.subscriptions import StoredSubscription
@@ -61,6 +62,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     off = _action(sub, "off", "set status off (as a client's PUT does): no more notifications")
     off.add_argument("ids", nargs="+", metavar="ID", help="subscription ids")
     off.set_defaults(handler=_run(_off))
+
+    again = _action(
+        sub,
+        "replay",
+        "re-deliver events N..M to the endpoint now, in order, in Bundles of max-count",
+    )
+    again.add_argument("id", help="subscription id (must be active)")
+    again.add_argument("--since", type=_number, required=True, metavar="N", help="first event")
+    again.add_argument("--until", type=_number, metavar="M", help="last event (default: latest)")
+    again.set_defaults(handler=_run(_replay))
+
+
+def _number(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"an event number (1 or more) is needed, not {text!r}")
+    return int(text)
 
 
 def _action(
@@ -126,8 +143,16 @@ async def _show(ctx: IngestContext, args: argparse.Namespace) -> int:
         stored = await registry.get(connection, args.id)
     if stored is None or stored.deleted:
         fail([f"herald: Subscription/{args.id} is not known"])
+    async with ctx.database.read() as connection:
+        tried = await attempts.recent(connection, stored.id)
     for line in describe(ctx, stored):
         print(line)
+    print("  last attempts (newest first):" if tried else "  last attempts: none recorded")
+    for a in tried:
+        events = "" if a.first_event is None else f" #{a.first_event}..#{a.last_event}"
+        print(
+            f"    {a.attempted_at}  {a.kind}{events}  {a.outcome}: {a.detail} ({a.seconds:.3f} s)"
+        )
     return 0
 
 
@@ -185,6 +210,24 @@ async def _reactivate(ctx: IngestContext, args: argparse.Namespace) -> int:
         print("nothing to re-activate")
         return 0
     return await _change(ctx, list(dict.fromkeys(ids)), "requested")
+
+
+async def _replay(ctx: IngestContext, args: argparse.Namespace) -> int:
+    from herald.dispatcher.replay import replay
+    from herald.runtime.sender import HttpSender
+
+    if args.until is not None and args.until < args.since:
+        fail([f"herald: --until {args.until} is before --since {args.since}"])
+    sender = HttpSender()
+    try:
+        done = await replay(
+            ctx.settings, ctx.database, ctx.topics, sender, args.id, args.since, args.until, print
+        )
+    except HeraldError as exc:
+        fail([f"herald: {exc}"])
+    finally:
+        await sender.aclose()
+    return 0 if done else 1
 
 
 async def _off(ctx: IngestContext, args: argparse.Namespace) -> int:

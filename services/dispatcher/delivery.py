@@ -25,6 +25,7 @@ from herald.core.notifications import (
 )
 from herald.core.subscriptions import STORED_POLICY, Subscription, parse_subscription
 from herald.core.topics import TopicRegistry
+from herald.core.types import JsonObject
 from herald.dispatcher.endpoints import HALF_OPEN, Endpoints
 from herald.dispatcher.progress import Progress
 from herald.runtime.lifecycle import sleep_or_stop
@@ -33,6 +34,7 @@ from herald.runtime.sender import DeliveryOutcome, HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry
+from herald.runtime.store.attempts import Attempt
 from herald.runtime.store.database import Database
 from herald.runtime.store.events import LoggedEvent
 from herald.runtime.store.subscriptions import StoredSubscription
@@ -50,6 +52,34 @@ MAX_RETRY_AFTER = 3600.0
 # worth at a time, so memory stays bounded.
 READ_AHEAD = 100
 READ_AHEAD_BUDGET = 50_000
+
+
+def encode_bundle(subscription: Subscription, bundle: JsonObject) -> bytes:
+    """A notification Bundle in the subscription's payload format (JSON or XML)."""
+    xml = subscription.payload.split(";")[0].strip() == FHIR_XML
+    return to_xml(bundle) if xml else orjson.dumps(bundle)
+
+
+def attempt_of(
+    subscription_id: str,
+    kind: str,
+    events: tuple[int, int] | None,
+    outcome: DeliveryOutcome,
+    seconds: float,
+) -> Attempt:
+    """A POST's outcome as the store keeps it."""
+    first, last = events or (None, None)
+    return Attempt(
+        subscription_id,
+        format_instant(utc_now()),
+        kind,
+        first,
+        last,
+        outcome.outcome,
+        outcome.status_code,
+        outcome.detail,
+        seconds,
+    )
 
 
 @dataclass
@@ -127,10 +157,13 @@ class Deliverer:
         kind: str,
         *,
         last_chance: bool = False,
+        events: tuple[int, int] | None = None,
     ) -> DeliveryOutcome:
-        """POST once. An open circuit skips it, except the last chance before `error`."""
-        xml = subscription.payload.split(";")[0].strip() == FHIR_XML
-        body = to_xml(bundle) if xml else orjson.dumps(bundle)
+        """POST once. An open circuit skips it, except the last chance before `error`.
+
+        `events` (first and last number) are what the Bundle carries, noted with the attempt.
+        """
+        body = encode_bundle(subscription, bundle)
         endpoint = self.endpoints.get(subscription.endpoint)
         # The origin's slot first: a slow origin then holds at most its own share of the
         # global slots while its POSTs queue.
@@ -163,6 +196,8 @@ class Deliverer:
             self.last_contact[subscription.id] = time.monotonic()
         self.metrics.delivery_attempts.labels(kind, outcome.outcome).inc()
         self.metrics.attempt_duration.labels(kind).observe(seconds)
+        if kind != "heartbeat":
+            self.progress.attempted(attempt_of(subscription.id, kind, events, outcome, seconds))
         return outcome
 
     def _state(
@@ -326,7 +361,11 @@ class Deliverer:
             # The attempt after which the subscription would move to error is always made: a
             # subscription never ends in error without a real failed POST.
             outcome = await self._post(
-                subscription, bundle, "event", last_chance=attempt >= len(schedule)
+                subscription,
+                bundle,
+                "event",
+                last_chance=attempt >= len(schedule),
+                events=(batch[0].number, batch[-1].number),
             )
             if outcome.ok:
                 attempt = 0

@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -81,6 +82,26 @@ event_log = Table(
     Column("interaction", String(16), nullable=False),
     Column("occurred_at", String(40), nullable=False),
     Column("recorded_at", String(40), nullable=False),
+)
+
+# The last delivery attempts of each subscription (handshakes and events, not heartbeats), for
+# operators (`herald subscriptions show`); trimmed to the newest few per subscription.
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("subscription_id", String(64), nullable=False),
+    Column("attempted_at", String(40), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("first_event", BigInteger),
+    Column("last_event", BigInteger),
+    Column("outcome", String(32), nullable=False),
+    Column("status_code", Integer),
+    Column("detail", Text, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Index("ix_delivery_attempts_subscription", "subscription_id", "id"),
 )
 
 # Transactional outbox: records to publish, written with the change that caused them.
