@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -58,6 +58,21 @@ def encode_bundle(subscription: Subscription, bundle: JsonObject) -> bytes:
     """A notification Bundle in the subscription's payload format (JSON or XML)."""
     xml = subscription.payload.split(";")[0].strip() == FHIR_XML
     return to_xml(bundle) if xml else orjson.dumps(bundle)
+
+
+# At most this many request ids go into one notification's X-Request-ID header.
+MAX_REQUEST_IDS = 20
+
+
+def with_request_ids(
+    headers: Sequence[tuple[str, str]], request_ids: Sequence[str]
+) -> Sequence[tuple[str, str]]:
+    """The channel headers plus X-Request-ID: the distinct ids of the requests behind the
+    Bundle's events, comma-separated (unless the subscription sets that header itself)."""
+    distinct = list(dict.fromkeys(request_ids))[:MAX_REQUEST_IDS]
+    if not distinct or any(name.lower() == "x-request-id" for name, _ in headers):
+        return headers
+    return [*headers, ("X-Request-ID", ",".join(distinct))]
 
 
 def attempt_of(
@@ -158,10 +173,12 @@ class Deliverer:
         *,
         last_chance: bool = False,
         events: tuple[int, int] | None = None,
+        request_ids: Sequence[str] = (),
     ) -> DeliveryOutcome:
         """POST once. An open circuit skips it, except the last chance before `error`.
 
-        `events` (first and last number) are what the Bundle carries, noted with the attempt.
+        `events` (first and last number) are what the Bundle carries, noted with the attempt;
+        `request_ids` those of the requests that caused them, sent as X-Request-ID.
         """
         body = encode_bundle(subscription, bundle)
         endpoint = self.endpoints.get(subscription.endpoint)
@@ -182,7 +199,7 @@ class Deliverer:
                             subscription.endpoint,
                             body,
                             content_type=subscription.payload,
-                            headers=subscription.header_pairs(),
+                            headers=with_request_ids(subscription.header_pairs(), request_ids),
                             timeout=float(subscription.timeout),
                         )
                     finally:
@@ -366,6 +383,7 @@ class Deliverer:
                 "event",
                 last_chance=attempt >= len(schedule),
                 events=(batch[0].number, batch[-1].number),
+                request_ids=[e.origin_request_id for e in batch if e.origin_request_id],
             )
             if outcome.ok:
                 attempt = 0
@@ -399,8 +417,12 @@ class Deliverer:
                 "delivery failed; retrying",
                 extra={
                     "subscription_id": subscription_id,
+                    "events": f"{batch[0].number}..{batch[-1].number}",
+                    "request_ids": ",".join(
+                        dict.fromkeys(e.origin_request_id or "" for e in batch)
+                    ).strip(","),
                     "reason": outcome.detail,
-                    "delay": delay,
+                    "delay": round(delay, 3),
                 },
             )
             self.metrics.retry_backlog.inc()

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -26,6 +29,16 @@ request_id: ContextVar[str | None] = ContextVar("herald_request_id", default=Non
 record carries. Every record logged meanwhile carries it."""
 
 
+@contextmanager
+def logging_request(value: str | None) -> Iterator[None]:
+    """Log what is done inside with this request id (when there is one)."""
+    token = request_id.set(value)
+    try:
+        yield
+    finally:
+        request_id.reset(token)
+
+
 def _fields(record: logging.LogRecord) -> dict[str, object]:
     fields: dict[str, object] = {
         "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")[:-6]
@@ -34,9 +47,6 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
         "logger": record.name,
         "message": record.getMessage(),
     }
-    current = request_id.get()
-    if current is not None:
-        fields["request_id"] = current
     fields.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
     return fields
 
@@ -73,8 +83,25 @@ class TextFormatter(logging.Formatter):
         return f"{head} {message}" + (f" {tail}" if tail else "")
 
 
+_plain_factory = logging.getLogRecordFactory()
+
+
+def _record_with_request_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _plain_factory(*args, **kwargs)
+    current = request_id.get()
+    if current is not None:
+        record.request_id = current
+    return record
+
+
+def stamp_request_ids() -> None:
+    """Make every record carry the request id current where it is logged (idempotent)."""
+    logging.setLogRecordFactory(_record_with_request_id)
+
+
 def configure(level: str, fmt: str) -> None:
     """Configure the root logger once, at process start."""
+    stamp_request_ids()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

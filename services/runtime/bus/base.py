@@ -19,6 +19,8 @@ class Record:
     key: str
     value: bytes
     timestamp_ms: int | None = None
+    request_id: str | None = None
+    """The id of the request that caused the record (Kafka header x-request-id)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,12 @@ class Outgoing:
     topic: str
     key: str
     value: bytes
+    request_id: str | None = None
+    """The id of the request that caused the record (Kafka header x-request-id)."""
+
+
+# The Kafka record header that carries a record's request id.
+REQUEST_ID_HEADER = "x-request-id"
 
 
 class Publisher(Protocol):

@@ -82,6 +82,8 @@ event_log = Table(
     Column("interaction", String(16), nullable=False),
     Column("occurred_at", String(40), nullable=False),
     Column("recorded_at", String(40), nullable=False),
+    # The id of the FHIR request that wrote the change (0004); sent with the notification.
+    Column("origin_request_id", String(128)),
 )
 
 # The last delivery attempts of each subscription (handshakes and events, not heartbeats), for
@@ -114,6 +116,7 @@ outbox = Table(
     Column("topic", String(200), nullable=False),
     Column("key", String(200), nullable=False),
     Column("payload", LargeBinary, nullable=False),
+    Column("request_id", String(128)),
 )
 
 # The embedded bus: a durable log and consumer-group offsets in the same database.
@@ -126,6 +129,7 @@ bus_log = Table(
     Column("topic", String(200), nullable=False, index=True),
     Column("key", String(200), nullable=False),
     Column("payload", LargeBinary, nullable=False),
+    Column("request_id", String(128)),
     # Ids must never be reused after the log is trimmed: consumers keep positions.
     sqlite_autoincrement=True,
 )

@@ -1,4 +1,5 @@
-"""The last delivery attempts of each subscription, for operators.
+"""For operators: the last delivery attempts of each subscription, and the request id carried
+from a FHIR request through the outbox and the embedded bus to the event log.
 
 Revision ID: 0004
 Revises: 0003
@@ -14,7 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Create the table and its index."""
+    """Create the attempts table; add the request id columns."""
     op.create_table(
         "delivery_attempts",
         sa.Column(
@@ -36,8 +37,14 @@ def upgrade() -> None:
     op.create_index(
         "ix_delivery_attempts_subscription", "delivery_attempts", ["subscription_id", "id"]
     )
+    op.add_column("outbox", sa.Column("request_id", sa.String(128)))
+    op.add_column("bus_log", sa.Column("request_id", sa.String(128)))
+    op.add_column("event_log", sa.Column("origin_request_id", sa.String(128)))
 
 
 def downgrade() -> None:
-    """Drop the table."""
+    """Drop the table and the columns."""
+    op.drop_column("event_log", "origin_request_id")
+    op.drop_column("bus_log", "request_id")
+    op.drop_column("outbox", "request_id")
     op.drop_table("delivery_attempts")
