@@ -1,0 +1,164 @@
+"""The docs work as written: README "Try it", docs/subscribing.md and docs/canvas.md, run against
+`herald run` and `herald receive` as real processes, their answers compared with the docs."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.herald import HeraldProcess, herald_env
+from tests.support.services import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+HERALD = f"{sys.executable} -m herald.cli"
+
+
+@dataclass
+class Running:
+    """`herald run` and `herald receive`, on ports of their own."""
+
+    port: int
+    receiver_port: int
+    env: dict[str, str]
+    receiver_log: Path
+
+    def received(self) -> str:
+        """What `herald receive` printed so far."""
+        return self.receiver_log.read_text()
+
+    def shell(self, script: str) -> str:
+        """Run a shell snippet of the docs with the ports and commands of this run."""
+        script = (
+            script.replace("127.0.0.1:8080", f"127.0.0.1:{self.port}")
+            .replace("127.0.0.1:9000", f"127.0.0.1:{self.receiver_port}")
+            .replace(".venv/bin/herald", HERALD)
+        )
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Running]:
+    """Herald and the receiver, as `make run` and `herald receive` start them."""
+    port, receiver_port = free_port(), free_port()
+    env = herald_env(database_url=f"sqlite:///{tmp_path / 'herald.db'}", port=str(port))
+    herald = HeraldProcess("run", env, tmp_path, f"http://127.0.0.1:{port}/readyz")
+    log = tmp_path / "receive.log"
+    with log.open("wb") as out:
+        receiver = subprocess.Popen(
+            [*HERALD.split(), "receive", "--port", str(receiver_port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        herald.wait_ready()
+        _wait(lambda: "listening on" in log.read_text(), "herald receive to listen")
+        yield Running(port, receiver_port, env, log)
+    finally:
+        receiver.terminate()
+        assert receiver.wait(30) == 0, log.read_text()
+        assert herald.stop() == 0, herald.log()
+
+
+def _wait(condition: object, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(f"## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else len(text)]
+
+
+def _blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
+
+
+def test_readme_try_it_works_as_written(running: Running) -> None:
+    section = _section((ROOT / "README.md").read_text(), "Try it")
+    start, subscribe, change, inspect = _blocks(section, "sh")
+    assert start.splitlines()[0].startswith("make run")  # `running` started these two
+    assert ".venv/bin/herald receive" in start.splitlines()[1]
+    expected = re.findall(r"prints `([^`]+)`", section)
+    assert [e.split()[0] for e in expected] == ["handshake", "event-notification"]
+
+    created = json.loads(running.shell(subscribe))
+    assert (created["resourceType"], created["status"]) == ("Subscription", "requested")
+    sid = created["id"]
+    handshake = expected[0].replace("<id>", sid)
+    _wait(lambda: handshake in running.received(), handshake)
+
+    task = json.loads(running.shell(change))
+    assert (task["id"], task["meta"]["versionId"]) == ("t1", "1")
+    notified = expected[1].replace("<id>", sid)
+    _wait(lambda: notified in running.received(), notified)
+
+    listing, shown = running.shell(inspect.replace("<id>", sid)).split("subscription(s)\n")
+    assert re.search(rf"^{sid}\s+active\s+1\s+1\s", listing, re.M), listing
+    assert f"Subscription/{sid}\n  status       active\n" in shown
+
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+REQUEST_ID = re.compile(r"X-Request-ID: [0-9a-f]{32}")
+
+
+def _normal(text: str) -> list[str]:
+    text = REQUEST_ID.sub("X-Request-ID: <id>", INSTANT.sub("<instant>", UUID.sub("<uuid>", text)))
+    return text.splitlines()
+
+
+def test_the_worked_example_in_docs_subscribing_is_what_herald_answers_now() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "subscribing_example.py")],
+        env=herald_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    documented = _normal((ROOT / "docs" / "subscribing.md").read_text())
+    diff = list(difflib.unified_diff(documented, _normal(done.stdout), "docs", "now", lineterm=""))
+    assert not diff, "docs/subscribing.md is stale; regenerate it:\n" + "\n".join(diff[:80])
+
+
+def test_the_snapshot_example_of_docs_canvas_is_answered_as_documented(running: Running) -> None:
+    text = (ROOT / "docs" / "canvas.md").read_text()
+    snapshot = json.loads(
+        _blocks(_section(text, "The endpoint: `POST /canvas/integration-tasks`"), "json")[0]
+    )
+    base = f"http://127.0.0.1:{running.port}"
+    with httpx.Client(base_url=base, timeout=10) as client:
+        first = client.post("/canvas/integration-tasks", json=snapshot)
+        assert (first.status_code, first.headers["X-Herald-Canvas-Outcome"]) == (201, "created")
+        again = client.post("/fhir/canvas/integration-tasks", json=snapshot)
+        assert (again.status_code, again.headers["X-Herald-Canvas-Outcome"]) == (200, "unchanged")
+        task_id = snapshot["integration_task"]["id"]
+        assert client.get(f"/fhir/Task/{task_id}").json()["status"] == "in-progress"  # REA
+
+        unsigned = client.post(
+            "/canvas/integration-tasks", content=b"{}", headers={"Content-Type": "text/plain"}
+        )
+        assert unsigned.status_code == 415  # the documented answer to a non-JSON body
