@@ -8,82 +8,14 @@ import json
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.support.herald import HeraldProcess, herald_env
-from tests.support.services import free_port
+from tests.e2e.conftest import Running, wait
+from tests.support.herald import herald_env
 
 ROOT = Path(__file__).resolve().parents[2]
-HERALD = f"{sys.executable} -m herald.cli"
-
-
-@dataclass
-class Running:
-    """`herald run` and `herald receive`, on ports of their own."""
-
-    port: int
-    receiver_port: int
-    env: dict[str, str]
-    receiver_log: Path
-
-    def received(self) -> str:
-        """What `herald receive` printed so far."""
-        return self.receiver_log.read_text()
-
-    def shell(self, script: str) -> str:
-        """Run a shell snippet of the docs with the ports and commands of this run."""
-        script = (
-            script.replace("127.0.0.1:8080", f"127.0.0.1:{self.port}")
-            .replace("127.0.0.1:9000", f"127.0.0.1:{self.receiver_port}")
-            .replace(".venv/bin/herald", HERALD)
-        )
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[Running]:
-    """Herald and the receiver, as `make run` and `herald receive` start them."""
-    port, receiver_port = free_port(), free_port()
-    env = herald_env(database_url=f"sqlite:///{tmp_path / 'herald.db'}", port=str(port))
-    herald = HeraldProcess("run", env, tmp_path, f"http://127.0.0.1:{port}/readyz")
-    log = tmp_path / "receive.log"
-    with log.open("wb") as out:
-        receiver = subprocess.Popen(
-            [*HERALD.split(), "receive", "--port", str(receiver_port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        herald.wait_ready()
-        _wait(lambda: "listening on" in log.read_text(), "herald receive to listen")
-        yield Running(port, receiver_port, env, log)
-    finally:
-        receiver.terminate()
-        assert receiver.wait(30) == 0, log.read_text()
-        assert herald.stop() == 0, herald.log()
-
-
-def _wait(condition: object, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _section(text: str, heading: str) -> str:
@@ -108,12 +40,12 @@ def test_readme_try_it_works_as_written(running: Running) -> None:
     assert (created["resourceType"], created["status"]) == ("Subscription", "requested")
     sid = created["id"]
     handshake = expected[0].replace("<id>", sid)
-    _wait(lambda: handshake in running.received(), handshake)
+    wait(lambda: handshake in running.received(), handshake)
 
     task = json.loads(running.shell(change))
     assert (task["id"], task["meta"]["versionId"]) == ("t1", "1")
     notified = expected[1].replace("<id>", sid)
-    _wait(lambda: notified in running.received(), notified)
+    wait(lambda: notified in running.received(), notified)
 
     listing, shown = running.shell(inspect.replace("<id>", sid)).split("subscription(s)\n")
     assert re.search(rf"^{sid}\s+active\s+1\s+1\s", listing, re.M), listing
