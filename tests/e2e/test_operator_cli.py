@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
@@ -9,9 +10,12 @@ import re
 import shlex
 
 import httpx
+import orjson
 import pytest
 
 from herald.cli import main
+from herald.core.notifications import HEARTBEAT, SubscriptionState, notification_bundle
+from herald.receiver.app import Receiver
 from tests.e2e.conftest import Running, wait
 
 TOPIC = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
@@ -33,6 +37,13 @@ def _subscribe(client: httpx.Client, endpoint: str) -> str:
     answer = client.post("/Subscription", json=body)
     assert answer.status_code == 201, answer.text
     return str(answer.json()["id"])
+
+
+async def _take(receiver: Receiver, body: bytes) -> None:
+    try:
+        await receiver.take(body, "application/fhir+json", None)
+    finally:
+        await receiver.aclose()
 
 
 def _status(client: httpx.Client, sid: str) -> str:
@@ -72,6 +83,19 @@ def test_operator_commands_act_as_the_api_does(
         wait(lambda: "#2 Task/t2 create" in running.received(), "event #2")
         # The request id of each write reached the subscriber with its notification.
         assert re.search(r"#1 Task/t1 create status=active request_id=write-1", running.received())
+
+        # A receiver that missed the start of the subscription fetches it from $events.
+        lines: list[str] = []
+        late = Receiver(lines.append)
+        handshake = notification_bundle(
+            fhir, SubscriptionState(good, TOPIC, "active", 2), HEARTBEAT, timestamp="2026-01-01"
+        )
+        asyncio.run(_take(late, orjson.dumps(handshake)))
+        assert [line.split(" ", 1)[1] for line in lines[1:]] == [
+            "  recovered #1 Task/t1 create",
+            "  recovered #2 Task/t2 create",
+        ]
+        assert "gap: missed #1..#2, fetching from $events" in lines[0]
 
         errors = herald("subscriptions list --status error")
         assert bad in errors and good not in errors
