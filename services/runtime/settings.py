@@ -92,10 +92,12 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = setting(
         None,
         "Kafka bootstrap servers (host:port,...); unset: embedded mode, in-process bus",
-        roles=SERVE,
+        roles=(*SERVE, "subscriptions"),
     )
     kafka_topic_prefix: str = setting(
-        "herald.", "prefix of Kafka topic and consumer group names", roles=SERVE
+        "herald.",
+        "prefix of Kafka topic and consumer group names",
+        roles=(*SERVE, "subscriptions"),
     )
     kafka_partitions: int = setting(6, "partitions of the topics Herald creates", roles=SERVE, ge=1)
     kafka_replication_factor: int = setting(
