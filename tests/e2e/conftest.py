@@ -77,9 +77,11 @@ class Running:
         return done.stdout
 
 
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[Running]:
-    """Herald and the receiver, as `make run` and `herald receive` start them."""
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """Herald and the receiver, as `make run` and `herald receive` start them (one pair per
+    test module: each test makes subscriptions and Tasks of its own)."""
+    tmp_path = tmp_path_factory.mktemp("running")
     port, receiver_port = free_port(), free_port()
     env = herald_env(
         database_url=f"sqlite:///{tmp_path / 'herald.db'}",

@@ -14,6 +14,7 @@ import httpx
 
 from tests.e2e.conftest import Running, wait
 from tests.support.herald import herald_env
+from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,3 +95,45 @@ def test_the_snapshot_example_of_docs_canvas_is_answered_as_documented(running: 
             "/canvas/integration-tasks", content=b"{}", headers={"Content-Type": "text/plain"}
         )
         assert unsigned.status_code == 415  # the documented answer to a non-JSON body
+
+
+def test_the_fastapi_subscriber_example_works_as_its_readme_says(
+    running: Running, tmp_path: Path
+) -> None:
+    folder = ROOT / "examples" / "fastapi_subscriber"
+    readme = (folder / "README.md").read_text()
+    port = free_port()
+    log = tmp_path / "example.log"
+    with log.open("wb") as out:
+        app = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port)],
+            cwd=folder,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait(lambda: "Uvicorn running" in log.read_text(), "the example to start")
+        subscribe = _blocks(_section((ROOT / "README.md").read_text(), "Try it"), "sh")[1]
+        created = json.loads(
+            running.shell(subscribe.replace("127.0.0.1:9000", f"127.0.0.1:{port}"))
+        )
+        fhir = f"http://127.0.0.1:{running.port}/fhir"
+        expected = [
+            e.replace("<id>", created["id"]).replace("127.0.0.1:8080", f"127.0.0.1:{running.port}")
+            for e in re.findall(r"`((?:handshake|event) [^`]+)`", readme)
+        ]
+        assert len(expected) == 2 and fhir in expected[0]
+        wait(lambda: expected[0] in log.read_text(), expected[0])
+        task = {
+            "resourceType": "Task",
+            "id": "t1",
+            "status": "requested",
+            "intent": "order",
+            "owner": {"reference": "Organization/123"},
+        }
+        # 201, or 200 when an earlier test of this module wrote t1 already
+        assert httpx.put(f"{fhir}/Task/t1", json=task).status_code in (200, 201)
+        wait(lambda: expected[1] in log.read_text(), expected[1])
+    finally:
+        app.terminate()
+        app.wait(30)
