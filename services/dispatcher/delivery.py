@@ -29,6 +29,7 @@ from herald.core.types import JsonObject
 from herald.dispatcher.endpoints import HALF_OPEN, Endpoints
 from herald.dispatcher.progress import Progress
 from herald.runtime.lifecycle import sleep_or_stop
+from herald.runtime.logs import logging_request
 from herald.runtime.metrics import Metrics
 from herald.runtime.sender import DeliveryOutcome, HttpSender
 from herald.runtime.settings import Settings
@@ -125,6 +126,8 @@ class Deliverer:
     """Bumped by `forget`: a read that started before it must not fill the cache."""
     held: int = 0
     """Events read ahead and not yet delivered, all workers together."""
+    handshake_origins: dict[str, str] = field(default_factory=dict)
+    """The request id of the Subscription write that asked for each pending handshake."""
 
     def __post_init__(self) -> None:
         self.progress = Progress(self.database)
@@ -244,6 +247,13 @@ class Deliverer:
 
     async def handshake(self, subscription_id: str, stop: asyncio.Event) -> None:
         """Send the handshake of a requested subscription and move it to active or error."""
+        origin = self.handshake_origins.pop(subscription_id, None)
+        with logging_request(origin):
+            await self._handshake(subscription_id, stop, [origin] if origin else [])
+
+    async def _handshake(
+        self, subscription_id: str, stop: asyncio.Event, request_ids: Sequence[str]
+    ) -> None:
         loaded = await self._load(subscription_id)
         if loaded is None or loaded[0].status != "requested":
             return
@@ -267,6 +277,7 @@ class Deliverer:
                 bundle,
                 "handshake",
                 last_chance=attempt == self.settings.handshake_attempts - 1,
+                request_ids=request_ids,
             )
             if outcome.ok:
                 async with self.database.transaction() as connection:

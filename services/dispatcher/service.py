@@ -125,9 +125,11 @@ async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
                 deliverer.metrics.duplicates.labels("dispatcher").inc()
             else:
                 deliverer.metrics.events_recorded.inc()
-    for request, _ in requests:
+    for request, origin in requests:
         if request.kind == "handshake":  # the subscription changed: read it again
             deliverer.forget(request.subscription_id)
+            if origin:
+                deliverer.handshake_origins[request.subscription_id] = origin
     return wake
 
 

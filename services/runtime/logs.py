@@ -70,7 +70,8 @@ def _text_value(value: object) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """One line per record: time, level, logger, message, then the fields as key=value."""
+    """One line per record: time, level, logger, message, then the fields as key=value (those
+    without a value left out)."""
 
     def format(self, record: logging.LogRecord) -> str:
         """Render a record."""
@@ -79,7 +80,7 @@ class TextFormatter(logging.Formatter):
         message = str(fields.pop("message")).replace("\n", "\\n")
         if record.exc_info:
             fields["exception"] = self.formatException(record.exc_info)
-        tail = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
+        tail = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items() if v is not None)
         return f"{head} {message}" + (f" {tail}" if tail else "")
 
 

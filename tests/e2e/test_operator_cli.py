@@ -21,7 +21,7 @@ from tests.e2e.conftest import Running, wait
 TOPIC = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
 
 
-def _subscribe(client: httpx.Client, endpoint: str) -> str:
+def _subscribe(client: httpx.Client, name: str, endpoint: str) -> str:
     body = {
         "resourceType": "Subscription",
         "status": "requested",
@@ -34,7 +34,7 @@ def _subscribe(client: httpx.Client, endpoint: str) -> str:
             "header": ["Authorization: Bearer never-shown"],
         },
     }
-    answer = client.post("/Subscription", json=body)
+    answer = client.post("/Subscription", json=body, headers={"X-Request-ID": f"create-{name}"})
     assert answer.status_code == 201, answer.text
     return str(answer.json()["id"])
 
@@ -72,8 +72,8 @@ def test_operator_commands_act_as_the_api_does(
 
     fhir = f"http://127.0.0.1:{running.port}/fhir"
     with httpx.Client(base_url=fhir, timeout=10) as client:
-        good = _subscribe(client, f"http://127.0.0.1:{running.receiver_port}/notify")
-        bad = _subscribe(client, "http://127.0.0.1:9/notify?token=tok")  # nothing listens
+        good = _subscribe(client, "good", f"http://127.0.0.1:{running.receiver_port}/notify")
+        bad = _subscribe(client, "bad", "http://127.0.0.1:9/notify?token=tok")  # nothing listens
         wait(lambda: _status(client, good) == "active", "the handshake")
         wait(lambda: _status(client, bad) == "error", "the failed handshake")
         for n in (1, 2):
@@ -82,6 +82,9 @@ def test_operator_commands_act_as_the_api_does(
             assert written.headers["X-Request-ID"] == f"write-{n}"
         wait(lambda: "#2 Task/t2 create" in running.received(), "event #2")
         # The request id of each write reached the subscriber with its notification.
+        assert re.search(
+            rf"handshake Subscription/{good} .* request_id=create-good", running.received()
+        )
         assert re.search(r"#1 Task/t1 create status=active request_id=write-1", running.received())
 
         # A receiver that missed the start of the subscription fetches it from $events.
