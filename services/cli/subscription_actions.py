@@ -10,11 +10,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from herald.cli.settings_help import fail, load_settings
 from herald.core.errors import HeraldError
+from herald.core.states import SubscriptionStatus
 from herald.core.subscriptions import STORED_POLICY, parse_subscription
-from herald.core.topics import TopicRegistry
 from herald.ingest.context import IngestContext
 from herald.runtime.logs import configure
 from herald.runtime.metrics import Metrics
+from herald.runtime.packaged import load_topics
 from herald.runtime.store import attempts
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.database import Database
@@ -41,7 +42,7 @@ async def _context() -> AsyncIterator[IngestContext]:
     settings = load_settings()
     database = Database(settings.database_url)
     try:
-        topics = TopicRegistry.from_directory(settings.topics_dir)
+        topics = load_topics(settings.topics_dir)
         yield IngestContext(settings, database, topics, Metrics())
     finally:
         await database.aclose()
@@ -118,7 +119,7 @@ def describe(ctx: IngestContext, stored: StoredSubscription) -> list[str]:
     return lines
 
 
-async def _change(ctx: IngestContext, ids: list[str], status: str) -> int:
+async def _change(ctx: IngestContext, ids: list[str], status: SubscriptionStatus) -> int:
     from herald.ingest.subscriptions import save_subscription, stored_subscription
 
     failed = 0
@@ -138,11 +139,11 @@ async def _reactivate(ctx: IngestContext, args: argparse.Namespace) -> int:
     ids = list(args.ids)
     if args.all_in_error:
         async with ctx.database.read() as connection:
-            ids += [s.id for s in await registry.live(connection, status="error")]
+            ids += [s.id for s in await registry.live(connection, status=SubscriptionStatus.ERROR)]
     if not ids:
         print("nothing to re-activate")
         return 0
-    return await _change(ctx, list(dict.fromkeys(ids)), "requested")
+    return await _change(ctx, list(dict.fromkeys(ids)), SubscriptionStatus.REQUESTED)
 
 
 async def _replay(ctx: IngestContext, args: argparse.Namespace) -> int:
@@ -164,7 +165,7 @@ async def _replay(ctx: IngestContext, args: argparse.Namespace) -> int:
 
 
 async def _off(ctx: IngestContext, args: argparse.Namespace) -> int:
-    return await _change(ctx, list(args.ids), "off")
+    return await _change(ctx, list(args.ids), SubscriptionStatus.OFF)
 
 
 ACTIONS: dict[str, Action] = {

@@ -11,8 +11,9 @@ import argparse
 from collections.abc import Callable
 
 from herald.cli.common import add_command
+from herald.core.states import SubscriptionStatus
 
-STATUSES = ("requested", "active", "error", "off")
+STATUSES = tuple(SubscriptionStatus)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +26,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     listing = _action(sub, "list", "one line per subscription")
-    listing.add_argument("--status", choices=STATUSES, help="only subscriptions in this status")
+    listing.add_argument(
+        "--status",
+        choices=STATUSES,
+        type=SubscriptionStatus,
+        help="only subscriptions in this status",
+    )
     listing.add_argument("--topic", help="only subscriptions to this topic URL")
     listing.set_defaults(handler=_run("list"))
 

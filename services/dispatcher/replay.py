@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from herald.core.errors import HeraldError
+from herald.core.errors import OperatorRefused
 from herald.core.fhir import format_instant, utc_now
 from herald.core.notifications import EVENT_NOTIFICATION, SubscriptionState, notification_bundle
+from herald.core.states import SubscriptionStatus
 from herald.core.subscriptions import STORED_POLICY, parse_subscription
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
 from herald.dispatcher.delivery import attempt_of, encode_bundle
 from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
@@ -25,14 +26,10 @@ from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.database import Database
 
 
-class ReplayRefused(HeraldError):
-    """The subscription cannot be replayed (unknown, deleted, or not active)."""
-
-
 async def replay(
     settings: Settings,
     database: Database,
-    topics: TopicRegistry,
+    topics: TopicCatalog,
     sender: HttpSender,
     subscription_id: str,
     since: int,
@@ -43,13 +40,15 @@ async def replay(
     async with database.read() as connection:
         stored = await registry.get(connection, subscription_id)
     if stored is None or stored.deleted:
-        raise ReplayRefused(f"Subscription/{subscription_id} is not known")
-    if stored.status != "active":
-        raise ReplayRefused(
+        raise OperatorRefused(f"Subscription/{subscription_id} is not known")
+    if stored.status is not SubscriptionStatus.ACTIVE:
+        raise OperatorRefused(
             f"Subscription/{subscription_id} is {stored.status}; only an active subscription "
             "is replayed (re-activate it first)"
         )
-    subscription = parse_subscription(stored.resource, topics, STORED_POLICY, status="active")
+    subscription = parse_subscription(
+        stored.resource, topics, STORED_POLICY, status=SubscriptionStatus.ACTIVE
+    )
     last = stored.events_count if until is None else min(until, stored.events_count)
     number, sent = since, 0
     while number <= last:
@@ -66,7 +65,11 @@ async def replay(
         if logged[0].number != number:
             out(f"events #{number}..#{logged[0].number - 1} are no longer in the event log")
         state = SubscriptionState(
-            stored.id, stored.topic, "active", stored.events_count, subscription.content
+            stored.id,
+            stored.topic,
+            SubscriptionStatus.ACTIVE,
+            stored.events_count,
+            subscription.content,
         )
         bundle = notification_bundle(
             settings.fhir_base,

@@ -23,7 +23,7 @@ async def relay_once(ctx: IngestContext, publisher: Publisher) -> int:
             return 0
         await publisher.publish(
             [Outgoing(r.topic, r.key, r.payload, r.request_id) for r in records],
-            connection=connection,
+            transaction=connection,
         )
         await outbox.remove(connection, [r.id for r in records])
     ctx.metrics.outbox_published.inc(len(records))

@@ -16,8 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from herald.core.errors import HeraldError
-from herald.core.fhirxml import from_xml
 from herald.receiver.tracker import Notification, Tracker, read_notification
+from herald.runtime.packaged import fhir_xml
 
 # Events asked for per $events request (Herald answers at most its own page size anyway).
 PAGE = 100
@@ -52,7 +52,7 @@ class Receiver:
         """Handle one POSTed notification (after it was answered)."""
         async with self._lock:
             try:
-                bundle = from_xml(body) if "xml" in content_type else orjson.loads(body)
+                bundle = fhir_xml().from_xml(body) if "xml" in content_type else orjson.loads(body)
                 note = read_notification(bundle)
             except (HeraldError, ValueError, KeyError, TypeError) as exc:
                 self.out(f"{_now()} not a notification ({exc}); answered 200 anyway")

@@ -17,9 +17,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald.core.subscriptions import EndpointPolicy
 
-# Editable installs and the source tree keep topic files at <repo>/schemas/topics.
-DEFAULT_TOPICS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "topics"
-
 ENV_PREFIX = "HERALD_"
 
 # The commands that serve (and read most settings), and groups of them.
@@ -121,9 +118,9 @@ class Settings(BaseSettings):
         "public FHIR base URL, used in notifications and Location; default http://HOST:PORT/fhir",
         roles=(*FHIR_API, "dispatcher", "subscriptions"),
     )
-    topics_dir: Path = setting(
-        DEFAULT_TOPICS_DIR,
-        "folder of SubscriptionTopic JSON files",
+    topics_dir: Path | None = setting(
+        None,
+        "folder of SubscriptionTopic JSON files; unset: the topics Herald ships",
         roles=(*SERVE, "subscriptions"),
     )
 
