@@ -100,9 +100,9 @@ def _dispatcher(parts: Parts, sender: HttpSender) -> Component:
     return dispatcher
 
 
-def _health(parts: Parts) -> Component:
+def _health(parts: Parts, role: str) -> Component:
     app = health_app(parts.metrics, lambda: _readiness(parts))
-    return http_component(app, parts.settings.host, parts.settings.health_port)
+    return http_component(app, parts.settings.host, parts.settings.health_port_of(role))
 
 
 async def run_process(settings: Settings, role: str) -> None:
@@ -120,7 +120,7 @@ async def run_process(settings: Settings, role: str) -> None:
         if role in ("run", "dispatcher"):
             components.append(_dispatcher(parts, sender))
         if role in ("matcher", "dispatcher"):
-            components.append(_health(parts))
+            components.append(_health(parts, role))
         log.info(
             "herald %s starting",
             role,

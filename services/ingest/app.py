@@ -12,6 +12,7 @@ from herald.ingest import canvas, discovery, operations, subscriptions, tasks
 from herald.ingest import search as task_search
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, install_error_handlers
+from herald.runtime.access import AccessLog
 from herald.runtime.health import ReadinessCheck, health_routes
 
 
@@ -25,6 +26,7 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.herald = ctx
+    app.add_middleware(AccessLog)
     install_error_handlers(app)
     app.router.routes.extend(health_routes(ctx.metrics, readiness))
 
