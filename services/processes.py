@@ -47,7 +47,9 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
         await database.migrate()
         bus = Bus(settings, database)
         await bus.prepare()
-        yield Parts(settings, database, bus, topics, Metrics())
+        metrics = Metrics()
+        metrics.watch_database(database)
+        yield Parts(settings, database, bus, topics, metrics)
     finally:
         await database.aclose()
 

@@ -48,6 +48,11 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)
+        self.statements = 0
+        """SQL statements sent (BEGIN excluded), for herald_database_statements_total."""
+        self.transactions = 0
+        """Transactions ended (committed or rolled back), for herald_database_transactions_total."""
+        _count_work(self)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -89,6 +94,20 @@ def _upgrade(connection: Connection, revision: str) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
+
+
+def _count_work(database: Database) -> None:
+    engine = database.engine.sync_engine
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _statement(*args: Any) -> None:
+        if not args[2].startswith("BEGIN"):  # SQLite's explicit BEGIN is part of the transaction
+            database.statements += 1
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _ended(_connection: Connection) -> None:
+        database.transactions += 1
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:
