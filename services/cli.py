@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from herald import __version__
@@ -34,12 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     configure(settings.log_level, settings.log_format)
     if args.role != "run" and args.role != "migrate" and settings.embedded:
         parser.error(f"'herald {args.role}' needs HERALD_KAFKA_BOOTSTRAP (use 'herald run' alone)")
+    from herald.runtime.lifecycle import run
+
     if args.role == "migrate":
-        asyncio.run(_migrate(settings))
+        run(_migrate(settings))
         return 0
     from herald.processes import run_process
 
-    asyncio.run(run_process(settings, args.role))
+    run(run_process(settings, args.role))
     return 0
 
 

@@ -80,6 +80,9 @@ class Deliverer:
     """Bumped by `forget`: a read that started before it must not fill the cache."""
     held: int = 0
     """Events read ahead and not yet delivered, all workers together."""
+    _recent: dict[str, list[LoggedEvent]] = field(default_factory=dict)
+    """Events this dispatcher just recorded, per subscription, not yet taken by its worker."""
+    _recent_count: int = 0
 
     def __post_init__(self) -> None:
         self.progress = Progress(self.database)
@@ -88,6 +91,7 @@ class Deliverer:
         """Drop what is cached of a subscription that changed; it is read again when needed."""
         self._known.pop(subscription_id, None)
         self._generation[subscription_id] = self._generation.get(subscription_id, 0) + 1
+        self._recent_count -= len(self._recent.pop(subscription_id, ()))
 
     async def _load(self, subscription_id: str, *, fresh: bool = False) -> Loaded | None:
         """The subscription if it can be served (not deleted, off or in error); cached unless
@@ -104,6 +108,29 @@ class Deliverer:
             else:
                 self._known[subscription_id] = loaded
         return loaded
+
+    def recorded(self, event: LoggedEvent) -> None:
+        """Keep a just-committed event for its worker, so that it need not be read back.
+
+        Only a run of consecutive numbers is kept, at most READ_AHEAD per subscription and
+        READ_AHEAD_BUDGET in all; whatever does not fit is read from the event log as before.
+        """
+        events = self._recent.setdefault(event.subscription_id, [])
+        if events and (events[-1].number + 1 != event.number or len(events) >= READ_AHEAD):
+            self._recent_count -= len(events)
+            events.clear()
+        if self._recent_count < READ_AHEAD_BUDGET:
+            events.append(event)
+            self._recent_count += 1
+
+    def _take_recent(self, subscription_id: str, position: int) -> list[LoggedEvent] | None:
+        """The kept events right after `position`, or None when they do not start there."""
+        events = self._recent.pop(subscription_id, None)
+        if not events:
+            return None
+        self._recent_count -= len(events)
+        events = [e for e in events if e.number > position]
+        return events if events and events[0].number == position + 1 else None
 
     def _parse(self, subscription_id: str, stored: StoredSubscription | None) -> Loaded | None:
         if stored is None or stored.deleted or stored.status in ("off", "error"):
@@ -257,9 +284,15 @@ class Deliverer:
     ) -> tuple[list[LoggedEvent], bool]:
         """The subscription's next undelivered events, oldest first, and whether they are all
         that is committed so far (the read came back short)."""
+        position = self.progress.position(stored.id, stored.delivered_through)
+        # Events this dispatcher recorded and committed since: nothing else of this
+        # subscription is committed after them (a record by another dispatcher after a
+        # rebalance is found by the periodic scan, as after a short read).
+        recent = self._take_recent(stored.id, position)
+        if recent is not None:
+            return recent, True
         ahead = READ_AHEAD if self.held < READ_AHEAD_BUDGET else 0
         limit = max(subscription.max_count, ahead)
-        position = self.progress.position(stored.id, stored.delivered_through)
         async with self.database.read() as connection:
             events = await event_log.after(connection, stored.id, position, limit)
         return events, len(events) < limit

@@ -4,6 +4,7 @@ subscription; on SQLite and PostgreSQL, with a real loopback subscriber."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -247,3 +248,45 @@ async def test_a_subscription_owned_elsewhere_is_not_delivered_here(
     owned = iter([True, False])  # the partition moves away after the first POST
     await deliverer.deliver_pending("s", asyncio.Event(), owned=lambda: next(owned))
     assert _numbers(receiver) == [1]
+
+
+async def _record(
+    database: Database, deliverer: Deliverer, sub_id: str, first: int, count: int
+) -> None:
+    """Record events as the dispatcher does: committed, then handed to the deliverer."""
+    kept = []
+    async with database.transaction() as connection:
+        for n in range(first, first + count):
+            event = LoggedEvent(sub_id, 0, f"{sub_id}:{n}", "Task", f"t{n}", "1", "create", NOW)
+            number = await events.record(connection, event, NOW)
+            assert number is not None
+            kept.append(dataclasses.replace(event, number=number))
+    for event in kept:
+        deliverer.recorded(event)
+
+
+async def test_just_recorded_events_are_sent_from_memory_in_order(
+    database: Database, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    await _add_subscription(database, "s", receiver.url, max_count=2)
+    await _record(database, deliverer, "s", 0, 5)
+    statements = database.statements
+    await deliverer.deliver_pending("s", asyncio.Event())
+    assert _numbers(receiver) == [1, 2, 3, 4, 5]
+    # The subscription was read; the events were not read back.
+    assert database.statements - statements == 1
+
+    # Events recorded elsewhere (a gap in what this dispatcher kept) are read from the log.
+    await _add_events(database, "s", 2, first=5)
+    await _record(database, deliverer, "s", 7, 2)
+    await deliverer.deliver_pending("s", asyncio.Event())
+    assert _numbers(receiver) == list(range(1, 10))
+    assert deliverer.held == 0
+
+
+async def test_what_is_kept_in_memory_is_bounded(database: Database, deliverer: Deliverer) -> None:
+    await _add_subscription(database, "s", "http://127.0.0.1:9/")
+    await _record(database, deliverer, "s", 0, READ_AHEAD + 5)
+    assert len(deliverer._recent["s"]) <= READ_AHEAD
+    deliverer.forget("s")
+    assert deliverer._recent_count == 0

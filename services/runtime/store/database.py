@@ -14,7 +14,12 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from herald.runtime.store.sqlite_driver import OneTripDbapi
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+# Connections (and so threads) of an SQLite database: readers share them, writers take one at a
+# time (the write lock below).
+SQLITE_CONNECTIONS = 16
 
 
 def async_url(url: str) -> str:
@@ -40,6 +45,12 @@ class Database:
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
+            kwargs["module"] = OneTripDbapi()
+            # A fixed set of connections: each is a thread with its own SQLite cache, and
+            # closing overflow connections on return started a new one for every burst.
+            kwargs["pool_size"] = SQLITE_CONNECTIONS
+            kwargs["max_overflow"] = 0
+            kwargs["pool_timeout"] = 60
         else:
             kwargs["pool_size"] = pool_size
             kwargs["pool_pre_ping"] = True
