@@ -90,6 +90,7 @@ def _dispatcher(parts: Parts, sender: HttpSender) -> Component:
             concurrency=parts.settings.endpoint_concurrency,
             failures=parts.settings.circuit_failures,
             cooldown=parts.settings.circuit_cooldown_seconds,
+            max_cooldown=parts.settings.circuit_max_cooldown,
             on_change=parts.metrics.circuit_open.set,
         ),
     )

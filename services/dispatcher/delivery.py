@@ -333,6 +333,7 @@ class Deliverer:
         `held`)."""
         schedule = self.settings.retry_schedule
         attempt = 0
+        retry_due: float | None = None  # monotonic time the pending retry is due
         queued_for: Loaded | None = None
         complete = False
         while not stop.is_set() and owned():
@@ -362,7 +363,7 @@ class Deliverer:
                 subscription, bundle, "event", last_chance=attempt >= len(schedule)
             )
             if outcome.ok:
-                attempt = 0
+                attempt, retry_due = 0, None
                 del queue[: len(batch)]
                 self.held -= len(batch)
                 self.progress.delivered(subscription_id, batch[-1].number)
@@ -377,48 +378,61 @@ class Deliverer:
             if outcome.outcome == "gone":
                 await self._fail(subscription_id, "off", outcome.detail, expected="active")
                 return
-            if attempt >= len(schedule):
-                await self._fail(
-                    subscription_id,
-                    "error",
-                    f"delivery failed after {attempt + 1} attempts: {outcome.detail}",
-                    expected="active",
+            # A POST made before the retry was due (the circuit's probe, or a recovery that did
+            # not last) is not one of the subscription's attempts: its schedule never runs
+            # faster than time passes.
+            if retry_due is None or time.monotonic() >= retry_due:
+                if attempt >= len(schedule):
+                    await self._fail(
+                        subscription_id,
+                        "error",
+                        f"delivery failed after {attempt + 1} attempts: {outcome.detail}",
+                        expected="active",
+                    )
+                    return
+                delay = schedule[attempt] * random.uniform(0.8, 1.2)  # jitter spreads storms
+                if outcome.retry_after is not None and outcome.retry_after <= MAX_RETRY_AFTER:
+                    delay = max(delay, outcome.retry_after)
+                attempt += 1
+                retry_due = time.monotonic() + delay
+                log.info(
+                    "delivery failed; retrying",
+                    extra={
+                        "subscription_id": subscription_id,
+                        "reason": outcome.detail,
+                        "delay": delay,
+                    },
                 )
-                return
-            delay = schedule[attempt] * random.uniform(0.8, 1.2)  # jitter spreads retry storms
-            if outcome.retry_after is not None and outcome.retry_after <= MAX_RETRY_AFTER:
-                delay = max(delay, outcome.retry_after)
-            attempt += 1
-            log.info(
-                "delivery failed; retrying",
-                extra={
-                    "subscription_id": subscription_id,
-                    "reason": outcome.detail,
-                    "delay": delay,
-                },
-            )
             self.metrics.retry_backlog.inc()
             try:
-                if await self._wait_retry(subscription.endpoint, stop, delay):
+                if await self._wait_retry(
+                    subscription.endpoint, stop, retry_due - time.monotonic()
+                ):
                     return
             finally:
                 self.metrics.retry_backlog.dec()
 
     async def _wait_retry(self, url: str, stop: asyncio.Event, delay: float) -> bool:
-        """Wait out a retry delay, or less when the endpoint's circuit closes meanwhile.
+        """Wait out a retry delay, or less when the endpoint's circuit closes meanwhile or this
+        worker takes the probe of its open circuit.
 
         True when stopped.
         """
         endpoint = self.endpoints.get(url)
         if endpoint.recovered.is_set():
             return await sleep_or_stop(stop, delay)
-        waiters = {
-            asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(endpoint.recovered.wait()),
-        }
-        try:
-            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            waiters = {
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(endpoint.recovered.wait()),
+                asyncio.ensure_future(endpoint.probe_due.wait()),
+            }
+            try:
+                await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if stop.is_set() or endpoint.recovered.is_set() or self.endpoints.take_probe(endpoint):
+                break
         return stop.is_set()

@@ -9,6 +9,11 @@ Subscriptions that name the same origin (scheme, host and port) share one `Endpo
   opens: POSTs to the origin are not made for `cooldown` seconds. Then it is half-open: one
   POST (the probe) goes out, the others are still skipped; a success closes the circuit, a
   failure opens it again for twice the previous cool-down (up to `max_cooldown`).
+- while the circuit is open, a timer marks a probe due when the cool-down is over
+  (`probe_due`): one worker waiting out a retry for that origin takes it and makes its POST
+  then, instead of when its own retry would be due. So an origin that comes back is found
+  within about `max_cooldown` seconds (HERALD_CIRCUIT_MAX_COOLDOWN), whatever the retry
+  schedules of its subscriptions say, and a dead origin still gets one POST per cool-down.
 
 A skipped POST is reported as the outcome `circuit_open`; the subscription's worker treats it as
 a failed attempt *at the time its retry was due*. Each subscription keeps its own retry schedule,
@@ -62,6 +67,9 @@ class Endpoint:
     last_failure: str = ""
     recovered: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while the circuit is closed; workers waiting out a retry wake when it closes."""
+    probe_due: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when an open circuit's cool-down is over and no worker has taken the probe yet."""
+    timer: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
         self.recovered.set()
@@ -109,6 +117,7 @@ class Endpoints:
             if self.clock() - endpoint.opened_at < endpoint.cooldown:
                 return False
             endpoint.state = HALF_OPEN
+            endpoint.probe_due.clear()  # this POST is the probe
         if endpoint.probing:
             return False
         endpoint.probing = True
@@ -123,6 +132,7 @@ class Endpoints:
             if endpoint.state != CLOSED:
                 endpoint.state = CLOSED
                 endpoint.cooldown = 0.0
+                self._schedule_probe(endpoint, None)
                 endpoint.recovered.set()
                 self._changed()
             return
@@ -131,13 +141,39 @@ class Endpoints:
         if endpoint.state == CLOSED and endpoint.failures >= self.failures:
             endpoint.state = OPEN
             endpoint.opened_at = self.clock()
-            endpoint.cooldown = self.cooldown
+            endpoint.cooldown = min(self.cooldown, self.max_cooldown)
+            self._schedule_probe(endpoint, endpoint.cooldown)
             endpoint.recovered.clear()
             self._changed()
         elif endpoint.state == HALF_OPEN and probe:
             endpoint.state = OPEN
             endpoint.opened_at = self.clock()
             endpoint.cooldown = min(max(endpoint.cooldown, self.cooldown) * 2, self.max_cooldown)
+            self._schedule_probe(endpoint, endpoint.cooldown)
+
+    def _schedule_probe(self, endpoint: Endpoint, after: float | None) -> None:
+        """Mark a probe due `after` seconds from now (None: no probe is wanted)."""
+        endpoint.probe_due.clear()
+        if endpoint.timer is not None:
+            endpoint.timer.cancel()
+            endpoint.timer = None
+        if after is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop, so nobody is waiting for a probe
+            return
+        endpoint.timer = loop.call_later(after, endpoint.probe_due.set)
+
+    def take_probe(self, endpoint: Endpoint) -> bool:
+        """Whether the caller, a worker woken by `probe_due`, makes the probe (one of them does)."""
+        if not endpoint.probe_due.is_set():
+            return False
+        endpoint.probe_due.clear()
+        if endpoint.state != OPEN:  # a worker whose retry was due is probing already
+            return False
+        endpoint.state = HALF_OPEN  # the timer may fire a hair before the clock says so
+        return True
 
     def skipped(self, endpoint: Endpoint) -> DeliveryOutcome:
         """The outcome of a POST the open circuit did not make."""

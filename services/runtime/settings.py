@@ -73,7 +73,13 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="seconds an open circuit waits before a probe, at most (capped by the "
-        "first retry delay; doubles after a failed probe, up to 10 minutes)",
+        "first retry delay; doubles after a failed probe, up to HERALD_CIRCUIT_MAX_COOLDOWN)",
+    )
+    circuit_max_cooldown: float = Field(
+        8.0,
+        gt=0,
+        description="seconds, at most, between probes of an origin whose circuit is open (so "
+        "delivery resumes within about this long after the endpoint comes back)",
     )
     relay_interval: float = Field(0.2, gt=0, description="seconds between outbox polls")
     registry_refresh: float = Field(

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from herald.core.resources import with_version
 from herald.core.topics import TopicRegistry
 from herald.dispatcher.delivery import READ_AHEAD, READ_AHEAD_BUDGET, Deliverer
+from herald.dispatcher.endpoints import Endpoints
 from herald.dispatcher.progress import Progress
 from herald.dispatcher.watch import RegistryWatch
 from herald.runtime.metrics import Metrics
@@ -61,22 +64,31 @@ def receiver() -> Iterator[Receiver]:
         yield r
 
 
-@pytest.fixture
-async def deliverer(database: Database) -> AsyncIterator[Deliverer]:
-    """A dispatcher's delivery side on the test database."""
-    settings = Settings(database_url="sqlite://", allow_http_endpoints=True)
+@asynccontextmanager
+async def _delivering(database: Database, **settings: Any) -> AsyncIterator[Deliverer]:
+    """A dispatcher's delivery side on the test database (Deliverer fields as keywords)."""
+    endpoints = settings.pop("endpoints", Endpoints())
+    config = Settings(database_url="sqlite://", allow_http_endpoints=True, **settings)
     sender = HttpSender()
     try:
         yield Deliverer(
-            settings,
+            config,
             database,
-            TopicRegistry.from_directory(settings.topics_dir),
+            TopicRegistry.from_directory(config.topics_dir),
             sender,
             Metrics(),
             asyncio.Semaphore(8),
+            endpoints,
         )
     finally:
         await sender.aclose()
+
+
+@pytest.fixture
+async def deliverer(database: Database) -> AsyncIterator[Deliverer]:
+    """A dispatcher's delivery side on the test database."""
+    async with _delivering(database) as made:
+        yield made
 
 
 def _numbers(receiver: Receiver) -> list[int]:
@@ -290,3 +302,23 @@ async def test_what_is_kept_in_memory_is_bounded(database: Database, deliverer: 
     assert len(deliverer._recent["s"]) <= READ_AHEAD
     deliverer.forget("s")
     assert deliverer._recent_count == 0
+
+
+async def test_an_endpoint_that_comes_back_is_found_by_a_probe_long_before_the_retry(
+    database: Database, receiver: Receiver
+) -> None:
+    await _add_subscription(database, "s", receiver.url)
+    await _add_events(database, "s", 3)
+    receiver.status = 503
+    endpoints = Endpoints(failures=1, cooldown=0.1, max_cooldown=0.2)
+    async with _delivering(database, retry_delays="3600", endpoints=endpoints) as deliverer:
+        worker = asyncio.create_task(deliverer.deliver_pending("s", asyncio.Event()))
+        await asyncio.to_thread(receiver.wait_for, lambda r: bool(r.received))
+        await asyncio.sleep(0.5)  # a probe or two fail meanwhile
+        assert not worker.done()
+        receiver.status = 200
+        # The retry is an hour away; the probe of the open circuit delivers within a moment.
+        await asyncio.wait_for(worker, 60)
+        await deliverer.progress.flush()
+    assert _numbers(receiver)[-3:] == [1, 2, 3]
+    assert await _delivered_through(database, "s") == 3
