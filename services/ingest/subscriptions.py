@@ -6,37 +6,20 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from herald.core.contracts import NotificationRequest, encode
-from herald.core.errors import ResourceGone, ResourceNotFound
+from herald.core.contracts import NOTIFICATIONS, NotificationRequest, encode
+from herald.core.errors import InvalidSubscription, ResourceGone, ResourceNotFound
 from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.resources import with_version
-from herald.core.subscriptions import (
-    CLIENT_STATUSES,
-    InvalidSubscription,
-    parse_subscription,
-)
+from herald.core.states import CLIENT_STATUSES, SubscriptionStatus
+from herald.core.subscriptions import parse_subscription
 from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, read_resource
-from herald.runtime.bus.connect import NOTIFICATIONS
+from herald.ingest.fhirhttp import check_accept, read_resource, versioned
 from herald.runtime.store import outbox
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
 
 router = APIRouter(dependencies=[Depends(check_accept)])
-
-
-def _response(ctx: IngestContext, stored: JsonObject, status: int) -> FhirResponse:
-    meta = stored["meta"]
-    return FhirResponse(
-        stored,
-        status_code=status,
-        headers={
-            "ETag": f'W/"{meta["versionId"]}"',
-            "Location": f"{ctx.settings.fhir_base}/Subscription/{stored['id']}"
-            f"/_history/{meta['versionId']}",
-        },
-    )
 
 
 async def _queue_handshake(
@@ -57,10 +40,10 @@ async def _queue_handshake(
     )
 
 
-def _client_status(resource: JsonObject, current: str | None) -> str:
-    status = resource.get("status", "requested")
+def _client_status(resource: JsonObject, current: SubscriptionStatus | None) -> SubscriptionStatus:
+    status = resource.get("status", SubscriptionStatus.REQUESTED)
     if status in CLIENT_STATUSES or status == current:
-        return str(status)
+        return SubscriptionStatus(status)
     raise InvalidSubscription(
         f"a client may set Subscription.status to requested or off, not {status!r}; "
         "active and error are set by the server",
@@ -95,9 +78,10 @@ async def _save(
                 stored,
                 status=status,
                 topic=subscription.topic_url,
-                skip_backlog=status == "requested" and current.status in ("error", "off"),
+                skip_backlog=status == SubscriptionStatus.REQUESTED
+                and current.status in (SubscriptionStatus.ERROR, SubscriptionStatus.OFF),
             )
-        if status == "requested":
+        if status == SubscriptionStatus.REQUESTED:
             await _queue_handshake(ctx, connection, stored)
     ctx.outbox_written.set()
     return {**stored, "status": status}
@@ -114,7 +98,9 @@ def _check_exists(found: StoredSubscription | None, subscription_id: str) -> Sto
 @router.post("/Subscription", status_code=201)
 async def create_subscription(request: Request, ctx: Ctx) -> Response:
     """Register a subscription as requested; the dispatcher sends the handshake."""
-    return _response(ctx, await _save(ctx, await read_resource(request), None), 201)
+    return versioned(
+        ctx.settings.fhir_base, await _save(ctx, await read_resource(request), None), 201
+    )
 
 
 async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
@@ -125,7 +111,7 @@ async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscriptio
 @router.get("/Subscription/{subscription_id}")
 async def read_subscription(subscription_id: str, ctx: Ctx) -> Response:
     """A subscription with its current status and error."""
-    return _response(ctx, (await _stored(ctx, subscription_id)).resource, 200)
+    return versioned(ctx.settings.fhir_base, (await _stored(ctx, subscription_id)).resource, 200)
 
 
 @router.put("/Subscription/{subscription_id}")
@@ -138,7 +124,7 @@ async def update_subscription(subscription_id: str, request: Request, ctx: Ctx) 
             f"({subscription_id!r})",
             expression="Subscription.id",
         )
-    return _response(ctx, await _save(ctx, resource, subscription_id), 200)
+    return versioned(ctx.settings.fhir_base, await _save(ctx, resource, subscription_id), 200)
 
 
 @router.delete("/Subscription/{subscription_id}", status_code=204)

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from herald.core.resources import with_version
-from herald.core.topics import TopicRegistry
+from herald.dispatcher.circuit_breakers import CircuitBreakers
 from herald.dispatcher.delivery import READ_AHEAD, READ_AHEAD_BUDGET, Deliverer
-from herald.dispatcher.endpoints import Endpoints
 from herald.dispatcher.progress import Progress
 from herald.dispatcher.watch import RegistryWatch
 from herald.runtime.metrics import Metrics
+from herald.runtime.packaged import load_topics
 from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store import events, resources, subscriptions
@@ -67,18 +67,18 @@ def receiver() -> Iterator[Receiver]:
 @asynccontextmanager
 async def _delivering(database: Database, **settings: Any) -> AsyncIterator[Deliverer]:
     """A dispatcher's delivery side on the test database (Deliverer fields as keywords)."""
-    endpoints = settings.pop("endpoints", Endpoints())
+    breakers = settings.pop("breakers", CircuitBreakers())
     config = Settings(database_url="sqlite://", allow_http_endpoints=True, **settings)
     sender = HttpSender()
     try:
         yield Deliverer(
             config,
             database,
-            TopicRegistry.from_directory(config.topics_dir),
+            load_topics(config.topics_dir),
             sender,
             Metrics(),
             asyncio.Semaphore(8),
-            endpoints,
+            breakers,
         )
     finally:
         await sender.aclose()
@@ -310,8 +310,8 @@ async def test_an_endpoint_that_comes_back_is_found_by_a_probe_long_before_the_r
     await _add_subscription(database, "s", receiver.url)
     await _add_events(database, "s", 3)
     receiver.status = 503
-    endpoints = Endpoints(failures=1, cooldown=0.1, max_cooldown=0.2)
-    async with _delivering(database, retry_delays="3600", endpoints=endpoints) as deliverer:
+    breakers = CircuitBreakers(failures=1, cooldown=0.1, max_cooldown=0.2)
+    async with _delivering(database, retry_delays="3600", breakers=breakers) as deliverer:
         worker = asyncio.create_task(deliverer.deliver_pending("s", asyncio.Event()))
         await asyncio.to_thread(receiver.wait_for, lambda r: bool(r.received))
         await asyncio.sleep(0.5)  # a probe or two fail meanwhile
