@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from herald import __version__
 from herald.core.topics import TopicCatalog
 from herald.dispatcher.circuit_breakers import CircuitBreakers
 from herald.dispatcher.delivery import Deliverer
@@ -111,6 +112,7 @@ async def run_process(settings: Settings, role: str) -> None:
     """Run one role: run (embedded, everything), ingest, matcher or dispatcher."""
     async with AsyncExitStack() as stack:
         parts = await stack.enter_async_context(open_parts(settings))
+        parts.metrics.build_info.labels(version=__version__, role=role).set(1)
         sender = HttpSender()
         stack.push_async_callback(sender.aclose)
         components: list[Component] = []

@@ -34,8 +34,32 @@ async def ensure_topics(
             # Another service may have created it first.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
+        await _wait_for_leaders(admin, names)
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: Sequence[str]) -> None:
+    """Return once every partition of the topics has a leader (at most 30 s).
+
+    A consumer that subscribes while a new topic has no partitions in the metadata yet is
+    assigned nothing until its next metadata refresh (5 minutes): services started together on
+    a fresh cluster would sit idle that long.
+    """
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        topics = await admin.describe_topics(list(names))
+        if all(
+            t["error_code"] == 0
+            and t["partitions"]
+            and all(p["error_code"] == 0 and p["leader"] >= 0 for p in t["partitions"])
+            for t in topics
+        ):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            log.warning("topics still have partitions without a leader", extra={"topics": names})
+            return
+        await asyncio.sleep(0.2)
 
 
 async def kafka_answers(bootstrap: str, timeout: float = 3.0) -> bool:
