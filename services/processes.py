@@ -107,7 +107,7 @@ async def run_process(settings: Settings, role: str) -> None:
     """Run one role: run (embedded, everything), ingest, matcher or dispatcher."""
     async with AsyncExitStack() as stack:
         parts = await stack.enter_async_context(open_parts(settings))
-        sender = HttpSender()
+        sender = HttpSender(settings.endpoint_policy)
         stack.push_async_callback(sender.aclose)
         components: list[Component] = []
         if role in ("run", "ingest"):

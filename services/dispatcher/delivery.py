@@ -10,26 +10,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
-
 from herald.core.errors import HeraldError
-from herald.core.fhir import FHIR_XML, format_instant, utc_now
-from herald.core.fhirxml import to_xml
+from herald.core.fhir import format_instant, utc_now
 from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
     HEARTBEAT,
     NotificationEvent,
     SubscriptionState,
+    encode_bundle,
     notification_bundle,
 )
-from herald.core.subscriptions import STORED_POLICY, Subscription, parse_subscription
+from herald.core.subscriptions import Subscription, parse_subscription
 from herald.core.topics import TopicRegistry
 from herald.dispatcher.endpoints import HALF_OPEN, Endpoints
 from herald.dispatcher.progress import Progress
 from herald.runtime.lifecycle import sleep_or_stop
 from herald.runtime.metrics import Metrics
-from herald.runtime.sender import DeliveryOutcome, HttpSender
+from herald.runtime.sender import (
+    NOT_SENT,
+    REFUSED,
+    UNSENDABLE,
+    DeliveryOutcome,
+    HttpSender,
+    describe,
+)
 from herald.runtime.settings import Settings
 from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry
@@ -97,7 +102,7 @@ class Deliverer:
         generation = self._generation.get(subscription_id, 0)
         async with self.database.read() as connection:
             stored = await registry.get(connection, subscription_id)
-        loaded = self._parse(subscription_id, stored)
+        loaded = await self._parse(subscription_id, stored)
         if self._generation.get(subscription_id, 0) == generation:
             if loaded is None:
                 self._known.pop(subscription_id, None)
@@ -105,17 +110,23 @@ class Deliverer:
                 self._known[subscription_id] = loaded
         return loaded
 
-    def _parse(self, subscription_id: str, stored: StoredSubscription | None) -> Loaded | None:
+    async def _parse(
+        self, subscription_id: str, stored: StoredSubscription | None
+    ) -> Loaded | None:
+        """The stored subscription, checked again against today's rules (endpoint policy,
+        header rules): one that no longer passes moves to `error` and says why."""
         if stored is None or stored.deleted or stored.status in ("off", "error"):
             return None
         try:
             subscription = parse_subscription(
-                stored.resource, self.topics, STORED_POLICY, status=stored.status
+                stored.resource, self.topics, self.settings.endpoint_policy, status=stored.status
             )
         except HeraldError as exc:
-            log.warning(
-                "subscription cannot be served",
-                extra={"subscription_id": subscription_id, "reason": str(exc)},
+            await self._fail(
+                subscription_id,
+                "error",
+                f"the subscription can no longer be served: {exc}",
+                expected=stored.status,
             )
             return None
         return stored, subscription
@@ -129,8 +140,14 @@ class Deliverer:
         last_chance: bool = False,
     ) -> DeliveryOutcome:
         """POST once. An open circuit skips it, except the last chance before `error`."""
-        xml = subscription.payload.split(";")[0].strip() == FHIR_XML
-        body = to_xml(bundle) if xml else orjson.dumps(bundle)
+        try:
+            body = encode_bundle(bundle, subscription.payload)
+        except Exception as exc:  # noqa: BLE001 -- a poisoned event is a failed attempt
+            outcome = DeliveryOutcome(
+                UNSENDABLE, None, f"the notification could not be encoded: {describe(exc)}"
+            )
+            self.metrics.delivery_attempts.labels(kind, outcome.outcome).inc()
+            return outcome
         endpoint = self.endpoints.get(subscription.endpoint)
         # The origin's slot first: a slow origin then holds at most its own share of the
         # global slots while its POSTs queue.
@@ -154,7 +171,10 @@ class Deliverer:
                         )
                     finally:
                         self.metrics.in_flight.dec()
-                self.endpoints.report(endpoint, outcome, probe=probe)
+                if outcome.outcome in NOT_SENT:  # says nothing about the endpoint's health
+                    endpoint.probing = endpoint.probing and not probe
+                else:
+                    self.endpoints.report(endpoint, outcome, probe=probe)
                 reported = True
             finally:
                 if probe and not reported:  # cancelled: let another POST probe
@@ -225,7 +245,7 @@ class Deliverer:
                 log.info("handshake accepted", extra={"subscription_id": subscription_id})
                 return
             last = outcome.detail
-            if outcome.outcome == "gone":
+            if outcome.outcome in ("gone", REFUSED):
                 break
             if await sleep_or_stop(stop, min(2.0 * 2**attempt, 30.0)):
                 return
@@ -343,6 +363,9 @@ class Deliverer:
                 continue
             if outcome.outcome == "gone":
                 await self._fail(subscription_id, "off", outcome.detail, expected="active")
+                return
+            if outcome.outcome == REFUSED:  # the policy will not change by retrying
+                await self._fail(subscription_id, "error", outcome.detail, expected="active")
                 return
             if attempt >= len(schedule):
                 await self._fail(

@@ -11,8 +11,18 @@ from datetime import UTC, datetime
 import httpx
 
 from herald import __version__
+from herald.core.subscriptions import EndpointPolicy
+from herald.runtime.vetting import VettingTransport, refused_reason
 
 USER_AGENT = f"Herald/{__version__}"
+
+
+REFUSED = "refused"
+"""The endpoint resolves only to addresses the policy refuses: no connection was made."""
+UNSENDABLE = "unsendable"
+"""The notification could not be encoded or written as an HTTP request."""
+NOT_SENT = frozenset({REFUSED, UNSENDABLE})
+"""Outcomes of POSTs that never reached the endpoint (they say nothing of its health)."""
 
 
 @dataclass(frozen=True)
@@ -20,7 +30,7 @@ class DeliveryOutcome:
     """What became of one POST."""
 
     outcome: str
-    """success | http_error | gone | timeout | connection_error."""
+    """success | http_error | gone | timeout | connection_error | refused | unsendable."""
     status_code: int | None
     detail: str
     retry_after: float | None = None
@@ -59,17 +69,30 @@ async def _discard_body(response: httpx.Response) -> None:
             return
 
 
+# Exception texts in outcomes (stored as a subscription's error, logged) are cut to this length.
+DETAIL_LIMIT = 300
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as a short, single-line text."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 1] + "…"
+
+
 class HttpSender:
     """POSTs notification Bundles; never follows redirects and never parses the response body.
 
-    A small body is read and dropped so that the pooled connection can be reused (without it,
-    every POST would open a new TCP (and TLS) connection).
+    Connections go only to addresses the endpoint policy allows, checked when each connection
+    is made (see vetting.py). A small body is read and dropped so that the pooled connection
+    can be reused (without it, every POST would open a new TCP (and TLS) connection).
     """
 
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, policy: EndpointPolicy, client: httpx.AsyncClient | None = None) -> None:
         self._client = client or httpx.AsyncClient(
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            transport=VettingTransport(
+                policy, httpx.Limits(max_connections=200, max_keepalive_connections=50)
+            ),
             headers={"User-Agent": USER_AGENT},
         )
 
@@ -101,7 +124,21 @@ class HttpSender:
         except httpx.TimeoutException:
             outcome = DeliveryOutcome("timeout", None, f"no response within {timeout:g} s")
         except httpx.HTTPError as exc:
-            outcome = DeliveryOutcome("connection_error", None, f"could not connect: {exc!r}")
+            refused = refused_reason(exc)
+            if refused is not None:
+                outcome = DeliveryOutcome(REFUSED, None, f"endpoint not allowed: {refused}")
+            elif isinstance(exc, httpx.LocalProtocolError):
+                outcome = DeliveryOutcome(
+                    UNSENDABLE, None, f"the request could not be sent: {describe(exc)}"
+                )
+            else:
+                outcome = DeliveryOutcome(
+                    "connection_error", None, f"could not connect: {describe(exc)}"
+                )
+        except Exception as exc:  # noqa: BLE001 -- whatever the request held, it is one failed POST
+            outcome = DeliveryOutcome(
+                UNSENDABLE, None, f"the request could not be sent: {describe(exc)}"
+            )
         else:
             code = response.status_code
             if 200 <= code < 300:

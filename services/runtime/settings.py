@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from herald.core.addresses import parse_networks
 from herald.core.subscriptions import EndpointPolicy
 
 # Editable installs and the source tree keep topic files at <repo>/schemas/topics.
@@ -49,6 +50,11 @@ class Settings(BaseSettings):
     )
     allow_private_endpoints: bool | None = Field(
         None, description="accept loopback/private endpoints; default: yes embedded, no distributed"
+    )
+    endpoint_allow: str = Field(
+        "",
+        description="comma-separated host names and CIDR networks endpoints may reach although "
+        "they are not public (private partners), when private endpoints are not allowed",
     )
 
     handshake_delay: float = Field(
@@ -127,7 +133,13 @@ class Settings(BaseSettings):
         allow_private = (
             self.embedded if self.allow_private_endpoints is None else self.allow_private_endpoints
         )
-        return EndpointPolicy(allow_http=allow_http, allow_private=allow_private)
+        hosts, networks = parse_networks(self.endpoint_allow.split(","))
+        return EndpointPolicy(
+            allow_http=allow_http,
+            allow_private=allow_private,
+            allow_hosts=hosts,
+            allow_networks=networks,
+        )
 
     def topic(self, name: str) -> str:
         """The Kafka topic name for a logical topic ('task-changes', 'notifications')."""

@@ -4,22 +4,20 @@ subscription; on SQLite and PostgreSQL, with a real loopback subscriber."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from herald.core.resources import with_version
-from herald.core.topics import TopicRegistry
 from herald.dispatcher.delivery import READ_AHEAD, READ_AHEAD_BUDGET, Deliverer
 from herald.dispatcher.progress import Progress
 from herald.dispatcher.watch import RegistryWatch
-from herald.runtime.metrics import Metrics
-from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store import events, resources, subscriptions
 from herald.runtime.store.database import Database
 from herald.runtime.store.events import LoggedEvent
+from tests.support.delivery import open_deliverer
 from tests.support.fhir import BACKPORT, HREX_TOPIC, backport_subscription
 from tests.support.receiver import Receiver
 
@@ -54,28 +52,11 @@ async def _delivered_through(database: Database, sub_id: str) -> int:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A loopback subscriber."""
-    with Receiver() as r:
-        yield r
-
-
-@pytest.fixture
 async def deliverer(database: Database) -> AsyncIterator[Deliverer]:
     """A dispatcher's delivery side on the test database."""
     settings = Settings(database_url="sqlite://", allow_http_endpoints=True)
-    sender = HttpSender()
-    try:
-        yield Deliverer(
-            settings,
-            database,
-            TopicRegistry.from_directory(settings.topics_dir),
-            sender,
-            Metrics(),
-            asyncio.Semaphore(8),
-        )
-    finally:
-        await sender.aclose()
+    async with open_deliverer(settings, database) as deliverer:
+        yield deliverer
 
 
 def _numbers(receiver: Receiver) -> list[int]:
