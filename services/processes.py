@@ -64,7 +64,15 @@ def _ingest(parts: Parts) -> list[Component]:
         async with parts.bus.publisher() as publisher:
             await run_relay(ctx, publisher, stop)
 
-    return [http_component(app, parts.settings.host, parts.settings.port), relay]
+    settings = parts.settings
+    server = http_component(
+        app,
+        settings.host,
+        settings.port,
+        max_connections=settings.max_connections,
+        keep_alive_timeout=settings.keep_alive_timeout,
+    )
+    return [server, relay]
 
 
 def _matcher(parts: Parts) -> Component:

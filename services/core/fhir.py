@@ -45,12 +45,22 @@ TASK_INTENT_CODES = frozenset(
 )
 
 # http://hl7.org/fhir/R4/datatypes.html#id
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+# Matched in full: `$` alone would let a trailing newline through.
+_ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 def is_valid_id(value: object) -> bool:
     """True when value is a FHIR logical id."""
-    return isinstance(value, str) and bool(_ID_PATTERN.match(value))
+    return isinstance(value, str) and _ID_PATTERN.fullmatch(value) is not None
+
+
+# ASCII digits only (str.isdigit also takes "²"), and few enough to fit a 64-bit column.
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
+
+
+def whole_number(text: str) -> int | None:
+    """A non-negative whole number written in ASCII digits (at most 18), else None."""
+    return int(text) if _WHOLE_NUMBER.fullmatch(text) else None
 
 
 def new_id() -> str:

@@ -42,6 +42,21 @@ def _is_resource(type_name: str) -> bool:
     return elements is not None and elements.get("id") == ("id", False)
 
 
+def element_definitions(type_name: str) -> dict[str, Element]:
+    """The elements of an R4 type by name: (type name, repeats)."""
+    return _types()[type_name]
+
+
+def is_resource_type(type_name: str) -> bool:
+    """Whether the name is an R4 resource type."""
+    return _is_resource(type_name)
+
+
+def safe_parser() -> etree.XMLParser:
+    """An XML parser that loads no DTD, resolves no entity and never touches the network."""
+    return _parser()
+
+
 def _parser() -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,

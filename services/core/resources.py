@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from herald.core.errors import InvalidResource
 from herald.core.fhir import TASK_INTENT_CODES, TASK_STATUS_CODES, is_valid_id
+from herald.core.structure import validate_structure
 from herald.core.types import JsonObject
 
 # Elements the server owns: a client's values are replaced.
@@ -49,6 +50,7 @@ def validate_task(resource: object, *, url_id: str | None = None) -> JsonObject:
     meta = resource.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise InvalidResource("meta must be an object", expression="Task.meta")
+    validate_structure(resource)
     cleaned = dict(resource)
     if meta:
         cleaned["meta"] = {k: v for k, v in meta.items() if k not in SERVER_META}

@@ -13,6 +13,7 @@ from herald.ingest import search as task_search
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, install_error_handlers
 from herald.runtime.health import ReadinessCheck, health_routes
+from herald.runtime.limits import RequestLimits
 
 
 def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
@@ -25,6 +26,7 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.herald = ctx
+    app.add_middleware(RequestLimits, limits=ctx.settings.request_limits)
     install_error_handlers(app)
     app.router.routes.extend(health_routes(ctx.metrics, readiness))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from contextvars import ContextVar
 from typing import Any
@@ -22,20 +23,13 @@ from herald.core.fhir import (
     utc_now,
 )
 from herald.core.fhirxml import from_xml, to_xml
+from herald.core.structure import check_depth
 from herald.core.types import JsonObject
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024
 _JSON_TYPES = {FHIR_JSON, "application/json", "json", "application/json+fhir"}
 _XML_TYPES = {"application/fhir+xml", "application/xml", "xml", "text/xml", "application/xml+fhir"}
-
-
-class PayloadTooLarge(FhirError):
-    """The request body is over the size limit."""
-
-    status_code = 413
-    issue_code = "too-costly"
 
 
 # The format this request's answer is written in; set by check_accept, read by FhirResponse.
@@ -98,14 +92,8 @@ async def check_accept(request: Request) -> None:
 
 
 async def read_body(request: Request) -> bytes:
-    """The raw request body, refused with 413 when it is over MAX_BODY_BYTES."""
-    declared = request.headers.get("content-length", "0")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    return body
+    """The raw request body (RequestLimits refuses one over the limit while it streams in)."""
+    return await request.body()
 
 
 def searchset(base: str, self_url: str, resources: list[JsonObject]) -> JsonObject:
@@ -130,7 +118,7 @@ def searchset(base: str, self_url: str, resources: list[JsonObject]) -> JsonObje
 
 async def read_resource(request: Request) -> JsonObject:
     """The request body as a JSON object, or a 4xx FhirError."""
-    content_type = request.headers.get("content-type", FHIR_JSON).split(";")[0].strip().lower()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES and content_type not in _XML_TYPES:
         raise UnsupportedMediaType(
             f"unsupported Content-Type {content_type!r}; send {FHIR_JSON} or {FHIR_XML}"
@@ -139,14 +127,28 @@ async def read_resource(request: Request) -> JsonObject:
     if not body:
         raise InvalidResource("the request has no body")
     if content_type in _XML_TYPES:
-        return from_xml(body)
+        resource = from_xml(body)
+        check_depth(resource)
+        return resource
     try:
         resource = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidResource(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(resource, dict):
         raise InvalidResource("the body must be a JSON object")
+    check_depth(resource)
+    # orjson keeps the last of duplicate keys; a proxy in front may keep the first and see
+    # another resource. The (bounded-depth) body is read once more to find them.
+    json.loads(body, object_pairs_hook=_without_duplicates)
     return resource
+
+
+def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise InvalidResource(f"the JSON object holds the key {twice[:64]!r} more than once")
+    return dict(pairs)
 
 
 def outcome_response(

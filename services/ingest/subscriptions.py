@@ -10,6 +10,7 @@ from herald.core.contracts import NotificationRequest, encode
 from herald.core.errors import ResourceGone, ResourceNotFound
 from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.resources import with_version
+from herald.core.structure import validate_structure
 from herald.core.subscriptions import (
     CLIENT_STATUSES,
     InvalidSubscription,
@@ -73,6 +74,7 @@ async def _save(
 ) -> JsonObject:
     """Validate and store a new version; queue a handshake when the status is requested."""
     subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
+    validate_structure(resource)
     async with ctx.database.transaction() as connection:
         current = None
         if subscription_id is not None:

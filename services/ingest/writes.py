@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from herald.core.contracts import ResourceChange, encode
 from herald.core.errors import FhirError, ResourceGone, ResourceNotFound
-from herald.core.fhir import format_instant, new_id, utc_now
+from herald.core.fhir import format_instant, new_id, utc_now, whole_number
 from herald.core.resources import with_version
 from herald.core.types import JsonObject
 from herald.ingest.context import IngestContext
@@ -129,9 +129,10 @@ async def vread(
 ) -> JsonObject:
     """One version, or 404."""
     found = None
-    if version_id.isdigit():
+    number = whole_number(version_id)
+    if number is not None:
         async with ctx.database.read() as connection:
-            found = await resources.version(connection, resource_type, resource_id, int(version_id))
+            found = await resources.version(connection, resource_type, resource_id, number)
     if found is None:
         raise ResourceNotFound(f"{resource_type}/{resource_id}/_history/{version_id} is not known")
     return found

@@ -28,12 +28,34 @@ class _Server(uvicorn.Server):
         yield
 
 
-def http_component(app: ASGIApp, host: str, port: int) -> Component:
-    """Serve an ASGI app until stopped (in-flight requests finish first)."""
+# h11 refuses a request head (request line and headers) larger than this: 16 KB.
+MAX_HEAD_BYTES = 16 * 1024
+
+
+def http_component(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    max_connections: int | None = None,
+    keep_alive_timeout: float = 5.0,
+) -> Component:
+    """Serve an ASGI app until stopped (in-flight requests finish first).
+
+    Beyond `max_connections` concurrent connections or requests, uvicorn answers 503.
+    """
 
     async def serve(stop: asyncio.Event) -> None:
         config = uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            limit_concurrency=max_connections,
+            timeout_keep_alive=int(max(1, keep_alive_timeout)),
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         )
         server = _Server(config)
         task = asyncio.create_task(server.serve())

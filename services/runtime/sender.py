@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import httpx
 
 from herald import __version__
+from herald.core.fhir import whole_number
 from herald.core.subscriptions import EndpointPolicy
 from herald.runtime.vetting import VettingTransport, refused_reason
 
@@ -44,8 +45,9 @@ class DeliveryOutcome:
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    seconds = whole_number(value.strip())
+    if seconds is not None:
+        return float(seconds)
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald.core.addresses import parse_networks
 from herald.core.subscriptions import EndpointPolicy
+from herald.runtime.limits import Limits
 
 # Editable installs and the source tree keep topic files at <repo>/schemas/topics.
 DEFAULT_TOPICS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "topics"
@@ -85,6 +86,25 @@ class Settings(BaseSettings):
     registry_refresh: float = Field(
         1.0, gt=0, description="seconds between subscription registry polls (matcher, dispatcher)"
     )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="largest request body, on every route (413 beyond)"
+    )
+    max_query_bytes: int = Field(8192, ge=256, description="longest query string (414 beyond)")
+    max_query_parameters: int = Field(
+        100, ge=1, description="most query parameters in one request (400 beyond)"
+    )
+    rate_limit: float = Field(
+        50.0, ge=0, description="requests per second per client, on average; 0: no limit"
+    )
+    rate_burst: int = Field(100, ge=1, description="requests a client may make in one burst")
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="concurrent connections and requests an HTTP server takes (503 beyond)",
+    )
+    keep_alive_timeout: float = Field(
+        5.0, gt=0, description="seconds an idle keep-alive connection is kept open"
+    )
     canvas_secret: str | None = Field(
         None,
         description="HMAC-SHA256 key of POST /canvas/integration-tasks; unset: no signature check",
@@ -139,6 +159,17 @@ class Settings(BaseSettings):
             allow_private=allow_private,
             allow_hosts=hosts,
             allow_networks=networks,
+        )
+
+    @property
+    def request_limits(self) -> Limits:
+        """The request limits of the FHIR API."""
+        return Limits(
+            max_body_bytes=self.max_body_bytes,
+            max_query_bytes=self.max_query_bytes,
+            max_query_parameters=self.max_query_parameters,
+            rate=self.rate_limit,
+            burst=self.rate_burst,
         )
 
     def topic(self, name: str) -> str:
