@@ -37,6 +37,10 @@ TIMEOUT_RANGE = (1, 120)
 MAX_COUNT_RANGE = (1, 1000)
 DEFAULT_TIMEOUT = 10
 DEFAULT_MAX_COUNT = 100
+# Bounds on filters: every change is matched against them, so their size is work per change.
+MAX_FILTERS = 20
+MAX_FILTER_LENGTH = 2048
+MAX_FILTER_VALUES = 100
 
 
 class InvalidSubscription(InvalidResource):
@@ -223,7 +227,13 @@ def _topic(resource: JsonObject, topics: TopicRegistry) -> Topic:
 
 def _filters(resource: JsonObject, topic: Topic) -> tuple[tuple[str, ...], tuple[Criteria, ...]]:
     texts: list[str] = []
-    for extension in _extensions(resource.get("_criteria"), "Subscription._criteria"):
+    extensions = _extensions(resource.get("_criteria"), "Subscription._criteria")
+    if len(extensions) > MAX_FILTERS:
+        raise InvalidSubscription(
+            f"a subscription may have at most {MAX_FILTERS} filters",
+            expression="Subscription._criteria",
+        )
+    for extension in extensions:
         url = extension.get("url")
         if url != FILTER_CRITERIA_URL:
             raise InvalidSubscription(
@@ -235,6 +245,14 @@ def _filters(resource: JsonObject, topic: Topic) -> tuple[tuple[str, ...], tuple
         if not isinstance(text, str) or not text.strip():
             raise InvalidSubscription(
                 "backport-filter-criteria needs a non-empty valueString",
+                expression="Subscription._criteria",
+            )
+        if len(text) > MAX_FILTER_LENGTH or any(
+            part.count(",") >= MAX_FILTER_VALUES for part in text.split("&")
+        ):
+            raise InvalidSubscription(
+                f"a filter may be at most {MAX_FILTER_LENGTH} characters long, with at most "
+                f"{MAX_FILTER_VALUES} values per parameter",
                 expression="Subscription._criteria",
             )
         texts.append(text)

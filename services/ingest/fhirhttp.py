@@ -166,7 +166,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
         request.app.state.herald.metrics.rejected_requests.labels(str(exc.status_code)).inc()
-        return outcome_response(exc.status_code, exc.diagnostics, exc.issue_code, exc.expression)
+        response = outcome_response(
+            exc.status_code, exc.diagnostics, exc.issue_code, exc.expression
+        )
+        if exc.status_code == 413:
+            # The rest of the body is not wanted: closing beats reading it to the end.
+            response.headers["Connection"] = "close"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:

@@ -152,14 +152,14 @@ class RequestLimits:
             return (
                 414,
                 f"the query string is longer than {limits.max_query_bytes} bytes",
-                ("too-costly"),
+                "too-costly",
                 [],
             )
         if query.count(b"&") + 1 > limits.max_query_parameters:
             return (
                 400,
                 f"more than {limits.max_query_parameters} query parameters",
-                ("too-costly"),
+                "too-costly",
                 [],
             )
         headers = dict(scope["headers"])
@@ -173,8 +173,8 @@ class RequestLimits:
                 return (
                     413,
                     f"the body is larger than {limits.max_body_bytes} bytes",
-                    ("too-costly"),
-                    [],
+                    "too-costly",
+                    [(b"connection", b"close")],
                 )
         has_body = chunked or (declared is not None and declared != b"0")
         if has_body and not headers.get(b"content-type", b"").strip():

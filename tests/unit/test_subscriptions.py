@@ -397,6 +397,27 @@ REJECTIONS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "header name with a space": (_set("channel.header", ["X Token: abc"]), "Name: value"),
     "header that is not a string": (_set("channel.header", [42]), "Name: value"),
     "headers not a list": (_set("channel.header", "Authorization: Bearer abc"), "header"),
+    "7000 filters": (
+        _set(
+            "_criteria",
+            {
+                "extension": [{"url": FILTER_CRITERIA_URL, "valueString": "Task?status=ready"}]
+                * 7000
+            },
+        ),
+        "at most 20 filters",
+    ),
+    "a filter with 150 values": (
+        _set(
+            "_criteria",
+            {
+                "extension": [
+                    {"url": FILTER_CRITERIA_URL, "valueString": "Task?status=" + ",ready" * 150}
+                ]
+            },
+        ),
+        "values per parameter",
+    ),
     "header value with CR LF": (
         _set("channel.header", ["X-A: a\r\nX-Injected: 1"]),
         "visible ASCII",
