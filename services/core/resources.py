@@ -30,13 +30,13 @@ def validate_task(resource: object, *, url_id: str | None = None) -> JsonObject:
     if body_id is not None and not is_valid_id(body_id):
         raise InvalidResource(f"invalid id {body_id!r}", expression="Task.id")
     status = resource.get("status")
-    if status not in TASK_STATUS_CODES:
+    if not isinstance(status, str) or status not in TASK_STATUS_CODES:
         raise InvalidResource(
             f"Task.status must be one of the R4 task-status codes, got {status!r}",
             expression="Task.status",
         )
     intent = resource.get("intent")
-    if intent not in TASK_INTENT_CODES:
+    if not isinstance(intent, str) or intent not in TASK_INTENT_CODES:
         raise InvalidResource(
             f"Task.intent must be one of the R4 task-intent codes, got {intent!r}",
             expression="Task.intent",

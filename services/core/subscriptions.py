@@ -422,7 +422,7 @@ def parse_subscription(
     if resource_id is not None and not is_valid_id(resource_id):
         raise InvalidSubscription(f"invalid id {resource_id!r}", expression="Subscription.id")
     given_status = resource.get("status", "requested")
-    if given_status not in STATUSES:
+    if not isinstance(given_status, str) or given_status not in STATUSES:
         raise InvalidSubscription(
             f"status must be one of {', '.join(sorted(STATUSES))}, got {given_status!r}",
             expression="Subscription.status",
@@ -527,7 +527,7 @@ def expired(resource: JsonObject, now: datetime) -> bool:
 
 def check_client_status(status: object) -> None:
     """Clients may only ask for requested or off; the server sets active and error."""
-    if status not in CLIENT_STATUSES:
+    if not isinstance(status, str) or status not in CLIENT_STATUSES:
         raise FhirError(
             f"a client may set Subscription.status to requested or off, not {status!r}; "
             "active and error are set by the server",
