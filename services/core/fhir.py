@@ -80,6 +80,10 @@ def format_instant(moment: datetime) -> str:
     )
 
 
+# Characters neither FHIR strings nor XML 1.0 may hold (a client's input echoed in a message).
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
 def operation_outcome(
     diagnostics: str,
     *,
@@ -88,7 +92,11 @@ def operation_outcome(
     expression: str | None = None,
 ) -> JsonObject:
     """An OperationOutcome with one issue."""
-    issue: JsonObject = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    issue: JsonObject = {
+        "severity": severity,
+        "code": code,
+        "diagnostics": _NOT_TEXT.sub("\ufffd", diagnostics),
+    }
     if expression:
         issue["expression"] = [expression]
     return {"resourceType": "OperationOutcome", "issue": [issue]}

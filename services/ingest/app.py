@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import Depends, FastAPI
 from starlette.responses import Response
 
@@ -12,6 +14,7 @@ from herald.ingest import canvas, discovery, operations, subscriptions, tasks
 from herald.ingest import search as task_search
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, install_error_handlers
+from herald.ingest.openapi import openapi_document
 from herald.runtime.health import ReadinessCheck, health_routes
 from herald.runtime.limits import RequestLimits
 
@@ -26,6 +29,7 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.herald = ctx
+    app.openapi = partial(openapi_document, app, ctx.topics)  # type: ignore[method-assign]
     app.add_middleware(RequestLimits, limits=ctx.settings.request_limits)
     install_error_handlers(app)
     app.router.routes.extend(health_routes(ctx.metrics, readiness))
