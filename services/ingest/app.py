@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from herald import __version__
@@ -31,6 +32,17 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
     app.state.herald = ctx
     app.openapi = partial(openapi_document, app, ctx.topics)  # type: ignore[method-assign]
     app.add_middleware(RequestLimits, limits=ctx.settings.request_limits)
+    origins = [o.strip() for o in ctx.settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        # Outermost, so that refusals (413, 429…) carry the CORS headers a browser needs to
+        # show them to the script.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "If-Match"],
+            expose_headers=["ETag", "Location", "Retry-After"],
+        )
     install_error_handlers(app)
     app.router.routes.extend(health_routes(ctx.metrics, readiness))
 

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     keep_alive_timeout: float = Field(
         5.0, gt=0, description="seconds an idle keep-alive connection is kept open"
     )
+    cors_origins: str = Field(
+        "",
+        description="comma-separated origins whose browser scripts may call the FHIR API; "
+        "empty: no CORS headers",
+    )
     canvas_secret: str | None = Field(
         None,
         description="HMAC-SHA256 key of POST /canvas/integration-tasks; unset: no signature check",

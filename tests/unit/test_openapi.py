@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from herald.core.topics import TopicRegistry
 from herald.ingest.app import create_app
 from herald.ingest.context import IngestContext
@@ -35,3 +37,20 @@ def test_bodies_parameters_and_errors_are_described() -> None:
     for operations in paths.values():
         for operation in operations.values():
             assert "4XX" in operation["responses"] and "422" not in operation["responses"]
+
+
+async def test_cors_is_off_unless_origins_are_configured() -> None:
+    preflight = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    for origins, allowed in (("", False), ("https://app.example", True)):
+        settings = Settings(cors_origins=origins)
+        topics = TopicRegistry.from_directory(settings.topics_dir)
+        app = create_app(IngestContext(settings, None, topics, Metrics()), _no_readiness)  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://h") as client:
+            answer = await client.options("/fhir/Task", headers=preflight)
+        granted = answer.headers.get("access-control-allow-origin")
+        assert (granted == "https://app.example") is allowed
