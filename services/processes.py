@@ -71,6 +71,7 @@ def _ingest(parts: Parts) -> list[Component]:
         settings.port,
         max_connections=settings.max_connections,
         keep_alive_timeout=settings.keep_alive_timeout,
+        head_timeout=settings.header_timeout,
     )
     return [server, relay]
 

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         ge=1,
         description="concurrent connections and requests an HTTP server takes (503 beyond)",
     )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a connection has to send a complete request head (slowloris)",
+    )
     keep_alive_timeout: float = Field(
         5.0, gt=0, description="seconds an idle keep-alive connection is kept open"
     )

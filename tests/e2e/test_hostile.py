@@ -291,3 +291,35 @@ def test_with_an_allowlist_a_private_partner_is_reached(start_herald: StartHeral
         assert created.status_code == 201, created.text
         wait_status(client, created.json()["id"], "active")
         assert receiver.of_kind("handshake")
+
+
+def test_slow_connections_are_closed_after_the_header_timeout(start_herald: StartHerald) -> None:
+    client = start_herald(header_timeout="1")
+    host, port = client.base_url.host, client.base_url.port
+    assert port is not None
+    slow = []
+    for _ in range(50):
+        connection = socket.create_connection((host, port), timeout=5)
+        connection.sendall(b"GET /fhir/metadata HTTP/1.1\r\nHost: h\r\n")
+        slow.append(connection)
+    started = time.monotonic()
+    closed: set[int] = set()
+    while len(closed) < len(slow) and time.monotonic() - started < 10:
+        for number, connection in enumerate(slow):
+            if number in closed:
+                continue
+            try:
+                connection.sendall(b"X")  # one more header byte now and then (slowloris)
+                connection.settimeout(0.01)
+                if connection.recv(1) == b"":
+                    closed.add(number)
+            except TimeoutError:
+                pass
+            except OSError:
+                closed.add(number)
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    for connection in slow:
+        connection.close()
+    assert len(closed) == len(slow) and elapsed < 5, (len(closed), elapsed)
+    assert client.get("/metadata").status_code == 200
