@@ -486,6 +486,20 @@ def parse_subscription(
     )
 
 
+def endpoint_origin(resource: JsonObject) -> str | None:
+    """scheme://host:port of a stored Subscription's endpoint (the unit of per-origin quotas)."""
+    channel = resource.get("channel")
+    endpoint = channel.get("endpoint") if isinstance(channel, dict) else None
+    if not isinstance(endpoint, str):
+        return None
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    return f"{parts.scheme}://{(parts.hostname or '').lower().rstrip('.')}:{port}"[:300]
+
+
 def heartbeat_period(channel_extensions: object) -> int | None:
     """The backport-heartbeat-period of a stored channel's extensions, if any."""
     for extension in channel_extensions if isinstance(channel_extensions, list) else []:

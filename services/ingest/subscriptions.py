@@ -7,13 +7,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from herald.core.contracts import NotificationRequest, encode
-from herald.core.errors import ResourceGone, ResourceNotFound
+from herald.core.errors import FhirError, ResourceGone, ResourceNotFound
 from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.resources import with_version
 from herald.core.structure import validate_structure
 from herald.core.subscriptions import (
     CLIENT_STATUSES,
     InvalidSubscription,
+    endpoint_origin,
     parse_subscription,
 )
 from herald.core.types import JsonObject
@@ -81,6 +82,8 @@ async def _save(
             current = await registry.get(connection, subscription_id, for_update=True)
             _check_exists(current, subscription_id)
         status = _client_status(resource, current.status if current else None)
+        if status != "off":
+            await _check_origin_quota(ctx, connection, resource, subscription_id)
         stored = with_version(
             {k: v for k, v in resource.items() if k not in ("status", "error")},
             subscription_id or new_id(),
@@ -103,6 +106,32 @@ async def _save(
             await _queue_handshake(ctx, connection, stored)
     ctx.outbox_written.set()
     return {**stored, "status": status}
+
+
+class QuotaExceeded(FhirError):
+    """A limit on what one origin (or client) may hold is reached."""
+
+    status_code = 403
+    issue_code = "too-costly"
+
+
+async def _check_origin_quota(
+    ctx: IngestContext, connection: AsyncConnection, resource: JsonObject, own_id: str | None
+) -> None:
+    """Refuse one more live subscription to an endpoint origin that has its quota: each
+    subscription is one more POST per matching change to that origin."""
+    origin = endpoint_origin(resource)
+    most = ctx.settings.max_subscriptions_per_origin
+    if origin is None:
+        return
+    held = await registry.count_at_origin(connection, origin, other_than=own_id or "")
+    if held >= most:
+        raise QuotaExceeded(
+            f"the endpoint's origin already has {held} live subscriptions, the most this "
+            f"server allows (HERALD_MAX_SUBSCRIPTIONS_PER_ORIGIN={most}); delete or turn off "
+            "some, or use filters on fewer subscriptions",
+            expression="Subscription.channel.endpoint",
+        )
 
 
 def _check_exists(found: StoredSubscription | None, subscription_id: str) -> StoredSubscription:

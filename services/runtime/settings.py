@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     keep_alive_timeout: float = Field(
         5.0, gt=0, description="seconds an idle keep-alive connection is kept open"
     )
+    max_subscriptions_per_origin: int = Field(
+        100,
+        ge=1,
+        description="live subscriptions (not off, not deleted) one endpoint origin may have",
+    )
     cors_origins: str = Field(
         "",
         description="comma-separated origins whose browser scripts may call the FHIR API; "

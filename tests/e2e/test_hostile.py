@@ -323,3 +323,24 @@ def test_slow_connections_are_closed_after_the_header_timeout(start_herald: Star
         connection.close()
     assert len(closed) == len(slow) and elapsed < 5, (len(closed), elapsed)
     assert client.get("/metadata").status_code == 200
+
+
+def test_an_endpoint_origin_holds_at_most_its_quota_of_live_subscriptions(
+    start_herald: StartHerald,
+) -> None:
+    client = start_herald(max_subscriptions_per_origin="3")
+    created = [
+        client.post("/Subscription", json=backport_subscription(f"http://127.0.0.1:9/{n}"))
+        for n in range(3)
+    ]
+    assert [r.status_code for r in created] == [201, 201, 201]
+    one_more = backport_subscription("http://127.0.0.1:9/other-path")
+    _refused(client.post("/Subscription", json=one_more), 403, "Subscription.channel.endpoint")
+    # Another origin is not affected; turning one off frees its place.
+    assert (
+        client.post("/Subscription", json=backport_subscription("http://127.0.0.2:9/")).status_code
+        == 201
+    )
+    first = created[0].json()
+    assert client.put(f"/Subscription/{first['id']}", json={**first, "status": "off"}).is_success
+    assert client.post("/Subscription", json=one_more).status_code == 201
