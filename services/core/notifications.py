@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import orjson
 
 from herald.core.fhir import FHIR_XML, new_id
-from herald.core.fhirxml import to_xml
+from herald.core.fhirxml import FhirXml
+from herald.core.states import SubscriptionStatus
 from herald.core.types import JsonObject
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -84,7 +85,7 @@ def status_parameters(
                 {"name": "focus", "valueReference": {"reference": f"{base_url}/{event.focus}"}}
             )
         parameters.append({"name": "notification-event", "part": parts})
-    if state.status == "error" and state.error:
+    if state.status == SubscriptionStatus.ERROR and state.error:
         parameters.append(
             {
                 "name": "error",
@@ -151,12 +152,12 @@ def notification_bundle(
     }
 
 
-def encode_bundle(bundle: JsonObject, payload: str) -> bytes:
+def encode_bundle(bundle: JsonObject, payload: str, xml: FhirXml) -> bytes:
     """A notification Bundle in the format of `channel.payload` (FHIR XML or FHIR JSON).
 
     Raises whatever the encoder raises on a resource it cannot write (nesting past orjson's
     limit, characters XML cannot hold); the caller counts that as a failed attempt.
     """
     if payload.split(";")[0].strip() == FHIR_XML:
-        return to_xml(bundle)
+        return xml.to_xml(bundle)
     return orjson.dumps(bundle)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from herald.core.errors import InvalidResource
 from herald.core.fhir import TASK_INTENT_CODES, TASK_STATUS_CODES, is_valid_id
+from herald.core.fhirxml import FhirXml
 from herald.core.structure import validate_structure
 from herald.core.types import JsonObject
 
@@ -11,8 +12,11 @@ from herald.core.types import JsonObject
 SERVER_META = ("versionId", "lastUpdated")
 
 
-def validate_task(resource: object, *, url_id: str | None = None) -> JsonObject:
-    """Check a Task a client sent; return it without the server-managed meta elements."""
+def validate_task(
+    resource: object, *, definitions: FhirXml, url_id: str | None = None
+) -> JsonObject:
+    """Check a Task a client sent (`definitions`: the R4 element definitions its structure is
+    checked against); return it without the server-managed meta elements."""
     if not isinstance(resource, dict):
         raise InvalidResource("the body must be a JSON object holding a Task")
     resource_type = resource.get("resourceType")
@@ -50,7 +54,7 @@ def validate_task(resource: object, *, url_id: str | None = None) -> JsonObject:
     meta = resource.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise InvalidResource("meta must be an object", expression="Task.meta")
-    validate_structure(resource)
+    validate_structure(resource, definitions)
     cleaned = dict(resource)
     if meta:
         cleaned["meta"] = {k: v for k, v in meta.items() if k not in SERVER_META}

@@ -18,7 +18,7 @@ from typing import Any
 from lxml import etree
 
 from herald.core.errors import InvalidResource
-from herald.core.fhirxml import XHTML, element_definitions, is_resource_type, safe_parser
+from herald.core.fhirxml import XHTML, FhirXml, safe_parser
 
 MAX_DEPTH = 40
 """Nesting of objects and arrays in one resource (real resources stay under 15)."""
@@ -87,53 +87,69 @@ def check_depth(value: object, limit: int = MAX_DEPTH) -> None:
         stack.extend((child, depth + 1) for child in children)
 
 
-def validate_structure(resource: dict[str, Any]) -> None:
-    """Raise InvalidResource (with the element's path) where the resource breaks R4's structure."""
+def validate_structure(resource: dict[str, Any], definitions: FhirXml) -> None:
+    """Raise InvalidResource (with the element's path) where the resource breaks R4's structure
+    (`definitions`: the R4 element definitions, as FHIR XML holds them)."""
     check_depth(resource)
     type_name = resource.get("resourceType")
-    if not isinstance(type_name, str) or not is_resource_type(type_name):
+    if not isinstance(type_name, str) or not definitions.is_resource_type(type_name):
         raise InvalidResource(f"unknown resourceType {str(type_name)[:64]!r}")
-    _resource(resource, type_name, type_name)
+    _Walk(definitions).resource(resource, type_name, type_name)
 
 
-def _resource(value: object, path: str, expected: str | None = None) -> None:
-    if not isinstance(value, dict):
-        raise InvalidResource("a resource must be a JSON object", expression=path)
-    type_name = value.get("resourceType")
-    if not isinstance(type_name, str) or not is_resource_type(type_name):
-        raise InvalidResource(
-            f"unknown resourceType {str(type_name)[:64]!r}", expression=f"{path}.resourceType"
-        )
-    if expected is not None and type_name != expected:
-        raise InvalidResource(f"expected a {expected}", expression=path)
-    _complex(value, type_name, path, resource=True)
+class _Walk:
+    """One walk over a resource, by the element definitions it was given."""
 
+    def __init__(self, definitions: FhirXml) -> None:
+        self.definitions = definitions
 
-def _complex(value: object, type_name: str, path: str, *, resource: bool = False) -> None:
-    if not isinstance(value, dict):
-        raise InvalidResource(f"{path} must be a JSON object ({type_name})", expression=path)
-    if not value:
-        raise InvalidResource(f"{path} must not be empty", expression=path)
-    definitions = element_definitions(type_name)
-    for key, item in value.items():
-        if key == "resourceType" and resource:
-            continue
-        name = key[1:] if key.startswith("_") else key
-        definition = definitions.get(name)
-        where = f"{path}.{name}"
-        if definition is None:
-            raise InvalidResource(f"unknown element {key[:64]!r} in {type_name}", expression=where)
-        child_type, repeats = definition
-        if key.startswith("_"):
-            if not child_type[0].islower():
-                raise InvalidResource(f"{key} is not a primitive's extension", expression=where)
-            _each(item, repeats, where, _complex_check("Element"), nullable=True)
-        elif child_type[0].islower():
-            _each(item, repeats, where, _primitive_check(child_type), nullable=repeats)
-        elif child_type == "Resource":
-            _each(item, repeats, where, _resource)
-        else:
-            _each(item, repeats, where, _complex_check(child_type))
+    def resource(self, value: object, path: str, expected: str | None = None) -> None:
+        """Check a resource (of type `expected` when given)."""
+        if not isinstance(value, dict):
+            raise InvalidResource("a resource must be a JSON object", expression=path)
+        type_name = value.get("resourceType")
+        if not isinstance(type_name, str) or not self.definitions.is_resource_type(type_name):
+            raise InvalidResource(
+                f"unknown resourceType {str(type_name)[:64]!r}", expression=f"{path}.resourceType"
+            )
+        if expected is not None and type_name != expected:
+            raise InvalidResource(f"expected a {expected}", expression=path)
+        self.complex(value, type_name, path, resource=True)
+
+    def complex(self, value: object, type_name: str, path: str, *, resource: bool = False) -> None:
+        """Check a value of a complex type (or a resource's content)."""
+        if not isinstance(value, dict):
+            raise InvalidResource(f"{path} must be a JSON object ({type_name})", expression=path)
+        if not value:
+            raise InvalidResource(f"{path} must not be empty", expression=path)
+        definitions = self.definitions.element_definitions(type_name)
+        for key, item in value.items():
+            if key == "resourceType" and resource:
+                continue
+            name = key[1:] if key.startswith("_") else key
+            definition = definitions.get(name)
+            where = f"{path}.{name}"
+            if definition is None:
+                raise InvalidResource(
+                    f"unknown element {key[:64]!r} in {type_name}", expression=where
+                )
+            child_type, repeats = definition
+            if key.startswith("_"):
+                if not child_type[0].islower():
+                    raise InvalidResource(f"{key} is not a primitive's extension", expression=where)
+                _each(item, repeats, where, self._complex_check("Element"), nullable=True)
+            elif child_type[0].islower():
+                _each(item, repeats, where, _primitive_check(child_type), nullable=repeats)
+            elif child_type == "Resource":
+                _each(item, repeats, where, self.resource)
+            else:
+                _each(item, repeats, where, self._complex_check(child_type))
+
+    def _complex_check(self, type_name: str) -> Callable[[Any, str], None]:
+        def check(value: object, path: str) -> None:
+            self.complex(value, type_name, path)
+
+        return check
 
 
 def _each(
@@ -155,13 +171,6 @@ def _each(
         if item is None and nullable:
             continue  # a gap that the primitive's `_name` array fills
         check(item, f"{path}[{position}]")
-
-
-def _complex_check(type_name: str) -> Callable[[Any, str], None]:
-    def check(value: object, path: str) -> None:
-        _complex(value, type_name, path)
-
-    return check
 
 
 def _primitive_check(type_name: str) -> Callable[[Any, str], None]:

@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 
 from herald.core.fhir import FHIR_JSON, FHIR_XML, TASK_INTENT_CODES, TASK_STATUS_CODES
 from herald.core.subscriptions import CONTENT_CODES, STATUSES
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
 from herald.runtime.store.search import INDEXED
 
 Schema = dict[str, Any]
@@ -66,7 +66,7 @@ def _task_schema() -> Schema:
     }
 
 
-def _subscription_schema(topics: TopicRegistry) -> Schema:
+def _subscription_schema(topics: TopicCatalog) -> Schema:
     return {
         "type": "object",
         "required": ["resourceType", "criteria", "channel"],
@@ -117,7 +117,7 @@ def _task_search_parameters() -> list[Schema]:
     return criteria + [{**p, "in": "query"} for p in _RESULT_PARAMETERS]
 
 
-def _completions(topics: TopicRegistry) -> dict[tuple[str, str], dict[str, Any]]:
+def _completions(topics: TopicCatalog) -> dict[tuple[str, str], dict[str, Any]]:
     """What each operation adds to FastAPI's description: (method, path) -> fields."""
     task_body = {"requestBody": _body(_task_schema())}
     subscription_body = {"requestBody": _body(_subscription_schema(topics))}
@@ -189,7 +189,7 @@ def _complete(path: str, method: str, operation: dict[str, Any], extra: dict[str
     responses["503"] = {"description": "The server is at its connection limit"}
 
 
-def openapi_document(app: FastAPI, topics: TopicRegistry) -> dict[str, Any]:
+def openapi_document(app: FastAPI, topics: TopicCatalog) -> dict[str, Any]:
     """The OpenAPI document of the app (built once, then cached on the app)."""
     if app.openapi_schema is None:
         with warnings.catch_warnings():

@@ -15,13 +15,12 @@ from urllib.parse import quote, unquote
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from herald.core.errors import SearchParameterError
+from herald.core.errors import PayloadTooLarge, SearchParameterError
 from herald.core.fhir import format_instant, utc_now, whole_number
 from herald.core.search import parse_query
 from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body
-from herald.runtime.limits import PayloadTooLarge
 from herald.runtime.store.search import INDEXED, Cursor, SearchPage, SearchRequest, search
 
 router = APIRouter(dependencies=[Depends(check_accept)])

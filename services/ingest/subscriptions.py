@@ -6,39 +6,22 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from herald.core.contracts import NotificationRequest, encode
-from herald.core.errors import FhirError, ResourceGone, ResourceNotFound
+from herald.core.contracts import NOTIFICATIONS, NotificationRequest, encode
+from herald.core.errors import InvalidSubscription, QuotaExceeded, ResourceGone, ResourceNotFound
 from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.resources import with_version
+from herald.core.states import CLIENT_STATUSES, SubscriptionStatus
 from herald.core.structure import validate_structure
-from herald.core.subscriptions import (
-    CLIENT_STATUSES,
-    InvalidSubscription,
-    endpoint_origin,
-    parse_subscription,
-)
+from herald.core.subscriptions import endpoint_origin, parse_subscription
 from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, read_resource
-from herald.runtime.bus.connect import NOTIFICATIONS
+from herald.ingest.fhirhttp import check_accept, read_resource, versioned
+from herald.runtime.packaged import fhir_xml
 from herald.runtime.store import outbox
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
 
 router = APIRouter(dependencies=[Depends(check_accept)])
-
-
-def _response(ctx: IngestContext, stored: JsonObject, status: int) -> FhirResponse:
-    meta = stored["meta"]
-    return FhirResponse(
-        stored,
-        status_code=status,
-        headers={
-            "ETag": f'W/"{meta["versionId"]}"',
-            "Location": f"{ctx.settings.fhir_base}/Subscription/{stored['id']}"
-            f"/_history/{meta['versionId']}",
-        },
-    )
 
 
 async def _queue_handshake(
@@ -59,10 +42,10 @@ async def _queue_handshake(
     )
 
 
-def _client_status(resource: JsonObject, current: str | None) -> str:
-    status = resource.get("status", "requested")
+def _client_status(resource: JsonObject, current: SubscriptionStatus | None) -> SubscriptionStatus:
+    status = resource.get("status", SubscriptionStatus.REQUESTED)
     if status in CLIENT_STATUSES or status == current:
-        return str(status)
+        return SubscriptionStatus(status)
     raise InvalidSubscription(
         f"a client may set Subscription.status to requested or off, not {status!r}; "
         "active and error are set by the server",
@@ -75,14 +58,14 @@ async def _save(
 ) -> JsonObject:
     """Validate and store a new version; queue a handshake when the status is requested."""
     subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
-    validate_structure(resource)
+    validate_structure(resource, fhir_xml())
     async with ctx.database.transaction() as connection:
         current = None
         if subscription_id is not None:
             current = await registry.get(connection, subscription_id, for_update=True)
             _check_exists(current, subscription_id)
         status = _client_status(resource, current.status if current else None)
-        if status != "off":
+        if status != SubscriptionStatus.OFF:
             await _check_origin_quota(ctx, connection, resource, subscription_id)
         stored = with_version(
             {k: v for k, v in resource.items() if k not in ("status", "error")},
@@ -100,19 +83,13 @@ async def _save(
                 stored,
                 status=status,
                 topic=subscription.topic_url,
-                skip_backlog=status == "requested" and current.status in ("error", "off"),
+                skip_backlog=status == SubscriptionStatus.REQUESTED
+                and current.status in (SubscriptionStatus.ERROR, SubscriptionStatus.OFF),
             )
-        if status == "requested":
+        if status == SubscriptionStatus.REQUESTED:
             await _queue_handshake(ctx, connection, stored)
     ctx.outbox_written.set()
     return {**stored, "status": status}
-
-
-class QuotaExceeded(FhirError):
-    """A limit on what one origin (or client) may hold is reached."""
-
-    status_code = 403
-    issue_code = "too-costly"
 
 
 async def _check_origin_quota(
@@ -145,7 +122,9 @@ def _check_exists(found: StoredSubscription | None, subscription_id: str) -> Sto
 @router.post("/Subscription", status_code=201)
 async def create_subscription(request: Request, ctx: Ctx) -> Response:
     """Register a subscription as requested; the dispatcher sends the handshake."""
-    return _response(ctx, await _save(ctx, await read_resource(request), None), 201)
+    return versioned(
+        ctx.settings.fhir_base, await _save(ctx, await read_resource(request), None), 201
+    )
 
 
 async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
@@ -156,7 +135,7 @@ async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscriptio
 @router.get("/Subscription/{subscription_id}")
 async def read_subscription(subscription_id: str, ctx: Ctx) -> Response:
     """A subscription with its current status and error."""
-    return _response(ctx, (await _stored(ctx, subscription_id)).resource, 200)
+    return versioned(ctx.settings.fhir_base, (await _stored(ctx, subscription_id)).resource, 200)
 
 
 @router.put("/Subscription/{subscription_id}")
@@ -169,7 +148,7 @@ async def update_subscription(subscription_id: str, request: Request, ctx: Ctx) 
             f"({subscription_id!r})",
             expression="Subscription.id",
         )
-    return _response(ctx, await _save(ctx, resource, subscription_id), 200)
+    return versioned(ctx.settings.fhir_base, await _save(ctx, resource, subscription_id), 200)
 
 
 @router.delete("/Subscription/{subscription_id}", status_code=204)

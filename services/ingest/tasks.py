@@ -6,54 +6,44 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from herald.core.resources import validate_task
-from herald.core.types import JsonObject
 from herald.ingest import writes
-from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, read_resource
+from herald.ingest.context import Ctx
+from herald.ingest.fhirhttp import check_accept, read_resource, versioned
+from herald.runtime.packaged import fhir_xml
 
 router = APIRouter(dependencies=[Depends(check_accept)])
-
-
-def versioned(ctx: IngestContext, resource: JsonObject, status_code: int) -> FhirResponse:
-    """A response carrying a resource version with ETag, Last-Modified and Location."""
-    meta = resource["meta"]
-    location = (
-        f"{ctx.settings.fhir_base}/{resource['resourceType']}/{resource['id']}"
-        f"/_history/{meta['versionId']}"
-    )
-    return FhirResponse(
-        resource,
-        status_code=status_code,
-        headers={"ETag": f'W/"{meta["versionId"]}"', "Location": location},
-    )
 
 
 @router.post("/Task", status_code=201)
 async def create_task(request: Request, ctx: Ctx) -> Response:
     """Create a Task; the server assigns the id."""
-    task = validate_task(await read_resource(request))
+    task = validate_task(await read_resource(request), definitions=fhir_xml())
     result = await writes.write(ctx, task, None)
-    return versioned(ctx, result.resource, 201)
+    assert result.resource is not None
+    return versioned(ctx.settings.fhir_base, result.resource, 201)
 
 
 @router.put("/Task/{task_id}")
 async def update_task(task_id: str, request: Request, ctx: Ctx) -> Response:
     """Update a Task, or create it with the client's id."""
-    task = validate_task(await read_resource(request), url_id=task_id)
+    task = validate_task(await read_resource(request), definitions=fhir_xml(), url_id=task_id)
     result = await writes.write(ctx, task, task_id, if_match=request.headers.get("if-match"))
-    return versioned(ctx, result.resource, 201 if result.created else 200)
+    assert result.resource is not None
+    return versioned(ctx.settings.fhir_base, result.resource, 201 if result.created else 200)
 
 
 @router.get("/Task/{task_id}")
 async def read_task(task_id: str, ctx: Ctx) -> Response:
     """The current version of a Task."""
-    return versioned(ctx, await writes.read(ctx, "Task", task_id), 200)
+    return versioned(ctx.settings.fhir_base, await writes.read(ctx, "Task", task_id), 200)
 
 
 @router.get("/Task/{task_id}/_history/{version_id}")
 async def vread_task(task_id: str, version_id: str, ctx: Ctx) -> Response:
     """One version of a Task."""
-    return versioned(ctx, await writes.vread(ctx, "Task", task_id, version_id), 200)
+    return versioned(
+        ctx.settings.fhir_base, await writes.vread(ctx, "Task", task_id, version_id), 200
+    )
 
 
 @router.delete("/Task/{task_id}", status_code=204)

@@ -19,20 +19,13 @@ from dataclasses import dataclass, field
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from herald.core.errors import FhirError
+from herald.core.errors import PayloadTooLarge
 from herald.core.fhir import FHIR_JSON, operation_outcome
 
 # Requests whose path starts with one of these are never rate limited (probes, scrapes).
 UNLIMITED_PATHS = ("/healthz", "/readyz", "/metrics")
 # Token buckets of clients not seen for this long are dropped (memory stays bounded).
 IDLE_BUCKET_SECONDS = 300.0
-
-
-class PayloadTooLarge(FhirError):
-    """The request body is over the size limit."""
-
-    status_code = 413
-    issue_code = "too-costly"
 
 
 @dataclass(frozen=True)

@@ -5,44 +5,21 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
 
 from herald import __version__
 from herald.core.fhir import whole_number
+from herald.core.states import DeliveryOutcome, DeliveryResult
 from herald.core.subscriptions import EndpointPolicy
 from herald.runtime.vetting import VettingTransport, refused_reason
 
 USER_AGENT = f"Herald/{__version__}"
 
 
-REFUSED = "refused"
-"""The endpoint resolves only to addresses the policy refuses: no connection was made."""
-UNSENDABLE = "unsendable"
-"""The notification could not be encoded or written as an HTTP request."""
-NOT_SENT = frozenset({REFUSED, UNSENDABLE})
-"""Outcomes of POSTs that never reached the endpoint (they say nothing of its health)."""
-
-
-@dataclass(frozen=True)
-class DeliveryOutcome:
-    """What became of one POST."""
-
-    outcome: str
-    """success | http_error | gone | timeout | connection_error | refused | unsendable."""
-    status_code: int | None
-    detail: str
-    retry_after: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Any 2xx."""
-        return self.outcome == "success"
-
-
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks to wait (delta-seconds or HTTP-date); None if unusable."""
     if not value:
         return None
     seconds = whole_number(value.strip())
@@ -124,34 +101,42 @@ class HttpSender:
             finally:
                 await response.aclose()
         except httpx.TimeoutException:
-            outcome = DeliveryOutcome("timeout", None, f"no response within {timeout:g} s")
+            outcome = DeliveryOutcome(
+                DeliveryResult.TIMEOUT, None, f"no response within {timeout:g} s"
+            )
         except httpx.HTTPError as exc:
             refused = refused_reason(exc)
             if refused is not None:
-                outcome = DeliveryOutcome(REFUSED, None, f"endpoint not allowed: {refused}")
+                outcome = DeliveryOutcome(
+                    DeliveryResult.REFUSED, None, f"endpoint not allowed: {refused}"
+                )
             elif isinstance(exc, httpx.LocalProtocolError):
                 outcome = DeliveryOutcome(
-                    UNSENDABLE, None, f"the request could not be sent: {describe(exc)}"
+                    DeliveryResult.UNSENDABLE,
+                    None,
+                    f"the request could not be sent: {describe(exc)}",
                 )
             else:
                 outcome = DeliveryOutcome(
-                    "connection_error", None, f"could not connect: {describe(exc)}"
+                    DeliveryResult.CONNECTION_ERROR, None, f"could not connect: {describe(exc)}"
                 )
         except Exception as exc:  # noqa: BLE001 -- whatever the request held, it is one failed POST
             outcome = DeliveryOutcome(
-                UNSENDABLE, None, f"the request could not be sent: {describe(exc)}"
+                DeliveryResult.UNSENDABLE, None, f"the request could not be sent: {describe(exc)}"
             )
         else:
             code = response.status_code
             if 200 <= code < 300:
-                outcome = DeliveryOutcome("success", code, f"HTTP {code}")
+                outcome = DeliveryOutcome(DeliveryResult.SUCCESS, code, f"HTTP {code}")
             elif code == 410:
-                outcome = DeliveryOutcome("gone", code, "the endpoint answered 410 Gone")
+                outcome = DeliveryOutcome(
+                    DeliveryResult.GONE, code, "the endpoint answered 410 Gone"
+                )
             else:
                 outcome = DeliveryOutcome(
-                    "http_error",
+                    DeliveryResult.HTTP_ERROR,
                     code,
                     f"the endpoint answered HTTP {code}",
-                    _retry_after(response.headers.get("Retry-After")),
+                    retry_after_seconds(response.headers.get("Retry-After")),
                 )
         return outcome, time.perf_counter() - started

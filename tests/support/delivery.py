@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from herald.core.topics import TopicRegistry
 from herald.dispatcher.delivery import Deliverer
 from herald.runtime.metrics import Metrics
+from herald.runtime.packaged import load_topics
 from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
@@ -22,7 +22,7 @@ async def open_deliverer(settings: Settings, database: Database) -> AsyncIterato
         yield Deliverer(
             settings,
             database,
-            TopicRegistry.from_directory(settings.topics_dir),
+            load_topics(settings.topics_dir),
             sender,
             Metrics(),
             asyncio.Semaphore(8),

@@ -22,8 +22,7 @@ from herald.core.canvas import (
 )
 from herald.core.errors import InvalidResource
 from herald.core.resources import validate_task
-from herald.core.topics import TopicRegistry
-from herald.runtime.settings import DEFAULT_TOPICS_DIR
+from herald.runtime.packaged import fhir_xml, load_topics
 
 BASE = "https://broker.example.org/fhir"
 SCHEMA = json.loads(
@@ -173,7 +172,7 @@ def test_example_maps_to_the_documented_task() -> None:
     }
     # A valid R4 Task, accepted by Herald's own Task validation, and matching the HRex topic.
     Task.model_validate(task)
-    assert validate_task(task) == task
+    assert validate_task(task, definitions=fhir_xml()) == task
 
 
 @pytest.mark.parametrize(
@@ -310,9 +309,7 @@ def test_task_type_becomes_an_input() -> None:
 
 
 def test_every_canvas_change_fires_the_hrex_topic() -> None:
-    topic = TopicRegistry.from_directory(DEFAULT_TOPICS_DIR)[
-        "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
-    ]
+    topic = load_topics()["http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"]
     previous = None
     for code in ("UNR", "REA", "ERR", "PRO", "REV", "JUN"):
         snapshot = example()

@@ -6,10 +6,10 @@ from typing import Any
 
 import httpx
 
-from herald.core.topics import TopicRegistry
 from herald.ingest.app import create_app
 from herald.ingest.context import IngestContext
 from herald.runtime.metrics import Metrics
+from herald.runtime.packaged import load_topics
 from herald.runtime.settings import Settings
 
 
@@ -19,7 +19,7 @@ async def _no_readiness() -> dict[str, bool]:
 
 def _document() -> dict[str, Any]:
     settings = Settings()
-    topics = TopicRegistry.from_directory(settings.topics_dir)
+    topics = load_topics(settings.topics_dir)
     app = create_app(IngestContext(settings, None, topics, Metrics()), _no_readiness)  # type: ignore[arg-type]
     return app.openapi()
 
@@ -47,7 +47,7 @@ async def test_cors_is_off_unless_origins_are_configured() -> None:
     }
     for origins, allowed in (("", False), ("https://app.example", True)):
         settings = Settings(cors_origins=origins)
-        topics = TopicRegistry.from_directory(settings.topics_dir)
+        topics = load_topics(settings.topics_dir)
         app = create_app(IngestContext(settings, None, topics, Metrics()), _no_readiness)  # type: ignore[arg-type]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://h") as client:

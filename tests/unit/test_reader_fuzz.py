@@ -11,14 +11,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from herald.core.errors import FhirError
-from herald.core.fhirxml import from_xml, to_xml
 from herald.core.notifications import encode_bundle
 from herald.core.resources import validate_task
 from herald.core.structure import check_depth, validate_structure
 from herald.core.subscriptions import EndpointPolicy, parse_subscription
-from herald.core.topics import TopicRegistry
+from herald.runtime.packaged import fhir_xml, load_topics
 from herald.runtime.settings import Settings
 from tests.support.fhir import backport_subscription
+
+XML_CODEC = fhir_xml()
+from_xml, to_xml = XML_CODEC.from_xml, XML_CODEC.to_xml
 
 VALID: dict[str, Any] = {
     "resourceType": "Task",
@@ -53,8 +55,8 @@ def _served_everywhere(task: dict[str, Any]) -> None:
     orjson.dumps(task)
     from_xml(to_xml(task))
     bundle = {"resourceType": "Bundle", "type": "history", "entry": [{"resource": task}]}
-    encode_bundle(bundle, "application/fhir+json")
-    encode_bundle(bundle, "application/fhir+xml")
+    encode_bundle(bundle, "application/fhir+json", XML_CODEC)
+    encode_bundle(bundle, "application/fhir+xml", XML_CODEC)
 
 
 def _read_json(body: bytes) -> None:
@@ -63,7 +65,7 @@ def _read_json(body: bytes) -> None:
         if not isinstance(resource, dict):
             return
         check_depth(resource)
-        task = validate_task(resource)
+        task = validate_task(resource, definitions=XML_CODEC)
     except (FhirError, orjson.JSONDecodeError):
         return
     _served_everywhere(task)
@@ -83,7 +85,7 @@ def test_mutated_json_tasks_are_refused_or_servable(changes: list[tuple[str, Any
 def test_arbitrary_bytes_are_refused_or_servable(body: bytes) -> None:
     _read_json(body)
     try:
-        task = validate_task(from_xml(body))
+        task = validate_task(from_xml(body), definitions=XML_CODEC)
     except FhirError:
         return
     _served_everywhere(task)
@@ -99,7 +101,7 @@ def test_mutated_xml_tasks_are_refused_or_servable(at: int, cut: int, insert: st
     try:
         resource = from_xml(body)
         check_depth(resource)
-        task = validate_task(resource)
+        task = validate_task(resource, definitions=XML_CODEC)
     except FhirError:
         return
     _served_everywhere(task)
@@ -108,7 +110,7 @@ def test_mutated_xml_tasks_are_refused_or_servable(at: int, cut: int, insert: st
 SUBSCRIPTION = backport_subscription(
     "https://example.org/hook", "Task?owner=Organization/1", headers=["Authorization: Bearer x"]
 )
-TOPICS = TopicRegistry.from_directory(Settings().topics_dir)
+TOPICS = load_topics(Settings().topics_dir)
 subscription_paths = st.sampled_from(
     ["status", "criteria", "_criteria", "channel", "end", "reason", "foo", "id", "meta"]
 )
@@ -133,7 +135,7 @@ def test_mutated_subscriptions_are_refused_or_accepted_whole(
             resource["channel"][name] = value
     try:
         parse_subscription(resource, TOPICS, EndpointPolicy())
-        validate_structure(resource)
+        validate_structure(resource, XML_CODEC)
     except FhirError:
         return
     orjson.dumps(resource)

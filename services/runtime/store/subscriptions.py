@@ -9,6 +9,7 @@ from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.fhir import format_instant
+from herald.core.states import SubscriptionStatus
 from herald.core.subscriptions import effective_end, endpoint_origin, heartbeat_period
 from herald.core.types import JsonObject
 from herald.runtime.store.tables import counters, subscriptions
@@ -19,7 +20,7 @@ class StoredSubscription:
     """A subscription row."""
 
     id: str
-    status: str
+    status: SubscriptionStatus
     topic: str
     version_id: int
     last_updated: str
@@ -47,7 +48,7 @@ def _row(row: Row[tuple[object, ...]]) -> StoredSubscription:
     m = row._mapping
     return StoredSubscription(
         id=m["id"],
-        status=m["status"],
+        status=SubscriptionStatus(m["status"]),
         topic=m["topic"],
         version_id=m["version_id"],
         last_updated=m["last_updated"],
@@ -164,7 +165,7 @@ async def count_at_origin(connection: AsyncConnection, origin: str, *, other_tha
         .where(
             subscriptions.c.endpoint_origin == origin,
             subscriptions.c.deleted.is_(False),
-            subscriptions.c.status != "off",
+            subscriptions.c.status != SubscriptionStatus.OFF,
             subscriptions.c.id != other_than,
         )
     )
@@ -196,7 +197,9 @@ async def mark_deleted(connection: AsyncConnection, subscription_id: str) -> boo
     result = await connection.execute(
         update(subscriptions)
         .where(subscriptions.c.id == subscription_id, subscriptions.c.deleted.is_(False))
-        .values(deleted=True, status="off", revision=await next_revision(connection))
+        .values(
+            deleted=True, status=SubscriptionStatus.OFF, revision=await next_revision(connection)
+        )
     )
     return bool(result.rowcount)
 
@@ -227,9 +230,9 @@ async def with_work(connection: AsyncConnection) -> list[str]:
     rows = await connection.execute(
         select(subscriptions.c.id).where(
             subscriptions.c.deleted.is_(False),
-            (subscriptions.c.status == "requested")
+            (subscriptions.c.status == SubscriptionStatus.REQUESTED)
             | (
-                (subscriptions.c.status == "active")
+                (subscriptions.c.status == SubscriptionStatus.ACTIVE)
                 & (subscriptions.c.events_count > subscriptions.c.delivered_through)
             ),
         )
@@ -243,7 +246,7 @@ async def past_end(connection: AsyncConnection, now: str) -> list[tuple[str, str
         select(subscriptions.c.id, subscriptions.c.status).where(
             subscriptions.c.ends_at <= now,
             subscriptions.c.deleted.is_(False),
-            subscriptions.c.status != "off",
+            subscriptions.c.status != SubscriptionStatus.OFF,
         )
     )
     return [(r.id, r.status) for r in rows]
@@ -254,7 +257,7 @@ async def heartbeat_periods(connection: AsyncConnection) -> dict[str, int]:
     rows = await connection.execute(
         select(subscriptions.c.id, subscriptions.c.heartbeat_seconds).where(
             subscriptions.c.heartbeat_seconds.is_not(None),
-            subscriptions.c.status == "active",
+            subscriptions.c.status == SubscriptionStatus.ACTIVE,
             subscriptions.c.deleted.is_(False),
         )
     )
