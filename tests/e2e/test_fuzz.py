@@ -21,7 +21,7 @@ from tests.support.services import free_port
 pytestmark = pytest.mark.e2e
 
 # Seconds of fuzzing; the run costs this plus Herald's start.
-BUDGET = 45
+BUDGET = 30
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
     "response_schema_conformance"

@@ -71,7 +71,7 @@ def _read_json(body: bytes) -> None:
     _served_everywhere(task)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(element_names, json_values), max_size=4))
 def test_mutated_json_tasks_are_refused_or_servable(changes: list[tuple[str, Any]]) -> None:
     resource = copy.deepcopy(VALID)
@@ -80,7 +80,7 @@ def test_mutated_json_tasks_are_refused_or_servable(changes: list[tuple[str, Any
     _read_json(orjson.dumps(resource))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_are_refused_or_servable(body: bytes) -> None:
     _read_json(body)
@@ -94,7 +94,7 @@ def test_arbitrary_bytes_are_refused_or_servable(body: bytes) -> None:
 XML = to_xml(VALID).decode()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.integers(0, len(XML)), st.integers(0, 20), st.text(max_size=12))
 def test_mutated_xml_tasks_are_refused_or_servable(at: int, cut: int, insert: str) -> None:
     body = (XML[:at] + insert + XML[at + cut :]).encode("utf-8", "surrogatepass")
@@ -119,7 +119,7 @@ channel_paths = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     st.lists(st.tuples(subscription_paths, json_values), max_size=3),
     st.lists(st.tuples(channel_paths, json_values), max_size=3),
