@@ -16,6 +16,7 @@ from herald.ingest import search as task_search
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, install_error_handlers
 from herald.ingest.openapi import openapi_document
+from herald.runtime.access import AccessLog
 from herald.runtime.health import ReadinessCheck, health_routes
 from herald.runtime.limits import RequestLimits
 
@@ -32,6 +33,8 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
     app.state.herald = ctx
     app.openapi = partial(openapi_document, app, ctx.topics)  # type: ignore[method-assign]
     app.add_middleware(RequestLimits, limits=ctx.settings.request_limits)
+    # Outside the limits, so that the access log shows their refusals too.
+    app.add_middleware(AccessLog)
     origins = [o.strip() for o in ctx.settings.cors_origins.split(",") if o.strip()]
     if origins:
         # Outermost, so that refusals (413, 429…) carry the CORS headers a browser needs to

@@ -53,10 +53,13 @@ def _client_status(resource: JsonObject, current: SubscriptionStatus | None) -> 
     )
 
 
-async def _save(
+async def save_subscription(
     ctx: IngestContext, resource: JsonObject, subscription_id: str | None
 ) -> JsonObject:
-    """Validate and store a new version; queue a handshake when the status is requested."""
+    """Validate and store a new version; queue a handshake when the status is requested.
+
+    The API and `herald subscriptions reactivate|off` both change subscriptions through here.
+    """
     subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
     validate_structure(resource, fhir_xml())
     async with ctx.database.transaction() as connection:
@@ -122,12 +125,12 @@ def _check_exists(found: StoredSubscription | None, subscription_id: str) -> Sto
 @router.post("/Subscription", status_code=201)
 async def create_subscription(request: Request, ctx: Ctx) -> Response:
     """Register a subscription as requested; the dispatcher sends the handshake."""
-    return versioned(
-        ctx.settings.fhir_base, await _save(ctx, await read_resource(request), None), 201
-    )
+    saved = await save_subscription(ctx, await read_resource(request), None)
+    return versioned(ctx.settings.fhir_base, saved, 201)
 
 
-async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
+async def stored_subscription(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
+    """A live subscription; ResourceNotFound or ResourceGone otherwise."""
     async with ctx.database.read() as connection:
         return _check_exists(await registry.get(connection, subscription_id), subscription_id)
 
@@ -135,7 +138,9 @@ async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscriptio
 @router.get("/Subscription/{subscription_id}")
 async def read_subscription(subscription_id: str, ctx: Ctx) -> Response:
     """A subscription with its current status and error."""
-    return versioned(ctx.settings.fhir_base, (await _stored(ctx, subscription_id)).resource, 200)
+    return versioned(
+        ctx.settings.fhir_base, (await stored_subscription(ctx, subscription_id)).resource, 200
+    )
 
 
 @router.put("/Subscription/{subscription_id}")
@@ -148,7 +153,9 @@ async def update_subscription(subscription_id: str, request: Request, ctx: Ctx) 
             f"({subscription_id!r})",
             expression="Subscription.id",
         )
-    return versioned(ctx.settings.fhir_base, await _save(ctx, resource, subscription_id), 200)
+    return versioned(
+        ctx.settings.fhir_base, await save_subscription(ctx, resource, subscription_id), 200
+    )
 
 
 @router.delete("/Subscription/{subscription_id}", status_code=204)
