@@ -1,7 +1,7 @@
 """The origin (scheme://host:port) of each subscription's endpoint as a column, for quotas.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 import orjson
@@ -10,8 +10,8 @@ from alembic import op
 
 from herald.core.subscriptions import endpoint_origin
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
