@@ -153,7 +153,7 @@ async def herald_throughput(
     )
     database = Database(settings.database_url)
     ids = await _prepare(database, endpoint, subscriptions, per)
-    sender = HttpSender()
+    sender = HttpSender(settings.endpoint_policy)
     deliverer = Deliverer(
         settings,
         database,

@@ -68,7 +68,16 @@ def _ingest(parts: Parts) -> list[Component]:
         async with parts.bus.publisher() as publisher:
             await run_relay(ctx, publisher, stop)
 
-    return [http_component(app, parts.settings.host, parts.settings.port), relay]
+    settings = parts.settings
+    server = http_component(
+        app,
+        settings.host,
+        settings.port,
+        max_connections=settings.max_connections,
+        keep_alive_timeout=settings.keep_alive_timeout,
+        head_timeout=settings.header_timeout,
+    )
+    return [server, relay]
 
 
 def _matcher(parts: Parts) -> Component:
@@ -113,7 +122,7 @@ async def run_process(settings: Settings, role: str) -> None:
     async with AsyncExitStack() as stack:
         parts = await stack.enter_async_context(open_parts(settings))
         parts.metrics.build_info.labels(version=__version__, role=role).set(1)
-        sender = HttpSender()
+        sender = HttpSender(settings.endpoint_policy)
         stack.push_async_callback(sender.aclose)
         components: list[Component] = []
         if role in ("run", "ingest"):

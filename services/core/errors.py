@@ -8,6 +8,7 @@ HeraldError
 │   │   └── InvalidSubscription 400 / invalid (a Subscription Herald will not accept)
 │   ├── SearchParameterError    400 / not-supported (unknown or malformed search parameter)
 │   ├── Unauthorized            401 / security (a Canvas snapshot's signature is missing or wrong)
+│   ├── QuotaExceeded           403 / too-costly (one more would pass a quota)
 │   ├── ResourceNotFound        404 / not-found
 │   ├── NotAcceptable           406 / not-supported
 │   ├── ResourceGone            410 / deleted
@@ -101,6 +102,13 @@ class VersionConflict(FhirError):
 
     status_code = 412
     issue_code = "conflict"
+
+
+class QuotaExceeded(FhirError):
+    """One more subscription would pass a quota (per endpoint origin)."""
+
+    status_code = 403
+    issue_code = "too-costly"
 
 
 class PayloadTooLarge(FhirError):

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from herald.core.fhir import new_id
+import orjson
+
+from herald.core.fhir import FHIR_XML, new_id
+from herald.core.fhirxml import FhirXml
 from herald.core.states import SubscriptionStatus
 from herald.core.types import JsonObject
 
@@ -147,3 +150,14 @@ def notification_bundle(
         "timestamp": timestamp,
         "entry": entries,
     }
+
+
+def encode_bundle(bundle: JsonObject, payload: str, xml: FhirXml) -> bytes:
+    """A notification Bundle in the format of `channel.payload` (FHIR XML or FHIR JSON).
+
+    Raises whatever the encoder raises on a resource it cannot write (nesting past orjson's
+    limit, characters XML cannot hold); the caller counts that as a failed attempt.
+    """
+    if payload.split(";")[0].strip() == FHIR_XML:
+        return xml.to_xml(bundle)
+    return orjson.dumps(bundle)

@@ -10,10 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
-
 from herald.core.errors import HeraldError
-from herald.core.fhir import FHIR_XML, format_instant, utc_now
+from herald.core.fhir import format_instant, utc_now
 from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
@@ -22,8 +20,9 @@ from herald.core.notifications import (
     SubscriptionState,
     notification_bundle,
 )
+from herald.core.notifications import encode_bundle as encode_notification
 from herald.core.states import DeliveryOutcome, DeliveryResult, SubscriptionStatus
-from herald.core.subscriptions import STORED_POLICY, Subscription, parse_subscription
+from herald.core.subscriptions import Subscription, parse_subscription
 from herald.core.topics import TopicCatalog
 from herald.core.types import JsonObject
 from herald.dispatcher.circuit_breakers import HALF_OPEN, CircuitBreakers
@@ -32,7 +31,7 @@ from herald.runtime.lifecycle import sleep_or_stop
 from herald.runtime.logs import logging_request
 from herald.runtime.metrics import Metrics
 from herald.runtime.packaged import fhir_xml
-from herald.runtime.sender import HttpSender
+from herald.runtime.sender import HttpSender, describe
 from herald.runtime.settings import Settings
 from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry
@@ -58,8 +57,7 @@ READ_AHEAD_BUDGET = 50_000
 
 def encode_bundle(subscription: Subscription, bundle: JsonObject) -> bytes:
     """A notification Bundle in the subscription's payload format (JSON or XML)."""
-    xml = subscription.payload.split(";")[0].strip() == FHIR_XML
-    return fhir_xml().to_xml(bundle) if xml else orjson.dumps(bundle)
+    return encode_notification(bundle, subscription.payload, fhir_xml())
 
 
 # At most this many request ids go into one notification's X-Request-ID header.
@@ -150,7 +148,7 @@ class Deliverer:
         generation = self._generation.get(subscription_id, 0)
         async with self.database.read() as connection:
             stored = await registry.get(connection, subscription_id)
-        loaded = self._parse(subscription_id, stored)
+        loaded = await self._parse(subscription_id, stored)
         if self._generation.get(subscription_id, 0) == generation:
             if loaded is None:
                 self._known.pop(subscription_id, None)
@@ -181,7 +179,11 @@ class Deliverer:
         events = [e for e in events if e.number > position]
         return events if events and events[0].number == position + 1 else None
 
-    def _parse(self, subscription_id: str, stored: StoredSubscription | None) -> Loaded | None:
+    async def _parse(
+        self, subscription_id: str, stored: StoredSubscription | None
+    ) -> Loaded | None:
+        """The stored subscription, checked again against today's rules (endpoint policy,
+        header rules): one that no longer passes moves to `error` and says why."""
         if (
             stored is None
             or stored.deleted
@@ -190,12 +192,14 @@ class Deliverer:
             return None
         try:
             subscription = parse_subscription(
-                stored.resource, self.topics, STORED_POLICY, status=stored.status
+                stored.resource, self.topics, self.settings.endpoint_policy, status=stored.status
             )
         except HeraldError as exc:
-            log.warning(
-                "subscription cannot be served",
-                extra={"subscription_id": subscription_id, "reason": str(exc)},
+            await self._fail(
+                subscription_id,
+                SubscriptionStatus.ERROR,
+                f"the subscription can no longer be served: {exc}",
+                expected=stored.status,
             )
             return None
         return stored, subscription
@@ -213,9 +217,19 @@ class Deliverer:
         """POST once. An open circuit skips it, except the last chance before `error`.
 
         `events` (first and last number) are what the Bundle carries, noted with the attempt;
-        `request_ids` those of the requests that caused them, sent as X-Request-ID.
+        `request_ids` those of the requests that caused them, sent as X-Request-ID. A Bundle
+        that cannot be encoded is a failed attempt (`unsendable`), never an exception.
         """
-        body = encode_bundle(subscription, bundle)
+        try:
+            body = encode_bundle(subscription, bundle)
+        except Exception as exc:  # noqa: BLE001 -- a poisoned event is a failed attempt
+            outcome = DeliveryOutcome(
+                DeliveryResult.UNSENDABLE,
+                None,
+                f"the notification could not be encoded: {describe(exc)}",
+            )
+            self._count(subscription, kind, outcome, 0.0, events)
+            return outcome
         endpoint = self.breakers.get(subscription.endpoint)
         # The origin's slot first: a slow origin then holds at most its own share of the
         # global slots while its POSTs queue.
@@ -239,18 +253,32 @@ class Deliverer:
                         )
                     finally:
                         self.metrics.in_flight.dec()
-                self.breakers.report(endpoint, outcome, probe=probe)
+                if outcome.outcome.reached_endpoint:
+                    self.breakers.report(endpoint, outcome, probe=probe)
+                else:  # says nothing about the endpoint's health
+                    endpoint.probing = endpoint.probing and not probe
                 reported = True
             finally:
                 if probe and not reported:  # cancelled: let another POST probe
                     endpoint.probing = False
         if outcome.ok:
             self.last_contact[subscription.id] = time.monotonic()
+        self._count(subscription, kind, outcome, seconds, events)
+        return outcome
+
+    def _count(
+        self,
+        subscription: Subscription,
+        kind: str,
+        outcome: DeliveryOutcome,
+        seconds: float,
+        events: tuple[int, int] | None,
+    ) -> None:
+        """The metrics of an attempt, and its note in the attempt history."""
         self.metrics.delivery_attempts.labels(kind, outcome.outcome).inc()
         self.metrics.attempt_duration.labels(kind).observe(seconds)
         if kind != "heartbeat":
             self.progress.attempted(attempt_of(subscription.id, kind, events, outcome, seconds))
-        return outcome
 
     def _state(
         self, stored: StoredSubscription, subscription: Subscription, status: str, through: int = 0
@@ -323,7 +351,7 @@ class Deliverer:
                 log.info("handshake accepted", extra={"subscription_id": subscription_id})
                 return
             last = outcome.detail
-            if outcome.outcome is DeliveryResult.GONE:
+            if not outcome.retriable:
                 break
             if await sleep_or_stop(stop, min(2.0 * 2**attempt, 30.0)):
                 return
@@ -462,6 +490,14 @@ class Deliverer:
                 await self._fail(
                     subscription_id,
                     SubscriptionStatus.OFF,
+                    outcome.detail,
+                    expected=SubscriptionStatus.ACTIVE,
+                )
+                return
+            if outcome.outcome is DeliveryResult.REFUSED:  # retrying cannot change the policy
+                await self._fail(
+                    subscription_id,
+                    SubscriptionStatus.ERROR,
                     outcome.detail,
                     expected=SubscriptionStatus.ACTIVE,
                 )

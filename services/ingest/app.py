@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from herald import __version__
@@ -12,8 +15,10 @@ from herald.ingest import canvas, discovery, operations, subscriptions, tasks
 from herald.ingest import search as task_search
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, install_error_handlers
+from herald.ingest.openapi import openapi_document
 from herald.runtime.access import AccessLog
 from herald.runtime.health import ReadinessCheck, health_routes
+from herald.runtime.limits import RequestLimits
 
 
 def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
@@ -26,7 +31,21 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.herald = ctx
+    app.openapi = partial(openapi_document, app, ctx.topics)  # type: ignore[method-assign]
+    app.add_middleware(RequestLimits, limits=ctx.settings.request_limits)
+    # Outside the limits, so that the access log shows their refusals too.
     app.add_middleware(AccessLog)
+    origins = [o.strip() for o in ctx.settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        # Outermost, so that refusals (413, 429…) carry the CORS headers a browser needs to
+        # show them to the script.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "If-Match"],
+            expose_headers=["ETag", "Location", "Retry-After"],
+        )
     install_error_handlers(app)
     app.router.routes.extend(health_routes(ctx.metrics, readiness))
 

@@ -30,6 +30,7 @@ from herald.core.types import JsonObject
 from herald.ingest import writes
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body, searchset, versioned
+from herald.runtime.packaged import fhir_xml
 from herald.runtime.store.resources import StoredResource
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,9 @@ async def apply_snapshot(ctx: IngestContext, snapshot: Snapshot) -> tuple[Outcom
         nonlocal decision, stored
         stored = None if previous is None or previous.deleted else previous.resource
         decision = decide(snapshot, stored, ctx.settings.fhir_base)
-        return None if decision.task is None else validate_task(decision.task)
+        return (
+            None if decision.task is None else validate_task(decision.task, definitions=fhir_xml())
+        )
 
     written = await writes.write_version(ctx, "Task", snapshot.task_id, plan)
     assert decision is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from contextvars import ContextVar
 from typing import Any
@@ -16,7 +17,6 @@ from herald.core.errors import (
     FhirError,
     InvalidResource,
     NotAcceptable,
-    PayloadTooLarge,
     UnsupportedMediaType,
 )
 from herald.core.fhir import (
@@ -27,12 +27,12 @@ from herald.core.fhir import (
     operation_outcome,
     utc_now,
 )
+from herald.core.structure import check_depth
 from herald.core.types import JsonObject
 from herald.runtime.packaged import fhir_xml
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024
 _JSON_TYPES = {FHIR_JSON, "application/json", "json", "application/json+fhir"}
 _XML_TYPES = {"application/fhir+xml", "application/xml", "xml", "text/xml", "application/xml+fhir"}
 
@@ -116,14 +116,8 @@ async def check_accept(request: Request) -> None:
 
 
 async def read_body(request: Request) -> bytes:
-    """The raw request body, refused with 413 when it is over MAX_BODY_BYTES."""
-    declared = request.headers.get("content-length", "0")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    return body
+    """The raw request body (RequestLimits refuses one over the limit while it streams in)."""
+    return await request.body()
 
 
 def searchset(base: str, self_url: str, resources: list[JsonObject]) -> JsonObject:
@@ -148,7 +142,7 @@ def searchset(base: str, self_url: str, resources: list[JsonObject]) -> JsonObje
 
 async def read_resource(request: Request) -> JsonObject:
     """The request body as a JSON object, or a 4xx FhirError."""
-    content_type = request.headers.get("content-type", FHIR_JSON).split(";")[0].strip().lower()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES and content_type not in _XML_TYPES:
         raise UnsupportedMediaType(
             f"unsupported Content-Type {content_type!r}; send {FHIR_JSON} or {FHIR_XML}"
@@ -157,14 +151,28 @@ async def read_resource(request: Request) -> JsonObject:
     if not body:
         raise InvalidResource("the request has no body")
     if content_type in _XML_TYPES:
-        return fhir_xml().from_xml(body)
+        resource = fhir_xml().from_xml(body)
+        check_depth(resource)
+        return resource
     try:
         resource = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidResource(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(resource, dict):
         raise InvalidResource("the body must be a JSON object")
+    check_depth(resource)
+    # orjson keeps the last of duplicate keys; a proxy in front may keep the first and see
+    # another resource. The (bounded-depth) body is read once more to find them.
+    json.loads(body, object_pairs_hook=_without_duplicates)
     return resource
+
+
+def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise InvalidResource(f"the JSON object holds the key {twice[:64]!r} more than once")
+    return dict(pairs)
 
 
 def outcome_response(
@@ -182,7 +190,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
         request.app.state.herald.metrics.rejected_requests.labels(str(exc.status_code)).inc()
-        return outcome_response(exc.status_code, exc.diagnostics, exc.issue_code, exc.expression)
+        response = outcome_response(
+            exc.status_code, exc.diagnostics, exc.issue_code, exc.expression
+        )
+        if exc.status_code == 413:
+            # The rest of the body is not wanted: closing beats reading it to the end.
+            response.headers["Connection"] = "close"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:

@@ -15,12 +15,12 @@ from urllib.parse import quote, unquote
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from herald.core.errors import SearchParameterError
-from herald.core.fhir import format_instant, utc_now
+from herald.core.errors import PayloadTooLarge, SearchParameterError
+from herald.core.fhir import format_instant, utc_now, whole_number
 from herald.core.search import parse_query
 from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept
+from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body
 from herald.runtime.store.search import INDEXED, Cursor, SearchPage, SearchRequest, search
 
 router = APIRouter(dependencies=[Depends(check_accept)])
@@ -65,9 +65,10 @@ def parse_search(resource_type: str, query: str) -> SearchRequest:
     count = DEFAULT_COUNT
     if "_count" in result:
         text = _single("_count", result["_count"])
-        if not text.isdigit():
-            raise SearchParameterError(f"_count must be a whole number, not {text!r}")
-        count = min(int(text), MAX_COUNT)
+        number = whole_number(text)
+        if number is None:
+            raise SearchParameterError(f"_count must be a whole number, not {text!r:.100}")
+        count = min(number, MAX_COUNT)
     descending = False
     if "_sort" in result:
         sort = _single("_sort", result["_sort"])
@@ -155,8 +156,17 @@ async def search_tasks_by_post(request: Request, ctx: Ctx) -> Response:
         raise SearchParameterError(
             f"POST _search takes application/x-www-form-urlencoded parameters, not {content_type!r}"
         )
-    body = (await request.body()).decode("utf-8", errors="replace").strip()
-    return await _search(ctx, "&".join(part for part in (request.url.query, body) if part))
+    body = (await read_body(request)).decode("utf-8", errors="replace").strip()
+    query = "&".join(part for part in (request.url.query, body) if part)
+    # The form body holds the same parameters as a query string: the same limits apply.
+    settings = ctx.settings
+    if len(query) > settings.max_query_bytes:
+        raise PayloadTooLarge(
+            f"the search parameters are longer than {settings.max_query_bytes} bytes"
+        )
+    if query.count("&") + 1 > settings.max_query_parameters:
+        raise SearchParameterError(f"more than {settings.max_query_parameters} search parameters")
+    return await _search(ctx, query)
 
 
 async def _search(ctx: IngestContext, query: str) -> Response:

@@ -7,14 +7,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from herald.core.contracts import NOTIFICATIONS, NotificationRequest, encode
-from herald.core.errors import InvalidSubscription, ResourceGone, ResourceNotFound
+from herald.core.errors import InvalidSubscription, QuotaExceeded, ResourceGone, ResourceNotFound
 from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.resources import with_version
 from herald.core.states import CLIENT_STATUSES, SubscriptionStatus
-from herald.core.subscriptions import parse_subscription
+from herald.core.structure import validate_structure
+from herald.core.subscriptions import endpoint_origin, parse_subscription
 from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import check_accept, read_resource, versioned
+from herald.runtime.packaged import fhir_xml
 from herald.runtime.store import outbox
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
@@ -59,12 +61,15 @@ async def save_subscription(
     The API and `herald subscriptions reactivate|off` both change subscriptions through here.
     """
     subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
+    validate_structure(resource, fhir_xml())
     async with ctx.database.transaction() as connection:
         current = None
         if subscription_id is not None:
             current = await registry.get(connection, subscription_id, for_update=True)
             _check_exists(current, subscription_id)
         status = _client_status(resource, current.status if current else None)
+        if status != SubscriptionStatus.OFF:
+            await _check_origin_quota(ctx, connection, resource, subscription_id)
         stored = with_version(
             {k: v for k, v in resource.items() if k not in ("status", "error")},
             subscription_id or new_id(),
@@ -88,6 +93,25 @@ async def save_subscription(
             await _queue_handshake(ctx, connection, stored)
     ctx.outbox_written.set()
     return {**stored, "status": status}
+
+
+async def _check_origin_quota(
+    ctx: IngestContext, connection: AsyncConnection, resource: JsonObject, own_id: str | None
+) -> None:
+    """Refuse one more live subscription to an endpoint origin that has its quota: each
+    subscription is one more POST per matching change to that origin."""
+    origin = endpoint_origin(resource)
+    most = ctx.settings.max_subscriptions_per_origin
+    if origin is None:
+        return
+    held = await registry.count_at_origin(connection, origin, other_than=own_id or "")
+    if held >= most:
+        raise QuotaExceeded(
+            f"the endpoint's origin already has {held} live subscriptions, the most this "
+            f"server allows (HERALD_MAX_SUBSCRIPTIONS_PER_ORIGIN={most}); delete or turn off "
+            "some, or use filters on fewer subscriptions",
+            expression="Subscription.channel.endpoint",
+        )
 
 
 def _check_exists(found: StoredSubscription | None, subscription_id: str) -> StoredSubscription:

@@ -9,6 +9,7 @@ from herald.core.resources import validate_task
 from herald.ingest import writes
 from herald.ingest.context import Ctx
 from herald.ingest.fhirhttp import check_accept, read_resource, versioned
+from herald.runtime.packaged import fhir_xml
 
 router = APIRouter(dependencies=[Depends(check_accept)])
 
@@ -16,7 +17,7 @@ router = APIRouter(dependencies=[Depends(check_accept)])
 @router.post("/Task", status_code=201)
 async def create_task(request: Request, ctx: Ctx) -> Response:
     """Create a Task; the server assigns the id."""
-    task = validate_task(await read_resource(request))
+    task = validate_task(await read_resource(request), definitions=fhir_xml())
     result = await writes.write(ctx, task, None)
     assert result.resource is not None
     return versioned(ctx.settings.fhir_base, result.resource, 201)
@@ -25,7 +26,7 @@ async def create_task(request: Request, ctx: Ctx) -> Response:
 @router.put("/Task/{task_id}")
 async def update_task(task_id: str, request: Request, ctx: Ctx) -> Response:
     """Update a Task, or create it with the client's id."""
-    task = validate_task(await read_resource(request), url_id=task_id)
+    task = validate_task(await read_resource(request), definitions=fhir_xml(), url_id=task_id)
     result = await writes.write(ctx, task, task_id, if_match=request.headers.get("if-match"))
     assert result.resource is not None
     return versioned(ctx.settings.fhir_base, result.resource, 201 if result.created else 200)

@@ -15,7 +15,7 @@ from typing import Final
 
 from herald.core.contracts import TASK_CHANGES, ResourceChange, encode
 from herald.core.errors import ConcurrentWrite, ResourceGone, ResourceNotFound, VersionConflict
-from herald.core.fhir import format_instant, new_id, utc_now
+from herald.core.fhir import format_instant, new_id, utc_now, whole_number
 from herald.core.resources import with_version
 from herald.core.types import JsonObject
 from herald.ingest.context import IngestContext
@@ -144,9 +144,10 @@ async def vread(
 ) -> JsonObject:
     """One version, or 404."""
     found = None
-    if version_id.isdigit():
+    number = whole_number(version_id)
+    if number is not None:
         async with ctx.database.read() as connection:
-            found = await resources.version(connection, resource_type, resource_id, int(version_id))
+            found = await resources.version(connection, resource_type, resource_id, number)
     if found is None:
         raise ResourceNotFound(f"{resource_type}/{resource_id}/_history/{version_id} is not known")
     return found

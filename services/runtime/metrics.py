@@ -118,6 +118,11 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.worker_failures = Counter(
+            "herald_dispatcher_worker_failures",
+            "Subscription workers that stopped on an unexpected error (retried with back-off)",
+            registry=r,
+        )
         self.circuit_open = Gauge(
             "herald_circuit_open_endpoints",
             "Endpoint origins whose circuit breaker is open or half-open",

@@ -17,13 +17,11 @@ from herald.dispatcher.circuit_breakers import CircuitBreakers
 from herald.dispatcher.delivery import READ_AHEAD, READ_AHEAD_BUDGET, Deliverer
 from herald.dispatcher.progress import Progress
 from herald.dispatcher.watch import RegistryWatch
-from herald.runtime.metrics import Metrics
-from herald.runtime.packaged import load_topics
-from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store import events, resources, subscriptions
 from herald.runtime.store.database import Database
 from herald.runtime.store.events import LoggedEvent
+from tests.support.delivery import open_deliverer
 from tests.support.fhir import BACKPORT, HREX_TOPIC, backport_subscription
 from tests.support.receiver import Receiver
 
@@ -67,21 +65,10 @@ def receiver() -> Iterator[Receiver]:
 @asynccontextmanager
 async def _delivering(database: Database, **settings: Any) -> AsyncIterator[Deliverer]:
     """A dispatcher's delivery side on the test database (Deliverer fields as keywords)."""
-    breakers = settings.pop("breakers", CircuitBreakers())
+    breakers = settings.pop("breakers", None)
     config = Settings(database_url="sqlite://", allow_http_endpoints=True, **settings)
-    sender = HttpSender()
-    try:
-        yield Deliverer(
-            config,
-            database,
-            load_topics(config.topics_dir),
-            sender,
-            Metrics(),
-            asyncio.Semaphore(8),
-            breakers,
-        )
-    finally:
-        await sender.aclose()
+    async with open_deliverer(config, database, breakers) as deliverer:
+        yield deliverer
 
 
 @pytest.fixture

@@ -42,8 +42,15 @@ def test_what_is_tried_again() -> None:
         DeliveryResult.TIMEOUT,
         DeliveryResult.CONNECTION_ERROR,
         DeliveryResult.CIRCUIT_OPEN,
+        DeliveryResult.UNSENDABLE,
     }
     assert REFUSED.retriable and not OK.retriable
+    # Never sent: they say nothing of the endpoint's health, so the breaker does not hear them.
+    assert {r for r in DeliveryResult if not r.reached_endpoint} == {
+        DeliveryResult.CIRCUIT_OPEN,
+        DeliveryResult.REFUSED,
+        DeliveryResult.UNSENDABLE,
+    }
 
 
 def test_opens_after_consecutive_failures_then_probes_once() -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.fhir import format_instant
 from herald.core.states import SubscriptionStatus
-from herald.core.subscriptions import effective_end, heartbeat_period
+from herald.core.subscriptions import effective_end, endpoint_origin, heartbeat_period
 from herald.core.types import JsonObject
 from herald.runtime.store.tables import counters, subscriptions
 
@@ -119,6 +119,7 @@ async def insert_new(
             error=None,
             deleted=False,
             **schedule_columns(stored),
+            endpoint_origin=endpoint_origin(stored),
         )
     )
 
@@ -151,8 +152,24 @@ async def replace(
             error=None,
             deleted=False,
             **schedule_columns(stored),
+            endpoint_origin=endpoint_origin(stored),
         )
     )
+
+
+async def count_at_origin(connection: AsyncConnection, origin: str, *, other_than: str) -> int:
+    """Live subscriptions (not deleted, not off) whose endpoint has this origin."""
+    count = await connection.scalar(
+        select(func.count())
+        .select_from(subscriptions)
+        .where(
+            subscriptions.c.endpoint_origin == origin,
+            subscriptions.c.deleted.is_(False),
+            subscriptions.c.status != SubscriptionStatus.OFF,
+            subscriptions.c.id != other_than,
+        )
+    )
+    return int(count or 0)
 
 
 async def set_status(

@@ -67,6 +67,8 @@ subscriptions = Table(
     # not parse every subscription (0003).
     Column("heartbeat_seconds", Integer),
     Column("ends_at", String(40), index=True),
+    # The endpoint's scheme://host:port, for the per-origin quota (0005).
+    Column("endpoint_origin", String(300), index=True),
 )
 
 # Numbered events per subscription: the source of $events and of deliveries.
