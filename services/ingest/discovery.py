@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from herald.core.errors import ResourceNotFound, SearchParameterError
+from herald.core.fhir import utc_now
+from herald.core.search import SUBSCRIPTION_PARAMETERS, parse_query
 from herald.core.topics import Topic
 from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, searchset
+from herald.ingest.search import is_strict
 from herald.runtime.store import subscriptions as registry
 
 router = APIRouter(dependencies=[Depends(check_accept)])
@@ -74,8 +78,9 @@ def _searchset(ctx: IngestContext, request: Request, resources: list[JsonObject]
 
 def _parameters(request: Request, allowed: set[str]) -> dict[str, set[str]]:
     values: dict[str, set[str]] = {}
+    strict = is_strict(request.headers.get("prefer"))
     for name, value in request.query_params.multi_items():
-        if name in _RESULT_PARAMETERS:
+        if name in _RESULT_PARAMETERS or (name not in allowed and not strict):
             continue
         if name not in allowed:
             raise SearchParameterError(
@@ -112,17 +117,23 @@ async def read_topic(basic_id: str, ctx: Ctx) -> Response:
 
 @router.get("/Subscription")
 async def search_subscriptions(request: Request, ctx: Ctx) -> Response:
-    """Subscription search by `_id`, `status`, `url` (channel.endpoint) and `topic` (criteria)."""
-    wanted = _parameters(request, {"_id", "status", "url", "topic"})
-    found = await _all_subscriptions(ctx)
-    matches = [
-        s
-        for s in found
-        if ("_id" not in wanted or s["id"] in wanted["_id"])
-        and ("status" not in wanted or s["status"] in wanted["status"])
-        and ("url" not in wanted or s.get("channel", {}).get("endpoint") in wanted["url"])
-        and ("topic" not in wanted or s.get("criteria") in wanted["topic"])
-    ]
+    """Subscription search by any of its search parameters (herald.core.search), in memory."""
+    known = SUBSCRIPTION_PARAMETERS
+    strict = is_strict(request.headers.get("prefer"))
+    parts = []
+    for segment in request.url.query.split("&"):
+        name = unquote(segment.partition("=")[0]).split(":", 1)[0]
+        if not segment or name in _RESULT_PARAMETERS:
+            continue
+        if name not in known and strict:
+            raise SearchParameterError(
+                f"unknown search parameter {name!r}; supported: {', '.join(sorted(known))}"
+            )
+        if name in known:
+            parts.append(segment)
+    criteria = parse_query("Subscription", "&".join(parts))
+    now = utc_now()
+    matches = [s for s in await _all_subscriptions(ctx) if criteria.matches(s, now=now)]
     return FhirResponse(_searchset(ctx, request, matches))
 
 

@@ -110,22 +110,24 @@ async def read_body(request: Request) -> bytes:
 
 def searchset(base: str, self_url: str, resources: list[JsonObject]) -> JsonObject:
     """A searchset Bundle of resources that all matched."""
-    return {
+    bundle: JsonObject = {
         "resourceType": "Bundle",
         "id": new_id(),
         "type": "searchset",
         "timestamp": format_instant(utc_now()),
         "total": len(resources),
         "link": [{"relation": "self", "url": self_url}],
-        "entry": [
+    }
+    if resources:  # FHIR JSON never has empty arrays
+        bundle["entry"] = [
             {
                 "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
                 "resource": r,
                 "search": {"mode": "match"},
             }
             for r in resources
-        ],
-    }
+        ]
+    return bundle
 
 
 async def read_resource(request: Request) -> JsonObject:
