@@ -12,6 +12,7 @@ from herald.core.types import JsonObject
 
 RESOURCE_CHANGE_SCHEMA = "herald.resource-change/1"
 NOTIFICATION_REQUEST_SCHEMA = "herald.notification-request/1"
+METHODS = ("POST", "PUT", "DELETE", "PATCH")
 
 
 class ContractError(HeraldError):
@@ -38,6 +39,8 @@ class ResourceChange:
     """The resource before the change; null for create."""
     registry_revision: int
     """The subscription registry revision the writer saw; a matcher must be at least that fresh."""
+    method: str | None = None
+    """The HTTP method of the interaction (a create by PUT is notified as PUT); null: implied."""
     schema: str = RESOURCE_CHANGE_SCHEMA
 
 
@@ -58,6 +61,8 @@ class NotificationRequest:
     version_id: str | None = None
     interaction: str | None = None
     occurred_at: str | None = None
+    method: str | None = None
+    """The HTTP method of the change (see ResourceChange.method)."""
     schema: str = NOTIFICATION_REQUEST_SCHEMA
 
 
@@ -102,6 +107,8 @@ def decode_change(data: bytes) -> ResourceChange:
         raise ContractError(f"bad resource change: {exc}") from exc
     if change.interaction not in ("create", "update", "delete"):
         raise ContractError(f"unknown interaction {change.interaction!r}")
+    if change.method not in (None, *METHODS):
+        raise ContractError(f"unknown method {change.method!r}")
     _check_types(change)
     return change
 

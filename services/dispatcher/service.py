@@ -115,6 +115,7 @@ async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
                     version_id=request.version_id or "",
                     interaction=request.interaction or "",
                     occurred_at=request.occurred_at or now,
+                    method=request.method,
                 ),
                 now,
             )

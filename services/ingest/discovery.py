@@ -22,6 +22,8 @@ router = APIRouter(dependencies=[Depends(check_accept)])
 
 FHIR_TYPES = "http://hl7.org/fhir/fhir-types"
 CROSS_VERSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."
+# The IG's R4 example takes the complex elements from the R4B definitions.
+COMPLEX = "http://hl7.org/fhir/4.3/StructureDefinition/extension-SubscriptionTopic."
 # Result parameters every search accepts.
 _RESULT_PARAMETERS = frozenset({"_format", "_count", "_total", "_summary", "_pretty"})
 
@@ -31,17 +33,25 @@ def _ext(element: str, value_type: str, value: Any) -> JsonObject:
 
 
 def topic_as_basic(topic: Topic) -> JsonObject:
-    """A SubscriptionTopic as an R4 Basic resource with R5 cross-version extensions."""
+    """A SubscriptionTopic as an R4 Basic resource, shaped as the Backport IG's R4 example
+    (Basic/r4-encounter-complete): R5 cross-version extensions for the simple elements, `status`
+    as a modifierExtension (a modifier in R5), R4B extensions for the complex elements."""
     source = topic.resource
     extensions = [_ext("url", "valueUri", topic.url)]
-    for element, value_type in (("version", "valueString"), ("title", "valueString")):
+    for element, value_type in (
+        ("version", "valueString"),
+        ("name", "valueString"),
+        ("title", "valueString"),
+        ("date", "valueDateTime"),
+        ("description", "valueMarkdown"),
+    ):
         if source.get(element):
             extensions.append(_ext(element, value_type, source[element]))
-    extensions.append(_ext("status", "valueCode", source.get("status", "active")))
-    if source.get("description"):
-        extensions.append(_ext("description", "valueMarkdown", source["description"]))
     for trigger in source.get("resourceTrigger") or []:
-        parts: list[JsonObject] = [{"url": "resource", "valueUri": trigger["resource"]}]
+        parts: list[JsonObject] = []
+        if trigger.get("description"):
+            parts.append({"url": "description", "valueMarkdown": trigger["description"]})
+        parts.append({"url": "resource", "valueUri": trigger["resource"]})
         parts += [
             {"url": "supportedInteraction", "valueCode": code}
             for code in trigger.get("supportedInteraction") or []
@@ -56,18 +66,24 @@ def topic_as_basic(topic: Topic) -> JsonObject:
             query.append({"url": "requireBoth", "valueBoolean": bool(criteria["requireBoth"])})
         if query:
             parts.append({"url": "queryCriteria", "extension": query})
-        extensions.append({"url": CROSS_VERSION + "resourceTrigger", "extension": parts})
+        extensions.append({"url": COMPLEX + "resourceTrigger", "extension": parts})
     for can_filter in source.get("canFilterBy") or []:
-        parts = [
+        parts = []
+        if can_filter.get("description"):
+            parts.append({"url": "description", "valueMarkdown": can_filter["description"]})
+        parts += [
             {"url": "resource", "valueUri": can_filter.get("resource", "")},
             {"url": "filterParameter", "valueString": can_filter["filterParameter"]},
         ]
+        if can_filter.get("filterDefinition"):
+            parts.append({"url": "filterDefinition", "valueUri": can_filter["filterDefinition"]})
         parts += [{"url": "modifier", "valueCode": m} for m in can_filter.get("modifier") or []]
-        extensions.append({"url": CROSS_VERSION + "canFilterBy", "extension": parts})
+        extensions.append({"url": COMPLEX + "canFilterBy", "extension": parts})
     return {
         "resourceType": "Basic",
         "id": source.get("id") or topic.url.rstrip("/").rsplit("/", 1)[-1],
         "extension": extensions,
+        "modifierExtension": [_ext("status", "valueCode", source.get("status", "active"))],
         "code": {"coding": [{"system": FHIR_TYPES, "code": "SubscriptionTopic"}]},
     }
 

@@ -40,14 +40,15 @@ async def write(
 ) -> WriteResult:
     """Store a new version of a resource and queue its change event; create when it is new."""
     resource_type = resource["resourceType"]
+    method = "POST" if resource_id is None else "PUT"
     resource_id = resource_id or new_id()
     try:
-        return await _write(ctx, resource, resource_type, resource_id, if_match)
+        return await _write(ctx, resource, resource_type, resource_id, if_match, method)
     except IntegrityError as exc:
         # Two creates of the same new id raced; the loser updates on top of the winner.
         if if_match is not None:
             raise VersionConflict("the resource changed while it was being written") from exc
-        return await _write(ctx, resource, resource_type, resource_id, if_match)
+        return await _write(ctx, resource, resource_type, resource_id, if_match, method)
 
 
 async def _write(
@@ -56,6 +57,7 @@ async def _write(
     resource_type: str,
     resource_id: str,
     if_match: str | None,
+    method: str,
 ) -> WriteResult:
     async with ctx.database.transaction() as connection:
         previous = await resources.current(connection, resource_type, resource_id, for_update=True)
@@ -80,6 +82,7 @@ async def _write(
             current=stamped,
             previous=None if interaction == "create" else previous.resource if previous else None,
             registry_revision=await subscriptions.revision(connection),
+            method=method,
         )
         await outbox.add(connection, ctx.settings.topic(TASK_CHANGES), resource_id, encode(change))
     ctx.outbox_written.set()

@@ -26,6 +26,7 @@ class LoggedEvent:
     version_id: str
     interaction: str
     occurred_at: str
+    method: str | None = None
 
 
 def _logged(row: Row[Any]) -> LoggedEvent:
@@ -80,6 +81,7 @@ async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: s
             interaction=event.interaction,
             occurred_at=event.occurred_at,
             recorded_at=recorded_at,
+            method=event.method,
         )
     )
     return int(number)
@@ -147,6 +149,8 @@ def as_notification_event(
         resource_id=logged.resource_id,
         interaction=logged.interaction,
         resource=resource,
+        version_id=logged.version_id,
+        method=logged.method,
     )
 
 

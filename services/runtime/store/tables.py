@@ -81,6 +81,8 @@ event_log = Table(
     Column("interaction", String(16), nullable=False),
     Column("occurred_at", String(40), nullable=False),
     Column("recorded_at", String(40), nullable=False),
+    # The HTTP method when the interaction does not imply it (create by PUT) (0005).
+    Column("method", String(8)),
 )
 
 # Transactional outbox: records to publish, written with the change that caused them.
