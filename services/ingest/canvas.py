@@ -18,7 +18,15 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
-from herald.core.canvas import Decision, Outcome, Snapshot, code_systems, decide, parse_snapshot
+from herald.core.canvas import (
+    Decision,
+    Outcome,
+    Snapshot,
+    code_systems,
+    decide,
+    document_type_code_system,
+    parse_snapshot,
+)
 from herald.core.contracts import ResourceChange, encode
 from herald.core.errors import (
     FhirError,
@@ -27,7 +35,7 @@ from herald.core.errors import (
     SearchParameterError,
     UnsupportedMediaType,
 )
-from herald.core.fhir import format_instant, new_id, utc_now
+from herald.core.fhir import format_instant, is_valid_id, new_id
 from herald.core.resources import validate_task, with_version
 from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
@@ -87,7 +95,7 @@ async def _apply(ctx: IngestContext, snapshot: Snapshot) -> tuple[Outcome, JsonO
             return decision.outcome, stored
         task = validate_task(decision.task)
         version_id = 1 if previous is None else previous.version_id + 1
-        now = format_instant(utc_now())
+        now = format_instant(await resources.write_clock(connection, "Task"))
         stamped = with_version(task, snapshot.task_id, version_id, now)
         await resources.save(connection, stamped, previous=previous)
         interaction = "create" if stored is None else "update"
@@ -167,6 +175,14 @@ _SEARCH_PARAMETERS = {"_id", "url", "name", "status", "_format", "_pretty"}
 
 def _code_systems(ctx: IngestContext) -> dict[str, JsonObject]:
     return {cs["id"]: cs for cs in code_systems(ctx.settings.fhir_base)}
+
+
+@router.get("/fhir/CodeSystem/canvas/{instance}/document-type")
+async def read_document_types(instance: str, ctx: Ctx) -> Response:
+    """The document-type CodeSystem of a Canvas instance, at its canonical URL."""
+    if not is_valid_id(instance):
+        raise ResourceNotFound(f"CodeSystem/canvas/{instance}/document-type is not known")
+    return FhirResponse(document_type_code_system(ctx.settings.fhir_base, instance))
 
 
 @router.get("/fhir/CodeSystem/{code_system_id}")

@@ -68,7 +68,7 @@ async def _write(
                     f"If-Match {if_match} does not name the current version ({current_version})"
                 )
         version_id = 1 if previous is None else previous.version_id + 1
-        now = utc_now()
+        now = await resources.write_clock(connection, resource_type)
         stamped = with_version(resource, resource_id, version_id, format_instant(now))
         await resources.save(connection, stamped, previous=previous)
         interaction = "create" if previous is None or previous.deleted else "update"

@@ -80,6 +80,22 @@ async def test_registry_revision_grows_with_every_change(database: Database) -> 
         assert await subscriptions.revision(connection) >= start + 2
 
 
+async def test_a_status_change_by_the_server_is_a_new_version(database: Database) -> None:
+    async with database.transaction() as connection:
+        await subscriptions.insert_new(
+            connection, _subscription("s1"), status="requested", topic="t"
+        )
+    for status, version in (("active", "2"), ("error", "3"), ("off", "4")):
+        async with database.transaction() as connection:
+            await subscriptions.set_status(connection, "s1", status)
+        async with database.read() as connection:
+            stored = await subscriptions.get(connection, "s1")
+        assert stored is not None
+        assert stored.resource["meta"]["versionId"] == version
+        assert stored.resource["meta"]["lastUpdated"] > NOW
+        assert stored.resource["status"] == status
+
+
 async def test_event_numbers_are_gap_free_and_deduplicated(database: Database) -> None:
     async with database.transaction() as connection:
         await subscriptions.insert_new(connection, _subscription("s1"), status="active", topic="t")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import false, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.core.fhir import utc_now
 from herald.core.types import JsonObject
 from herald.runtime.store import search
 from herald.runtime.store.tables import resource_versions, resources
@@ -45,6 +48,37 @@ async def current(
         row.deleted,
         orjson.loads(row.content),
     )
+
+
+_WRITE_LOCK = 7244  # advisory lock class of "writes of one resource type" (7243: migrations)
+_TICK = timedelta(milliseconds=1)  # the precision of meta.lastUpdated
+
+
+async def write_clock(connection: AsyncConnection, resource_type: str) -> datetime:
+    """The meta.lastUpdated of a new version, taken so that polling never misses a change.
+
+    A poller asks for `_lastUpdated=gt<the newest lastUpdated it has seen>`. That is only safe
+    if versions become visible in lastUpdated order: two writers that stamp 10:00:00.001 and
+    .002 and commit in the other order would hide the first behind the poller's cursor. So the
+    writers of one resource type take their stamp under one lock held until commit (PostgreSQL:
+    a transaction advisory lock; SQLite: its single writer), and the stamp is later than every
+    stored one (1 ms apart, the precision of lastUpdated). The cost: writes of one type commit
+    one at a time, across all ingest processes (see docs/performance.md).
+    """
+    if connection.dialect.name == "postgresql":
+        key = zlib.crc32(resource_type.encode()) & 0x7FFFFFFF
+        await connection.execute(
+            text("SELECT pg_advisory_xact_lock(:kind, :key)"), {"kind": _WRITE_LOCK, "key": key}
+        )
+    newest = await connection.scalar(
+        select(func.max(resources.c.last_updated)).where(
+            resources.c.resource_type == resource_type, resources.c.deleted == false()
+        )
+    )
+    now = utc_now()
+    if newest is not None:
+        now = max(now, datetime.fromisoformat(newest) + _TICK)
+    return now
 
 
 async def version(

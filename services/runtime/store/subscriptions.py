@@ -8,7 +8,7 @@ import orjson
 from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.core.fhir import format_instant
+from herald.core.fhir import format_instant, utc_now
 from herald.core.subscriptions import effective_end, heartbeat_period
 from herald.core.types import JsonObject
 from herald.runtime.store.tables import counters, subscriptions
@@ -35,6 +35,12 @@ class StoredSubscription:
     def resource(self) -> JsonObject:
         """The Subscription resource as the API shows it."""
         resource = dict(self.stored)
+        # A status change by the server is a new version too (set_status).
+        resource["meta"] = {
+            **(resource.get("meta") or {}),
+            "versionId": str(self.version_id),
+            "lastUpdated": self.last_updated,
+        }
         resource["status"] = self.status
         if self.error:
             resource["error"] = self.error
@@ -162,14 +168,24 @@ async def set_status(
     error: str | None = None,
     expected: str | None = None,
 ) -> bool:
-    """Move a subscription to a status (only from `expected`, when given); True if it moved."""
+    """Move a subscription to a status (only from `expected`, when given); True if it moved.
+
+    The move makes a new version (versionId + 1, lastUpdated now), so that a client polling the
+    Subscription by ETag or _lastUpdated sees it.
+    """
     query = update(subscriptions).where(
         subscriptions.c.id == subscription_id, subscriptions.c.deleted.is_(False)
     )
     if expected is not None:
         query = query.where(subscriptions.c.status == expected)
     result = await connection.execute(
-        query.values(status=status, error=error, revision=await next_revision(connection))
+        query.values(
+            status=status,
+            error=error,
+            revision=await next_revision(connection),
+            version_id=subscriptions.c.version_id + 1,
+            last_updated=format_instant(utc_now()),
+        )
     )
     return bool(result.rowcount)
 
