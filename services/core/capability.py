@@ -64,6 +64,7 @@ def capability_statement(base_url: str, topics: TopicRegistry, *, date: str) -> 
         "versioning": "versioned",
         "readHistory": False,
         "updateCreate": False,
+        "conditionalRead": "full-support",
         "searchParam": search_params("Subscription"),
         "operation": [
             {"name": "status", "definition": BACKPORT_OPERATION + "backport-subscription-status"},
@@ -82,11 +83,26 @@ def capability_statement(base_url: str, topics: TopicRegistry, *, date: str) -> 
     task = {
         "type": "Task",
         "interaction": [
-            {"code": c} for c in ("read", "vread", "create", "update", "delete", "search-type")
+            {"code": c}
+            for c in (
+                "read",
+                "vread",
+                "create",
+                "update",
+                "patch",
+                "delete",
+                "history-instance",
+                "history-type",
+                "search-type",
+            )
         ],
         "versioning": "versioned",
         "readHistory": True,
         "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalRead": "full-support",
+        "conditionalUpdate": True,
+        "conditionalDelete": "single",
         "searchInclude": ["Task:output"],
         "searchParam": [
             *search_params("Task"),

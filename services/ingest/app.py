@@ -8,10 +8,15 @@ from starlette.responses import Response
 from herald import __version__
 from herald.core.capability import capability_statement
 from herald.core.fhir import format_instant, utc_now
-from herald.ingest import canvas, discovery, operations, subscriptions, tasks
+from herald.ingest import canvas, discovery, history, operations, subscriptions, tasks
 from herald.ingest import search as task_search
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, install_error_handlers
+from herald.ingest.fhirhttp import (
+    FhirResponse,
+    check_accept,
+    install_error_handlers,
+    unsupported_router,
+)
 from herald.runtime.health import ReadinessCheck, health_routes
 
 
@@ -35,6 +40,8 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
             capability_statement(ctx.settings.fhir_base, ctx.topics, date=format_instant(utc_now()))
         )
 
+    # History first: /Task/_history must not be read as a Task id.
+    app.include_router(history.router, prefix="/fhir")
     app.include_router(tasks.router, prefix="/fhir")
     app.include_router(canvas.router)
     app.include_router(task_search.router, prefix="/fhir")
@@ -42,4 +49,5 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
     app.include_router(operations.router, prefix="/fhir")
     app.include_router(discovery.router, prefix="/fhir")
     app.include_router(subscriptions.router, prefix="/fhir")
+    app.include_router(unsupported_router(), prefix="/fhir")
     return app

@@ -40,6 +40,7 @@ from herald.core.resources import validate_task, with_version
 from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body, searchset
+from herald.ingest.versioned import versioned
 from herald.runtime.bus.connect import TASK_CHANGES
 from herald.runtime.store import outbox, resources, subscriptions
 
@@ -118,17 +119,10 @@ async def _apply(ctx: IngestContext, snapshot: Snapshot) -> tuple[Outcome, JsonO
     return decision.outcome, stamped
 
 
-def _task_response(ctx: IngestContext, task: JsonObject, outcome: Outcome) -> FhirResponse:
-    meta = task["meta"]
-    return FhirResponse(
-        task,
-        status_code=201 if outcome is Outcome.CREATED else 200,
-        headers={
-            "ETag": f'W/"{meta["versionId"]}"',
-            "Location": f"{ctx.settings.fhir_base}/Task/{task['id']}/_history/{meta['versionId']}",
-            OUTCOME_HEADER: outcome.value,
-        },
-    )
+def _task_response(ctx: IngestContext, task: JsonObject, outcome: Outcome) -> Response:
+    response = versioned(ctx.settings.fhir_base, task, 201 if outcome is Outcome.CREATED else 200)
+    response.headers[OUTCOME_HEADER] = outcome.value
+    return response
 
 
 @router.post("/canvas/integration-tasks")

@@ -7,12 +7,18 @@ from contextvars import ContextVar
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from herald.core.errors import FhirError, InvalidResource, NotAcceptable, UnsupportedMediaType
+from herald.core.errors import (
+    FhirError,
+    InvalidResource,
+    NotAcceptable,
+    ResourceNotFound,
+    UnsupportedMediaType,
+)
 from herald.core.fhir import (
     FHIR_JSON,
     FHIR_XML,
@@ -158,6 +164,38 @@ def outcome_response(
     return FhirResponse(
         operation_outcome(diagnostics, code=code, expression=expression), status_code=status_code
     )
+
+
+class NotSupported(FhirError):
+    """An interaction Herald does not offer on a resource type it serves."""
+
+    status_code = 405
+    issue_code = "not-supported"
+
+
+# The resource types Herald serves; other types under /fhir are unknown (404).
+SERVED_TYPES = frozenset({"Task", "Subscription", "Basic", "CodeSystem"})
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def unsupported_router() -> APIRouter:
+    """The last routes under /fhir: 405 for an interaction Herald does not offer on a type it
+    serves (or at the system level: batch, transaction, history), else 404; each with an
+    OperationOutcome."""
+    router = APIRouter(dependencies=[Depends(check_accept)])
+
+    @router.api_route("", methods=_METHODS, include_in_schema=False)
+    @router.api_route("/{path:path}", methods=_METHODS, include_in_schema=False)
+    async def unsupported(request: Request, path: str = "") -> Response:
+        resource_type = path.split("/", 1)[0]
+        if resource_type in SERVED_TYPES or resource_type in ("", "_history"):
+            raise NotSupported(
+                f"Herald does not offer {request.method} {request.url.path}; "
+                "see /fhir/metadata for the interactions it supports"
+            )
+        raise ResourceNotFound(f"Herald does not serve {request.url.path}")
+
+    return router
 
 
 def install_error_handlers(app: FastAPI) -> None:

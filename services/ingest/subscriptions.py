@@ -17,26 +17,14 @@ from herald.core.subscriptions import (
 )
 from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, read_resource
+from herald.ingest.fhirhttp import check_accept, read_resource
+from herald.ingest.versioned import versioned
 from herald.runtime.bus.connect import NOTIFICATIONS
 from herald.runtime.store import outbox
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
 
 router = APIRouter(dependencies=[Depends(check_accept)])
-
-
-def _response(ctx: IngestContext, stored: JsonObject, status: int) -> FhirResponse:
-    meta = stored["meta"]
-    return FhirResponse(
-        stored,
-        status_code=status,
-        headers={
-            "ETag": f'W/"{meta["versionId"]}"',
-            "Location": f"{ctx.settings.fhir_base}/Subscription/{stored['id']}"
-            f"/_history/{meta['versionId']}",
-        },
-    )
 
 
 async def _queue_handshake(
@@ -114,7 +102,8 @@ def _check_exists(found: StoredSubscription | None, subscription_id: str) -> Sto
 @router.post("/Subscription", status_code=201)
 async def create_subscription(request: Request, ctx: Ctx) -> Response:
     """Register a subscription as requested; the dispatcher sends the handshake."""
-    return _response(ctx, await _save(ctx, await read_resource(request), None), 201)
+    stored = await _save(ctx, await read_resource(request), None)
+    return versioned(ctx.settings.fhir_base, stored, 201, request, write=True)
 
 
 async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
@@ -123,9 +112,10 @@ async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscriptio
 
 
 @router.get("/Subscription/{subscription_id}")
-async def read_subscription(subscription_id: str, ctx: Ctx) -> Response:
-    """A subscription with its current status and error."""
-    return _response(ctx, (await _stored(ctx, subscription_id)).resource, 200)
+async def read_subscription(subscription_id: str, request: Request, ctx: Ctx) -> Response:
+    """A subscription with its current status and error (conditional read: 304)."""
+    stored = await _stored(ctx, subscription_id)
+    return versioned(ctx.settings.fhir_base, stored.resource, 200, request)
 
 
 @router.put("/Subscription/{subscription_id}")
@@ -138,7 +128,8 @@ async def update_subscription(subscription_id: str, request: Request, ctx: Ctx) 
             f"({subscription_id!r})",
             expression="Subscription.id",
         )
-    return _response(ctx, await _save(ctx, resource, subscription_id), 200)
+    stored = await _save(ctx, resource, subscription_id)
+    return versioned(ctx.settings.fhir_base, stored, 200, request, write=True)
 
 
 @router.delete("/Subscription/{subscription_id}", status_code=204)

@@ -10,10 +10,12 @@ from herald.core.contracts import ResourceChange, encode
 from herald.core.errors import FhirError, ResourceGone, ResourceNotFound
 from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.resources import with_version
+from herald.core.search import Criteria
 from herald.core.types import JsonObject
 from herald.ingest.context import IngestContext
 from herald.runtime.bus.connect import TASK_CHANGES
 from herald.runtime.store import outbox, resources, subscriptions
+from herald.runtime.store.search import search_ids
 
 
 class VersionConflict(FhirError):
@@ -29,6 +31,8 @@ class WriteResult:
 
     resource: JsonObject
     created: bool
+    matched: int = 0
+    """With `unless`: how many resources matched it (then nothing was written)."""
 
 
 async def write(
@@ -37,18 +41,23 @@ async def write(
     resource_id: str | None,
     *,
     if_match: str | None = None,
+    unless: Criteria | None = None,
 ) -> WriteResult:
-    """Store a new version of a resource and queue its change event; create when it is new."""
+    """Store a new version of a resource and queue its change event; create when it is new.
+
+    `unless` (a conditional create): write nothing when resources match these criteria, checked
+    under the write clock's lock so that two conditional creates cannot both create.
+    """
     resource_type = resource["resourceType"]
     method = "POST" if resource_id is None else "PUT"
     resource_id = resource_id or new_id()
     try:
-        return await _write(ctx, resource, resource_type, resource_id, if_match, method)
+        return await _write(ctx, resource, resource_type, resource_id, if_match, method, unless)
     except IntegrityError as exc:
         # Two creates of the same new id raced; the loser updates on top of the winner.
         if if_match is not None:
             raise VersionConflict("the resource changed while it was being written") from exc
-        return await _write(ctx, resource, resource_type, resource_id, if_match, method)
+        return await _write(ctx, resource, resource_type, resource_id, if_match, method, unless)
 
 
 async def _write(
@@ -58,6 +67,7 @@ async def _write(
     resource_id: str,
     if_match: str | None,
     method: str,
+    unless: Criteria | None,
 ) -> WriteResult:
     async with ctx.database.transaction() as connection:
         previous = await resources.current(connection, resource_type, resource_id, for_update=True)
@@ -69,8 +79,14 @@ async def _write(
                 )
         version_id = 1 if previous is None else previous.version_id + 1
         now = await resources.write_clock(connection, resource_type)
+        if unless is not None:
+            found = await search_ids(connection, unless, now=now)
+            if found:
+                match = await resources.current(connection, resource_type, found[0])
+                assert match is not None
+                return WriteResult(match.resource, created=False, matched=len(found))
         stamped = with_version(resource, resource_id, version_id, format_instant(now))
-        await resources.save(connection, stamped, previous=previous)
+        await resources.save(connection, stamped, previous=previous, method=method)
         interaction = "create" if previous is None or previous.deleted else "update"
         change = ResourceChange(
             event_id=new_id(),

@@ -437,12 +437,19 @@ async def test_the_0004_migration_indexes_every_task_parameter(database_url: str
     database = Database(database_url)
     try:
         await database.migrate("0003")
-        stamped = with_version({**task(), **RICH}, "t1", 1, "2026-01-01T00:00:00.000Z")
+        now = "2026-01-01T00:00:00.000Z"
+        stamped = with_version({**task(), **RICH}, "t1", 1, now)
         async with database.transaction() as connection:
-            await resources.save(connection, stamped, previous=None)
-            # What 0002 indexed: the seven parameters of the time, not `patient`.
+            # A Task stored before 0004, without index rows for `patient`.
             await connection.execute(
-                search_references.delete().where(search_references.c.param == "patient")
+                resource_table.insert().values(
+                    resource_type="Task",
+                    id="t1",
+                    version_id=1,
+                    last_updated=now,
+                    deleted=False,
+                    content=orjson.dumps(stamped).decode(),
+                )
             )
         await database.migrate()
         async with database.read() as connection:

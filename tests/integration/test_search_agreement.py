@@ -10,6 +10,7 @@ ids the SQL search finds must be exactly the Tasks for which `Criteria.matches` 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -56,6 +57,7 @@ INSTANTS = [
 ]
 
 
+@cache
 def _reference_element() -> st.SearchStrategy[dict[str, Any]]:
     identifier = st.fixed_dictionaries(
         {
@@ -73,6 +75,7 @@ def _reference_element() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+@cache
 def _coding() -> st.SearchStrategy[dict[str, Any]]:
     return st.builds(
         lambda system, code: {
@@ -84,6 +87,26 @@ def _coding() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+@cache
+def _code() -> st.SearchStrategy[dict[str, Any]]:
+    return st.one_of(
+        st.builds(lambda c: {"coding": c}, st.lists(_coding(), max_size=2)),
+        st.just({"text": "free text"}),
+    )
+
+
+@cache
+def _codings() -> st.SearchStrategy[list[dict[str, Any]]]:
+    return st.lists(_coding(), min_size=1, max_size=2)
+
+
+@cache
+def _identifiers() -> st.SearchStrategy[list[dict[str, Any]]]:
+    return st.lists(_identifier(), min_size=1, max_size=2)
+
+
+# Strategies are built once (functools.cache): building them on every draw costs more than
+# the searches.
 @st.composite
 def tasks(draw: st.DrawFn) -> list[dict[str, Any]]:
     found = []
@@ -99,24 +122,19 @@ def tasks(draw: st.DrawFn) -> list[dict[str, Any]]:
         if draw(st.booleans()):
             task["requester"] = draw(_reference_element())
         if draw(st.booleans()):
-            task["code"] = draw(
-                st.one_of(
-                    st.builds(lambda c: {"coding": c}, st.lists(_coding(), max_size=2)),
-                    st.just({"text": "free text"}),
-                )
-            )
+            task["code"] = draw(_code())
         for element, many in OTHER_REFERENCES.items():
             if draw(st.booleans()):
                 value = draw(_reference_element())
                 task[element] = [value] if many else value
         for element, many in OTHER_CODINGS.items():
             if draw(st.booleans()):
-                concept = {"coding": draw(st.lists(_coding(), min_size=1, max_size=2))}
+                concept = {"coding": draw(_codings())}
                 task[element] = [concept] if many else concept
         if draw(st.booleans()):
             task["priority"] = draw(st.sampled_from(["routine", "urgent"]))
         if draw(st.booleans()):
-            task["identifier"] = draw(st.lists(_identifier(), min_size=1, max_size=2))
+            task["identifier"] = draw(_identifiers())
         if draw(st.booleans()):
             task["groupIdentifier"] = draw(_identifier())
         for element in ("authoredOn", "lastModified"):
@@ -148,6 +166,7 @@ PROFILES = [
 ]
 
 
+@cache
 def _identifier() -> st.SearchStrategy[dict[str, Any]]:
     return st.builds(
         lambda s, v: {**({"system": s} if s else {}), "value": v},
@@ -156,6 +175,7 @@ def _identifier() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+@cache
 def _period() -> st.SearchStrategy[dict[str, Any]]:
     return st.builds(
         lambda start, end: {
@@ -167,6 +187,7 @@ def _period() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+@cache
 def _meta() -> st.SearchStrategy[dict[str, Any]]:
     codings = st.lists(_coding(), max_size=2)
     return st.builds(

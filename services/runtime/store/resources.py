@@ -90,6 +90,7 @@ async def version(
             resource_versions.c.resource_type == resource_type,
             resource_versions.c.id == resource_id,
             resource_versions.c.version_id == version_id,
+            resource_versions.c.deleted == false(),
         )
     )
     return None if content is None else orjson.loads(content)
@@ -116,14 +117,19 @@ async def versions(
                 resource_versions.c.resource_type,
                 resource_versions.c.id,
                 resource_versions.c.version_id,
-            ).in_(set(keys))
+            ).in_(set(keys)),
+            resource_versions.c.deleted == false(),
         )
     )
     return {(r.resource_type, r.id, r.version_id): orjson.loads(r.content) for r in rows}
 
 
 async def save(
-    connection: AsyncConnection, stamped: JsonObject, *, previous: StoredResource | None
+    connection: AsyncConnection,
+    stamped: JsonObject,
+    *,
+    previous: StoredResource | None,
+    method: str | None = None,
 ) -> None:
     """Write a new version (already stamped with id, versionId and lastUpdated)."""
     resource_type, resource_id = stamped["resourceType"], stamped["id"]
@@ -153,6 +159,7 @@ async def save(
             version_id=version_id,
             last_updated=last_updated,
             content=content,
+            method=method,
         )
     )
     await search.reindex(connection, stamped, fresh=previous is None or previous.deleted)
@@ -166,5 +173,16 @@ async def mark_deleted(
         update(resources)
         .where(resources.c.resource_type == previous.resource_type, resources.c.id == previous.id)
         .values(version_id=version_id, last_updated=last_updated, deleted=True)
+    )
+    await connection.execute(
+        insert(resource_versions).values(
+            resource_type=previous.resource_type,
+            id=previous.id,
+            version_id=version_id,
+            last_updated=last_updated,
+            content=orjson.dumps(previous.resource).decode(),
+            method="DELETE",
+            deleted=True,
+        )
     )
     await search.unindex(connection, previous.resource_type, previous.id)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -46,6 +47,11 @@ resource_versions = Table(
     Column("version_id", Integer, primary_key=True),
     Column("last_updated", String(40), nullable=False),
     Column("content", Text, nullable=False),
+    # The interaction's HTTP method, and whether the version is a deletion (its content: the
+    # last content) (0005).
+    Column("method", String(8)),
+    Column("deleted", Boolean, nullable=False, default=False, server_default=false()),
+    Index("ix_resource_versions_history", "resource_type", "last_updated", "id", "version_id"),
 )
 
 subscriptions = Table(
