@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from herald.core.elements import Elements
 from herald.core.errors import SearchParameterError
-from herald.core.fhir import format_instant, operation_outcome, utc_now
+from herald.core.fhir import format_instant, new_id, operation_outcome, utc_now
 from herald.core.search import PARAMETERS, parse_query
 from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
@@ -176,14 +176,17 @@ def searchset(base: str, resource_type: str, parsed: ParsedSearch, page: SearchP
     ]
     if parsed.ignored:
         names = ", ".join(parsed.ignored)
+        outcome = operation_outcome(
+            f"Ignored unknown search parameters: {names} (Prefer: handling=strict "
+            "makes them an error)",
+            severity="warning",
+            code="not-supported",
+        )
+        outcome_id = new_id()
         entries.append(
             {
-                "resource": operation_outcome(
-                    f"Ignored unknown search parameters: {names} (Prefer: handling=strict "
-                    "makes them an error)",
-                    severity="warning",
-                    code="not-supported",
-                ),
+                "fullUrl": f"urn:uuid:{outcome_id}",
+                "resource": {"resourceType": "OperationOutcome", "id": outcome_id, **outcome},
                 "search": {"mode": "outcome"},
             }
         )
