@@ -4,6 +4,7 @@ and delete (also conditional on search criteria), JSON Patch, and history."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 import jsonpatch
 import orjson
@@ -11,20 +12,34 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from herald.core.errors import FhirError, InvalidResource, UnsupportedMediaType
-from herald.core.fhir import utc_now
+from herald.core.fhir import FHIR_JSON, utc_now
 from herald.core.resources import validate_task
 from herald.core.search import Criteria
 from herald.core.types import JsonObject
 from herald.ingest import writes
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import check_accept, read_body, read_resource
-from herald.ingest.search import parse_search
+from herald.ingest.search import IGNORED, parse_search
 from herald.ingest.versioned import versioned
 from herald.runtime.store.search import search_ids
 
 router = APIRouter(dependencies=[Depends(check_accept)])
 
 JSON_PATCH = "application/json-patch+json"
+PATCH_TYPES = (JSON_PATCH, "application/merge-patch+json", "application/json", FHIR_JSON)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON Merge Patch: objects merge, null removes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
 
 
 class MultipleMatches(FhirError):
@@ -48,6 +63,11 @@ async def _matching(ctx: IngestContext, query: str) -> list[str]:
         return await search_ids(connection, _criteria(query), now=utc_now())
 
 
+def _criteria_in(query: str) -> bool:
+    names = {unquote(part.partition("=")[0]) for part in query.split("&") if part}
+    return bool(names - IGNORED)
+
+
 def _one(found: list[str], interaction: str) -> str | None:
     if len(found) > 1:
         raise MultipleMatches(
@@ -64,7 +84,10 @@ def _answer(ctx: IngestContext, request: Request, task: JsonObject, status: int)
 async def create_task(request: Request, ctx: Ctx) -> Response:
     """Create a Task; the server assigns the id. `If-None-Exist`: only if nothing matches."""
     task = validate_task(await read_resource(request))
+    # The criteria in If-None-Exist, or (as fhirpy's get_or_create sends them) in the URL.
     condition = request.headers.get("if-none-exist")
+    if condition is None and _criteria_in(request.url.query):
+        condition = request.url.query
     unless = None if condition is None else _criteria(condition.split("?", 1)[-1])
     result = await writes.write(ctx, task, None, unless=unless)
     if result.matched > 1:
@@ -99,14 +122,18 @@ async def update_task(task_id: str, request: Request, ctx: Ctx) -> Response:
 
 @router.patch("/Task/{task_id}")
 async def patch_task(task_id: str, request: Request, ctx: Ctx) -> Response:
-    """Change a Task with a JSON Patch (RFC 6902); If-Match honoured."""
+    """Change a Task with a JSON Patch (RFC 6902, a list of operations) or a JSON Merge Patch
+    (RFC 7386, an object; what fhirpy sends); If-Match honoured."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != JSON_PATCH:
-        raise UnsupportedMediaType(f"PATCH takes {JSON_PATCH}, not {content_type!r}")
+    if content_type not in PATCH_TYPES:
+        raise UnsupportedMediaType(f"PATCH takes {', '.join(PATCH_TYPES)}, not {content_type!r}")
     try:
         operations: Any = orjson.loads(await read_body(request))
         current = await writes.read(ctx, "Task", task_id)
-        patched = jsonpatch.apply_patch(current, operations)
+        if isinstance(operations, dict) and content_type != JSON_PATCH:
+            patched = merge_patch(current, operations)
+        else:
+            patched = jsonpatch.apply_patch(current, operations)
     except (
         orjson.JSONDecodeError,
         jsonpatch.JsonPatchException,

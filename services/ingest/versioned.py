@@ -30,11 +30,16 @@ def return_preference(prefer: str | None) -> str:
     return "representation"
 
 
+def _version(etag: str) -> str:
+    return etag.strip().removeprefix("W/").strip('"')
+
+
 def _not_modified(request: Request, etag: str, instant: str) -> bool:
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None:
-        wanted = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-        return "*" in wanted or etag.removeprefix("W/") in wanted
+        # Clients send W/"2", "2" or (fhirpy) a bare 2: all name version 2.
+        wanted = {_version(tag) for tag in if_none_match.split(",")}
+        return "*" in wanted or _version(etag) in wanted
     if_modified_since = request.headers.get("if-modified-since")
     if if_modified_since is not None:
         try:

@@ -74,6 +74,8 @@ async def test_conditional_read_answers_304(client: httpx.AsyncClient) -> None:
     etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
     same = await client.get("/fhir/Task/a", headers={"If-None-Match": etag})
     assert same.status_code == 304 and same.content == b"" and same.headers["ETag"] == etag
+    for tag in ('"1"', "1"):  # fhirpy's refresh() sends the bare version id
+        assert (await client.get("/fhir/Task/a", headers={"If-None-Match": tag})).status_code == 304
     assert (
         await client.get("/fhir/Task/a", headers={"If-Modified-Since": modified})
     ).status_code == 304
@@ -114,6 +116,9 @@ async def test_conditional_create_makes_no_duplicate(client: httpx.AsyncClient) 
     assert found["total"] == 1
     bad = await client.post("/fhir/Task", json=body, headers={"If-None-Exist": "colour=red"})
     assert bad.status_code == 400
+    # The criteria in the URL (fhirpy's get_or_create) work as If-None-Exist does.
+    again = await client.post("/fhir/Task?identifier=http://ids.example|x1", json=body)
+    assert again.status_code == 200 and again.json()["id"] == answers[0].json()["id"]
 
 
 async def test_conditional_update_and_delete(client: httpx.AsyncClient) -> None:
@@ -150,7 +155,14 @@ async def test_json_patch(client: httpx.AsyncClient) -> None:
         "/fhir/Task/a", json=[{"op": "replace", "path": "/status", "value": "x"}], headers=headers
     )
     assert invalid.status_code == 400
-    assert (await client.patch("/fhir/Task/a", json=patch)).status_code == 415
+    text = {"Content-Type": "text/plain"}
+    assert (await client.patch("/fhir/Task/a", content=b"[]", headers=text)).status_code == 415
+    # A JSON Merge Patch (an object), as fhirpy sends with application/json.
+    merged = await client.patch("/fhir/Task/a", json={"description": "d", "status": "ready"})
+    assert merged.status_code == 200, merged.text
+    assert merged.json()["description"] == "d" and merged.json()["status"] == "ready"
+    removed = await client.patch("/fhir/Task/a", json={"description": None})
+    assert "description" not in removed.json()
 
 
 async def test_history_of_a_task_and_of_all_tasks(client: httpx.AsyncClient) -> None:
