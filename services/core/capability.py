@@ -60,7 +60,18 @@ def capability_statement(base_url: str, topics: TopicRegistry, *, date: str) -> 
         "type": "Subscription",
         "extension": [{"url": TOPIC_CANONICAL, "valueCanonical": url} for url in sorted(topics)],
         "supportedProfile": [SUBSCRIPTION_PROFILE],
-        "interaction": [{"code": c} for c in ("read", "create", "update", "delete", "search-type")],
+        "interaction": [
+            {"code": c}
+            for c in (
+                "read",
+                "create",
+                "update",
+                "delete",
+                "history-instance",
+                "history-type",
+                "search-type",
+            )
+        ],
         "versioning": "versioned",
         "readHistory": False,
         "updateCreate": False,

@@ -40,7 +40,7 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
             capability_statement(ctx.settings.fhir_base, ctx.topics, date=format_instant(utc_now()))
         )
 
-    # History first: /Task/_history must not be read as a Task id.
+    # History first: /Task/_history must not be read as a Task id, nor /Subscription/_history.
     app.include_router(history.router, prefix="/fhir")
     app.include_router(tasks.router, prefix="/fhir")
     app.include_router(canvas.router)

@@ -1,4 +1,6 @@
-"""History: `GET /Task/{id}/_history` and `GET /Task/_history`, newest version first, paged.
+"""History of Tasks and Subscriptions: `GET /{type}/{id}/_history` and `GET /{type}/_history`,
+newest version first, paged. A Subscription's history includes the status changes the server
+made (handshake → active, error, off).
 
 Result parameters: `_count` (default 50, at most 1000), `_since` (versions changed at or after
 that instant) and `_cursor` (only as written in a next link). Each entry carries the version's
@@ -14,7 +16,7 @@ from urllib.parse import quote, unquote
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from herald.core.errors import ResourceGone, SearchParameterError
+from herald.core.errors import ResourceGone, ResourceNotFound, SearchParameterError
 from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.search import parse_date_range
 from herald.core.types import JsonObject
@@ -22,6 +24,7 @@ from herald.ingest import writes
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept
 from herald.ingest.search import DEFAULT_COUNT, MAX_COUNT, is_strict
+from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.history import HistoryKey, HistoryVersion, history
 from herald.runtime.store.search import Cursor
 
@@ -115,14 +118,29 @@ async def _history(
 
 
 @router.get("/Task/_history")
-async def type_history(request: Request, ctx: Ctx) -> Response:
+async def task_type_history(request: Request, ctx: Ctx) -> Response:
     """Every version of every Task, newest first."""
     return await _history(ctx, request, "Task", None)
 
 
 @router.get("/Task/{task_id}/_history")
-async def instance_history(task_id: str, request: Request, ctx: Ctx) -> Response:
+async def task_history(task_id: str, request: Request, ctx: Ctx) -> Response:
     """Every version of one Task (deleted or not), newest first."""
     with contextlib.suppress(ResourceGone):  # a deleted Task keeps its history
         await writes.read(ctx, "Task", task_id)
     return await _history(ctx, request, "Task", task_id)
+
+
+@router.get("/Subscription/_history")
+async def subscription_type_history(request: Request, ctx: Ctx) -> Response:
+    """Every version of every Subscription, newest first."""
+    return await _history(ctx, request, "Subscription", None)
+
+
+@router.get("/Subscription/{subscription_id}/_history")
+async def subscription_history(subscription_id: str, request: Request, ctx: Ctx) -> Response:
+    """Every version of one Subscription (deleted or not), newest first."""
+    async with ctx.database.read() as connection:
+        if await registry.get(connection, subscription_id) is None:
+            raise ResourceNotFound(f"Subscription/{subscription_id} is not known")
+    return await _history(ctx, request, "Subscription", subscription_id)

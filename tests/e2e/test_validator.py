@@ -126,6 +126,7 @@ def _capture(client: httpx.Client, captures: Captures) -> None:
             captures.get(client, f"status-{content}", f"/Subscription/{sub_id}/$status")
             captures.get(client, f"subscription-{content}", f"/Subscription/{sub_id}")
         captures.get(client, "status-type-level", "/Subscription/$status", status="active")
+        captures.get(client, "history-subscription", f"/Subscription/{subs['id-only']}/_history")
     captures.get(client, "task", "/Task/v1")
     captures.get(client, "task-version-1", "/Task/v1/_history/1")
     captures.get(client, "searchset", "/Task", owner=owner, _include="Task:output", foo="x")
@@ -136,7 +137,7 @@ def _capture(client: httpx.Client, captures: Captures) -> None:
     captures.get(client, "metadata", "/metadata")
     captures.get(client, "operation-outcome-400", "/Task", owner="Nope/")
     captures.get(client, "operation-outcome-404", "/Task/absent")
-    captures.get(client, "operation-outcome-405", "/Subscription/x/_history")
+    captures.get(client, "operation-outcome-405", "/Subscription/x/_history/1")
     captures.get(
         client, "basic-searchset", "/Basic", code="http://hl7.org/fhir/fhir-types|SubscriptionTopic"
     )

@@ -192,10 +192,35 @@ async def test_history_of_a_task_and_of_all_tasks(client: httpx.AsyncClient) -> 
     assert (await client.get("/fhir/Task/_history?_since=soon")).status_code == 400
 
 
+async def test_history_of_a_subscription(client: httpx.AsyncClient) -> None:
+    body = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "history",
+        "criteria": "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task",
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": "http://127.0.0.1:9/notify",
+            "payload": "application/fhir+json",
+        },
+    }
+    created = (await client.post("/fhir/Subscription", json=body)).json()
+    sid = created["id"]
+    off = await client.put(f"/fhir/Subscription/{sid}", json={**created, "status": "off"})
+    assert off.status_code == 200, off.text
+    assert (await client.delete(f"/fhir/Subscription/{sid}")).status_code == 204
+    entries = (await client.get(f"/fhir/Subscription/{sid}/_history")).json()["entry"]
+    assert [e["request"]["method"] for e in entries] == ["DELETE", "PUT", "POST"]
+    assert [e["resource"]["status"] for e in entries[1:]] == ["off", "requested"]
+    everything = (await client.get("/fhir/Subscription/_history")).json()
+    assert len(everything["entry"]) == 3
+    assert (await client.get("/fhir/Subscription/nope/_history")).status_code == 404
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/fhir/Subscription/x/_history"),
+        ("GET", "/fhir/Subscription/x/_history/1"),
         ("POST", "/fhir"),
         ("POST", "/fhir/"),
         ("HEAD", "/fhir/Task/a"),

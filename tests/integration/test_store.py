@@ -13,6 +13,7 @@ from herald.core.subscriptions import HEARTBEAT_PERIOD_URL
 from herald.runtime.store import events, outbox, resources, subscriptions
 from herald.runtime.store.database import Database
 from herald.runtime.store.events import LoggedEvent
+from herald.runtime.store.history import history
 
 NOW = "2026-01-01T00:00:00.000Z"
 
@@ -94,6 +95,14 @@ async def test_a_status_change_by_the_server_is_a_new_version(database: Database
         assert stored.resource["meta"]["versionId"] == version
         assert stored.resource["meta"]["lastUpdated"] > NOW
         assert stored.resource["status"] == status
+    async with database.read() as connection:
+        versions = await history(connection, "Subscription", "s1", since=None, count=10)
+    assert [(v.version_id, v.resource["status"]) for v in versions] == [
+        (4, "off"),
+        (3, "error"),
+        (2, "active"),
+        (1, "requested"),
+    ]
 
 
 async def test_event_numbers_are_gap_free_and_deduplicated(database: Database) -> None:

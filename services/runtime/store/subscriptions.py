@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.fhir import format_instant, utc_now
 from herald.core.subscriptions import effective_end, heartbeat_period
 from herald.core.types import JsonObject
-from herald.runtime.store.tables import counters, subscriptions
+from herald.runtime.store.tables import counters, resource_versions, subscriptions
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class StoredSubscription:
         return resource
 
 
-def _row(row: Row[tuple[object, ...]]) -> StoredSubscription:
+def from_row(row: Row[tuple[object, ...]]) -> StoredSubscription:
+    """A subscription row as a StoredSubscription."""
     m = row._mapping
     return StoredSubscription(
         id=m["id"],
@@ -78,6 +79,38 @@ def schedule_columns(stored: JsonObject) -> dict[str, object]:
     }
 
 
+async def record_version(
+    connection: AsyncConnection, subscription_id: str, method: str | None = None
+) -> None:
+    """Keep the subscription's current version (as the API shows it) for its history."""
+    row = (
+        await connection.execute(select(subscriptions).where(subscriptions.c.id == subscription_id))
+    ).first()
+    if row is None:
+        return
+    stored = from_row(row)
+    version = resource_versions.c
+    # A rewrite of the same version (tests, repairs) replaces its history row.
+    await connection.execute(
+        delete(resource_versions).where(
+            version.resource_type == "Subscription",
+            version.id == stored.id,
+            version.version_id == stored.version_id,
+        )
+    )
+    await connection.execute(
+        insert(resource_versions).values(
+            resource_type="Subscription",
+            id=stored.id,
+            version_id=stored.version_id,
+            last_updated=stored.last_updated,
+            content=orjson.dumps(stored.resource).decode(),
+            method="DELETE" if stored.deleted else method,
+            deleted=stored.deleted,
+        )
+    )
+
+
 async def next_revision(connection: AsyncConnection) -> int:
     """Take the next registry revision (the counter row lock orders revisions by commit)."""
     value = await connection.scalar(
@@ -103,7 +136,7 @@ async def get(
     if for_update and connection.dialect.name == "postgresql":
         query = query.with_for_update()
     row = (await connection.execute(query)).first()
-    return None if row is None else _row(row)
+    return None if row is None else from_row(row)
 
 
 async def insert_new(
@@ -126,6 +159,7 @@ async def insert_new(
             **schedule_columns(stored),
         )
     )
+    await record_version(connection, stored["id"], "POST")
 
 
 async def replace(
@@ -158,6 +192,7 @@ async def replace(
             **schedule_columns(stored),
         )
     )
+    await record_version(connection, stored["id"], "PUT")
 
 
 async def set_status(
@@ -187,6 +222,8 @@ async def set_status(
             last_updated=format_instant(utc_now()),
         )
     )
+    if result.rowcount:
+        await record_version(connection, subscription_id)
     return bool(result.rowcount)
 
 
@@ -195,8 +232,16 @@ async def mark_deleted(connection: AsyncConnection, subscription_id: str) -> boo
     result = await connection.execute(
         update(subscriptions)
         .where(subscriptions.c.id == subscription_id, subscriptions.c.deleted.is_(False))
-        .values(deleted=True, status="off", revision=await next_revision(connection))
+        .values(
+            deleted=True,
+            status="off",
+            revision=await next_revision(connection),
+            version_id=subscriptions.c.version_id + 1,
+            last_updated=format_instant(utc_now()),
+        )
     )
+    if result.rowcount:
+        await record_version(connection, subscription_id)
     return bool(result.rowcount)
 
 
@@ -207,7 +252,7 @@ async def changed_since(connection: AsyncConnection, since: int) -> list[StoredS
         .where(subscriptions.c.revision > since)
         .order_by(subscriptions.c.revision)
     )
-    return [_row(r) for r in rows]
+    return [from_row(r) for r in rows]
 
 
 async def changed_ids_since(connection: AsyncConnection, since: int) -> list[tuple[str, int]]:

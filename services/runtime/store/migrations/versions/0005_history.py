@@ -5,13 +5,19 @@
 - resource_versions.deleted: a deletion is a version too (content: the last content), so that
   history shows it.
 - an index for type-level history (newest first).
+- Subscriptions keep their versions in resource_versions too; the current one of each
+  existing subscription is recorded here.
 
 Revision ID: 0005
 Revises: 0004
 """
 
+import orjson
 import sqlalchemy as sa
 from alembic import op
+
+from herald.runtime.store.subscriptions import from_row
+from herald.runtime.store.tables import resource_versions, subscriptions
 
 revision = "0005"
 down_revision = "0004"
@@ -32,10 +38,26 @@ def upgrade() -> None:
         "resource_versions",
         ["resource_type", "last_updated", "id", "version_id"],
     )
+    connection = op.get_bind()
+    for row in connection.execute(sa.select(subscriptions)):
+        stored = from_row(row)
+        connection.execute(
+            sa.insert(resource_versions).values(
+                resource_type="Subscription",
+                id=stored.id,
+                version_id=stored.version_id,
+                last_updated=stored.last_updated,
+                content=orjson.dumps(stored.resource).decode(),
+                deleted=stored.deleted,
+            )
+        )
 
 
 def downgrade() -> None:
     """Drop them."""
+    op.execute(
+        sa.delete(resource_versions).where(resource_versions.c.resource_type == "Subscription")
+    )
     op.drop_index("ix_resource_versions_history", "resource_versions")
     with op.batch_alter_table("resource_versions") as batch:
         batch.drop_column("deleted")
