@@ -11,7 +11,7 @@ from herald.core.search._string import MODIFIERS as string_modifiers
 from herald.core.search._token import MODIFIERS as token_modifiers
 from herald.core.search._uri import MODIFIERS as uri_modifiers
 from herald.core.subscriptions import SUBSCRIPTION_PROFILE
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
 from herald.core.types import JsonObject
 
 SERVER_R4 = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4"
@@ -54,7 +54,7 @@ def search_params(resource_type: str) -> list[JsonObject]:
     return params
 
 
-def capability_statement(base_url: str, topics: TopicRegistry, *, date: str) -> JsonObject:
+def capability_statement(base_url: str, topics: TopicCatalog, *, date: str) -> JsonObject:
     """A CapabilityStatement describing this server."""
     subscription = {
         "type": "Subscription",

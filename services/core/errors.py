@@ -1,13 +1,29 @@
 """Herald's exception tree.
 
+Every error Herald raises on purpose is defined here, so the whole tree reads in one place:
+
 HeraldError
-└── FhirError                 an error a FHIR client caused; carries HTTP status and issue code
-    ├── InvalidResource       400 / invalid
-    ├── SearchParameterError  400 / not-supported (unknown or malformed search parameter)
-    ├── ResourceNotFound      404 / not-found
-    ├── ResourceGone          410 / deleted
-    ├── UnsupportedMediaType  415 / not-supported
-    └── NotAcceptable         406 / not-supported
+├── FhirError                   an error a FHIR client caused; carries HTTP status and issue code
+│   ├── InvalidResource         400 / invalid
+│   │   └── InvalidSubscription 400 / invalid (a Subscription Herald will not accept)
+│   ├── SearchParameterError    400 / not-supported (unknown or malformed search parameter)
+│   ├── Unauthorized            401 / security (a Canvas snapshot's signature is missing or wrong)
+│   ├── ResourceNotFound        404 / not-found
+│   ├── NotSupported            405 / not-supported (an interaction Herald does not offer)
+│   ├── NotAcceptable           406 / not-supported
+│   ├── ResourceGone            410 / deleted
+│   ├── VersionConflict         412 / conflict (If-Match names a version that is not current)
+│   ├── MultipleMatches         412 / multiple-matches (a conditional interaction's criteria)
+│   ├── PayloadTooLarge         413 / too-costly
+│   └── UnsupportedMediaType    415 / not-supported
+├── ConcurrentWrite             the store refused a write another transaction raced (retriable)
+├── ContractError               a bus record does not follow its contract (never retriable)
+└── TopicDefinitionError        a topic file is not a usable SubscriptionTopic (a startup error)
+
+An error whose class sets `retriable = True` is a passing condition: retrying the same work
+may succeed. `herald.runtime.retriable.is_retriable` reads it (and judges the errors of
+SQLAlchemy and aiokafka); `herald.runtime.lifecycle.retry_until_done` retries nothing else.
+A test (tests/unit/test_errors.py) keeps this drawing complete.
 """
 
 from __future__ import annotations
@@ -15,6 +31,9 @@ from __future__ import annotations
 
 class HeraldError(Exception):
     """Root of every error Herald raises on purpose."""
+
+    retriable: bool = False
+    """Whether the same work may succeed when tried again."""
 
 
 class FhirError(HeraldError):
@@ -31,6 +50,10 @@ class FhirError(HeraldError):
 
 class InvalidResource(FhirError):
     """The request body is not an acceptable resource."""
+
+
+class InvalidSubscription(InvalidResource):
+    """A Subscription that Herald will not accept."""
 
 
 class SearchParameterError(FhirError):
@@ -65,3 +88,55 @@ class NotAcceptable(FhirError):
 
     status_code = 406
     issue_code = "not-supported"
+
+
+class Unauthorized(FhirError):
+    """The request's credentials (a Canvas snapshot's signature) are missing or wrong."""
+
+    status_code = 401
+    issue_code = "security"
+
+
+class VersionConflict(FhirError):
+    """If-Match named a version that is not the current one."""
+
+    status_code = 412
+    issue_code = "conflict"
+
+
+class NotSupported(FhirError):
+    """An interaction Herald does not offer on a resource type it serves."""
+
+    status_code = 405
+    issue_code = "not-supported"
+
+
+class MultipleMatches(FhirError):
+    """A conditional interaction's criteria match more than one resource."""
+
+    status_code = 412
+    issue_code = "multiple-matches"
+
+
+class PayloadTooLarge(FhirError):
+    """The request body is over the size limit."""
+
+    status_code = 413
+    issue_code = "too-costly"
+
+
+class ConcurrentWrite(HeraldError):
+    """Another transaction wrote the same new key first (a unique constraint held).
+
+    The store raises it in place of the driver's integrity error; trying again sees the winner.
+    """
+
+    retriable = True
+
+
+class ContractError(HeraldError):
+    """A record does not follow its contract."""
+
+
+class TopicDefinitionError(HeraldError):
+    """A topic file is not a usable SubscriptionTopic."""

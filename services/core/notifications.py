@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from herald.core.fhir import new_id
+from herald.core.states import SubscriptionStatus
 from herald.core.types import JsonObject
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -96,7 +97,7 @@ def status_parameters(
                 }
             )
         parameters.append({"name": "notification-event", "part": parts})
-    if state.status == "error" and state.error:
+    if state.status == SubscriptionStatus.ERROR and state.error:
         parameters.append(
             {
                 "name": "error",

@@ -15,7 +15,6 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
 from herald.core.canvas import (
@@ -27,22 +26,20 @@ from herald.core.canvas import (
     document_type_code_system,
     parse_snapshot,
 )
-from herald.core.contracts import ResourceChange, encode
 from herald.core.errors import (
-    FhirError,
     InvalidResource,
     ResourceNotFound,
     SearchParameterError,
+    Unauthorized,
     UnsupportedMediaType,
 )
-from herald.core.fhir import format_instant, is_valid_id, new_id
-from herald.core.resources import validate_task, with_version
+from herald.core.fhir import is_valid_id
+from herald.core.resources import validate_task
 from herald.core.types import JsonObject
+from herald.ingest import writes
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body, searchset
-from herald.ingest.versioned import versioned
-from herald.runtime.bus.connect import TASK_CHANGES
-from herald.runtime.store import outbox, resources, subscriptions
+from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body, searchset, versioned
+from herald.runtime.store.resources import StoredResource
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +48,6 @@ OUTCOME_HEADER = "X-Herald-Canvas-Outcome"
 _JSON_TYPES = {"application/json", "application/fhir+json", "json", "application/json+fhir"}
 
 router = APIRouter(dependencies=[Depends(check_accept)])
-
-
-class Unauthorized(FhirError):
-    """The snapshot's signature is missing or wrong."""
-
-    status_code = 401
-    issue_code = "security"
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -78,51 +68,24 @@ def check_signature(secret: str | None, body: bytes, header: str | None) -> None
 
 async def apply_snapshot(ctx: IngestContext, snapshot: Snapshot) -> tuple[Outcome, JsonObject]:
     """Apply a snapshot; the outcome and the Task now current."""
-    try:
-        return await _apply(ctx, snapshot)
-    except IntegrityError:
-        # Two first snapshots of one task raced to insert it; the loser decides again on top
-        # of the winner (as a later snapshot, an identical one, or a stale one).
-        return await _apply(ctx, snapshot)
+    decision: Decision | None = None
+    stored: JsonObject | None = None
 
-
-async def _apply(ctx: IngestContext, snapshot: Snapshot) -> tuple[Outcome, JsonObject]:
-    async with ctx.database.transaction() as connection:
-        previous = await resources.current(connection, "Task", snapshot.task_id, for_update=True)
+    def plan(previous: StoredResource | None) -> JsonObject | None:
+        # Runs again when two first snapshots of one task raced: the loser decides on top of
+        # the winner (as a later snapshot, an identical one, or a stale one).
+        nonlocal decision, stored
         stored = None if previous is None or previous.deleted else previous.resource
-        decision: Decision = decide(snapshot, stored, ctx.settings.fhir_base)
-        if decision.task is None:
-            assert stored is not None
-            return decision.outcome, stored
-        task = validate_task(decision.task)
-        version_id = 1 if previous is None else previous.version_id + 1
-        now = format_instant(await resources.write_clock(connection, "Task"))
-        stamped = with_version(task, snapshot.task_id, version_id, now)
-        await resources.save(connection, stamped, previous=previous)
-        interaction = "create" if stored is None else "update"
-        change = ResourceChange(
-            event_id=new_id(),
-            resource_type="Task",
-            resource_id=snapshot.task_id,
-            interaction=interaction,
-            version_id=str(version_id),
-            occurred_at=now,
-            current=stamped,
-            previous=stored,
-            registry_revision=await subscriptions.revision(connection),
-        )
-        await outbox.add(
-            connection, ctx.settings.topic(TASK_CHANGES), snapshot.task_id, encode(change)
-        )
-    ctx.outbox_written.set()
-    ctx.metrics.resource_writes.labels("Task", interaction).inc()
-    return decision.outcome, stamped
+        decision = decide(snapshot, stored, ctx.settings.fhir_base)
+        return None if decision.task is None else validate_task(decision.task)
 
-
-def _task_response(ctx: IngestContext, task: JsonObject, outcome: Outcome) -> Response:
-    response = versioned(ctx.settings.fhir_base, task, 201 if outcome is Outcome.CREATED else 200)
-    response.headers[OUTCOME_HEADER] = outcome.value
-    return response
+    written = await writes.write_version(ctx, "Task", snapshot.task_id, plan)
+    assert decision is not None
+    if written is None:
+        assert stored is not None
+        return decision.outcome, stored
+    assert written.resource is not None
+    return decision.outcome, written.resource
 
 
 @router.post("/canvas/integration-tasks")
@@ -159,7 +122,12 @@ async def post_snapshot(request: Request, ctx: Ctx) -> Response:
             "version_id": task["meta"]["versionId"],
         },
     )
-    return _task_response(ctx, task, outcome)
+    return versioned(
+        ctx.settings.fhir_base,
+        task,
+        201 if outcome is Outcome.CREATED else 200,
+        headers={OUTCOME_HEADER: outcome.value},
+    )
 
 
 # -- CodeSystem read and search -------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
 from herald.runtime.metrics import Metrics
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
@@ -20,7 +20,7 @@ class IngestContext:
 
     settings: Settings
     database: Database
-    topics: TopicRegistry
+    topics: TopicCatalog
     metrics: Metrics
     outbox_written: asyncio.Event = field(default_factory=asyncio.Event)
     """Set after a write queued outbox records, so the relay publishes without waiting."""

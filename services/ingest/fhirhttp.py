@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from contextvars import ContextVar
+from datetime import datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -16,6 +18,8 @@ from herald.core.errors import (
     FhirError,
     InvalidResource,
     NotAcceptable,
+    NotSupported,
+    PayloadTooLarge,
     ResourceNotFound,
     UnsupportedMediaType,
 )
@@ -27,21 +31,14 @@ from herald.core.fhir import (
     operation_outcome,
     utc_now,
 )
-from herald.core.fhirxml import from_xml, to_xml
 from herald.core.types import JsonObject
+from herald.runtime.packaged import fhir_xml
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 _JSON_TYPES = {FHIR_JSON, "application/json", "json", "application/json+fhir"}
 _XML_TYPES = {"application/fhir+xml", "application/xml", "xml", "text/xml", "application/xml+fhir"}
-
-
-class PayloadTooLarge(FhirError):
-    """The request body is over the size limit."""
-
-    status_code = 413
-    issue_code = "too-costly"
 
 
 # The format this request's answer is written in; set by check_accept, read by FhirResponse.
@@ -59,8 +56,85 @@ class FhirResponse(Response):
     def render(self, content: object) -> bytes:
         """Serialise as FHIR XML (lxml) or FHIR JSON (orjson)."""
         if self.xml and isinstance(content, dict):
-            return to_xml(content)
+            return fhir_xml().to_xml(content)
         return orjson.dumps(content)
+
+
+RETURN_PREFERENCES = ("minimal", "representation", "OperationOutcome")
+
+
+def http_date(instant: str) -> str:
+    """A FHIR instant as an HTTP-date (RFC 9110), for Last-Modified."""
+    return format_datetime(datetime.fromisoformat(instant), usegmt=True)
+
+
+def return_preference(prefer: str | None) -> str:
+    """The `return=` of a Prefer header (default: representation)."""
+    for part in (prefer or "").replace(",", ";").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "return" and value.strip('"') in RETURN_PREFERENCES:
+            return value.strip('"')
+    return "representation"
+
+
+def _version(etag: str) -> str:
+    return etag.strip().removeprefix("W/").strip('"')
+
+
+def _not_modified(request: Request, etag: str, instant: str) -> bool:
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        # Clients send W/"2", "2" or (fhirpy) a bare 2: all name version 2.
+        wanted = {_version(tag) for tag in if_none_match.split(",")}
+        return "*" in wanted or _version(etag) in wanted
+    if_modified_since = request.headers.get("if-modified-since")
+    if if_modified_since is not None:
+        try:
+            since = parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError):
+            return False  # an unreadable date is ignored, as HTTP says
+        if since.tzinfo is None:
+            return False
+        modified = datetime.fromisoformat(instant).replace(microsecond=0)
+        return modified <= since
+    return False
+
+
+def versioned(
+    fhir_base: str,
+    resource: JsonObject,
+    status_code: int,
+    request: Request | None = None,
+    *,
+    write: bool = False,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The one answer for a resource version: ETag, Last-Modified, its version's Location; a
+    read is conditional when `request` asks (304), and with `write` (a create or update) the
+    body follows `Prefer: return=`."""
+    meta = resource["meta"]
+    etag = f'W/"{meta["versionId"]}"'
+    headers = {
+        "ETag": etag,
+        "Last-Modified": http_date(meta["lastUpdated"]),
+        "Location": f"{fhir_base}/{resource['resourceType']}/{resource['id']}"
+        f"/_history/{meta['versionId']}",
+        **(headers or {}),
+    }
+    if request is not None and not write and _not_modified(request, etag, meta["lastUpdated"]):
+        return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
+    preference = return_preference(request.headers.get("prefer")) if write and request else None
+    if preference == "minimal":
+        return Response(status_code=status_code, headers=headers)
+    if preference == "OperationOutcome":
+        done = "created" if status_code == 201 else "updated"
+        outcome = operation_outcome(
+            f"{resource['resourceType']}/{resource['id']} {done} as version {meta['versionId']}",
+            severity="information",
+            code="informational",
+        )
+        return FhirResponse(outcome, status_code=status_code, headers=headers)
+    return FhirResponse(resource, status_code=status_code, headers=headers)
 
 
 def _kind(media_type: str) -> str | None:
@@ -147,7 +221,7 @@ async def read_resource(request: Request) -> JsonObject:
     if not body:
         raise InvalidResource("the request has no body")
     if content_type in _XML_TYPES:
-        return from_xml(body)
+        return fhir_xml().from_xml(body)
     try:
         resource = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -164,13 +238,6 @@ def outcome_response(
     return FhirResponse(
         operation_outcome(diagnostics, code=code, expression=expression), status_code=status_code
     )
-
-
-class NotSupported(FhirError):
-    """An interaction Herald does not offer on a resource type it serves."""
-
-    status_code = 405
-    issue_code = "not-supported"
 
 
 # The resource types Herald serves; other types under /fhir are unknown (404).

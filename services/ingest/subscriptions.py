@@ -6,20 +6,15 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from herald.core.contracts import NotificationRequest, encode
-from herald.core.errors import ResourceGone, ResourceNotFound
+from herald.core.contracts import NOTIFICATIONS, NotificationRequest, encode
+from herald.core.errors import InvalidSubscription, ResourceGone, ResourceNotFound
 from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.resources import with_version
-from herald.core.subscriptions import (
-    CLIENT_STATUSES,
-    InvalidSubscription,
-    parse_subscription,
-)
+from herald.core.states import CLIENT_STATUSES, SubscriptionStatus
+from herald.core.subscriptions import parse_subscription
 from herald.core.types import JsonObject
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import check_accept, read_resource
-from herald.ingest.versioned import versioned
-from herald.runtime.bus.connect import NOTIFICATIONS
+from herald.ingest.fhirhttp import check_accept, read_resource, versioned
 from herald.runtime.store import outbox
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
@@ -45,10 +40,10 @@ async def _queue_handshake(
     )
 
 
-def _client_status(resource: JsonObject, current: str | None) -> str:
-    status = resource.get("status", "requested")
+def _client_status(resource: JsonObject, current: SubscriptionStatus | None) -> SubscriptionStatus:
+    status = resource.get("status", SubscriptionStatus.REQUESTED)
     if status in CLIENT_STATUSES or status == current:
-        return str(status)
+        return SubscriptionStatus(status)
     raise InvalidSubscription(
         f"a client may set Subscription.status to requested or off, not {status!r}; "
         "active and error are set by the server",
@@ -83,9 +78,10 @@ async def _save(
                 stored,
                 status=status,
                 topic=subscription.topic_url,
-                skip_backlog=status == "requested" and current.status in ("error", "off"),
+                skip_backlog=status == SubscriptionStatus.REQUESTED
+                and current.status in (SubscriptionStatus.ERROR, SubscriptionStatus.OFF),
             )
-        if status == "requested":
+        if status == SubscriptionStatus.REQUESTED:
             await _queue_handshake(ctx, connection, stored)
     ctx.outbox_written.set()
     return {**stored, "status": status}

@@ -11,16 +11,15 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from herald.core.errors import FhirError, InvalidResource, UnsupportedMediaType
+from herald.core.errors import InvalidResource, MultipleMatches, UnsupportedMediaType
 from herald.core.fhir import FHIR_JSON, utc_now
 from herald.core.resources import validate_task
 from herald.core.search import Criteria
 from herald.core.types import JsonObject
 from herald.ingest import writes
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import check_accept, read_body, read_resource
+from herald.ingest.fhirhttp import check_accept, read_body, read_resource, versioned
 from herald.ingest.search import IGNORED, parse_search
-from herald.ingest.versioned import versioned
 from herald.runtime.store.search import search_ids
 
 router = APIRouter(dependencies=[Depends(check_accept)])
@@ -40,13 +39,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             merged[key] = merge_patch(merged.get(key), value)
     return merged
-
-
-class MultipleMatches(FhirError):
-    """A conditional interaction's criteria match more than one resource."""
-
-    status_code = 412
-    issue_code = "multiple-matches"
 
 
 def _criteria(query: str) -> Criteria:
@@ -76,7 +68,8 @@ def _one(found: list[str], interaction: str) -> str | None:
     return found[0] if found else None
 
 
-def _answer(ctx: IngestContext, request: Request, task: JsonObject, status: int) -> Response:
+def _answer(ctx: IngestContext, request: Request, task: JsonObject | None, status: int) -> Response:
+    assert task is not None  # only a delete writes no content
     return versioned(ctx.settings.fhir_base, task, status, request, write=True)
 
 

@@ -1,38 +1,130 @@
-"""Writing a resource version and its change event in one transaction (the outbox)."""
+"""Writing a resource version and its change event in one transaction (the outbox).
+
+`write_version` is the one place a Task version is written: it reads the current version with
+its row locked (PostgreSQL) or under the single-writer lock (SQLite), lets the caller decide
+what the next version is, stamps it (id, versionId, lastUpdated), saves and indexes it, and
+queues its change event on the outbox, all in one transaction. PUT, POST, DELETE and the
+Canvas endpoint differ only in how they decide.
+
+The stamp comes from `resources.write_clock`: taken under a per-type lock held until commit and
+later than every stored one, so that polling with `_lastUpdated=gt` never misses a version.
+A conditional create (`unless`) looks for matches under that same lock, so two of them cannot
+both create.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
-from sqlalchemy.exc import IntegrityError
-
-from herald.core.contracts import ResourceChange, encode
-from herald.core.errors import FhirError, ResourceGone, ResourceNotFound
-from herald.core.fhir import format_instant, new_id, utc_now
+from herald.core.contracts import TASK_CHANGES, ResourceChange, encode
+from herald.core.errors import ConcurrentWrite, ResourceGone, ResourceNotFound, VersionConflict
+from herald.core.fhir import format_instant, new_id
 from herald.core.resources import with_version
 from herald.core.search import Criteria
 from herald.core.types import JsonObject
 from herald.ingest.context import IngestContext
-from herald.runtime.bus.connect import TASK_CHANGES
 from herald.runtime.store import outbox, resources, subscriptions
+from herald.runtime.store.resources import StoredResource
 from herald.runtime.store.search import search_ids
 
 
-class VersionConflict(FhirError):
-    """If-Match named a version that is not the current one."""
+class _Delete:
+    """The decision to delete the resource (see DELETE)."""
 
-    status_code = 412
-    issue_code = "conflict"
+
+DELETE: Final = _Delete()
+"""What a Plan returns to write a deleted version."""
+
+Plan = Callable[[StoredResource | None], JsonObject | _Delete | None]
+"""Given the current version (None when there is none), the next version's content, DELETE,
+or None to write nothing; raises a FhirError to refuse the write."""
 
 
 @dataclass(frozen=True)
 class WriteResult:
-    """The stored version and whether it created the resource."""
+    """The version written: its content (None for a delete) and its interaction."""
 
-    resource: JsonObject
-    created: bool
+    resource: JsonObject | None
+    interaction: str
+    """create | update | delete; "match" when a conditional create found `matched` resources
+    (then `resource` is the first and nothing was written)."""
     matched: int = 0
-    """With `unless`: how many resources matched it (then nothing was written)."""
+
+    @property
+    def created(self) -> bool:
+        """Whether the write created the resource."""
+        return self.interaction == "create"
+
+
+async def write_version(
+    ctx: IngestContext,
+    resource_type: str,
+    resource_id: str,
+    plan: Plan,
+    *,
+    method: str | None = None,
+    unless: Criteria | None = None,
+) -> WriteResult | None:
+    """Write the version `plan` decides on, with its change event; None when it wrote nothing.
+
+    `method`: the HTTP method of the interaction, for history and notifications (None: the
+    interaction implies it). `unless`: a conditional create's criteria; when resources match
+    them nothing is written (see WriteResult).
+    """
+    try:
+        return await _write_version(ctx, resource_type, resource_id, plan, method, unless)
+    except ConcurrentWrite:
+        # Two creates of the same new id raced; the loser decides again on top of the winner.
+        return await _write_version(ctx, resource_type, resource_id, plan, method, unless)
+
+
+async def _write_version(
+    ctx: IngestContext,
+    resource_type: str,
+    resource_id: str,
+    plan: Plan,
+    method: str | None,
+    unless: Criteria | None,
+) -> WriteResult | None:
+    async with ctx.database.transaction() as connection:
+        previous = await resources.current(connection, resource_type, resource_id, for_update=True)
+        clock = await resources.write_clock(connection, resource_type)
+        if unless is not None and (found := await search_ids(connection, unless, now=clock)):
+            match = await resources.current(connection, resource_type, found[0])
+            assert match is not None
+            return WriteResult(match.resource, "match", matched=len(found))
+        decided = plan(previous)
+        if decided is None:
+            return None
+        live = None if previous is None or previous.deleted else previous
+        version_id = 1 if previous is None else previous.version_id + 1
+        now = format_instant(clock)
+        if isinstance(decided, _Delete):
+            assert live is not None, "a plan deletes only a live resource"
+            await resources.mark_deleted(connection, live, version_id, now)
+            result = WriteResult(None, "delete")
+        else:
+            stamped = with_version(decided, resource_id, version_id, now)
+            await resources.save(connection, stamped, previous=previous, method=method)
+            result = WriteResult(stamped, "create" if live is None else "update")
+        change = ResourceChange(
+            event_id=new_id(),
+            resource_type=resource_type,
+            resource_id=resource_id,
+            interaction=result.interaction,
+            version_id=str(version_id),
+            occurred_at=now,
+            current=result.resource,
+            previous=None if live is None else live.resource,
+            registry_revision=await subscriptions.revision(connection),
+            method=method,
+        )
+        await outbox.add(connection, ctx.settings.topic(TASK_CHANGES), resource_id, encode(change))
+    ctx.outbox_written.set()
+    ctx.metrics.resource_writes.labels(resource_type, result.interaction).inc()
+    return result
 
 
 async def write(
@@ -43,93 +135,34 @@ async def write(
     if_match: str | None = None,
     unless: Criteria | None = None,
 ) -> WriteResult:
-    """Store a new version of a resource and queue its change event; create when it is new.
+    """Store a new version of a resource and queue its change event; create when it is new
+    (`unless`: a conditional create, see write_version)."""
 
-    `unless` (a conditional create): write nothing when resources match these criteria, checked
-    under the write clock's lock so that two conditional creates cannot both create.
-    """
-    resource_type = resource["resourceType"]
-    method = "POST" if resource_id is None else "PUT"
-    resource_id = resource_id or new_id()
-    try:
-        return await _write(ctx, resource, resource_type, resource_id, if_match, method, unless)
-    except IntegrityError as exc:
-        # Two creates of the same new id raced; the loser updates on top of the winner.
-        if if_match is not None:
-            raise VersionConflict("the resource changed while it was being written") from exc
-        return await _write(ctx, resource, resource_type, resource_id, if_match, method, unless)
-
-
-async def _write(
-    ctx: IngestContext,
-    resource: JsonObject,
-    resource_type: str,
-    resource_id: str,
-    if_match: str | None,
-    method: str,
-    unless: Criteria | None,
-) -> WriteResult:
-    async with ctx.database.transaction() as connection:
-        previous = await resources.current(connection, resource_type, resource_id, for_update=True)
+    def plan(previous: StoredResource | None) -> JsonObject:
         if if_match is not None:
             current_version = None if previous is None or previous.deleted else previous.version_id
             if if_match.strip().removeprefix("W/").strip('"') != str(current_version):
                 raise VersionConflict(
                     f"If-Match {if_match} does not name the current version ({current_version})"
                 )
-        version_id = 1 if previous is None else previous.version_id + 1
-        now = await resources.write_clock(connection, resource_type)
-        if unless is not None:
-            found = await search_ids(connection, unless, now=now)
-            if found:
-                match = await resources.current(connection, resource_type, found[0])
-                assert match is not None
-                return WriteResult(match.resource, created=False, matched=len(found))
-        stamped = with_version(resource, resource_id, version_id, format_instant(now))
-        await resources.save(connection, stamped, previous=previous, method=method)
-        interaction = "create" if previous is None or previous.deleted else "update"
-        change = ResourceChange(
-            event_id=new_id(),
-            resource_type=resource_type,
-            resource_id=resource_id,
-            interaction=interaction,
-            version_id=str(version_id),
-            occurred_at=format_instant(now),
-            current=stamped,
-            previous=None if interaction == "create" else previous.resource if previous else None,
-            registry_revision=await subscriptions.revision(connection),
-            method=method,
-        )
-        await outbox.add(connection, ctx.settings.topic(TASK_CHANGES), resource_id, encode(change))
-    ctx.outbox_written.set()
-    ctx.metrics.resource_writes.labels(resource_type, interaction).inc()
-    return WriteResult(stamped, created=interaction == "create")
+        return resource
+
+    method = "POST" if resource_id is None else "PUT"
+    written = await write_version(
+        ctx, resource["resourceType"], resource_id or new_id(), plan, method=method, unless=unless
+    )
+    assert written is not None
+    return written
 
 
 async def delete(ctx: IngestContext, resource_type: str, resource_id: str) -> bool:
     """Delete a resource (a new, deleted version) and queue the delete event; False if absent."""
-    async with ctx.database.transaction() as connection:
-        previous = await resources.current(connection, resource_type, resource_id, for_update=True)
-        if previous is None or previous.deleted:
-            return False
-        now = utc_now()
-        version_id = previous.version_id + 1
-        await resources.mark_deleted(connection, previous, version_id, format_instant(now))
-        change = ResourceChange(
-            event_id=new_id(),
-            resource_type=resource_type,
-            resource_id=resource_id,
-            interaction="delete",
-            version_id=str(version_id),
-            occurred_at=format_instant(now),
-            current=None,
-            previous=previous.resource,
-            registry_revision=await subscriptions.revision(connection),
-        )
-        await outbox.add(connection, ctx.settings.topic(TASK_CHANGES), resource_id, encode(change))
-    ctx.outbox_written.set()
-    ctx.metrics.resource_writes.labels(resource_type, "delete").inc()
-    return True
+
+    def plan(previous: StoredResource | None) -> _Delete | None:
+        return None if previous is None or previous.deleted else DELETE
+
+    written = await write_version(ctx, resource_type, resource_id, plan, method="DELETE")
+    return written is not None
 
 
 async def read(ctx: IngestContext, resource_type: str, resource_id: str) -> JsonObject:

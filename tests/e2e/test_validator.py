@@ -20,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from herald.core.fhirxml import to_xml
+from herald.runtime.packaged import fhir_xml
 from tests.e2e.conftest import StartHerald
 from tests.e2e.scenario import BACKPORT, FHIR_JSON, put, subscription, task, wait_status
 from tests.support.fhir import backport_subscription
@@ -69,7 +69,7 @@ class Captures:
         assert name not in self.names, name
         self.names.add(name)
         (self.folder / f"{name}.json").write_bytes(orjson.dumps(resource))
-        (self.folder / f"{name}.xml").write_bytes(to_xml(resource))
+        (self.folder / f"{name}.xml").write_bytes(fhir_xml().to_xml(resource))
         if raw_xml is not None:  # as it came over the wire (no JSON twin: validated alone)
             (self.folder / f"{name}.wire.xml").write_bytes(raw_xml)
 

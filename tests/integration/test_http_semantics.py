@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from herald.core.topics import TopicRegistry
 from herald.ingest.app import create_app
 from herald.ingest.context import IngestContext
 from herald.runtime.metrics import Metrics
-from herald.runtime.settings import DEFAULT_TOPICS_DIR, Settings
+from herald.runtime.packaged import load_topics
+from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
 
 BASE = "http://herald.test/fhir"
@@ -28,9 +28,7 @@ async def _ready() -> dict[str, bool]:
 @pytest.fixture
 async def client(database: Database) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(database_url="sqlite://", base_url=BASE, allow_http_endpoints=True)
-    ctx = IngestContext(
-        settings, database, TopicRegistry.from_directory(DEFAULT_TOPICS_DIR), Metrics()
-    )
+    ctx = IngestContext(settings, database, load_topics(), Metrics())
     transport = httpx.ASGITransport(app=create_app(ctx, _ready))
     async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
         yield http

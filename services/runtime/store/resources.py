@@ -8,8 +8,10 @@ from datetime import datetime, timedelta
 
 import orjson
 from sqlalchemy import false, func, insert, select, text, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.core.errors import ConcurrentWrite
 from herald.core.fhir import utc_now
 from herald.core.types import JsonObject
 from herald.runtime.store import search
@@ -131,7 +133,24 @@ async def save(
     previous: StoredResource | None,
     method: str | None = None,
 ) -> None:
-    """Write a new version (already stamped with id, versionId and lastUpdated)."""
+    """Write a new version (already stamped with id, versionId and lastUpdated).
+
+    ConcurrentWrite when another transaction created the same resource first.
+    """
+    try:
+        await _save(connection, stamped, previous, method)
+    except IntegrityError as exc:
+        raise ConcurrentWrite(
+            f"{stamped['resourceType']}/{stamped['id']} was written concurrently"
+        ) from exc
+
+
+async def _save(
+    connection: AsyncConnection,
+    stamped: JsonObject,
+    previous: StoredResource | None,
+    method: str | None,
+) -> None:
     resource_type, resource_id = stamped["resourceType"], stamped["id"]
     version_id = int(stamped["meta"]["versionId"])
     last_updated = stamped["meta"]["lastUpdated"]

@@ -9,6 +9,7 @@ from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.fhir import format_instant, utc_now
+from herald.core.states import SubscriptionStatus
 from herald.core.subscriptions import effective_end, heartbeat_period
 from herald.core.types import JsonObject
 from herald.runtime.store.tables import counters, resource_versions, subscriptions
@@ -19,7 +20,7 @@ class StoredSubscription:
     """A subscription row."""
 
     id: str
-    status: str
+    status: SubscriptionStatus
     topic: str
     version_id: int
     last_updated: str
@@ -54,7 +55,7 @@ def from_row(row: Row[tuple[object, ...]]) -> StoredSubscription:
     m = row._mapping
     return StoredSubscription(
         id=m["id"],
-        status=m["status"],
+        status=SubscriptionStatus(m["status"]),
         topic=m["topic"],
         version_id=m["version_id"],
         last_updated=m["last_updated"],
@@ -234,7 +235,7 @@ async def mark_deleted(connection: AsyncConnection, subscription_id: str) -> boo
         .where(subscriptions.c.id == subscription_id, subscriptions.c.deleted.is_(False))
         .values(
             deleted=True,
-            status="off",
+            status=SubscriptionStatus.OFF,
             revision=await next_revision(connection),
             version_id=subscriptions.c.version_id + 1,
             last_updated=format_instant(utc_now()),
@@ -271,9 +272,9 @@ async def with_work(connection: AsyncConnection) -> list[str]:
     rows = await connection.execute(
         select(subscriptions.c.id).where(
             subscriptions.c.deleted.is_(False),
-            (subscriptions.c.status == "requested")
+            (subscriptions.c.status == SubscriptionStatus.REQUESTED)
             | (
-                (subscriptions.c.status == "active")
+                (subscriptions.c.status == SubscriptionStatus.ACTIVE)
                 & (subscriptions.c.events_count > subscriptions.c.delivered_through)
             ),
         )
@@ -287,7 +288,7 @@ async def past_end(connection: AsyncConnection, now: str) -> list[tuple[str, str
         select(subscriptions.c.id, subscriptions.c.status).where(
             subscriptions.c.ends_at <= now,
             subscriptions.c.deleted.is_(False),
-            subscriptions.c.status != "off",
+            subscriptions.c.status != SubscriptionStatus.OFF,
         )
     )
     return [(r.id, r.status) for r in rows]
@@ -298,7 +299,7 @@ async def heartbeat_periods(connection: AsyncConnection) -> dict[str, int]:
     rows = await connection.execute(
         select(subscriptions.c.id, subscriptions.c.heartbeat_seconds).where(
             subscriptions.c.heartbeat_seconds.is_not(None),
-            subscriptions.c.status == "active",
+            subscriptions.c.status == SubscriptionStatus.ACTIVE,
             subscriptions.c.deleted.is_(False),
         )
     )
