@@ -18,6 +18,7 @@ HeraldError
 │   └── UnsupportedMediaType    415 / not-supported
 ├── ConcurrentWrite             the store refused a write another transaction raced (retriable)
 ├── ContractError               a bus record does not follow its contract (never retriable)
+├── OperatorRefused             an operator command cannot act (`herald subscriptions replay`)
 └── TopicDefinitionError        a topic file is not a usable SubscriptionTopic (a startup error)
 
 An error whose class sets `retriable = True` is a passing condition: retrying the same work
@@ -140,3 +141,7 @@ class ContractError(HeraldError):
 
 class TopicDefinitionError(HeraldError):
     """A topic file is not a usable SubscriptionTopic."""
+
+
+class OperatorRefused(HeraldError):
+    """An operator command cannot act on what it was given (unknown or inactive subscription)."""

@@ -17,6 +17,7 @@ from herald.ingest.fhirhttp import (
     install_error_handlers,
     unsupported_router,
 )
+from herald.runtime.access import AccessLog
 from herald.runtime.health import ReadinessCheck, health_routes
 
 
@@ -30,6 +31,7 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.herald = ctx
+    app.add_middleware(AccessLog)
     install_error_handlers(app)
     app.router.routes.extend(health_routes(ctx.metrics, readiness))
 

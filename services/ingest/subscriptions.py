@@ -51,10 +51,13 @@ def _client_status(resource: JsonObject, current: SubscriptionStatus | None) -> 
     )
 
 
-async def _save(
+async def save_subscription(
     ctx: IngestContext, resource: JsonObject, subscription_id: str | None
 ) -> JsonObject:
-    """Validate and store a new version; queue a handshake when the status is requested."""
+    """Validate and store a new version; queue a handshake when the status is requested.
+
+    The API and `herald subscriptions reactivate|off` both change subscriptions through here.
+    """
     subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
     async with ctx.database.transaction() as connection:
         current = None
@@ -98,11 +101,12 @@ def _check_exists(found: StoredSubscription | None, subscription_id: str) -> Sto
 @router.post("/Subscription", status_code=201)
 async def create_subscription(request: Request, ctx: Ctx) -> Response:
     """Register a subscription as requested; the dispatcher sends the handshake."""
-    stored = await _save(ctx, await read_resource(request), None)
-    return versioned(ctx.settings.fhir_base, stored, 201, request, write=True)
+    saved = await save_subscription(ctx, await read_resource(request), None)
+    return versioned(ctx.settings.fhir_base, saved, 201, request, write=True)
 
 
-async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
+async def stored_subscription(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
+    """A live subscription; ResourceNotFound or ResourceGone otherwise."""
     async with ctx.database.read() as connection:
         return _check_exists(await registry.get(connection, subscription_id), subscription_id)
 
@@ -110,7 +114,7 @@ async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscriptio
 @router.get("/Subscription/{subscription_id}")
 async def read_subscription(subscription_id: str, request: Request, ctx: Ctx) -> Response:
     """A subscription with its current status and error (conditional read: 304)."""
-    stored = await _stored(ctx, subscription_id)
+    stored = await stored_subscription(ctx, subscription_id)
     return versioned(ctx.settings.fhir_base, stored.resource, 200, request)
 
 
@@ -124,8 +128,8 @@ async def update_subscription(subscription_id: str, request: Request, ctx: Ctx) 
             f"({subscription_id!r})",
             expression="Subscription.id",
         )
-    stored = await _save(ctx, resource, subscription_id)
-    return versioned(ctx.settings.fhir_base, stored, 200, request, write=True)
+    saved = await save_subscription(ctx, resource, subscription_id)
+    return versioned(ctx.settings.fhir_base, saved, 200, request, write=True)
 
 
 @router.delete("/Subscription/{subscription_id}", status_code=204)

@@ -112,6 +112,14 @@ def _capture(client: httpx.Client, captures: Captures) -> None:
         receiver.wait_for(lambda r: len(r.of_kind("event-notification")) >= 6, timeout=30)
         # One heartbeat per payload content (each subscription asked for them every 10 s).
         receiver.wait_for(lambda r: len(r.of_kind("heartbeat")) >= 3, timeout=40)
+        # The create by PUT is notified as the PUT that happened (201), the POST as a POST.
+        requests = {
+            (e["request"]["method"], e["request"]["url"].split("/")[-1], e["response"]["status"])
+            for note in receiver.of_kind("event-notification")
+            for e in note.body["entry"][1:]
+            if "request" in e and "v1" in e.get("fullUrl", "")
+        }
+        assert ("PUT", "v1", "201") in requests and ("PUT", "v1", "200") in requests, requests
         seen: dict[str, int] = {}
         for note in receiver.received:
             kind = note.kind

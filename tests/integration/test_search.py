@@ -431,14 +431,14 @@ async def test_sort_by_a_date_parameter_pages_through_every_task(
     assert seen == dated + undated
 
 
-async def test_the_0004_migration_indexes_every_task_parameter(database_url: str) -> None:
+async def test_the_0005_migration_indexes_every_task_parameter(database_url: str) -> None:
     database = Database(database_url)
     try:
-        await database.migrate("0003")
+        await database.migrate("0004")
         now = "2026-01-01T00:00:00.000Z"
         stamped = with_version({**task(), **RICH}, "t1", 1, now)
         async with database.transaction() as connection:
-            # A Task stored before 0004, without index rows for `patient`.
+            # A Task stored before 0005, without index rows for `patient`.
             await connection.execute(
                 resource_table.insert().values(
                     resource_type="Task",

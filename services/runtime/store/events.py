@@ -26,7 +26,10 @@ class LoggedEvent:
     version_id: str
     interaction: str
     occurred_at: str
+    origin_request_id: str | None = None
+    """The id of the FHIR request that wrote the change, sent with the notification."""
     method: str | None = None
+    """The HTTP method when the interaction does not imply it (a create by PUT)."""
 
 
 def _logged(row: Row[Any]) -> LoggedEvent:
@@ -39,6 +42,8 @@ def _logged(row: Row[Any]) -> LoggedEvent:
         row.version_id,
         row.interaction,
         row.occurred_at,
+        row.origin_request_id,
+        row.method,
     )
 
 
@@ -81,6 +86,7 @@ async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: s
             interaction=event.interaction,
             occurred_at=event.occurred_at,
             recorded_at=recorded_at,
+            origin_request_id=event.origin_request_id,
             method=event.method,
         )
     )

@@ -314,3 +314,18 @@ async def count_by_status(connection: AsyncConnection) -> dict[str, int]:
         .group_by(subscriptions.c.status)
     )
     return {status: int(n) for status, n in rows.tuples()}
+
+
+async def live(
+    connection: AsyncConnection,
+    *,
+    status: SubscriptionStatus | None = None,
+    topic: str | None = None,
+) -> list[StoredSubscription]:
+    """The subscriptions not deleted, by id; only those of a status and topic when given."""
+    query = select(subscriptions).where(subscriptions.c.deleted.is_(False))
+    if status is not None:
+        query = query.where(subscriptions.c.status == status)
+    if topic is not None:
+        query = query.where(subscriptions.c.topic == topic)
+    return [from_row(r) for r in await connection.execute(query.order_by(subscriptions.c.id))]

@@ -8,8 +8,8 @@
 - Subscriptions keep their versions in resource_versions too; the current one of each
   existing subscription is recorded here.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 import orjson
@@ -19,8 +19,8 @@ from alembic import op
 from herald.runtime.store.subscriptions import from_row
 from herald.runtime.store.tables import resource_versions, subscriptions
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

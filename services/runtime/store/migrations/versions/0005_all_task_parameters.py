@@ -1,15 +1,15 @@
 """Index every R4 Task search parameter: rebuild the search index of the stored Tasks.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 from alembic import op
 
 from herald.runtime.store.search import backfill
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
