@@ -49,7 +49,9 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
         await database.migrate()
         bus = Bus(settings, database)
         await bus.prepare()
-        yield Parts(settings, database, bus, topics, Metrics())
+        metrics = Metrics()
+        metrics.watch_database(database)
+        yield Parts(settings, database, bus, topics, metrics)
     finally:
         await database.aclose()
 
@@ -90,6 +92,7 @@ def _dispatcher(parts: Parts, sender: HttpSender) -> Component:
             concurrency=parts.settings.endpoint_concurrency,
             failures=parts.settings.circuit_failures,
             cooldown=parts.settings.circuit_cooldown_seconds,
+            max_cooldown=parts.settings.circuit_max_cooldown,
             on_change=parts.metrics.circuit_open.set,
         ),
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from herald.cli.common import add_command
 from herald.cli.settings_help import fail, load_settings
@@ -29,8 +28,10 @@ def _handler(role: str) -> object:
     def handle(_: argparse.Namespace) -> int:
         settings = load_settings()
         configure(settings.log_level, settings.log_format)
+        from herald.runtime.lifecycle import run  # uvicorn and uvloop: only for serving
+
         if role == "migrate":
-            asyncio.run(_migrate(settings))
+            run(_migrate(settings))
             return 0
         if role != "run" and settings.embedded:
             fail(
@@ -41,7 +42,7 @@ def _handler(role: str) -> object:
             )
         from herald.processes import run_process
 
-        asyncio.run(run_process(settings, role))
+        run(run_process(settings, role))
         return 0
 
     return handle

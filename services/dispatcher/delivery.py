@@ -129,6 +129,9 @@ class Deliverer:
     """Events read ahead and not yet delivered, all workers together."""
     handshake_origins: dict[str, str] = field(default_factory=dict)
     """The request id of the Subscription write that asked for each pending handshake."""
+    _recent: dict[str, list[LoggedEvent]] = field(default_factory=dict)
+    """Events this dispatcher just recorded, per subscription, not yet taken by its worker."""
+    _recent_count: int = 0
 
     def __post_init__(self) -> None:
         self.progress = Progress(self.database)
@@ -137,6 +140,7 @@ class Deliverer:
         """Drop what is cached of a subscription that changed; it is read again when needed."""
         self._known.pop(subscription_id, None)
         self._generation[subscription_id] = self._generation.get(subscription_id, 0) + 1
+        self._recent_count -= len(self._recent.pop(subscription_id, ()))
 
     async def _load(self, subscription_id: str, *, fresh: bool = False) -> Loaded | None:
         """The subscription if it can be served (not deleted, off or in error); cached unless
@@ -153,6 +157,29 @@ class Deliverer:
             else:
                 self._known[subscription_id] = loaded
         return loaded
+
+    def recorded(self, event: LoggedEvent) -> None:
+        """Keep a just-committed event for its worker, so that it need not be read back.
+
+        Only a run of consecutive numbers is kept, at most READ_AHEAD per subscription and
+        READ_AHEAD_BUDGET in all; whatever does not fit is read from the event log as before.
+        """
+        events = self._recent.setdefault(event.subscription_id, [])
+        if events and (events[-1].number + 1 != event.number or len(events) >= READ_AHEAD):
+            self._recent_count -= len(events)
+            events.clear()
+        if self._recent_count < READ_AHEAD_BUDGET:
+            events.append(event)
+            self._recent_count += 1
+
+    def _take_recent(self, subscription_id: str, position: int) -> list[LoggedEvent] | None:
+        """The kept events right after `position`, or None when they do not start there."""
+        events = self._recent.pop(subscription_id, None)
+        if not events:
+            return None
+        self._recent_count -= len(events)
+        events = [e for e in events if e.number > position]
+        return events if events and events[0].number == position + 1 else None
 
     def _parse(self, subscription_id: str, stored: StoredSubscription | None) -> Loaded | None:
         if (
@@ -341,9 +368,15 @@ class Deliverer:
     ) -> tuple[list[LoggedEvent], bool]:
         """The subscription's next undelivered events, oldest first, and whether they are all
         that is committed so far (the read came back short)."""
+        position = self.progress.position(stored.id, stored.delivered_through)
+        # Events this dispatcher recorded and committed since: nothing else of this
+        # subscription is committed after them (a record by another dispatcher after a
+        # rebalance is found by the periodic scan, as after a short read).
+        recent = self._take_recent(stored.id, position)
+        if recent is not None:
+            return recent, True
         ahead = READ_AHEAD if self.held < READ_AHEAD_BUDGET else 0
         limit = max(subscription.max_count, ahead)
-        position = self.progress.position(stored.id, stored.delivered_through)
         async with self.database.read() as connection:
             events = await event_log.after(connection, stored.id, position, limit)
         return events, len(events) < limit
@@ -384,6 +417,7 @@ class Deliverer:
         `held`)."""
         schedule = self.settings.retry_schedule
         attempt = 0
+        retry_due: float | None = None  # monotonic time the pending retry is due
         queued_for: Loaded | None = None
         complete = False
         while not stop.is_set() and owned():
@@ -418,7 +452,7 @@ class Deliverer:
                 request_ids=[e.origin_request_id for e in batch if e.origin_request_id],
             )
             if outcome.ok:
-                attempt = 0
+                attempt, retry_due = 0, None
                 del queue[: len(batch)]
                 self.held -= len(batch)
                 self.progress.delivered(subscription_id, batch[-1].number)
@@ -438,52 +472,65 @@ class Deliverer:
                     expected=SubscriptionStatus.ACTIVE,
                 )
                 return
-            if attempt >= len(schedule):
-                await self._fail(
-                    subscription_id,
-                    SubscriptionStatus.ERROR,
-                    f"delivery failed after {attempt + 1} attempts: {outcome.detail}",
-                    expected=SubscriptionStatus.ACTIVE,
+            # A POST made before the retry was due (the circuit's probe, or a recovery that did
+            # not last) is not one of the subscription's attempts: its schedule never runs
+            # faster than time passes.
+            if retry_due is None or time.monotonic() >= retry_due:
+                if attempt >= len(schedule):
+                    await self._fail(
+                        subscription_id,
+                        SubscriptionStatus.ERROR,
+                        f"delivery failed after {attempt + 1} attempts: {outcome.detail}",
+                        expected=SubscriptionStatus.ACTIVE,
+                    )
+                    return
+                delay = schedule[attempt] * random.uniform(0.8, 1.2)  # jitter spreads storms
+                if outcome.retry_after is not None and outcome.retry_after <= MAX_RETRY_AFTER:
+                    delay = max(delay, outcome.retry_after)
+                attempt += 1
+                retry_due = time.monotonic() + delay
+                log.info(
+                    "delivery failed; retrying",
+                    extra={
+                        "subscription_id": subscription_id,
+                        "events": f"{batch[0].number}..{batch[-1].number}",
+                        "request_ids": ",".join(
+                            dict.fromkeys(e.origin_request_id or "" for e in batch)
+                        ).strip(","),
+                        "reason": outcome.detail,
+                        "delay": round(delay, 3),
+                    },
                 )
-                return
-            delay = schedule[attempt] * random.uniform(0.8, 1.2)  # jitter spreads retry storms
-            if outcome.retry_after is not None and outcome.retry_after <= MAX_RETRY_AFTER:
-                delay = max(delay, outcome.retry_after)
-            attempt += 1
-            log.info(
-                "delivery failed; retrying",
-                extra={
-                    "subscription_id": subscription_id,
-                    "events": f"{batch[0].number}..{batch[-1].number}",
-                    "request_ids": ",".join(
-                        dict.fromkeys(e.origin_request_id or "" for e in batch)
-                    ).strip(","),
-                    "reason": outcome.detail,
-                    "delay": round(delay, 3),
-                },
-            )
             self.metrics.retry_backlog.inc()
             try:
-                if await self._wait_retry(subscription.endpoint, stop, delay):
+                if await self._wait_retry(
+                    subscription.endpoint, stop, retry_due - time.monotonic()
+                ):
                     return
             finally:
                 self.metrics.retry_backlog.dec()
 
     async def _wait_retry(self, url: str, stop: asyncio.Event, delay: float) -> bool:
-        """Wait out a retry delay, or less when the endpoint's circuit closes meanwhile.
+        """Wait out a retry delay, or less when the endpoint's circuit closes meanwhile or this
+        worker takes the probe of its open circuit.
 
         True when stopped.
         """
-        endpoint = self.breakers.get(url)
-        if endpoint.recovered.is_set():
+        circuit = self.breakers.get(url)
+        if circuit.recovered.is_set():
             return await sleep_or_stop(stop, delay)
-        waiters = {
-            asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(endpoint.recovered.wait()),
-        }
-        try:
-            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            waiters = {
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(circuit.recovered.wait()),
+                asyncio.ensure_future(circuit.probe_due.wait()),
+            }
+            try:
+                await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if stop.is_set() or circuit.recovered.is_set() or self.breakers.take_probe(circuit):
+                break
         return stop.is_set()

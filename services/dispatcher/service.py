@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -102,32 +103,34 @@ async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
     # transactions cannot deadlock; the sort is stable, so each subscription keeps its order.
     requests.sort(key=lambda pair: pair[0].subscription_id)
     wake: set[str] = set()
+    recorded: list[LoggedEvent] = []
     now = format_instant(utc_now())
     async with deliverer.database.transaction() as connection:
         for request, origin in requests:
             wake.add(request.subscription_id)
             if request.kind != "event":
                 continue
-            number = await event_log.record(
-                connection,
-                LoggedEvent(
-                    subscription_id=request.subscription_id,
-                    number=0,
-                    request_id=request.request_id,
-                    resource_type=request.resource_type or "",
-                    resource_id=request.resource_id or "",
-                    version_id=request.version_id or "",
-                    interaction=request.interaction or "",
-                    occurred_at=request.occurred_at or now,
-                    origin_request_id=origin,
-                    method=request.method,
-                ),
-                now,
+            event = LoggedEvent(
+                subscription_id=request.subscription_id,
+                number=0,
+                request_id=request.request_id,
+                resource_type=request.resource_type or "",
+                resource_id=request.resource_id or "",
+                version_id=request.version_id or "",
+                interaction=request.interaction or "",
+                occurred_at=request.occurred_at or now,
+                origin_request_id=origin,
+                method=request.method,
             )
+            number = await event_log.record(connection, event, now)
             if number is None:
                 deliverer.metrics.duplicates.labels("dispatcher").inc()
             else:
                 deliverer.metrics.events_recorded.inc()
+                recorded.append(dataclasses.replace(event, number=number))
+    # Committed: the workers may take these from memory instead of reading them back.
+    for event in recorded:
+        deliverer.recorded(event)
     for request, origin in requests:
         if request.kind == "handshake":  # the subscription changed: read it again
             deliverer.forget(request.subscription_id)

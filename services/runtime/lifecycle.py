@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Generator, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from typing import Any, TypeVar
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -20,6 +20,16 @@ T = TypeVar("T")
 
 Component = Callable[[asyncio.Event], Awaitable[None]]
 """A long-running part of a service: runs until the event is set, then finishes its work."""
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a process's main coroutine on uvloop (asyncio's own loop where uvloop is missing)."""
+    try:
+        import uvloop
+    except ImportError:  # not built for this platform
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 class _Server(uvicorn.Server):

@@ -162,7 +162,14 @@ class Settings(BaseSettings):
     circuit_cooldown: float = setting(
         30.0,
         "seconds an open circuit waits before a probe, at most (capped by the first retry "
-        "delay; doubles after a failed probe, up to 10 minutes)",
+        "delay; doubles after a failed probe, up to HERALD_CIRCUIT_MAX_COOLDOWN)",
+        roles=DELIVERY,
+        gt=0,
+    )
+    circuit_max_cooldown: float = setting(
+        8.0,
+        "seconds, at most, between probes of an origin whose circuit is open (so delivery "
+        "resumes within about this long after the endpoint comes back)",
         roles=DELIVERY,
         gt=0,
     )

@@ -7,9 +7,11 @@ import asyncio
 import orjson
 import pytest
 import sqlalchemy as sa
+from prometheus_client import generate_latest
 
 from herald.core.resources import with_version
 from herald.core.subscriptions import HEARTBEAT_PERIOD_URL
+from herald.runtime.metrics import Metrics
 from herald.runtime.store import events, outbox, resources, subscriptions
 from herald.runtime.store.database import Database
 from herald.runtime.store.events import LoggedEvent
@@ -229,3 +231,19 @@ async def test_the_0003_migration_fills_heartbeats_and_ends(database_url: str) -
             ]
     finally:
         await database.aclose()
+
+
+async def test_statements_and_transactions_are_counted_and_exported(database: Database) -> None:
+    metrics = Metrics()
+    metrics.watch_database(database)
+    statements, transactions = database.statements, database.transactions
+    async with database.transaction() as connection:
+        await connection.execute(sa.text("SELECT 1"))
+        await connection.execute(sa.text("SELECT 2"))
+    async with database.read() as connection:
+        await connection.execute(sa.text("SELECT 3"))
+    assert database.statements - statements == 3
+    assert database.transactions - transactions == 2
+    exposition = generate_latest(metrics.registry).decode()
+    assert f"herald_database_statements_total {float(database.statements)}" in exposition
+    assert f"herald_database_transactions_total {float(database.transactions)}" in exposition

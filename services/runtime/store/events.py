@@ -53,15 +53,18 @@ async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: s
     `event.number` is ignored: the number is taken from the subscription's counter in the same
     transaction, so numbers have no gaps and are never reused.
     """
-    # Lock the subscription row first: concurrent records of one subscription (redeliveries,
-    # a rebalance between dispatchers) then see each other's committed events.
-    live = await connection.scalar(
-        select(subscriptions.c.id)
-        .where(subscriptions.c.id == event.subscription_id, subscriptions.c.deleted.is_(False))
-        .with_for_update()
-    )
-    if live is None:
-        return None
+    if connection.dialect.name == "postgresql":
+        # Lock the subscription row first: concurrent records of one subscription (redeliveries,
+        # a rebalance between dispatchers) then see each other's committed events. SQLite
+        # writers are serialised by the database lock already; the update below checks that
+        # the subscription is live.
+        live = await connection.scalar(
+            select(subscriptions.c.id)
+            .where(subscriptions.c.id == event.subscription_id, subscriptions.c.deleted.is_(False))
+            .with_for_update()
+        )
+        if live is None:
+            return None
     seen = await connection.scalar(
         select(event_log.c.number).where(event_log.c.request_id == event.request_id)
     )
