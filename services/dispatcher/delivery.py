@@ -375,6 +375,12 @@ class Deliverer:
         quiet = time.monotonic() - self.last_contact.get(subscription_id, 0.0)
         if quiet < subscription.heartbeat_period:  # type: ignore[operator]
             return
+        # The cached row's events_count is as old as the cache; a heartbeat reports the count
+        # now, as $status does.
+        loaded = await self._load(subscription_id, fresh=True)
+        if loaded is None or loaded[0].status is not SubscriptionStatus.ACTIVE:
+            return
+        stored, subscription = loaded
         bundle = notification_bundle(
             self.settings.fhir_base,
             self._state(stored, subscription, SubscriptionStatus.ACTIVE),

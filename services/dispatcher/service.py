@@ -142,6 +142,7 @@ async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
                 interaction=request.interaction or "",
                 occurred_at=request.occurred_at or now,
                 origin_request_id=origin,
+                method=request.method,
             )
             number = await event_log.record(connection, event, now)
             if number is None:

@@ -11,10 +11,15 @@ from starlette.responses import Response
 from herald import __version__
 from herald.core.capability import capability_statement
 from herald.core.fhir import format_instant, utc_now
-from herald.ingest import canvas, discovery, operations, subscriptions, tasks
+from herald.ingest import canvas, discovery, history, operations, subscriptions, tasks
 from herald.ingest import search as task_search
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, install_error_handlers
+from herald.ingest.fhirhttp import (
+    FhirResponse,
+    check_accept,
+    install_error_handlers,
+    unsupported_router,
+)
 from herald.ingest.openapi import openapi_document
 from herald.runtime.access import AccessLog
 from herald.runtime.health import ReadinessCheck, health_routes
@@ -56,6 +61,8 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
             capability_statement(ctx.settings.fhir_base, ctx.topics, date=format_instant(utc_now()))
         )
 
+    # History first: /Task/_history must not be read as a Task id, nor /Subscription/_history.
+    app.include_router(history.router, prefix="/fhir")
     app.include_router(tasks.router, prefix="/fhir")
     app.include_router(canvas.router)
     app.include_router(task_search.router, prefix="/fhir")
@@ -63,4 +70,5 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
     app.include_router(operations.router, prefix="/fhir")
     app.include_router(discovery.router, prefix="/fhir")
     app.include_router(subscriptions.router, prefix="/fhir")
+    app.include_router(unsupported_router(), prefix="/fhir")
     return app

@@ -17,7 +17,15 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from herald.core.canvas import Decision, Outcome, Snapshot, code_systems, decide, parse_snapshot
+from herald.core.canvas import (
+    Decision,
+    Outcome,
+    Snapshot,
+    code_systems,
+    decide,
+    document_type_code_system,
+    parse_snapshot,
+)
 from herald.core.errors import (
     InvalidResource,
     ResourceNotFound,
@@ -25,6 +33,7 @@ from herald.core.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from herald.core.fhir import is_valid_id
 from herald.core.resources import validate_task
 from herald.core.types import JsonObject
 from herald.ingest import writes
@@ -131,6 +140,14 @@ _SEARCH_PARAMETERS = {"_id", "url", "name", "status", "_format", "_pretty"}
 
 def _code_systems(ctx: IngestContext) -> dict[str, JsonObject]:
     return {cs["id"]: cs for cs in code_systems(ctx.settings.fhir_base)}
+
+
+@router.get("/fhir/CodeSystem/canvas/{instance}/document-type")
+async def read_document_types(instance: str, ctx: Ctx) -> Response:
+    """The document-type CodeSystem of a Canvas instance, at its canonical URL."""
+    if not is_valid_id(instance):
+        raise ResourceNotFound(f"CodeSystem/canvas/{instance}/document-type is not known")
+    return FhirResponse(document_type_code_system(ctx.settings.fhir_base, instance))
 
 
 @router.get("/fhir/CodeSystem/{code_system_id}")

@@ -17,9 +17,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from herald.core.fhir import FHIR_JSON, FHIR_XML, TASK_INTENT_CODES, TASK_STATUS_CODES
+from herald.core.search import PARAMETERS
 from herald.core.subscriptions import CONTENT_CODES, STATUSES
 from herald.core.topics import TopicCatalog
-from herald.runtime.store.search import INDEXED
 
 Schema = dict[str, Any]
 
@@ -40,9 +40,10 @@ _OUTCOME: Schema = {
 }
 _RESULT_PARAMETERS: list[Schema] = [
     {"name": "_count", "schema": {"type": "integer", "minimum": 0}},
-    {"name": "_sort", "schema": {"enum": ["_lastUpdated", "-_lastUpdated"]}},
+    {"name": "_sort", "schema": {"type": "string"}},
     {"name": "_total", "schema": {"enum": ["accurate", "estimate", "none"]}},
-    {"name": "_summary", "schema": {"enum": ["count"]}},
+    {"name": "_summary", "schema": {"enum": ["true", "text", "data", "count", "false"]}},
+    {"name": "_elements", "schema": {"type": "string"}},
     {"name": "_include", "schema": {"enum": ["Task:output"]}},
 ]
 _FORMAT: Schema = {"name": "_format", "schema": {"enum": ["json", "xml", FHIR_JSON, FHIR_XML]}}
@@ -113,7 +114,7 @@ def _query(names: list[str] | tuple[str, ...]) -> list[Schema]:
 
 
 def _task_search_parameters() -> list[Schema]:
-    criteria = _query(INDEXED["Task"])
+    criteria = _query(tuple(PARAMETERS["Task"]))
     return criteria + [{**p, "in": "query"} for p in _RESULT_PARAMETERS]
 
 

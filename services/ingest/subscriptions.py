@@ -126,7 +126,7 @@ def _check_exists(found: StoredSubscription | None, subscription_id: str) -> Sto
 async def create_subscription(request: Request, ctx: Ctx) -> Response:
     """Register a subscription as requested; the dispatcher sends the handshake."""
     saved = await save_subscription(ctx, await read_resource(request), None)
-    return versioned(ctx.settings.fhir_base, saved, 201)
+    return versioned(ctx.settings.fhir_base, saved, 201, request, write=True)
 
 
 async def stored_subscription(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
@@ -136,11 +136,10 @@ async def stored_subscription(ctx: IngestContext, subscription_id: str) -> Store
 
 
 @router.get("/Subscription/{subscription_id}")
-async def read_subscription(subscription_id: str, ctx: Ctx) -> Response:
-    """A subscription with its current status and error."""
-    return versioned(
-        ctx.settings.fhir_base, (await stored_subscription(ctx, subscription_id)).resource, 200
-    )
+async def read_subscription(subscription_id: str, request: Request, ctx: Ctx) -> Response:
+    """A subscription with its current status and error (conditional read: 304)."""
+    stored = await stored_subscription(ctx, subscription_id)
+    return versioned(ctx.settings.fhir_base, stored.resource, 200, request)
 
 
 @router.put("/Subscription/{subscription_id}")
@@ -153,9 +152,8 @@ async def update_subscription(subscription_id: str, request: Request, ctx: Ctx) 
             f"({subscription_id!r})",
             expression="Subscription.id",
         )
-    return versioned(
-        ctx.settings.fhir_base, await save_subscription(ctx, resource, subscription_id), 200
-    )
+    saved = await save_subscription(ctx, resource, subscription_id)
+    return versioned(ctx.settings.fhir_base, saved, 200, request, write=True)
 
 
 @router.delete("/Subscription/{subscription_id}", status_code=204)

@@ -28,6 +28,8 @@ class LoggedEvent:
     occurred_at: str
     origin_request_id: str | None = None
     """The id of the FHIR request that wrote the change, sent with the notification."""
+    method: str | None = None
+    """The HTTP method when the interaction does not imply it (a create by PUT)."""
 
 
 def _logged(row: Row[Any]) -> LoggedEvent:
@@ -41,6 +43,7 @@ def _logged(row: Row[Any]) -> LoggedEvent:
         row.interaction,
         row.occurred_at,
         row.origin_request_id,
+        row.method,
     )
 
 
@@ -87,6 +90,7 @@ async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: s
             occurred_at=event.occurred_at,
             recorded_at=recorded_at,
             origin_request_id=event.origin_request_id,
+            method=event.method,
         )
     )
     return int(number)
@@ -154,6 +158,8 @@ def as_notification_event(
         resource_id=logged.resource_id,
         interaction=logged.interaction,
         resource=resource,
+        version_id=logged.version_id,
+        method=logged.method,
     )
 
 

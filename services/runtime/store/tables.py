@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -47,6 +48,11 @@ resource_versions = Table(
     Column("version_id", Integer, primary_key=True),
     Column("last_updated", String(40), nullable=False),
     Column("content", Text, nullable=False),
+    # The interaction's HTTP method, and whether the version is a deletion (its content: the
+    # last content) (0006).
+    Column("method", String(8)),
+    Column("deleted", Boolean, nullable=False, default=False, server_default=false()),
+    Index("ix_resource_versions_history", "resource_type", "last_updated", "id", "version_id"),
 )
 
 subscriptions = Table(
@@ -86,6 +92,8 @@ event_log = Table(
     Column("recorded_at", String(40), nullable=False),
     # The id of the FHIR request that wrote the change (0004); sent with the notification.
     Column("origin_request_id", String(128)),
+    # The HTTP method when the interaction does not imply it (create by PUT) (0006).
+    Column("method", String(8)),
 )
 
 # The last delivery attempts of each subscription (handshakes and events, not heartbeats), for
