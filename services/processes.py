@@ -49,7 +49,9 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
         await database.migrate()
         bus = Bus(settings, database)
         await bus.prepare()
-        yield Parts(settings, database, bus, topics, Metrics())
+        metrics = Metrics()
+        metrics.watch_database(database)
+        yield Parts(settings, database, bus, topics, metrics)
     finally:
         await database.aclose()
 
@@ -66,7 +68,16 @@ def _ingest(parts: Parts) -> list[Component]:
         async with parts.bus.publisher() as publisher:
             await run_relay(ctx, publisher, stop)
 
-    return [http_component(app, parts.settings.host, parts.settings.port), relay]
+    settings = parts.settings
+    server = http_component(
+        app,
+        settings.host,
+        settings.port,
+        max_connections=settings.max_connections,
+        keep_alive_timeout=settings.keep_alive_timeout,
+        head_timeout=settings.header_timeout,
+    )
+    return [server, relay]
 
 
 def _matcher(parts: Parts) -> Component:
@@ -90,6 +101,7 @@ def _dispatcher(parts: Parts, sender: HttpSender) -> Component:
             concurrency=parts.settings.endpoint_concurrency,
             failures=parts.settings.circuit_failures,
             cooldown=parts.settings.circuit_cooldown_seconds,
+            max_cooldown=parts.settings.circuit_max_cooldown,
             on_change=parts.metrics.circuit_open.set,
         ),
     )
@@ -100,9 +112,9 @@ def _dispatcher(parts: Parts, sender: HttpSender) -> Component:
     return dispatcher
 
 
-def _health(parts: Parts) -> Component:
+def _health(parts: Parts, role: str) -> Component:
     app = health_app(parts.metrics, lambda: _readiness(parts))
-    return http_component(app, parts.settings.host, parts.settings.health_port)
+    return http_component(app, parts.settings.host, parts.settings.health_port_of(role))
 
 
 async def run_process(settings: Settings, role: str) -> None:
@@ -110,7 +122,7 @@ async def run_process(settings: Settings, role: str) -> None:
     async with AsyncExitStack() as stack:
         parts = await stack.enter_async_context(open_parts(settings))
         parts.metrics.build_info.labels(version=__version__, role=role).set(1)
-        sender = HttpSender()
+        sender = HttpSender(settings.endpoint_policy)
         stack.push_async_callback(sender.aclose)
         components: list[Component] = []
         if role in ("run", "ingest"):
@@ -120,7 +132,7 @@ async def run_process(settings: Settings, role: str) -> None:
         if role in ("run", "dispatcher"):
             components.append(_dispatcher(parts, sender))
         if role in ("matcher", "dispatcher"):
-            components.append(_health(parts))
+            components.append(_health(parts, role))
         log.info(
             "herald %s starting",
             role,

@@ -8,14 +8,18 @@ HeraldError
 │   │   └── InvalidSubscription 400 / invalid (a Subscription Herald will not accept)
 │   ├── SearchParameterError    400 / not-supported (unknown or malformed search parameter)
 │   ├── Unauthorized            401 / security (a Canvas snapshot's signature is missing or wrong)
+│   ├── QuotaExceeded           403 / too-costly (one more would pass a quota)
 │   ├── ResourceNotFound        404 / not-found
+│   ├── NotSupported            405 / not-supported (an interaction Herald does not offer)
 │   ├── NotAcceptable           406 / not-supported
 │   ├── ResourceGone            410 / deleted
 │   ├── VersionConflict         412 / conflict (If-Match names a version that is not current)
+│   ├── MultipleMatches         412 / multiple-matches (a conditional interaction's criteria)
 │   ├── PayloadTooLarge         413 / too-costly
 │   └── UnsupportedMediaType    415 / not-supported
 ├── ConcurrentWrite             the store refused a write another transaction raced (retriable)
 ├── ContractError               a bus record does not follow its contract (never retriable)
+├── OperatorRefused             an operator command cannot act (`herald subscriptions replay`)
 └── TopicDefinitionError        a topic file is not a usable SubscriptionTopic (a startup error)
 
 An error whose class sets `retriable = True` is a passing condition: retrying the same work
@@ -102,6 +106,27 @@ class VersionConflict(FhirError):
     issue_code = "conflict"
 
 
+class QuotaExceeded(FhirError):
+    """One more subscription would pass a quota (per endpoint origin)."""
+
+    status_code = 403
+    issue_code = "too-costly"
+
+
+class NotSupported(FhirError):
+    """An interaction Herald does not offer on a resource type it serves."""
+
+    status_code = 405
+    issue_code = "not-supported"
+
+
+class MultipleMatches(FhirError):
+    """A conditional interaction's criteria match more than one resource."""
+
+    status_code = 412
+    issue_code = "multiple-matches"
+
+
 class PayloadTooLarge(FhirError):
     """The request body is over the size limit."""
 
@@ -124,3 +149,7 @@ class ContractError(HeraldError):
 
 class TopicDefinitionError(HeraldError):
     """A topic file is not a usable SubscriptionTopic."""
+
+
+class OperatorRefused(HeraldError):
+    """An operator command cannot act on what it was given (unknown or inactive subscription)."""

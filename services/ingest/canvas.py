@@ -17,7 +17,15 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from herald.core.canvas import Decision, Outcome, Snapshot, code_systems, decide, parse_snapshot
+from herald.core.canvas import (
+    Decision,
+    Outcome,
+    Snapshot,
+    code_systems,
+    decide,
+    document_type_code_system,
+    parse_snapshot,
+)
 from herald.core.errors import (
     InvalidResource,
     ResourceNotFound,
@@ -25,11 +33,13 @@ from herald.core.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from herald.core.fhir import is_valid_id
 from herald.core.resources import validate_task
 from herald.core.types import JsonObject
 from herald.ingest import writes
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body, searchset, versioned
+from herald.runtime.packaged import fhir_xml
 from herald.runtime.store.resources import StoredResource
 
 log = logging.getLogger(__name__)
@@ -68,7 +78,9 @@ async def apply_snapshot(ctx: IngestContext, snapshot: Snapshot) -> tuple[Outcom
         nonlocal decision, stored
         stored = None if previous is None or previous.deleted else previous.resource
         decision = decide(snapshot, stored, ctx.settings.fhir_base)
-        return None if decision.task is None else validate_task(decision.task)
+        return (
+            None if decision.task is None else validate_task(decision.task, definitions=fhir_xml())
+        )
 
     written = await writes.write_version(ctx, "Task", snapshot.task_id, plan)
     assert decision is not None
@@ -128,6 +140,14 @@ _SEARCH_PARAMETERS = {"_id", "url", "name", "status", "_format", "_pretty"}
 
 def _code_systems(ctx: IngestContext) -> dict[str, JsonObject]:
     return {cs["id"]: cs for cs in code_systems(ctx.settings.fhir_base)}
+
+
+@router.get("/fhir/CodeSystem/canvas/{instance}/document-type")
+async def read_document_types(instance: str, ctx: Ctx) -> Response:
+    """The document-type CodeSystem of a Canvas instance, at its canonical URL."""
+    if not is_valid_id(instance):
+        raise ResourceNotFound(f"CodeSystem/canvas/{instance}/document-type is not known")
+    return FhirResponse(document_type_code_system(ctx.settings.fhir_base, instance))
 
 
 @router.get("/fhir/CodeSystem/{code_system_id}")

@@ -1,43 +1,162 @@
-"""Logging setup: JSON lines in deployment, plain text for people."""
+"""Logging setup: one record per line, JSON in deployment, key=value text for people.
+
+Both formats carry the same fields: UTC time with milliseconds, level, logger, message, the
+fields passed in `extra`, and the request id of the work being done (see `request_id`).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
 
 import orjson
+from sqlalchemy.exc import StatementError
+
+# A log record's message and its exception text are cut to these many characters: one bad
+# request or a poisoned event must not fill the disk.
+MAX_MESSAGE = 2000
+MAX_EXCEPTION = 8000
+# Frames of a traceback kept (the innermost ones).
+MAX_FRAMES = 12
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more)"
+
+
+def _exception_message(exc: BaseException) -> str:
+    """An exception's message without SQL statements or their parameters (SQLAlchemy puts
+    both in its messages; the driver's own error says what went wrong)."""
+    if isinstance(exc, StatementError):
+        orig = exc.orig
+        inner = f"{type(orig).__name__}: {str(orig).splitlines()[0] if str(orig) else ''}"
+        return f"{type(exc).__name__} (statement not logged) from {inner}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def format_exception(exc_info: ExcInfo) -> str:
+    """A bounded traceback: the innermost frames and each chained exception's safe message."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    exc: BaseException | None = exc_info[1]
+    while exc is not None and id(exc) not in seen and len(seen) < 5:
+        seen.add(id(exc))
+        frames = traceback.format_tb(exc.__traceback__)[-MAX_FRAMES:]
+        parts.append("".join(frames) + _cut(_exception_message(exc), MAX_MESSAGE))
+        exc = exc.__cause__ or exc.__context__
+    return _cut("\n-- caused by --\n".join(parts), MAX_EXCEPTION)
+
+
+class _Bounded(logging.Formatter):
+    """Tracebacks cut to size, SQL left out (messages are cut in `_fields`)."""
+
+    def formatException(self, ei: Any) -> str:
+        """See format_exception."""
+        return format_exception(ei)
+
 
 # Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field.
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    # uvicorn repeats its message with ANSI colour escapes here.
+    "color_message",
+}
+
+request_id: ContextVar[str | None] = ContextVar("herald_request_id", default=None)
+"""The id of the request whose work is being done: a FHIR request, or the request a bus
+record carries. Every record logged meanwhile carries it."""
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line with time, level, logger, message and the `extra` fields."""
+@contextmanager
+def logging_request(value: str | None) -> Iterator[None]:
+    """Log what is done inside with this request id (when there is one)."""
+    token = request_id.set(value)
+    try:
+        yield
+    finally:
+        request_id.reset(token)
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")[:-6]
+        + "Z",
+        "level": record.levelname,
+        "logger": record.name,
+        "message": _cut(record.getMessage(), MAX_MESSAGE),
+    }
+    fields.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+    return fields
+
+
+class JsonFormatter(_Bounded):
+    """One JSON object per line."""
 
     def format(self, record: logging.LogRecord) -> str:
         """Render a record."""
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        entry = _fields(record)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
 
 
+def _text_value(value: object) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' "=\n\t'):
+        return orjson.dumps(text).decode()
+    return text
+
+
+class TextFormatter(_Bounded):
+    """One line per record: time, level, logger, message, then the fields as key=value (those
+    without a value left out)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render a record."""
+        fields = _fields(record)
+        head = f"{fields.pop('time')} {fields.pop('level'):<7} {fields.pop('logger')}:"
+        message = str(fields.pop("message")).replace("\n", "\\n")
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        tail = " ".join(f"{k}={_text_value(v)}" for k, v in fields.items() if v is not None)
+        return f"{head} {message}" + (f" {tail}" if tail else "")
+
+
+_plain_factory = logging.getLogRecordFactory()
+
+
+def _record_with_request_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _plain_factory(*args, **kwargs)
+    current = request_id.get()
+    if current is not None:
+        record.request_id = current
+    return record
+
+
+def stamp_request_ids() -> None:
+    """Make every record carry the request id current where it is logged (idempotent)."""
+    logging.setLogRecordFactory(_record_with_request_id)
+
+
 def configure(level: str, fmt: str) -> None:
     """Configure the root logger once, at process start."""
+    stamp_request_ids()
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # httpx logs request URLs at INFO; endpoints may carry tokens.
+    root.setLevel(str(level).upper())
+    # httpx logs request URLs at INFO; endpoints may carry tokens. Herald writes its own
+    # access log (herald.access) instead of uvicorn's.
     for noisy in ("httpx", "httpcore", "aiokafka", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

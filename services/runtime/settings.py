@@ -1,94 +1,269 @@
-"""Configuration, from HERALD_* environment variables (twelve-factor)."""
+"""Configuration, from HERALD_* environment variables (twelve-factor).
+
+Each field says which commands read it (`roles`) and whether its value is a secret; the CLI's
+help, `herald config` and the one-line settings errors are generated from these fields, so they
+cannot drift from what the code reads.
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from herald.core.addresses import parse_networks
 from herald.core.subscriptions import EndpointPolicy
+from herald.runtime.limits import Limits
+
+ENV_PREFIX = "HERALD_"
+
+# The commands that serve (and read most settings), and groups of them.
+SERVE = ("run", "ingest", "matcher", "dispatcher")
+FHIR_API = ("run", "ingest")
+DELIVERY = ("run", "dispatcher")
+ALL = (*SERVE, "migrate", "subscriptions")
+
+# Default port of each role's HTTP server (FHIR API or /metrics, /healthz, /readyz): distinct,
+# so that every role can run on one host at once. `herald receive` listens on 9000.
+DEFAULT_PORTS = {"run": 8080, "ingest": 8080, "matcher": 9101, "dispatcher": 9102}
+
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+class LogFormat(StrEnum):
+    """How log records are written: one JSON object or one key=value line per record."""
+
+    JSON = "json"
+    TEXT = "text"
+
+
+class LogLevel(StrEnum):
+    """The lowest level of the records written."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+def setting(
+    default: Any,
+    description: str,
+    *,
+    roles: tuple[str, ...],
+    secret: bool = False,
+    allowed: str | None = None,
+    **constraints: Any,
+) -> Any:
+    """A settings field with the commands that read it, whether it is secret, and (for values a
+    type cannot describe) what is allowed."""
+    extra: dict[str, Any] = {"roles": list(roles), "secret": secret}
+    if allowed is not None:
+        extra["allowed"] = allowed
+    return Field(default, description=description, json_schema_extra=extra, **constraints)
+
+
+def mask_url_password(url: str) -> str:
+    """The URL with the password of its user part replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Settings(BaseSettings):
     """Every setting of every Herald service; each service reads the ones it needs."""
 
-    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    database_url: str = Field(
+    database_url: str = setting(
         "sqlite:///herald.db",
-        description="sqlite:///path or postgresql://user@host:port/db",
+        "the store (SQLite file or PostgreSQL database)",
+        roles=ALL,
+        allowed="sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
     )
-    kafka_bootstrap: str | None = Field(
-        None, description="Kafka bootstrap servers; unset in embedded mode (in-process bus)"
+    kafka_bootstrap: str | None = setting(
+        None,
+        "Kafka bootstrap servers (host:port,...); unset: embedded mode, in-process bus",
+        roles=(*SERVE, "subscriptions"),
     )
-    kafka_topic_prefix: str = Field(
-        "herald.", description="prefix of Kafka topic and consumer group names"
+    kafka_topic_prefix: str = setting(
+        "herald.",
+        "prefix of Kafka topic and consumer group names",
+        roles=(*SERVE, "subscriptions"),
     )
-    kafka_partitions: int = Field(6, ge=1, description="partitions of topics Herald creates")
-    kafka_replication_factor: int = Field(1, ge=1)
+    kafka_partitions: int = setting(6, "partitions of the topics Herald creates", roles=SERVE, ge=1)
+    kafka_replication_factor: int = setting(
+        1, "replication factor of the topics Herald creates", roles=SERVE, ge=1
+    )
 
-    host: str = Field("127.0.0.1", description="address the HTTP server binds")
-    port: int = Field(8080, ge=0, le=65535, description="port of the FHIR API (ingest, run)")
-    health_port: int = Field(
-        9100,
+    host: str = setting("127.0.0.1", "address the HTTP servers bind", roles=SERVE)
+    port: int = setting(
+        DEFAULT_PORTS["run"], "port of the FHIR API (run, ingest)", roles=FHIR_API, ge=0, le=65535
+    )
+    health_port: int | None = setting(
+        None,
+        "port of /metrics, /healthz, /readyz of matcher (default 9101) and dispatcher "
+        "(default 9102)",
+        roles=("matcher", "dispatcher"),
         ge=0,
         le=65535,
-        description="port of /metrics, /healthz, /readyz (matcher, dispatcher)",
     )
-    base_url: str | None = Field(
-        None, description="public FHIR base URL; default http://HOST:PORT/fhir"
-    )
-    topics_dir: Path | None = Field(
-        None, description="folder of SubscriptionTopic files; default: the topics Herald ships"
-    )
-
-    allow_http_endpoints: bool | None = Field(
-        None, description="accept http:// endpoints; default: yes embedded, no distributed"
-    )
-    allow_private_endpoints: bool | None = Field(
-        None, description="accept loopback/private endpoints; default: yes embedded, no distributed"
-    )
-
-    handshake_delay: float = Field(
-        0.5, ge=0, description="seconds between answering a create and sending the handshake"
-    )
-    handshake_attempts: int = Field(3, ge=1, description="handshake tries before error")
-    retry_delays: str = Field(
-        "5,30,120,600,1800,3600,7200,14400,28800,43200",
-        description="seconds between delivery attempts, comma-separated",
-    )
-    event_retention_days: float = Field(
-        30, gt=0, description="days delivered events stay available to $events"
-    )
-    max_in_flight: int = Field(64, ge=1, description="concurrent notification POSTs, all endpoints")
-    endpoint_concurrency: int = Field(
-        4, ge=1, description="concurrent notification POSTs to one endpoint origin"
-    )
-    circuit_failures: int = Field(
-        5, ge=1, description="consecutive failed POSTs to an origin that open its circuit"
-    )
-    circuit_cooldown: float = Field(
-        30.0,
-        gt=0,
-        description="seconds an open circuit waits before a probe, at most (capped by the "
-        "first retry delay; doubles after a failed probe, up to 10 minutes)",
-    )
-    relay_interval: float = Field(0.2, gt=0, description="seconds between outbox polls")
-    registry_refresh: float = Field(
-        1.0, gt=0, description="seconds between subscription registry polls (matcher, dispatcher)"
-    )
-    canvas_secret: str | None = Field(
+    base_url: str | None = setting(
         None,
-        description="HMAC-SHA256 key of POST /canvas/integration-tasks; unset: no signature check",
+        "public FHIR base URL, used in notifications and Location; default http://HOST:PORT/fhir",
+        roles=(*FHIR_API, "dispatcher", "subscriptions"),
     )
-    log_format: str = Field("json", description="json or text")
-    log_level: str = Field("INFO")
+    topics_dir: Path | None = setting(
+        None,
+        "folder of SubscriptionTopic JSON files; unset: the topics Herald ships",
+        roles=(*SERVE, "subscriptions"),
+    )
+
+    allow_http_endpoints: bool | None = setting(
+        None,
+        "accept http:// subscriber endpoints; default: yes embedded, no distributed",
+        roles=(*FHIR_API, "dispatcher", "subscriptions"),
+    )
+    allow_private_endpoints: bool | None = setting(
+        None,
+        "allow endpoints at loopback and private-network addresses (checked by resolved address "
+        "at every connection); default: yes embedded, no distributed",
+        roles=(*FHIR_API, "dispatcher", "subscriptions"),
+    )
+
+    handshake_delay: float = setting(
+        0.5, "seconds between answering a create and sending the handshake", roles=DELIVERY, ge=0
+    )
+    handshake_attempts: int = setting(
+        3, "handshake tries before the subscription goes to error", roles=DELIVERY, ge=1
+    )
+    retry_delays: str = setting(
+        "5,30,120,600,1800,3600,7200,14400,28800,43200",
+        "seconds between delivery attempts, comma-separated; +-20 % jitter",
+        roles=DELIVERY,
+        allowed="comma-separated non-negative numbers of seconds, e.g. 5,30,120",
+    )
+    event_retention_days: float = setting(
+        30, "days delivered events stay available to $events", roles=DELIVERY, gt=0
+    )
+    max_in_flight: int = setting(
+        64, "concurrent notification POSTs of one dispatcher", roles=DELIVERY, ge=1
+    )
+    endpoint_concurrency: int = setting(
+        4, "concurrent notification POSTs to one endpoint origin", roles=DELIVERY, ge=1
+    )
+    circuit_failures: int = setting(
+        5, "consecutive failed POSTs to an origin that open its circuit", roles=DELIVERY, ge=1
+    )
+    circuit_cooldown: float = setting(
+        30.0,
+        "seconds an open circuit waits before a probe, at most (capped by the first retry "
+        "delay; doubles after a failed probe, up to HERALD_CIRCUIT_MAX_COOLDOWN)",
+        roles=DELIVERY,
+        gt=0,
+    )
+    circuit_max_cooldown: float = setting(
+        8.0,
+        "seconds, at most, between probes of an origin whose circuit is open (so delivery "
+        "resumes within about this long after the endpoint comes back)",
+        roles=DELIVERY,
+        gt=0,
+    )
+    relay_interval: float = setting(
+        0.2, "seconds between outbox polls when idle", roles=FHIR_API, gt=0
+    )
+    registry_refresh: float = setting(
+        1.0,
+        "seconds between subscription registry polls",
+        roles=("run", "matcher", "dispatcher"),
+        gt=0,
+    )
+    endpoint_allow: str = setting(
+        "",
+        "comma-separated host names and CIDR networks endpoints may reach although they are not "
+        "public (private partners), when private endpoints are not allowed",
+        roles=(*FHIR_API, "dispatcher", "subscriptions"),
+    )
+    max_body_bytes: int = setting(
+        1024 * 1024, "largest request body, on every route (413 beyond)", roles=FHIR_API, ge=1024
+    )
+    max_query_bytes: int = setting(
+        8192, "longest query string or _search form (414/413 beyond)", roles=FHIR_API, ge=256
+    )
+    max_query_parameters: int = setting(
+        100, "most query or _search parameters (400 beyond)", roles=FHIR_API, ge=1
+    )
+    rate_limit: float = setting(
+        1000.0,
+        "requests per second per client (client id, else address), on average; 0: no limit",
+        roles=FHIR_API,
+        ge=0,
+    )
+    rate_burst: int = setting(2000, "requests a client may make in one burst", roles=FHIR_API, ge=1)
+    max_connections: int = setting(
+        1000,
+        "concurrent connections and requests an HTTP server takes (503 beyond)",
+        roles=FHIR_API,
+        ge=1,
+    )
+    header_timeout: float = setting(
+        10.0,
+        "seconds a connection has to send a complete request head (slow ones are closed)",
+        roles=FHIR_API,
+        gt=0,
+    )
+    keep_alive_timeout: float = setting(
+        5.0, "seconds an idle keep-alive connection is kept open", roles=FHIR_API, gt=0
+    )
+    max_subscriptions_per_origin: int = setting(
+        1000,
+        "live subscriptions (not off, not deleted) one endpoint origin may have",
+        roles=FHIR_API,
+        ge=1,
+    )
+    cors_origins: str = setting(
+        "",
+        "comma-separated origins whose browser scripts may call the FHIR API; empty: no CORS",
+        roles=FHIR_API,
+    )
+    canvas_secret: str | None = setting(
+        None,
+        "HMAC-SHA256 key of POST /canvas/integration-tasks; unset: no signature check",
+        roles=FHIR_API,
+        secret=True,
+    )
+    log_format: LogFormat = setting(LogFormat.JSON, "log record format", roles=ALL)
+    log_level: LogLevel = setting(LogLevel.INFO, "lowest level logged", roles=ALL)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: object, info: Any) -> object:
+        if isinstance(value, str):
+            return value.upper() if info.field_name == "log_level" else value.lower()
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme.split("+", 1)[0]
+        if scheme not in DATABASE_SCHEMES:
+            raise ValueError(f"unsupported scheme {scheme or '(none)'!r}")
+        return value
 
     @field_validator("retry_delays")
     @classmethod
     def _check_delays(cls, value: str) -> str:
-        delays = [float(v) for v in value.split(",") if v.strip()]
+        try:
+            delays = [float(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError("not a list of numbers") from None
         if any(d < 0 for d in delays):
             raise ValueError("retry delays must be non-negative seconds")
         return value
@@ -102,6 +277,10 @@ class Settings(BaseSettings):
     def fhir_base(self) -> str:
         """The public FHIR base URL, without a trailing slash."""
         return (self.base_url or f"http://{self.host}:{self.port}/fhir").rstrip("/")
+
+    def health_port_of(self, role: str) -> int:
+        """The port of a role's operational endpoints: HERALD_HEALTH_PORT, else its default."""
+        return DEFAULT_PORTS[role] if self.health_port is None else self.health_port
 
     @property
     def retry_schedule(self) -> tuple[float, ...]:
@@ -126,7 +305,24 @@ class Settings(BaseSettings):
         allow_private = (
             self.embedded if self.allow_private_endpoints is None else self.allow_private_endpoints
         )
-        return EndpointPolicy(allow_http=allow_http, allow_private=allow_private)
+        hosts, networks = parse_networks(self.endpoint_allow.split(","))
+        return EndpointPolicy(
+            allow_http=allow_http,
+            allow_private=allow_private,
+            allow_hosts=hosts,
+            allow_networks=networks,
+        )
+
+    @property
+    def request_limits(self) -> Limits:
+        """The request limits of the FHIR API."""
+        return Limits(
+            max_body_bytes=self.max_body_bytes,
+            max_query_bytes=self.max_query_bytes,
+            max_query_parameters=self.max_query_parameters,
+            rate=self.rate_limit,
+            burst=self.rate_burst,
+        )
 
     def topic(self, name: str) -> str:
         """The Kafka topic name for a logical topic ('task-changes', 'notifications')."""

@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
-from herald.runtime.bus.base import Outgoing, Record, Transaction
+from herald.runtime.bus.base import REQUEST_ID_HEADER, Outgoing, Record, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,22 @@ class KafkaPublisher:
         self, records: Sequence[Outgoing], transaction: Transaction | None = None
     ) -> None:
         """Send records and wait until every one is acknowledged (`transaction` is not used)."""
-        futures = [await self._producer.send(r.topic, r.value, key=r.key.encode()) for r in records]
+        futures = [
+            await self._producer.send(
+                r.topic,
+                r.value,
+                key=r.key.encode(),
+                headers=[(REQUEST_ID_HEADER, r.request_id.encode())] if r.request_id else None,
+            )
+            for r in records
+        ]
         if futures:
             await asyncio.gather(*futures)
+
+
+def _request_id(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    value = next((v for k, v in headers or () if k == REQUEST_ID_HEADER), None)
+    return None if value is None else value.decode("utf-8", "replace")
 
 
 class KafkaConsumer:
@@ -139,6 +152,7 @@ class KafkaConsumer:
                 (m.key or b"").decode(),
                 m.value or b"",
                 m.timestamp,
+                _request_id(m.headers),
             )
             for messages in batches.values()
             for m in messages

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.core.fhir import format_instant
+from herald.core.fhir import format_instant, utc_now
 from herald.core.states import SubscriptionStatus
-from herald.core.subscriptions import effective_end, heartbeat_period
+from herald.core.subscriptions import effective_end, endpoint_origin, heartbeat_period
 from herald.core.types import JsonObject
-from herald.runtime.store.tables import counters, subscriptions
+from herald.runtime.store.tables import counters, resource_versions, subscriptions
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,12 @@ class StoredSubscription:
     def resource(self) -> JsonObject:
         """The Subscription resource as the API shows it."""
         resource = dict(self.stored)
+        # A status change by the server is a new version too (set_status).
+        resource["meta"] = {
+            **(resource.get("meta") or {}),
+            "versionId": str(self.version_id),
+            "lastUpdated": self.last_updated,
+        }
         resource["status"] = self.status
         if self.error:
             resource["error"] = self.error
@@ -44,7 +50,8 @@ class StoredSubscription:
         return resource
 
 
-def _row(row: Row[tuple[object, ...]]) -> StoredSubscription:
+def from_row(row: Row[tuple[object, ...]]) -> StoredSubscription:
+    """A subscription row as a StoredSubscription."""
     m = row._mapping
     return StoredSubscription(
         id=m["id"],
@@ -73,6 +80,38 @@ def schedule_columns(stored: JsonObject) -> dict[str, object]:
     }
 
 
+async def record_version(
+    connection: AsyncConnection, subscription_id: str, method: str | None = None
+) -> None:
+    """Keep the subscription's current version (as the API shows it) for its history."""
+    row = (
+        await connection.execute(select(subscriptions).where(subscriptions.c.id == subscription_id))
+    ).first()
+    if row is None:
+        return
+    stored = from_row(row)
+    version = resource_versions.c
+    # A rewrite of the same version (tests, repairs) replaces its history row.
+    await connection.execute(
+        delete(resource_versions).where(
+            version.resource_type == "Subscription",
+            version.id == stored.id,
+            version.version_id == stored.version_id,
+        )
+    )
+    await connection.execute(
+        insert(resource_versions).values(
+            resource_type="Subscription",
+            id=stored.id,
+            version_id=stored.version_id,
+            last_updated=stored.last_updated,
+            content=orjson.dumps(stored.resource).decode(),
+            method="DELETE" if stored.deleted else method,
+            deleted=stored.deleted,
+        )
+    )
+
+
 async def next_revision(connection: AsyncConnection) -> int:
     """Take the next registry revision (the counter row lock orders revisions by commit)."""
     value = await connection.scalar(
@@ -98,7 +137,7 @@ async def get(
     if for_update and connection.dialect.name == "postgresql":
         query = query.with_for_update()
     row = (await connection.execute(query)).first()
-    return None if row is None else _row(row)
+    return None if row is None else from_row(row)
 
 
 async def insert_new(
@@ -119,8 +158,10 @@ async def insert_new(
             error=None,
             deleted=False,
             **schedule_columns(stored),
+            endpoint_origin=endpoint_origin(stored),
         )
     )
+    await record_version(connection, stored["id"], "POST")
 
 
 async def replace(
@@ -151,8 +192,25 @@ async def replace(
             error=None,
             deleted=False,
             **schedule_columns(stored),
+            endpoint_origin=endpoint_origin(stored),
         )
     )
+    await record_version(connection, stored["id"], "PUT")
+
+
+async def count_at_origin(connection: AsyncConnection, origin: str, *, other_than: str) -> int:
+    """Live subscriptions (not deleted, not off) whose endpoint has this origin."""
+    count = await connection.scalar(
+        select(func.count())
+        .select_from(subscriptions)
+        .where(
+            subscriptions.c.endpoint_origin == origin,
+            subscriptions.c.deleted.is_(False),
+            subscriptions.c.status != SubscriptionStatus.OFF,
+            subscriptions.c.id != other_than,
+        )
+    )
+    return int(count or 0)
 
 
 async def set_status(
@@ -163,15 +221,27 @@ async def set_status(
     error: str | None = None,
     expected: str | None = None,
 ) -> bool:
-    """Move a subscription to a status (only from `expected`, when given); True if it moved."""
+    """Move a subscription to a status (only from `expected`, when given); True if it moved.
+
+    The move makes a new version (versionId + 1, lastUpdated now), so that a client polling the
+    Subscription by ETag or _lastUpdated sees it.
+    """
     query = update(subscriptions).where(
         subscriptions.c.id == subscription_id, subscriptions.c.deleted.is_(False)
     )
     if expected is not None:
         query = query.where(subscriptions.c.status == expected)
     result = await connection.execute(
-        query.values(status=status, error=error, revision=await next_revision(connection))
+        query.values(
+            status=status,
+            error=error,
+            revision=await next_revision(connection),
+            version_id=subscriptions.c.version_id + 1,
+            last_updated=format_instant(utc_now()),
+        )
     )
+    if result.rowcount:
+        await record_version(connection, subscription_id)
     return bool(result.rowcount)
 
 
@@ -181,9 +251,15 @@ async def mark_deleted(connection: AsyncConnection, subscription_id: str) -> boo
         update(subscriptions)
         .where(subscriptions.c.id == subscription_id, subscriptions.c.deleted.is_(False))
         .values(
-            deleted=True, status=SubscriptionStatus.OFF, revision=await next_revision(connection)
+            deleted=True,
+            status=SubscriptionStatus.OFF,
+            revision=await next_revision(connection),
+            version_id=subscriptions.c.version_id + 1,
+            last_updated=format_instant(utc_now()),
         )
     )
+    if result.rowcount:
+        await record_version(connection, subscription_id)
     return bool(result.rowcount)
 
 
@@ -194,7 +270,7 @@ async def changed_since(connection: AsyncConnection, since: int) -> list[StoredS
         .where(subscriptions.c.revision > since)
         .order_by(subscriptions.c.revision)
     )
-    return [_row(r) for r in rows]
+    return [from_row(r) for r in rows]
 
 
 async def changed_ids_since(connection: AsyncConnection, since: int) -> list[tuple[str, int]]:
@@ -255,3 +331,18 @@ async def count_by_status(connection: AsyncConnection) -> dict[str, int]:
         .group_by(subscriptions.c.status)
     )
     return {status: int(n) for status, n in rows.tuples()}
+
+
+async def live(
+    connection: AsyncConnection,
+    *,
+    status: SubscriptionStatus | None = None,
+    topic: str | None = None,
+) -> list[StoredSubscription]:
+    """The subscriptions not deleted, by id; only those of a status and topic when given."""
+    query = select(subscriptions).where(subscriptions.c.deleted.is_(False))
+    if status is not None:
+        query = query.where(subscriptions.c.status == status)
+    if topic is not None:
+        query = query.where(subscriptions.c.topic == topic)
+    return [from_row(r) for r in await connection.execute(query.order_by(subscriptions.c.id))]

@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -46,6 +48,11 @@ resource_versions = Table(
     Column("version_id", Integer, primary_key=True),
     Column("last_updated", String(40), nullable=False),
     Column("content", Text, nullable=False),
+    # The interaction's HTTP method, and whether the version is a deletion (its content: the
+    # last content) (0006).
+    Column("method", String(8)),
+    Column("deleted", Boolean, nullable=False, default=False, server_default=false()),
+    Index("ix_resource_versions_history", "resource_type", "last_updated", "id", "version_id"),
 )
 
 subscriptions = Table(
@@ -66,6 +73,8 @@ subscriptions = Table(
     # not parse every subscription (0003).
     Column("heartbeat_seconds", Integer),
     Column("ends_at", String(40), index=True),
+    # The endpoint's scheme://host:port, for the per-origin quota (0005).
+    Column("endpoint_origin", String(300), index=True),
 )
 
 # Numbered events per subscription: the source of $events and of deliveries.
@@ -81,6 +90,30 @@ event_log = Table(
     Column("interaction", String(16), nullable=False),
     Column("occurred_at", String(40), nullable=False),
     Column("recorded_at", String(40), nullable=False),
+    # The id of the FHIR request that wrote the change (0004); sent with the notification.
+    Column("origin_request_id", String(128)),
+    # The HTTP method when the interaction does not imply it (create by PUT) (0006).
+    Column("method", String(8)),
+)
+
+# The last delivery attempts of each subscription (handshakes and events, not heartbeats), for
+# operators (`herald subscriptions show`); trimmed to the newest few per subscription.
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("subscription_id", String(64), nullable=False),
+    Column("attempted_at", String(40), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("first_event", BigInteger),
+    Column("last_event", BigInteger),
+    Column("outcome", String(32), nullable=False),
+    Column("status_code", Integer),
+    Column("detail", Text, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Index("ix_delivery_attempts_subscription", "subscription_id", "id"),
 )
 
 # Transactional outbox: records to publish, written with the change that caused them.
@@ -93,6 +126,7 @@ outbox = Table(
     Column("topic", String(200), nullable=False),
     Column("key", String(200), nullable=False),
     Column("payload", LargeBinary, nullable=False),
+    Column("request_id", String(128)),
 )
 
 # The embedded bus: a durable log and consumer-group offsets in the same database.
@@ -105,6 +139,7 @@ bus_log = Table(
     Column("topic", String(200), nullable=False, index=True),
     Column("key", String(200), nullable=False),
     Column("payload", LargeBinary, nullable=False),
+    Column("request_id", String(128)),
     # Ids must never be reused after the log is trimmed: consumers keep positions.
     sqlite_autoincrement=True,
 )

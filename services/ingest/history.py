@@ -1,0 +1,146 @@
+"""History of Tasks and Subscriptions: `GET /{type}/{id}/_history` and `GET /{type}/_history`,
+newest version first, paged. A Subscription's history includes the status changes the server
+made (handshake → active, error, off).
+
+Result parameters: `_count` (default 50, at most 1000), `_since` (versions changed at or after
+that instant) and `_cursor` (only as written in a next link). Each entry carries the version's
+resource (none for a deletion), its request (`POST Task`, `PUT Task/x`, `DELETE Task/x`) and its
+response (status, ETag, lastModified).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from urllib.parse import quote, unquote
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from herald.core.errors import ResourceGone, ResourceNotFound, SearchParameterError
+from herald.core.fhir import format_instant, new_id, utc_now
+from herald.core.search import parse_date_range
+from herald.core.types import JsonObject
+from herald.ingest import writes
+from herald.ingest.context import Ctx, IngestContext
+from herald.ingest.fhirhttp import FhirResponse, check_accept
+from herald.ingest.search import DEFAULT_COUNT, MAX_COUNT, is_strict
+from herald.runtime.store import subscriptions as registry
+from herald.runtime.store.history import HistoryKey, HistoryVersion, history
+from herald.runtime.store.search import Cursor
+
+router = APIRouter(dependencies=[Depends(check_accept)])
+
+_PARAMETERS = frozenset({"_count", "_since", "_cursor", "_format", "_pretty"})
+_STATUS = {"POST": "201", "PUT": "200", "DELETE": "204", "PATCH": "200"}
+
+
+def _request(version: HistoryVersion, created: bool) -> JsonObject:
+    method = version.method or ("DELETE" if version.deleted else "POST" if created else "PUT")
+    url = version.resource_type if method == "POST" else f"{version.resource_type}/{version.id}"
+    return {"method": method, "url": url}
+
+
+def _entry(base: str, version: HistoryVersion) -> JsonObject:
+    # Without a stored method, a first version (or one after a deletion) was a create.
+    created = version.version_id == 1
+    request = _request(version, created)
+    status = "201" if created and request["method"] == "PUT" else _STATUS[request["method"]]
+    entry: JsonObject = {"fullUrl": f"{base}/{version.resource_type}/{version.id}"}
+    if not version.deleted:
+        entry["resource"] = version.resource
+    entry["request"] = request
+    entry["response"] = {
+        "status": status,
+        "etag": f'W/"{version.version_id}"',
+        "lastModified": version.last_updated,
+    }
+    return entry
+
+
+def _parameters(request: Request) -> tuple[int, str | None, HistoryKey | None]:
+    count, since, before = DEFAULT_COUNT, None, None
+    strict = is_strict(request.headers.get("prefer"))
+    for name, value in request.query_params.multi_items():
+        if name == "_count":
+            if not value.isdigit():
+                raise SearchParameterError(f"_count must be a whole number, not {value!r}")
+            count = min(int(value), MAX_COUNT)
+        elif name == "_since":
+            try:
+                since = format_instant(parse_date_range(value).low)
+            except ValueError:
+                raise SearchParameterError(f"_since must be an instant, not {value!r}") from None
+        elif name == "_cursor":
+            cursor = Cursor.decode(value)
+            rid, _, version = cursor.id.partition("/")
+            if cursor.key is None or not version.isdigit():
+                raise SearchParameterError(f"Malformed paging cursor {value!r}")
+            before = (cursor.key, rid, int(version))
+        elif name not in _PARAMETERS and strict:
+            raise SearchParameterError(
+                f"unknown history parameter {name!r}; supported: _count, _since"
+            )
+    return count, since, before
+
+
+async def _history(
+    ctx: IngestContext, request: Request, resource_type: str, resource_id: str | None
+) -> Response:
+    count, since, before = _parameters(request)
+    async with ctx.database.read() as connection:
+        versions = await history(
+            connection, resource_type, resource_id, since=since, count=count + 1, before=before
+        )
+    base = ctx.settings.fhir_base
+    page = versions[:count]
+    path = f"{base}/{resource_type}" + (f"/{resource_id}" if resource_id else "") + "/_history"
+    own = "&".join(
+        part
+        for part in request.url.query.split("&")
+        if part and unquote(part.partition("=")[0]) != "_cursor"
+    )
+    links = [{"relation": "self", "url": path + (f"?{own}" if own else "")}]
+    if len(versions) > count and page:
+        last = page[-1]
+        cursor = Cursor(last.last_updated, f"{last.id}/{last.version_id}").encode()
+        separator = "&" if own else ""
+        links.append({"relation": "next", "url": f"{path}?{own}{separator}_cursor={quote(cursor)}"})
+    bundle: JsonObject = {
+        "resourceType": "Bundle",
+        "id": new_id(),
+        "type": "history",
+        "timestamp": format_instant(utc_now()),
+        "link": links,
+    }
+    if page:
+        bundle["entry"] = [_entry(base, version) for version in page]
+    return FhirResponse(bundle)
+
+
+@router.get("/Task/_history")
+async def task_type_history(request: Request, ctx: Ctx) -> Response:
+    """Every version of every Task, newest first."""
+    return await _history(ctx, request, "Task", None)
+
+
+@router.get("/Task/{task_id}/_history")
+async def task_history(task_id: str, request: Request, ctx: Ctx) -> Response:
+    """Every version of one Task (deleted or not), newest first."""
+    with contextlib.suppress(ResourceGone):  # a deleted Task keeps its history
+        await writes.read(ctx, "Task", task_id)
+    return await _history(ctx, request, "Task", task_id)
+
+
+@router.get("/Subscription/_history")
+async def subscription_type_history(request: Request, ctx: Ctx) -> Response:
+    """Every version of every Subscription, newest first."""
+    return await _history(ctx, request, "Subscription", None)
+
+
+@router.get("/Subscription/{subscription_id}/_history")
+async def subscription_history(subscription_id: str, request: Request, ctx: Ctx) -> Response:
+    """Every version of one Subscription (deleted or not), newest first."""
+    async with ctx.database.read() as connection:
+        if await registry.get(connection, subscription_id) is None:
+            raise ResourceNotFound(f"Subscription/{subscription_id} is not known")
+    return await _history(ctx, request, "Subscription", subscription_id)
