@@ -307,6 +307,14 @@ class Deliverer:
 
     async def handshake(self, subscription_id: str, stop: asyncio.Event) -> None:
         """Send the handshake of a requested subscription and move it to active or error."""
+        loaded = await self._load(subscription_id)
+        if loaded is None or loaded[0].status is not SubscriptionStatus.REQUESTED:
+            return
+        # Clients (and conformance suites) are ready for the handshake only after the 201.
+        if await sleep_or_stop(stop, self.settings.handshake_delay):
+            return
+        # Taken after the delay: the scan or registry watch may wake the worker before the bus
+        # record naming the Subscription write has arrived.
         origin = self.handshake_origins.pop(subscription_id, None)
         with logging_request(origin):
             await self._handshake(subscription_id, stop, [origin] if origin else [])
@@ -314,12 +322,6 @@ class Deliverer:
     async def _handshake(
         self, subscription_id: str, stop: asyncio.Event, request_ids: Sequence[str]
     ) -> None:
-        loaded = await self._load(subscription_id)
-        if loaded is None or loaded[0].status is not SubscriptionStatus.REQUESTED:
-            return
-        # Clients (and conformance suites) are ready for the handshake only after the 201.
-        if await sleep_or_stop(stop, self.settings.handshake_delay):
-            return
         last = "no attempt was made"
         for attempt in range(self.settings.handshake_attempts):
             loaded = await self._load(subscription_id, fresh=True)
