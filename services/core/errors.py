@@ -7,7 +7,9 @@ HeraldError
     ├── ResourceNotFound      404 / not-found
     ├── ResourceGone          410 / deleted
     ├── UnsupportedMediaType  415 / not-supported
-    └── NotAcceptable         406 / not-supported
+    ├── NotAcceptable         406 / not-supported
+    ├── Unauthenticated       401 / login (no valid access token)
+    └── Forbidden             403 / forbidden (scope, tenancy, ownership of the source)
 """
 
 from __future__ import annotations
@@ -65,3 +67,22 @@ class NotAcceptable(FhirError):
 
     status_code = 406
     issue_code = "not-supported"
+
+
+class Unauthenticated(FhirError):
+    """No valid access token (RFC 6750: answered with WWW-Authenticate: Bearer)."""
+
+    status_code = 401
+    issue_code = "login"
+
+    def __init__(self, diagnostics: str, *, error: str | None = "invalid_token") -> None:
+        super().__init__(diagnostics)
+        self.error = error
+        """The RFC 6750 error code, or None when the request carried no token at all."""
+
+
+class Forbidden(FhirError):
+    """The client is known but may not do this."""
+
+    status_code = 403
+    issue_code = "forbidden"

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from starlette.responses import Response
 
 from herald import __version__
 from herald.core.capability import capability_statement
+from herald.core.errors import Unauthenticated
 from herald.core.fhir import format_instant, utc_now
 from herald.ingest import canvas, discovery, operations, subscriptions, tasks
 from herald.ingest import search as task_search
+from herald.ingest.auth import routes as auth_routes
+from herald.ingest.auth.audit import AuditMiddleware
+from herald.ingest.auth.middleware import AuthMiddleware, challenge
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, install_error_handlers
+from herald.ingest.fhirhttp import (
+    FhirResponse,
+    check_accept,
+    install_error_handlers,
+    outcome_response,
+)
 from herald.runtime.health import ReadinessCheck, health_routes
 
 
@@ -25,14 +34,27 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.herald = ctx
+    app.state.auth = ctx.auth
     install_error_handlers(app)
-    app.router.routes.extend(health_routes(ctx.metrics, readiness))
+    install_auth_error_handler(app)
+    if ctx.auth is None:
+        # With authentication on, these are served on the admin port instead.
+        app.router.routes.extend(health_routes(ctx.metrics, readiness))
+    else:
+        app.include_router(auth_routes.router)
+    app.add_middleware(AuthMiddleware, server=ctx.auth)
+    app.add_middleware(AuditMiddleware)
 
     @app.get("/fhir/metadata", dependencies=[Depends(check_accept)])
     async def metadata(ctx: Ctx) -> Response:
         """The CapabilityStatement."""
         return FhirResponse(
-            capability_statement(ctx.settings.fhir_base, ctx.topics, date=format_instant(utc_now()))
+            capability_statement(
+                ctx.settings.fhir_base,
+                ctx.topics,
+                date=format_instant(utc_now()),
+                token_url=ctx.auth.token_url if ctx.auth else None,
+            )
         )
 
     app.include_router(tasks.router, prefix="/fhir")
@@ -43,3 +65,13 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
     app.include_router(discovery.router, prefix="/fhir")
     app.include_router(subscriptions.router, prefix="/fhir")
     return app
+
+
+def install_auth_error_handler(app: FastAPI) -> None:
+    """Answer Unauthenticated with 401, an OperationOutcome and WWW-Authenticate (RFC 6750)."""
+
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(_: Request, exc: Unauthenticated) -> Response:
+        response = outcome_response(401, exc.diagnostics, exc.issue_code)
+        response.headers["WWW-Authenticate"] = challenge(exc)
+        return response

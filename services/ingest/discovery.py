@@ -10,6 +10,8 @@ from starlette.responses import Response
 from herald.core.errors import ResourceNotFound, SearchParameterError
 from herald.core.topics import Topic
 from herald.core.types import JsonObject
+from herald.ingest.auth.access import CallerDep, owns, require
+from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, searchset
 from herald.runtime.store import subscriptions as registry
@@ -110,11 +112,11 @@ async def read_topic(basic_id: str, ctx: Ctx) -> Response:
     raise ResourceNotFound(f"Basic/{basic_id} is not known")
 
 
-@router.get("/Subscription")
-async def search_subscriptions(request: Request, ctx: Ctx) -> Response:
+@router.get("/Subscription", dependencies=[require("Subscription", "s")])
+async def search_subscriptions(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Subscription search by `_id`, `status`, `url` (channel.endpoint) and `topic` (criteria)."""
     wanted = _parameters(request, {"_id", "status", "url", "topic"})
-    found = await _all_subscriptions(ctx)
+    found = await _all_subscriptions(ctx, who)
     matches = [
         s
         for s in found
@@ -126,7 +128,11 @@ async def search_subscriptions(request: Request, ctx: Ctx) -> Response:
     return FhirResponse(_searchset(ctx, request, matches))
 
 
-async def _all_subscriptions(ctx: IngestContext) -> list[JsonObject]:
+async def _all_subscriptions(ctx: IngestContext, who: Caller) -> list[JsonObject]:
     async with ctx.database.read() as connection:
         stored = await registry.changed_since(connection, 0)
-    return [s.resource for s in sorted(stored, key=lambda s: s.id) if not s.deleted]
+    return [
+        s.resource
+        for s in sorted(stored, key=lambda s: s.id)
+        if not s.deleted and owns(who, s.owner)
+    ]

@@ -10,6 +10,7 @@ Anything else is a 400 OperationOutcome.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Depends, Request
@@ -19,6 +20,8 @@ from herald.core.errors import SearchParameterError
 from herald.core.fhir import format_instant, utc_now
 from herald.core.search import parse_query
 from herald.core.types import JsonObject
+from herald.ingest.auth.access import CallerDep, require
+from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept
 from herald.runtime.store.search import INDEXED, Cursor, SearchPage, SearchRequest, search
@@ -141,14 +144,14 @@ def searchset(base: str, resource_type: str, query: str, page: SearchPage) -> Js
     return bundle
 
 
-@router.get("/Task")
-async def search_tasks(request: Request, ctx: Ctx) -> Response:
+@router.get("/Task", dependencies=[require("Task", "s")])
+async def search_tasks(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Search Tasks (the HRex polling query `Task?owner=...&_lastUpdated=gt...`)."""
-    return await _search(ctx, request.url.query)
+    return await _search(ctx, request.url.query, who)
 
 
-@router.post("/Task/_search")
-async def search_tasks_by_post(request: Request, ctx: Ctx) -> Response:
+@router.post("/Task/_search", dependencies=[require("Task", "s")])
+async def search_tasks_by_post(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Search Tasks with the parameters in a form body (and/or the URL), as FHIR allows."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ("", "application/x-www-form-urlencoded"):
@@ -156,11 +159,11 @@ async def search_tasks_by_post(request: Request, ctx: Ctx) -> Response:
             f"POST _search takes application/x-www-form-urlencoded parameters, not {content_type!r}"
         )
     body = (await request.body()).decode("utf-8", errors="replace").strip()
-    return await _search(ctx, "&".join(part for part in (request.url.query, body) if part))
+    return await _search(ctx, "&".join(part for part in (request.url.query, body) if part), who)
 
 
-async def _search(ctx: IngestContext, query: str) -> Response:
-    parsed = parse_search("Task", query)
+async def _search(ctx: IngestContext, query: str, who: Caller) -> Response:
+    parsed = replace(parse_search("Task", query), organizations=who.organizations)
     base = ctx.settings.fhir_base
     async with ctx.database.read() as connection:
         page = await search(connection, parsed, now=utc_now(), base=base)

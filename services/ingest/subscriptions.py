@@ -15,7 +15,10 @@ from herald.core.subscriptions import (
     InvalidSubscription,
     parse_subscription,
 )
+from herald.core.tenancy import check_pinned
 from herald.core.types import JsonObject
+from herald.ingest.auth.access import CallerDep, owns, require
+from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, read_resource
 from herald.runtime.bus.connect import NOTIFICATIONS
@@ -69,15 +72,17 @@ def _client_status(resource: JsonObject, current: str | None) -> str:
 
 
 async def _save(
-    ctx: IngestContext, resource: JsonObject, subscription_id: str | None
+    ctx: IngestContext, resource: JsonObject, subscription_id: str | None, who: Caller
 ) -> JsonObject:
     """Validate and store a new version; queue a handshake when the status is requested."""
     subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
+    if who.organizations is not None:
+        check_pinned(subscription, who.organizations, ctx.settings.fhir_base)
     async with ctx.database.transaction() as connection:
         current = None
         if subscription_id is not None:
             current = await registry.get(connection, subscription_id, for_update=True)
-            _check_exists(current, subscription_id)
+            _check_exists(current, subscription_id, who)
         status = _client_status(resource, current.status if current else None)
         stored = with_version(
             {k: v for k, v in resource.items() if k not in ("status", "error")},
@@ -87,7 +92,11 @@ async def _save(
         )
         if current is None:
             await registry.insert_new(
-                connection, stored, status=status, topic=subscription.topic_url
+                connection,
+                stored,
+                status=status,
+                topic=subscription.topic_url,
+                owner=who.client_id,
             )
         else:
             await registry.replace(
@@ -103,33 +112,42 @@ async def _save(
     return {**stored, "status": status}
 
 
-def _check_exists(found: StoredSubscription | None, subscription_id: str) -> StoredSubscription:
-    if found is None:
+def _check_exists(
+    found: StoredSubscription | None, subscription_id: str, who: Caller
+) -> StoredSubscription:
+    # Another client's subscription is not known to this one: 404, never 403.
+    if found is None or not owns(who, found.owner):
         raise ResourceNotFound(f"Subscription/{subscription_id} is not known")
     if found.deleted:
         raise ResourceGone(f"Subscription/{subscription_id} was deleted")
     return found
 
 
-@router.post("/Subscription", status_code=201)
-async def create_subscription(request: Request, ctx: Ctx) -> Response:
+@router.post("/Subscription", status_code=201, dependencies=[require("Subscription", "c")])
+async def create_subscription(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Register a subscription as requested; the dispatcher sends the handshake."""
-    return _response(ctx, await _save(ctx, await read_resource(request), None), 201)
+    return _response(ctx, await _save(ctx, await read_resource(request), None, who), 201)
 
 
-async def _stored(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
+async def stored_subscription(
+    ctx: IngestContext, subscription_id: str, who: Caller
+) -> StoredSubscription:
+    """A live subscription the caller owns, or 404/410."""
     async with ctx.database.read() as connection:
-        return _check_exists(await registry.get(connection, subscription_id), subscription_id)
+        found = await registry.get(connection, subscription_id)
+    return _check_exists(found, subscription_id, who)
 
 
-@router.get("/Subscription/{subscription_id}")
-async def read_subscription(subscription_id: str, ctx: Ctx) -> Response:
+@router.get("/Subscription/{subscription_id}", dependencies=[require("Subscription", "r")])
+async def read_subscription(subscription_id: str, ctx: Ctx, who: CallerDep) -> Response:
     """A subscription with its current status and error."""
-    return _response(ctx, (await _stored(ctx, subscription_id)).resource, 200)
+    return _response(ctx, (await stored_subscription(ctx, subscription_id, who)).resource, 200)
 
 
-@router.put("/Subscription/{subscription_id}")
-async def update_subscription(subscription_id: str, request: Request, ctx: Ctx) -> Response:
+@router.put("/Subscription/{subscription_id}", dependencies=[require("Subscription", "u")])
+async def update_subscription(
+    subscription_id: str, request: Request, ctx: Ctx, who: CallerDep
+) -> Response:
     """Change a subscription; status requested asks for a new handshake, off stops it."""
     resource = await read_resource(request)
     if resource.get("id") != subscription_id:
@@ -138,12 +156,19 @@ async def update_subscription(subscription_id: str, request: Request, ctx: Ctx) 
             f"({subscription_id!r})",
             expression="Subscription.id",
         )
-    return _response(ctx, await _save(ctx, resource, subscription_id), 200)
+    return _response(ctx, await _save(ctx, resource, subscription_id, who), 200)
 
 
-@router.delete("/Subscription/{subscription_id}", status_code=204)
-async def delete_subscription(subscription_id: str, ctx: Ctx) -> Response:
+@router.delete(
+    "/Subscription/{subscription_id}",
+    status_code=204,
+    dependencies=[require("Subscription", "d")],
+)
+async def delete_subscription(subscription_id: str, ctx: Ctx, who: CallerDep) -> Response:
     """Delete a subscription; no notification is sent for it afterwards."""
     async with ctx.database.transaction() as connection:
+        found = await registry.get(connection, subscription_id, for_update=True)
+        if found is not None and not owns(who, found.owner):
+            raise ResourceNotFound(f"Subscription/{subscription_id} is not known")
         await registry.mark_deleted(connection, subscription_id)
     return Response(status_code=204)

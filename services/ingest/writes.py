@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +24,11 @@ class VersionConflict(FhirError):
     issue_code = "conflict"
 
 
+WriteGuard = Callable[[JsonObject | None], None]
+"""Checks, inside the write's transaction, that the caller may replace this current version
+(None: there is none); raises a FhirError to refuse."""
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """The stored version and whether it created the resource."""
@@ -37,17 +43,18 @@ async def write(
     resource_id: str | None,
     *,
     if_match: str | None = None,
+    guard: WriteGuard | None = None,
 ) -> WriteResult:
     """Store a new version of a resource and queue its change event; create when it is new."""
     resource_type = resource["resourceType"]
     resource_id = resource_id or new_id()
     try:
-        return await _write(ctx, resource, resource_type, resource_id, if_match)
+        return await _write(ctx, resource, resource_type, resource_id, if_match, guard)
     except IntegrityError as exc:
         # Two creates of the same new id raced; the loser updates on top of the winner.
         if if_match is not None:
             raise VersionConflict("the resource changed while it was being written") from exc
-        return await _write(ctx, resource, resource_type, resource_id, if_match)
+        return await _write(ctx, resource, resource_type, resource_id, if_match, guard)
 
 
 async def _write(
@@ -56,9 +63,12 @@ async def _write(
     resource_type: str,
     resource_id: str,
     if_match: str | None,
+    guard: WriteGuard | None,
 ) -> WriteResult:
     async with ctx.database.transaction() as connection:
         previous = await resources.current(connection, resource_type, resource_id, for_update=True)
+        if guard is not None:
+            guard(None if previous is None else previous.resource)
         if if_match is not None:
             current_version = None if previous is None or previous.deleted else previous.version_id
             if if_match.strip().removeprefix("W/").strip('"') != str(current_version):
@@ -87,12 +97,16 @@ async def _write(
     return WriteResult(stamped, created=interaction == "create")
 
 
-async def delete(ctx: IngestContext, resource_type: str, resource_id: str) -> bool:
+async def delete(
+    ctx: IngestContext, resource_type: str, resource_id: str, *, guard: WriteGuard | None = None
+) -> bool:
     """Delete a resource (a new, deleted version) and queue the delete event; False if absent."""
     async with ctx.database.transaction() as connection:
         previous = await resources.current(connection, resource_type, resource_id, for_update=True)
         if previous is None or previous.deleted:
             return False
+        if guard is not None:
+            guard(previous.resource)
         now = utc_now()
         version_id = previous.version_id + 1
         await resources.mark_deleted(connection, previous, version_id, format_instant(now))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald.core.subscriptions import EndpointPolicy
@@ -13,10 +15,20 @@ from herald.core.subscriptions import EndpointPolicy
 DEFAULT_TOPICS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "topics"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable only from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     """Every setting of every Herald service; each service reads the ones it needs."""
 
-    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore", populate_by_name=True)
 
     database_url: str = Field(
         "sqlite:///herald.db",
@@ -33,11 +45,13 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="address the HTTP server binds")
     port: int = Field(8080, ge=0, le=65535, description="port of the FHIR API (ingest, run)")
-    health_port: int = Field(
+    admin_port: int = Field(
         9100,
         ge=0,
         le=65535,
-        description="port of /metrics, /healthz, /readyz (matcher, dispatcher)",
+        validation_alias=AliasChoices("HERALD_ADMIN_PORT", "HERALD_HEALTH_PORT", "admin_port"),
+        description="port of /metrics, /healthz, /readyz: of matcher and dispatcher, and of "
+        "ingest and run when authentication is on (HERALD_HEALTH_PORT is the older name)",
     )
     base_url: str | None = Field(
         None, description="public FHIR base URL; default http://HOST:PORT/fhir"
@@ -81,7 +95,35 @@ class Settings(BaseSettings):
     )
     canvas_secret: str | None = Field(
         None,
-        description="HMAC-SHA256 key of POST /canvas/integration-tasks; unset: no signature check",
+        description="Standard Webhooks secret (whsec_<base64>) of POST /canvas/integration-tasks; "
+        "required with HERALD_AUTH=smart; unset without authentication: no signature check",
+    )
+    auth: Literal["smart", "none"] | None = Field(
+        None,
+        description="smart (SMART Backend Services tokens) or none; default smart, except "
+        "`herald run` bound to a loopback host",
+    )
+    auth_token_lifetime: int = Field(
+        300, ge=30, le=3600, description="seconds an access token Herald issues stays valid"
+    )
+    auth_signing_key_file: Path | None = Field(
+        None,
+        description="JWK set (JSON, private keys) Herald signs access tokens with, first key "
+        "signing; unset: keys kept in the database (`herald keys rotate`)",
+    )
+    auth_issuer: str | None = Field(
+        None, description="issuer (iss) of an external authorization server's tokens"
+    )
+    auth_jwks_url: str | None = Field(
+        None, description="JWKS URL of the external authorization server"
+    )
+    auth_audience: str | None = Field(
+        None, description="audience (aud) external tokens must carry; default the FHIR base URL"
+    )
+    secrets_key: str | None = Field(
+        None,
+        description="Fernet keys (comma-separated, newest first) that encrypt channel.header "
+        "values at rest; unset: stored as sent",
     )
     log_format: str = Field("json", description="json or text")
     log_level: str = Field("INFO")
@@ -93,6 +135,13 @@ class Settings(BaseSettings):
         if any(d < 0 for d in delays):
             raise ValueError("retry delays must be non-negative seconds")
         return value
+
+    def auth_mode(self, role: str) -> str:
+        """The authentication mode of a role: as set, else none for `run` on loopback, else
+        smart."""
+        if self.auth is not None:
+            return self.auth
+        return "none" if role == "run" and is_loopback(self.host) else "smart"
 
     @property
     def embedded(self) -> bool:

@@ -170,6 +170,22 @@ def _exists(
     )
 
 
+def _tenant_clause(resource_type: str, organizations: frozenset[str]) -> ColumnElement[bool]:
+    """Owner or requester is one of the organizations (relative references, or under our base;
+    absolute references elsewhere are another server's organizations)."""
+    ids = [o.removeprefix("Organization/") for o in organizations]
+    table = search_references
+    return resources.c.id.in_(
+        select(table.c.resource_id).where(
+            table.c.resource_type == resource_type,
+            table.c.param.in_(("owner", "requester")),
+            table.c.ref_type == "Organization",
+            table.c.ref_id.in_(ids),
+            table.c.base.is_(None),
+        )
+    )
+
+
 def _token(token: Token) -> ColumnElement[bool]:
     parts: list[ColumnElement[bool]] = []
     if token.code is not None:
@@ -308,6 +324,8 @@ class SearchRequest:
     total: bool = True
     include_output: bool = False
     cursor: Cursor | None = None
+    organizations: frozenset[str] | None = None
+    """A tenant's organizations: only resources whose owner or requester is one of them."""
 
 
 @dataclass(frozen=True)
@@ -362,6 +380,8 @@ async def search(
 ) -> SearchPage:
     """Run a search: one page in (last_updated, id) order, optionally with the total."""
     where = criteria_clause(request.criteria, now)
+    if request.organizations is not None:
+        where = and_(where, _tenant_clause(request.criteria.resource_type, request.organizations))
     total = None
     if request.total:
         total = int(

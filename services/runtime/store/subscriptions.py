@@ -30,6 +30,8 @@ class StoredSubscription:
     deleted: bool
     stored: JsonObject
     """The resource as the client sent it, stamped with id and meta (status and error overlaid)."""
+    owner: str | None = None
+    """The client that created it (None when it was created without authentication)."""
 
     @property
     def resource(self) -> JsonObject:
@@ -57,6 +59,7 @@ def _row(row: Row[tuple[object, ...]]) -> StoredSubscription:
         error=m["error"],
         deleted=m["deleted"],
         stored=orjson.loads(m["content"]),
+        owner=m["owner"],
     )
 
 
@@ -101,9 +104,14 @@ async def get(
 
 
 async def insert_new(
-    connection: AsyncConnection, stored: JsonObject, *, status: str, topic: str
+    connection: AsyncConnection,
+    stored: JsonObject,
+    *,
+    status: str,
+    topic: str,
+    owner: str | None = None,
 ) -> None:
-    """Register a new subscription."""
+    """Register a new subscription, owned by the client that created it."""
     await connection.execute(
         insert(subscriptions).values(
             id=stored["id"],
@@ -117,6 +125,7 @@ async def insert_new(
             delivered_through=0,
             error=None,
             deleted=False,
+            owner=owner,
             **schedule_columns(stored),
         )
     )
