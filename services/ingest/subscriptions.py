@@ -76,13 +76,13 @@ async def _save(
 ) -> JsonObject:
     """Validate and store a new version; queue a handshake when the status is requested."""
     subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
-    if who.organizations is not None:
-        check_pinned(subscription, who.organizations, ctx.settings.fhir_base)
     async with ctx.database.transaction() as connection:
         current = None
         if subscription_id is not None:
             current = await registry.get(connection, subscription_id, for_update=True)
             _check_exists(current, subscription_id, who)
+        if who.organizations is not None:
+            check_pinned(subscription, who.organizations, ctx.settings.fhir_base)
         status = _client_status(resource, current.status if current else None)
         stored = with_version(
             {k: v for k, v in resource.items() if k not in ("status", "error")},

@@ -30,9 +30,7 @@ def distributed(kafka_bootstrap: str, postgres_url: str, tmp_path: Path) -> Iter
         "handshake_delay": "0.2",
         "base_url": f"http://127.0.0.1:{port}/fhir",
     }
-    ingest_env, auth = with_smart_auth(
-        herald_env(**common, port=str(port), auth="smart"), tmp_path, port
-    )
+    ingest_env, auth = with_smart_auth(herald_env(**common, port=str(port), auth="smart"), port)
     processes = [
         HeraldProcess("ingest", ingest_env, tmp_path, ready_url(ingest_env, port)),
         HeraldProcess(

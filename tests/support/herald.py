@@ -18,8 +18,8 @@ import httpx
 from tests.support.services import free_port
 from tests.support.smart import (
     CANVAS_SECRET,
+    ApiClient,
     SmartAuth,
-    TestClient,
     forget_auth,
     register,
     remember_auth,
@@ -87,14 +87,14 @@ class HeraldProcess:
         return self.process.returncode
 
 
-def with_smart_auth(env: dict[str, str], log_dir: Path, port: int) -> tuple[dict[str, str], Any]:
+def with_smart_auth(env: dict[str, str], port: int) -> tuple[dict[str, str], Any]:
     """The environment of a FHIR-serving Herald with HERALD_AUTH=smart (admin port and Canvas
     secret filled in), and the httpx.Auth of a client registered with every scope."""
     env = dict(env)
     env.setdefault("HERALD_ADMIN_PORT", str(free_port()))
     env.setdefault("HERALD_CANVAS_SECRET", CANVAS_SECRET)
-    client = TestClient(f"test-{uuid.uuid4().hex[:8]}")
-    register(env, client, log_dir)
+    client = ApiClient(f"test-{uuid.uuid4().hex[:8]}")
+    register(env, client)
     base = env.get("HERALD_BASE_URL", f"http://127.0.0.1:{port}/fhir").rstrip("/")
     return env, SmartAuth(client, f"{base}/auth/token")
 
@@ -114,7 +114,7 @@ def serving(role: str, env: dict[str, str], log_dir: Path, port: int) -> Iterato
     root = f"http://127.0.0.1:{port}"
     auth = None
     if env.get("HERALD_AUTH") == "smart" and role in ("run", "ingest"):
-        env, auth = with_smart_auth(env, log_dir, port)
+        env, auth = with_smart_auth(env, port)
     process = HeraldProcess(role, env, log_dir, ready_url(env, port))
     try:
         process.wait_ready()

@@ -3,6 +3,7 @@ a token cache as an httpx.Auth, and Standard Webhooks signatures for the Canvas 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 import sys
@@ -21,6 +22,11 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, Key, RSAKey
 from standardwebhooks.webhooks import Webhook
 
+from herald.core.fhir import format_instant, utc_now
+from herald.runtime.store import clients
+from herald.runtime.store.clients import Client
+from herald.runtime.store.database import Database
+
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ALL_SCOPES = "system/Subscription.cruds system/Task.cruds"
 CANVAS_SECRET = "whsec_" + base64.b64encode(b"herald-test-canvas-secret-32-byte").decode()
@@ -34,7 +40,7 @@ def new_key(algorithm: str = "ES384") -> Key:
 
 
 @dataclass
-class TestClient:
+class ApiClient:
     """A client's identity: its id and private key (the public half is what Herald registers)."""
 
     client_id: str
@@ -48,6 +54,16 @@ class TestClient:
     def jwks(self) -> dict[str, Any]:
         """The public JWK set to register."""
         return {"keys": [dict(self.key.as_dict(private=False))]}
+
+    def registration(self, scope: str = ALL_SCOPES, organizations: tuple[str, ...] = ()) -> Client:
+        """What registering this client stores."""
+        return Client(
+            id=self.client_id,
+            scopes=scope,
+            organizations=organizations,
+            jwks=self.jwks(),
+            created_at=format_instant(utc_now()),
+        )
 
     def write_jwks(self, folder: Path) -> Path:
         """The public JWK set as a file, for `herald clients add --jwks`."""
@@ -98,7 +114,7 @@ class TestClient:
 class SmartAuth(httpx.Auth):
     """Gets a token with the client's assertion when it has none (or it is about to expire)."""
 
-    def __init__(self, client: TestClient, token_url: str, scope: str = ALL_SCOPES) -> None:
+    def __init__(self, client: ApiClient, token_url: str, scope: str = ALL_SCOPES) -> None:
         self.client = client
         self.token_url = token_url
         self.scope = scope
@@ -126,19 +142,42 @@ class SmartAuth(httpx.Auth):
 
 def register(
     env: dict[str, str],
-    client: TestClient,
-    folder: Path,
+    client: ApiClient,
     *,
     scope: str = ALL_SCOPES,
     organizations: tuple[str, ...] = (),
 ) -> None:
+    """Register a client in the database of `env` (what `herald clients add` does, without
+    starting a process for it)."""
+    asyncio.run(_register(env["HERALD_DATABASE_URL"], client, scope, organizations))
+
+
+async def _register(
+    database_url: str, client: ApiClient, scope: str, organizations: tuple[str, ...]
+) -> None:
+    database = Database(database_url)
+    try:
+        await database.migrate()
+        async with database.transaction() as connection:
+            await clients.add(connection, client.registration(scope, organizations))
+    finally:
+        await database.aclose()
+
+
+def register_with_cli(
+    env: dict[str, str],
+    client: ApiClient,
+    folder: Path,
+    *,
+    scope: str = ALL_SCOPES,
+    organizations: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
     """`herald clients add` in the database of `env`, as an operator does."""
     command = [sys.executable, "-m", "herald.cli", "clients", "add", client.client_id]
     command += ["--jwks", str(client.write_jwks(folder)), "--scope", scope]
     for organization in organizations:
         command += ["--organization", organization]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
 
 
 def webhook_headers(

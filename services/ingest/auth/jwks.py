@@ -52,6 +52,7 @@ class RemoteKeySets:
         self._policy = policy
         self._client = client or httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False)
         self._cache: dict[str, tuple[float, KeySet]] = {}
+        self.min_refetch_seconds = MIN_REFETCH_SECONDS
 
     async def get(self, url: str, *, refresh: bool = False) -> KeySet:
         """The key set at `url`, from the cache unless it is old (or `refresh` and not fresh)."""
@@ -59,7 +60,7 @@ class RemoteKeySets:
         cached = self._cache.get(url)
         if cached is not None:
             age = now - cached[0]
-            if age < CACHE_SECONDS and not (refresh and age >= MIN_REFETCH_SECONDS):
+            if age < CACHE_SECONDS and not (refresh and age >= self.min_refetch_seconds):
                 return cached[1]
         key_set = await self._fetch(url)
         self._cache[url] = (now, key_set)

@@ -24,6 +24,7 @@ PUBLIC_PATHS = frozenset(
         "/fhir/.well-known/smart-configuration",
         "/.well-known/smart-configuration",
         "/fhir/auth/token",
+        "/fhir/auth/jwks",
     }
 )
 SIGNED_PATHS = frozenset({"/canvas/integration-tasks", "/fhir/canvas/integration-tasks"})

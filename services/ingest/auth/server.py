@@ -132,6 +132,7 @@ class AuthServer:
         self.remote = RemoteKeySets(settings.endpoint_policy)
         self._database = database
         self._clients: dict[str, tuple[float, Client | None]] = {}
+        self.client_cache_seconds = CLIENT_CACHE_SECONDS
 
     @staticmethod
     def now() -> int:
@@ -141,7 +142,7 @@ class AuthServer:
     async def client(self, client_id: str) -> Client | None:
         """A registered client (cached briefly, so a removal takes effect within seconds)."""
         cached = self._clients.get(client_id)
-        if cached is not None and time.monotonic() - cached[0] < CLIENT_CACHE_SECONDS:
+        if cached is not None and time.monotonic() - cached[0] < self.client_cache_seconds:
             return cached[1]
         async with self._database.read() as connection:
             found = await store.get(connection, client_id)
