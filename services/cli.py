@@ -13,6 +13,7 @@ from herald import __version__
 from herald.clients_cli import add_parsers, run_command
 from herald.runtime.logs import configure
 from herald.runtime.settings import Settings, is_loopback
+from herald.runtime.store import header_secrets
 
 log = logging.getLogger("herald")
 
@@ -39,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     configure(settings.log_level, settings.log_format)
-    if args.role in ("clients", "keys"):
+    try:
+        header_secrets.configure(settings.secrets_key)
+    except ValueError as exc:
+        parser.error(f"HERALD_SECRETS_KEY: {exc} (Fernet keys, comma-separated, newest first)")
+    if args.role in ("clients", "keys", "secrets"):
         return asyncio.run(run_command(args, settings))
     if args.role != "run" and args.role != "migrate" and settings.embedded:
         parser.error(f"'herald {args.role}' needs HERALD_KAFKA_BOOTSTRAP (use 'herald run' alone)")

@@ -1,4 +1,5 @@
-"""`herald clients add|list|remove` and `herald keys rotate`: operator commands on the database.
+"""`herald clients add|list|remove`, `herald keys rotate`, `herald secrets rotate`: operator
+commands on the database.
 
 They work while Herald runs: ingest processes read clients afresh within seconds and reload
 signing keys within a minute (at once when a token names a key they do not know).
@@ -20,6 +21,7 @@ from herald.ingest.auth.jwks import public_key_set
 from herald.ingest.auth.keys import rotate
 from herald.runtime.settings import Settings
 from herald.runtime.store import clients as store
+from herald.runtime.store import header_secrets, subscriptions
 from herald.runtime.store.clients import Client, ClientExists
 from herald.runtime.store.database import Database
 
@@ -118,6 +120,12 @@ async def run_command(args: argparse.Namespace, settings: Settings) -> int:
         await database.migrate()
         if args.role == "keys":
             print(f"new signing key {await rotate(database)}")
+        elif args.role == "secrets":
+            if not header_secrets.cipher().enabled:
+                raise CommandError("HERALD_SECRETS_KEY is not set")
+            async with database.transaction() as connection:
+                changed = await subscriptions.rotate_header_secrets(connection)
+            print(f"re-encrypted the headers of {changed} subscription(s)")
         elif args.action == "add":
             client = client_from_arguments(args, settings)
             async with database.transaction() as connection:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from herald.core.fhir import format_instant
 from herald.core.subscriptions import effective_end, heartbeat_period
 from herald.core.types import JsonObject
+from herald.runtime.store import header_secrets
 from herald.runtime.store.tables import counters, subscriptions
 
 
@@ -58,7 +59,7 @@ def _row(row: Row[tuple[object, ...]]) -> StoredSubscription:
         delivered_through=m["delivered_through"],
         error=m["error"],
         deleted=m["deleted"],
-        stored=orjson.loads(m["content"]),
+        stored=header_secrets.cipher().open(orjson.loads(m["content"])),
         owner=m["owner"],
     )
 
@@ -117,7 +118,7 @@ async def insert_new(
             id=stored["id"],
             status=status,
             topic=topic,
-            content=orjson.dumps(stored).decode(),
+            content=orjson.dumps(header_secrets.cipher().seal(stored)).decode(),
             version_id=int(stored["meta"]["versionId"]),
             last_updated=stored["meta"]["lastUpdated"],
             revision=await next_revision(connection),
@@ -152,7 +153,7 @@ async def replace(
             **extra,
             status=status,
             topic=topic,
-            content=orjson.dumps(stored).decode(),
+            content=orjson.dumps(header_secrets.cipher().seal(stored)).decode(),
             version_id=int(stored["meta"]["versionId"]),
             last_updated=stored["meta"]["lastUpdated"],
             revision=await next_revision(connection),
@@ -261,3 +262,20 @@ async def count_by_status(connection: AsyncConnection) -> dict[str, int]:
         .group_by(subscriptions.c.status)
     )
     return {status: int(n) for status, n in rows.tuples()}
+
+
+async def rotate_header_secrets(connection: AsyncConnection) -> int:
+    """Encrypt every stored channel.header again with the newest key; how many rows changed."""
+    rows = (await connection.execute(select(subscriptions.c.id, subscriptions.c.content))).all()
+    changed = 0
+    for row in rows:
+        resource = orjson.loads(row.content)
+        rotated = header_secrets.cipher().rotate(resource)
+        if rotated is not resource and rotated != resource:
+            await connection.execute(
+                update(subscriptions)
+                .where(subscriptions.c.id == row.id)
+                .values(content=orjson.dumps(rotated).decode())
+            )
+            changed += 1
+    return changed
