@@ -7,7 +7,8 @@
 #   deploy/local/herald.sh status
 #
 # Needs the virtualenv of `make run` (.venv with herald installed). For local use, http:// and
-# loopback subscriber endpoints are allowed (HERALD_ALLOW_HTTP_ENDPOINTS / _PRIVATE_ENDPOINTS);
+# loopback subscriber endpoints are allowed (HERALD_ALLOW_HTTP_ENDPOINTS / _PRIVATE_ENDPOINTS)
+# and authentication is off unless HERALD_AUTH=smart is set (the services listen on loopback);
 # every other HERALD_* variable set in the environment is passed on. Logs and pids go to
 # $HERALD_LOCAL_DIR/herald-run/.
 set -euo pipefail
@@ -32,6 +33,7 @@ start() {
   export HERALD_ALLOW_HTTP_ENDPOINTS="${HERALD_ALLOW_HTTP_ENDPOINTS:-true}"
   export HERALD_ALLOW_PRIVATE_ENDPOINTS="${HERALD_ALLOW_PRIVATE_ENDPOINTS:-true}"
   export HERALD_LOG_FORMAT="${HERALD_LOG_FORMAT:-text}"
+  export HERALD_AUTH="${HERALD_AUTH:-none}"
   "$HERALD_BIN" migrate
   local health=$((port + 1010))
   for role in "${ROLES[@]}"; do

@@ -29,6 +29,8 @@ def interaction(method: str, path: str) -> tuple[str, str | None, str | None]:
     resource_type, rest = parts[0], parts[1:]
     if resource_type == "metadata":
         return "capabilities", None, None
+    if resource_type in (".well-known", "auth"):
+        return {"token": "token", "jwks": "keys"}.get(parts[-1], "smart-configuration"), None, None
     if rest and rest[-1].startswith("$"):
         return f"operation:{rest[-1][1:]}", resource_type, rest[0] if len(rest) == 2 else None
     if rest[:1] == ["_search"]:

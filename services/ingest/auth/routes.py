@@ -64,7 +64,8 @@ async def token(request: Request) -> Response:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise OAuthError("invalid_request", f"parameters given twice: {', '.join(repeated)}")
-        answer = await server(request).issue(dict(pairs))
+        client_id, answer = await server(request).issue(dict(pairs))
+        request.state.client_id = client_id  # for the audit trail
     except OAuthError as exc:
         headers = dict(NO_STORE)
         if exc.status_code == 401:

@@ -159,8 +159,8 @@ class AuthServer:
 
     # -- the token endpoint --------------------------------------------------------------------
 
-    async def issue(self, form: Mapping[str, str]) -> dict[str, Any]:
-        """Answer a token request: the access token, or OAuthError."""
+    async def issue(self, form: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+        """Answer a token request: the client id and the access token answer, or OAuthError."""
         if form.get("grant_type") != "client_credentials":
             raise OAuthError("unsupported_grant_type", "grant_type must be client_credentials")
         if form.get("client_assertion_type") != ASSERTION_TYPE:
@@ -195,7 +195,7 @@ class AuthServer:
             key,
             algorithms=[algorithm_of(key)],
         )
-        return {
+        return client.id, {
             "access_token": token,
             "token_type": "bearer",
             "expires_in": self.lifetime,
