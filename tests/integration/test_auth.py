@@ -29,6 +29,7 @@ from herald.ingest.context import IngestContext
 from herald.runtime.metrics import Metrics
 from herald.runtime.settings import DEFAULT_TOPICS_DIR, Settings
 from herald.runtime.store import clients
+from herald.runtime.store.clients import Client
 from herald.runtime.store.database import Database
 from tests.support.fhir import FHIR_JSON, backport_subscription
 from tests.support.smart import ALL_SCOPES, CANVAS_SECRET, ApiClient, new_key
@@ -255,6 +256,33 @@ async def test_bad_client_assertions_are_refused(
         assert response.json()["error"] == error
     as_json = await app.post("/fhir/auth/token", json=client.token_form(TOKEN_URL))
     assert as_json.status_code == 400 and as_json.json()["error"] == "invalid_request"
+
+
+async def test_a_client_with_a_jwks_url_is_verified_with_the_keys_published_there(
+    app: httpx.AsyncClient, database: Database
+) -> None:
+    client = ApiClient("engine", new_key("RS384"))
+    published = Jwks()
+    try:
+        published.document = client.jwks()
+        async with database.transaction() as connection:
+            await clients.add(
+                connection,
+                Client(id="engine", scopes=ALL_SCOPES, jwks_url=published.url, created_at="x"),
+            )
+        assert (await token(app, client)).count(".") == 2
+        # The client rotates its key: the new kid makes Herald fetch the set again.
+        rotated = ApiClient("engine", new_key("ES384"))
+        published.document = {"keys": [*client.jwks()["keys"], *rotated.jwks()["keys"]]}
+        await asyncio.sleep(0.3)
+        assert (await token(app, rotated)).count(".") == 2
+        assert published.fetches == 2
+        # A key the published set does not hold is refused.
+        stranger = ApiClient("engine", new_key("ES384"))
+        response = await app.post("/fhir/auth/token", data=stranger.token_form(TOKEN_URL))
+        assert response.status_code == 401
+    finally:
+        published.close()
 
 
 async def test_bad_bearer_tokens_are_refused(app: httpx.AsyncClient, database: Database) -> None:

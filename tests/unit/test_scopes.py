@@ -10,7 +10,7 @@ from herald.core.subscriptions import EndpointPolicy, parse_subscription
 from herald.core.tenancy import check_pinned, visible
 from herald.core.topics import TopicRegistry
 from herald.ingest.auth.audit import interaction
-from herald.runtime.settings import DEFAULT_TOPICS_DIR
+from herald.runtime.settings import DEFAULT_TOPICS_DIR, Settings
 from tests.support.fhir import backport_subscription
 
 BASE = "https://herald.example/fhir"
@@ -116,3 +116,22 @@ def test_the_audit_trail_names_each_interaction(
     method: str, path: str, expected: tuple[str, str | None, str | None]
 ) -> None:
     assert interaction(method, path) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "auth", "role", "mode"),
+    [
+        ("127.0.0.1", None, "run", "none"),
+        ("::1", None, "run", "none"),
+        ("localhost", None, "run", "none"),
+        ("0.0.0.0", None, "run", "smart"),
+        ("127.0.0.1", None, "ingest", "smart"),
+        ("0.0.0.0", "none", "run", "none"),
+        ("127.0.0.1", "smart", "run", "smart"),
+    ],
+)
+def test_authentication_is_off_by_default_only_for_run_on_loopback(
+    host: str, auth: str | None, role: str, mode: str
+) -> None:
+    settings = Settings(host=host, auth=auth)
+    assert settings.auth_mode(role) == mode
