@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -465,3 +466,28 @@ async def test_the_audit_trail_has_one_line_per_interaction_without_phi(
     assert records[0].at.endswith("Z") and len(records[0].at) == 24  # type: ignore[attr-defined]
     text = caplog.text
     assert note not in text and "Bearer" not in text and "requested" not in text
+
+
+async def test_herald_signs_with_the_key_of_a_configured_file(
+    database: Database, tmp_path: Path
+) -> None:
+    signing = new_key("ES384")
+    key_file = tmp_path / "herald-keys.json"
+    key_file.write_bytes(orjson.dumps({"keys": [signing.as_dict(private=True)]}))
+    settings = Settings(
+        database_url="sqlite://",
+        base_url=BASE,
+        canvas_secret=CANVAS_SECRET,
+        auth="smart",
+        auth_signing_key_file=key_file,
+    )
+    auth = AuthServer(settings, database)
+    try:
+        client = await register(database, ApiClient("payer"))
+        _, answer = await auth.issue(client.token_form(TOKEN_URL))
+        verified = jwt.decode(answer["access_token"], signing, algorithms=["ES384"])
+        assert verified.header["kid"] == signing.kid
+        caller = await auth.authenticate(answer["access_token"])
+        assert caller.client_id == "payer" and caller.allows("Task", "d")
+    finally:
+        await auth.aclose()
