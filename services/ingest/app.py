@@ -42,7 +42,7 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
         app.router.routes.extend(health_routes(ctx.metrics, readiness))
     else:
         app.include_router(auth_routes.router)
-    app.add_middleware(AuthMiddleware, server=ctx.auth)
+    app.add_middleware(AuthMiddleware, server=ctx.auth, metrics=ctx.metrics)
     app.add_middleware(AuditMiddleware)
 
     @app.get("/fhir/metadata", dependencies=[Depends(check_accept)])

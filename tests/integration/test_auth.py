@@ -22,6 +22,7 @@ import orjson
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
+from prometheus_client import CollectorRegistry
 
 from herald.core.topics import TopicRegistry
 from herald.ingest.app import create_app
@@ -108,6 +109,14 @@ async def app(database: Database, idp: tuple[Jwks, RSAKey]) -> AsyncIterator[htt
     async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
         yield http
     await auth.aclose()
+
+
+def app_metrics(http: httpx.AsyncClient) -> CollectorRegistry:
+    """The metrics registry of the app behind an ASGI-transport client."""
+    transport = http._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    registry: CollectorRegistry = transport.app.state.herald.metrics.registry  # type: ignore[attr-defined]
+    return registry
 
 
 async def _ready() -> dict[str, bool]:
@@ -257,6 +266,12 @@ async def test_bad_client_assertions_are_refused(
         assert response.json()["error"] == error
     as_json = await app.post("/fhir/auth/token", json=client.token_form(TOKEN_URL))
     assert as_json.status_code == 400 and as_json.json()["error"] == "invalid_request"
+    metrics = app_metrics(app)
+    assert (
+        metrics.get_sample_value("herald_auth_token_requests_total", {"outcome": "invalid_client"})
+        == len(cases) + 1
+    )
+    assert metrics.get_sample_value("herald_auth_token_requests_total", {"outcome": "issued"}) == 1
 
 
 async def test_a_client_with_a_jwks_url_is_verified_with_the_keys_published_there(

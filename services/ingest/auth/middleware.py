@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from herald.core.errors import Unauthenticated
 from herald.core.fhir import FHIR_JSON, operation_outcome
 from herald.ingest.auth.server import ANONYMOUS, AuthServer
+from herald.runtime.metrics import Metrics
 
 PUBLIC_PATHS = frozenset(
     {
@@ -50,9 +51,10 @@ def _protected(path: str) -> bool:
 class AuthMiddleware:
     """Finds the Caller of each request from its bearer token (when authentication is on)."""
 
-    def __init__(self, app: ASGIApp, server: AuthServer | None) -> None:
+    def __init__(self, app: ASGIApp, server: AuthServer | None, metrics: Metrics) -> None:
         self.app = app
         self.server = server
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Set the caller, or answer 401 with an OperationOutcome."""
@@ -70,6 +72,7 @@ class AuthMiddleware:
             try:
                 caller = await self.server.authenticate(_bearer(scope))
             except Unauthenticated as exc:
+                self.metrics.rejected_requests.labels("401").inc()
                 await _refuse(exc, send)
                 return
             state["caller"] = caller

@@ -67,6 +67,7 @@ async def token(request: Request) -> Response:
         client_id, answer = await server(request).issue(dict(pairs))
         request.state.client_id = client_id  # for the audit trail
     except OAuthError as exc:
+        request.app.state.herald.metrics.token_requests.labels(exc.error).inc()
         headers = dict(NO_STORE)
         if exc.status_code == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="herald"'
@@ -75,4 +76,5 @@ async def token(request: Request) -> Response:
             status_code=exc.status_code,
             headers=headers,
         )
+    request.app.state.herald.metrics.token_requests.labels("issued").inc()
     return JSONResponse(answer, headers=NO_STORE)
