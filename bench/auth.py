@@ -20,12 +20,12 @@ from pathlib import Path
 
 import httpx
 
-from herald.core.topics import TopicRegistry
 from herald.ingest.app import create_app
 from herald.ingest.auth.server import AuthServer
 from herald.ingest.context import IngestContext
 from herald.runtime.metrics import Metrics
-from herald.runtime.settings import DEFAULT_TOPICS_DIR, Settings
+from herald.runtime.packaged import load_topics
+from herald.runtime.settings import Settings
 from herald.runtime.store import clients
 from herald.runtime.store.database import Database
 
@@ -43,9 +43,7 @@ async def _ready() -> dict[str, bool]:
 async def _app(database: Database, smart: bool) -> tuple[httpx.AsyncClient, AuthServer | None]:
     settings = Settings(database_url="sqlite://", base_url=BASE, auth="smart" if smart else "none")
     auth = AuthServer(settings, database) if smart else None
-    ctx = IngestContext(
-        settings, database, TopicRegistry.from_directory(DEFAULT_TOPICS_DIR), Metrics(), auth=auth
-    )
+    ctx = IngestContext(settings, database, load_topics(), Metrics(), auth=auth)
     transport = httpx.ASGITransport(app=create_app(ctx, _ready))
     return httpx.AsyncClient(transport=transport, base_url="http://herald.bench"), auth
 

@@ -57,10 +57,10 @@ from herald.core.notifications import (  # noqa: E402
     SubscriptionState,
     notification_bundle,
 )
-from herald.core.topics import TopicRegistry  # noqa: E402
+from herald.dispatcher.circuit_breakers import CircuitBreakers  # noqa: E402
 from herald.dispatcher.delivery import Deliverer  # noqa: E402
-from herald.dispatcher.endpoints import Endpoints  # noqa: E402
 from herald.runtime.metrics import Metrics  # noqa: E402
+from herald.runtime.packaged import load_topics  # noqa: E402
 from herald.runtime.sender import USER_AGENT, HttpSender  # noqa: E402
 from herald.runtime.settings import Settings  # noqa: E402
 from herald.runtime.store import events as event_log  # noqa: E402
@@ -161,11 +161,11 @@ async def herald_throughput(
     deliverer = Deliverer(
         settings,
         database,
-        TopicRegistry.from_directory(settings.topics_dir),
+        load_topics(settings.topics_dir),
         sender,
         Metrics(),
         asyncio.Semaphore(concurrency),
-        Endpoints(concurrency=concurrency),
+        CircuitBreakers(concurrency=concurrency),
     )
     stop = asyncio.Event()
     try:

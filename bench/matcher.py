@@ -44,7 +44,8 @@ from herald.core.subscriptions import (
     Subscription,
     parse_subscription,
 )
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
+from herald.runtime.packaged import load_topics
 
 REPO = Path(__file__).resolve().parents[1]
 HREX = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
@@ -86,7 +87,7 @@ def _pools(size: int) -> tuple[int, int]:
     return max(size, 10), max(size // 20, 1)
 
 
-def subscriptions(size: int, rng: random.Random, topics: TopicRegistry) -> list[Subscription]:
+def subscriptions(size: int, rng: random.Random, topics: TopicCatalog) -> list[Subscription]:
     """`size` subscriptions: one without filter, then 5% (at least one) owner+status, 5% (at
     least one) code, and owner filters for the rest."""
     owners, codes = _pools(size)
@@ -152,7 +153,7 @@ class Prepared:
     best: float = float("inf")
 
 
-def prepare(size: int, args: argparse.Namespace, topics: TopicRegistry) -> Prepared:
+def prepare(size: int, args: argparse.Namespace, topics: TopicCatalog) -> Prepared:
     """Build an index of `size` subscriptions (memory traced) and its event stream."""
     rng = random.Random(args.seed + size)
     gc.collect()
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     args = parser.parse_args(argv)
     sizes = [int(text) for text in args.sizes.split(",")]
-    topics = TopicRegistry.from_directory(REPO / "schemas" / "topics")
+    topics = load_topics(REPO / "schemas" / "topics")
 
     prepared = []
     for size in sizes:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from herald.core.errors import FhirError
+from herald.core.errors import ClientExists, FhirError
 from herald.core.fhir import format_instant, utc_now
 from herald.core.scopes import InvalidScope, format_scopes, parse_scopes
 from herald.ingest.auth.jwks import public_key_set
@@ -22,7 +22,7 @@ from herald.ingest.auth.keys import rotate
 from herald.runtime.settings import Settings
 from herald.runtime.store import clients as store
 from herald.runtime.store import header_secrets, subscriptions
-from herald.runtime.store.clients import Client, ClientExists
+from herald.runtime.store.clients import Client
 from herald.runtime.store.database import Database
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9._~:@/-]{1,200}$")

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
+from herald.dispatcher.circuit_breakers import CircuitBreakers
 from herald.dispatcher.delivery import Deliverer
-from herald.dispatcher.endpoints import Endpoints
 from herald.dispatcher.service import run_dispatcher
 from herald.ingest.app import create_app
 from herald.ingest.auth.server import AuthServer
@@ -21,6 +21,7 @@ from herald.runtime.bus.connect import Bus
 from herald.runtime.health import health_app
 from herald.runtime.lifecycle import Component, http_component, run_components
 from herald.runtime.metrics import Metrics
+from herald.runtime.packaged import load_topics
 from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
@@ -35,14 +36,14 @@ class Parts:
     settings: Settings
     database: Database
     bus: Bus
-    topics: TopicRegistry
+    topics: TopicCatalog
     metrics: Metrics
 
 
 @asynccontextmanager
 async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
     """Connect the store (migrated) and the bus, load topics; close all on exit."""
-    topics = TopicRegistry.from_directory(settings.topics_dir)
+    topics = load_topics(settings.topics_dir)
     database = Database(settings.database_url)
     try:
         await database.migrate()
@@ -85,7 +86,7 @@ def _dispatcher(parts: Parts, sender: HttpSender) -> Component:
         sender,
         parts.metrics,
         asyncio.Semaphore(parts.settings.max_in_flight),
-        Endpoints(
+        CircuitBreakers(
             concurrency=parts.settings.endpoint_concurrency,
             failures=parts.settings.circuit_failures,
             cooldown=parts.settings.circuit_cooldown_seconds,

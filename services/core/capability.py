@@ -5,7 +5,7 @@ from __future__ import annotations
 from herald import __version__
 from herald.core.fhir import FHIR_VERSION
 from herald.core.subscriptions import SUBSCRIPTION_PROFILE
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
 from herald.core.types import JsonObject
 
 SERVER_R4 = "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/backport-subscription-server-r4"
@@ -37,7 +37,7 @@ def security(token_url: str) -> JsonObject:
 
 
 def capability_statement(
-    base_url: str, topics: TopicRegistry, *, date: str, token_url: str | None = None
+    base_url: str, topics: TopicCatalog, *, date: str, token_url: str | None = None
 ) -> JsonObject:
     """A CapabilityStatement describing this server."""
     subscription = {

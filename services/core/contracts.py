@@ -7,15 +7,16 @@ from typing import Any
 
 import orjson
 
-from herald.core.errors import HeraldError
+from herald.core.errors import ContractError
 from herald.core.types import JsonObject
+
+TASK_CHANGES = "task-changes"
+"""Logical topic of ResourceChange records (the Kafka topic is HERALD_TOPIC_PREFIX + this)."""
+NOTIFICATIONS = "notifications"
+"""Logical topic of NotificationRequest records."""
 
 RESOURCE_CHANGE_SCHEMA = "herald.resource-change/1"
 NOTIFICATION_REQUEST_SCHEMA = "herald.notification-request/1"
-
-
-class ContractError(HeraldError):
-    """A record does not follow its contract."""
 
 
 @dataclass(frozen=True)

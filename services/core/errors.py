@@ -1,15 +1,31 @@
 """Herald's exception tree.
 
+Every error Herald raises on purpose is defined here, so the whole tree reads in one place:
+
 HeraldError
-└── FhirError                 an error a FHIR client caused; carries HTTP status and issue code
-    ├── InvalidResource       400 / invalid
-    ├── SearchParameterError  400 / not-supported (unknown or malformed search parameter)
-    ├── ResourceNotFound      404 / not-found
-    ├── ResourceGone          410 / deleted
-    ├── UnsupportedMediaType  415 / not-supported
-    ├── NotAcceptable         406 / not-supported
-    ├── Unauthenticated       401 / login (no valid access token)
-    └── Forbidden             403 / forbidden (scope, tenancy, ownership of the source)
+├── FhirError                   an error a FHIR client caused; carries HTTP status and issue code
+│   ├── InvalidResource         400 / invalid
+│   │   └── InvalidSubscription 400 / invalid (a Subscription Herald will not accept)
+│   ├── SearchParameterError    400 / not-supported (unknown or malformed search parameter)
+│   ├── Unauthorized            401 / security (a Canvas snapshot's signature is missing or wrong)
+│   ├── Unauthenticated         401 / login (no valid access token; WWW-Authenticate: Bearer)
+│   ├── Forbidden               403 / forbidden (scope, tenancy, a Task only its source changes)
+│   ├── ResourceNotFound        404 / not-found
+│   ├── NotAcceptable           406 / not-supported
+│   ├── ResourceGone            410 / deleted
+│   ├── VersionConflict         412 / conflict (If-Match names a version that is not current)
+│   ├── PayloadTooLarge         413 / too-costly
+│   └── UnsupportedMediaType    415 / not-supported
+├── ConcurrentWrite             the store refused a write another transaction raced (retriable)
+├── ContractError               a bus record does not follow its contract (never retriable)
+├── ClientExists                `herald clients add` of an id already registered
+├── SecretsKeyError             a stored channel.header cannot be decrypted with HERALD_SECRETS_KEY
+└── TopicDefinitionError        a topic file is not a usable SubscriptionTopic (a startup error)
+
+An error whose class sets `retriable = True` is a passing condition: retrying the same work
+may succeed. `herald.runtime.retriable.is_retriable` reads it (and judges the errors of
+SQLAlchemy and aiokafka); `herald.runtime.lifecycle.retry_until_done` retries nothing else.
+A test (tests/unit/test_errors.py) keeps this drawing complete.
 """
 
 from __future__ import annotations
@@ -17,6 +33,9 @@ from __future__ import annotations
 
 class HeraldError(Exception):
     """Root of every error Herald raises on purpose."""
+
+    retriable: bool = False
+    """Whether the same work may succeed when tried again."""
 
 
 class FhirError(HeraldError):
@@ -33,6 +52,10 @@ class FhirError(HeraldError):
 
 class InvalidResource(FhirError):
     """The request body is not an acceptable resource."""
+
+
+class InvalidSubscription(InvalidResource):
+    """A Subscription that Herald will not accept."""
 
 
 class SearchParameterError(FhirError):
@@ -69,6 +92,13 @@ class NotAcceptable(FhirError):
     issue_code = "not-supported"
 
 
+class Unauthorized(FhirError):
+    """The request's credentials (a Canvas snapshot's signature) are missing or wrong."""
+
+    status_code = 401
+    issue_code = "security"
+
+
 class Unauthenticated(FhirError):
     """No valid access token (RFC 6750: answered with WWW-Authenticate: Bearer)."""
 
@@ -86,3 +116,42 @@ class Forbidden(FhirError):
 
     status_code = 403
     issue_code = "forbidden"
+
+
+class VersionConflict(FhirError):
+    """If-Match named a version that is not the current one."""
+
+    status_code = 412
+    issue_code = "conflict"
+
+
+class PayloadTooLarge(FhirError):
+    """The request body is over the size limit."""
+
+    status_code = 413
+    issue_code = "too-costly"
+
+
+class ConcurrentWrite(HeraldError):
+    """Another transaction wrote the same new key first (a unique constraint held).
+
+    The store raises it in place of the driver's integrity error; trying again sees the winner.
+    """
+
+    retriable = True
+
+
+class ContractError(HeraldError):
+    """A record does not follow its contract."""
+
+
+class ClientExists(HeraldError):
+    """A client with that id is registered already."""
+
+
+class SecretsKeyError(HeraldError):
+    """A stored channel.header cannot be decrypted with the configured keys."""
+
+
+class TopicDefinitionError(HeraldError):
+    """A topic file is not a usable SubscriptionTopic."""

@@ -26,13 +26,14 @@ from herald.core.contracts import ResourceChange
 from herald.core.search import Condition, SearchParameter, normalize_reference
 from herald.core.search._token import codes, parse_token
 from herald.core.search._values import resolve, unescape
+from herald.core.states import SubscriptionStatus
 from herald.core.subscriptions import Subscription
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
 from herald.core.types import JsonObject
 
 # Subscriptions whose events are numbered and logged: requested ones get them after their
 # handshake; those in error keep counting them, for $events.
-LIVE_STATUSES = frozenset({"requested", "active", "error"})
+LIVE_STATUSES = frozenset(s for s in SubscriptionStatus if s.live)
 
 _PLAIN_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _RELATIVE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?")
@@ -185,7 +186,7 @@ class _Bucket:
 class SubscriptionIndex:
     """Live subscriptions, indexed for matching."""
 
-    def __init__(self, topics: TopicRegistry) -> None:
+    def __init__(self, topics: TopicCatalog) -> None:
         self.topics = topics
         self.revision = 0
         self._subscriptions: dict[str, tuple[Subscription, IndexKey | None]] = {}

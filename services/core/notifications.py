@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from herald.core.fhir import new_id
+from herald.core.states import SubscriptionStatus
 from herald.core.types import JsonObject
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -81,7 +82,7 @@ def status_parameters(
                 {"name": "focus", "valueReference": {"reference": f"{base_url}/{event.focus}"}}
             )
         parameters.append({"name": "notification-event", "part": parts})
-    if state.status == "error" and state.error:
+    if state.status == SubscriptionStatus.ERROR and state.error:
         parameters.append(
             {
                 "name": "error",

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from herald.core.errors import FhirError, InvalidResource, SearchParameterError
+from herald.core.errors import FhirError, InvalidSubscription, SearchParameterError
 from herald.core.fhir import FHIR_JSON, FHIR_XML, is_valid_id
 from herald.core.search import Criteria, parse_filter
-from herald.core.topics import Topic, TopicRegistry
+from herald.core.states import CLIENT_STATUSES, SubscriptionStatus
+from herald.core.topics import Topic, TopicCatalog
 from herald.core.types import JsonObject
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -23,8 +24,7 @@ MAX_COUNT_URL = BACKPORT + "backport-max-count"
 SUBSCRIPTION_PROFILE = BACKPORT + "backport-subscription"
 
 CONTENT_CODES = ("empty", "id-only", "full-resource")
-STATUSES = frozenset({"requested", "active", "error", "off"})
-CLIENT_STATUSES = frozenset({"requested", "off"})
+STATUSES = frozenset(SubscriptionStatus)
 SUPPORTED_PAYLOADS = (FHIR_JSON, FHIR_XML)
 SUPPORTED_FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})
 
@@ -35,10 +35,6 @@ TIMEOUT_RANGE = (1, 120)
 MAX_COUNT_RANGE = (1, 1000)
 DEFAULT_TIMEOUT = 10
 DEFAULT_MAX_COUNT = 100
-
-
-class InvalidSubscription(InvalidResource):
-    """A Subscription that Herald will not accept."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +151,7 @@ def _unsigned(extension: JsonObject, key: str, bounds: tuple[int, int], name: st
     return value
 
 
-def _topic(resource: JsonObject, topics: TopicRegistry) -> Topic:
+def _topic(resource: JsonObject, topics: TopicCatalog) -> Topic:
     criteria = resource.get("criteria")
     if not isinstance(criteria, str) or not criteria:
         raise InvalidSubscription(
@@ -268,7 +264,7 @@ def _headers(channel: JsonObject) -> tuple[str, ...]:
 
 def parse_subscription(
     resource: object,
-    topics: TopicRegistry,
+    topics: TopicCatalog,
     policy: EndpointPolicy,
     *,
     status: str | None = None,
@@ -286,7 +282,7 @@ def parse_subscription(
     resource_id = resource.get("id")
     if resource_id is not None and not is_valid_id(resource_id):
         raise InvalidSubscription(f"invalid id {resource_id!r}", expression="Subscription.id")
-    given_status = resource.get("status", "requested")
+    given_status = resource.get("status", SubscriptionStatus.REQUESTED)
     if given_status not in STATUSES:
         raise InvalidSubscription(
             f"status must be one of {', '.join(sorted(STATUSES))}, got {given_status!r}",

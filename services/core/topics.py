@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-from herald.core.errors import HeraldError
+from herald.core.errors import HeraldError, TopicDefinitionError
 from herald.core.search import PARAMETERS, Criteria, parse_query
 from herald.core.types import JsonObject
 
 INTERACTIONS = frozenset({"create", "update", "delete"})
-
-
-class TopicDefinitionError(HeraldError):
-    """A topic file is not a usable SubscriptionTopic."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +166,7 @@ def parse_topic(resource: JsonObject) -> Topic:
     return Topic(url=url, resource=resource, triggers=tuple(triggers), can_filter_by=filters)
 
 
-class TopicRegistry(Mapping[str, Topic]):
+class TopicCatalog(Mapping[str, Topic]):
     """The topics Herald serves, by canonical URL."""
 
     def __init__(self, topics: Iterable[Topic]) -> None:
@@ -191,16 +185,15 @@ class TopicRegistry(Mapping[str, Topic]):
         return isinstance(url, str) and url.split("|", 1)[0] in self._topics
 
     @classmethod
-    def from_directory(cls, directory: Path) -> TopicRegistry:
-        """Load every *.json topic file in a directory."""
-        files = sorted(directory.glob("*.json"))
-        if not files:
-            raise TopicDefinitionError(f"no topic files in {directory}")
+    def from_documents(cls, documents: Iterable[tuple[str, object]]) -> TopicCatalog:
+        """The topics of parsed topic files, given as (file name, JSON document) pairs."""
         topics = []
-        for path in files:
+        for name, document in documents:
             try:
-                topics.append(parse_topic(json.loads(path.read_text(encoding="utf-8"))))
+                topics.append(parse_topic(document))  # type: ignore[arg-type]
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 # JSON of the wrong shape (a list, a string where an object belongs, ...)
-                raise TopicDefinitionError(f"{path.name}: {exc}") from exc
+                raise TopicDefinitionError(f"{name}: {exc}") from exc
+        if not topics:
+            raise TopicDefinitionError("no topic files")
         return cls(topics)

@@ -14,7 +14,6 @@ import orjson
 
 from herald.core.errors import HeraldError
 from herald.core.fhir import FHIR_XML, format_instant, utc_now
-from herald.core.fhirxml import to_xml
 from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
@@ -23,13 +22,15 @@ from herald.core.notifications import (
     SubscriptionState,
     notification_bundle,
 )
+from herald.core.states import DeliveryOutcome, DeliveryResult, SubscriptionStatus
 from herald.core.subscriptions import STORED_POLICY, Subscription, parse_subscription
-from herald.core.topics import TopicRegistry
-from herald.dispatcher.endpoints import HALF_OPEN, Endpoints
+from herald.core.topics import TopicCatalog
+from herald.dispatcher.circuit_breakers import HALF_OPEN, CircuitBreakers
 from herald.dispatcher.progress import Progress
 from herald.runtime.lifecycle import sleep_or_stop
 from herald.runtime.metrics import Metrics
-from herald.runtime.sender import DeliveryOutcome, HttpSender
+from herald.runtime.packaged import fhir_xml
+from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry
@@ -65,12 +66,12 @@ class Deliverer:
 
     settings: Settings
     database: Database
-    topics: TopicRegistry
+    topics: TopicCatalog
     sender: HttpSender
     metrics: Metrics
     in_flight: asyncio.Semaphore
-    endpoints: Endpoints = field(default_factory=Endpoints)
-    """Per-origin concurrency limits and circuit breakers (see endpoints.py)."""
+    breakers: CircuitBreakers = field(default_factory=CircuitBreakers)
+    """Per-origin concurrency limits and circuit breakers (see circuit_breakers.py)."""
     last_contact: dict[str, float] = field(default_factory=dict)
     """Monotonic time of the last accepted POST per subscription (heartbeats are due after it)."""
     progress: Progress = field(init=False)
@@ -106,7 +107,11 @@ class Deliverer:
         return loaded
 
     def _parse(self, subscription_id: str, stored: StoredSubscription | None) -> Loaded | None:
-        if stored is None or stored.deleted or stored.status in ("off", "error"):
+        if (
+            stored is None
+            or stored.deleted
+            or stored.status in (SubscriptionStatus.OFF, SubscriptionStatus.ERROR)
+        ):
             return None
         try:
             subscription = parse_subscription(
@@ -130,15 +135,15 @@ class Deliverer:
     ) -> DeliveryOutcome:
         """POST once. An open circuit skips it, except the last chance before `error`."""
         xml = subscription.payload.split(";")[0].strip() == FHIR_XML
-        body = to_xml(bundle) if xml else orjson.dumps(bundle)
-        endpoint = self.endpoints.get(subscription.endpoint)
+        body = fhir_xml().to_xml(bundle) if xml else orjson.dumps(bundle)
+        endpoint = self.breakers.get(subscription.endpoint)
         # The origin's slot first: a slow origin then holds at most its own share of the
         # global slots while its POSTs queue.
-        async with self.endpoints.slot(endpoint):
-            admitted = self.endpoints.admit(endpoint)
+        async with self.breakers.slot(endpoint):
+            admitted = self.breakers.admit(endpoint)
             if not admitted and not last_chance:
                 self.metrics.attempts_skipped.labels(kind).inc()
-                return self.endpoints.skipped(endpoint)
+                return self.breakers.skipped(endpoint)
             probe = admitted and endpoint.state == HALF_OPEN
             reported = False
             try:
@@ -154,7 +159,7 @@ class Deliverer:
                         )
                     finally:
                         self.metrics.in_flight.dec()
-                self.endpoints.report(endpoint, outcome, probe=probe)
+                self.breakers.report(endpoint, outcome, probe=probe)
                 reported = True
             finally:
                 if probe and not reported:  # cancelled: let another POST probe
@@ -193,7 +198,7 @@ class Deliverer:
     async def handshake(self, subscription_id: str, stop: asyncio.Event) -> None:
         """Send the handshake of a requested subscription and move it to active or error."""
         loaded = await self._load(subscription_id)
-        if loaded is None or loaded[0].status != "requested":
+        if loaded is None or loaded[0].status is not SubscriptionStatus.REQUESTED:
             return
         # Clients (and conformance suites) are ready for the handshake only after the 201.
         if await sleep_or_stop(stop, self.settings.handshake_delay):
@@ -201,12 +206,12 @@ class Deliverer:
         last = "no attempt was made"
         for attempt in range(self.settings.handshake_attempts):
             loaded = await self._load(subscription_id, fresh=True)
-            if loaded is None or loaded[0].status != "requested":
+            if loaded is None or loaded[0].status is not SubscriptionStatus.REQUESTED:
                 return
             stored, subscription = loaded
             bundle = notification_bundle(
                 self.settings.fhir_base,
-                self._state(stored, subscription, "requested"),
+                self._state(stored, subscription, SubscriptionStatus.REQUESTED),
                 HANDSHAKE,
                 timestamp=format_instant(utc_now()),
             )
@@ -219,24 +224,34 @@ class Deliverer:
             if outcome.ok:
                 async with self.database.transaction() as connection:
                     await registry.set_status(
-                        connection, subscription_id, "active", expected="requested"
+                        connection,
+                        subscription_id,
+                        SubscriptionStatus.ACTIVE,
+                        expected=SubscriptionStatus.REQUESTED,
                     )
                 self.forget(subscription_id)
                 log.info("handshake accepted", extra={"subscription_id": subscription_id})
                 return
             last = outcome.detail
-            if outcome.outcome == "gone":
+            if outcome.outcome is DeliveryResult.GONE:
                 break
             if await sleep_or_stop(stop, min(2.0 * 2**attempt, 30.0)):
                 return
         await self._fail(
-            subscription_id, "error", f"handshake failed: {last}", expected="requested"
+            subscription_id,
+            SubscriptionStatus.ERROR,
+            f"handshake failed: {last}",
+            expected=SubscriptionStatus.REQUESTED,
         )
 
     async def heartbeat(self, subscription_id: str) -> None:
         """Send a heartbeat when an active subscription has heard nothing for its period."""
         loaded = await self._load(subscription_id)
-        if loaded is None or loaded[0].status != "active" or not loaded[1].heartbeat_period:
+        if (
+            loaded is None
+            or loaded[0].status is not SubscriptionStatus.ACTIVE
+            or not loaded[1].heartbeat_period
+        ):
             return
         stored, subscription = loaded
         quiet = time.monotonic() - self.last_contact.get(subscription_id, 0.0)
@@ -244,7 +259,7 @@ class Deliverer:
             return
         bundle = notification_bundle(
             self.settings.fhir_base,
-            self._state(stored, subscription, "active"),
+            self._state(stored, subscription, SubscriptionStatus.ACTIVE),
             HEARTBEAT,
             timestamp=format_instant(utc_now()),
         )
@@ -304,7 +319,7 @@ class Deliverer:
         complete = False
         while not stop.is_set() and owned():
             loaded = await self._load(subscription_id)
-            if loaded is None or loaded[0].status != "active":
+            if loaded is None or loaded[0].status is not SubscriptionStatus.ACTIVE:
                 return
             stored, subscription = loaded
             if loaded is not queued_for:  # read again after any change of the subscription
@@ -318,7 +333,7 @@ class Deliverer:
             batch = queue[: subscription.max_count]
             bundle = notification_bundle(
                 self.settings.fhir_base,
-                self._state(stored, subscription, "active", batch[-1].number),
+                self._state(stored, subscription, SubscriptionStatus.ACTIVE, batch[-1].number),
                 EVENT_NOTIFICATION,
                 await self._notification_events(subscription, batch),
                 timestamp=format_instant(utc_now()),
@@ -341,15 +356,20 @@ class Deliverer:
                         max(0.0, (now - datetime.fromisoformat(e.occurred_at)).total_seconds())
                     )
                 continue
-            if outcome.outcome == "gone":
-                await self._fail(subscription_id, "off", outcome.detail, expected="active")
+            if outcome.outcome is DeliveryResult.GONE:
+                await self._fail(
+                    subscription_id,
+                    SubscriptionStatus.OFF,
+                    outcome.detail,
+                    expected=SubscriptionStatus.ACTIVE,
+                )
                 return
             if attempt >= len(schedule):
                 await self._fail(
                     subscription_id,
-                    "error",
+                    SubscriptionStatus.ERROR,
                     f"delivery failed after {attempt + 1} attempts: {outcome.detail}",
-                    expected="active",
+                    expected=SubscriptionStatus.ACTIVE,
                 )
                 return
             delay = schedule[attempt] * random.uniform(0.8, 1.2)  # jitter spreads retry storms
@@ -376,7 +396,7 @@ class Deliverer:
 
         True when stopped.
         """
-        endpoint = self.endpoints.get(url)
+        endpoint = self.breakers.get(url)
         if endpoint.recovered.is_set():
             return await sleep_or_stop(stop, delay)
         waiters = {

@@ -10,12 +10,14 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from functools import partial
 
-from herald.core.contracts import ContractError, decode_request
+from herald.core.contracts import NOTIFICATIONS, decode_request
+from herald.core.errors import ContractError
 from herald.core.fhir import format_instant, utc_now
+from herald.core.states import SubscriptionStatus
 from herald.dispatcher.delivery import Deliverer
 from herald.dispatcher.watch import RegistryWatch
 from herald.runtime.bus.base import Consumer, Record
-from herald.runtime.bus.connect import NOTIFICATIONS, Bus
+from herald.runtime.bus.connect import Bus
 from herald.runtime.lifecycle import retry_until_done
 from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry
@@ -156,8 +158,8 @@ async def _scan(
         ended = await registry.past_end(connection, format_instant(now))
         heartbeats = await registry.heartbeat_periods(connection)
         counts = await registry.count_by_status(connection)
-    for status in ("requested", "active", "error", "off"):
-        deliverer.metrics.subscriptions.labels(status).set(counts.get(status, 0))
+    for each in SubscriptionStatus:
+        deliverer.metrics.subscriptions.labels(each).set(counts.get(each, 0))
     for subscription_id in todo:
         if consumer.owns(subscription_id):
             workers.wake(subscription_id)
@@ -168,7 +170,7 @@ async def _scan(
             await registry.set_status(
                 connection,
                 subscription_id,
-                "off",
+                SubscriptionStatus.OFF,
                 error="the subscription reached its end",
                 expected=status,
             )

@@ -15,29 +15,27 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy.exc import IntegrityError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.responses import Response
 
 from herald.core.canvas import Decision, Outcome, Snapshot, code_systems, decide, parse_snapshot
-from herald.core.contracts import ResourceChange, encode
 from herald.core.errors import (
-    FhirError,
     InvalidResource,
     ResourceNotFound,
     SearchParameterError,
+    Unauthorized,
     UnsupportedMediaType,
 )
-from herald.core.fhir import format_instant, new_id, operation_outcome, utc_now
-from herald.core.resources import validate_task, with_version
+from herald.core.fhir import operation_outcome
+from herald.core.resources import validate_task
 from herald.core.tenancy import CANVAS_SOURCE
 from herald.core.types import JsonObject
+from herald.ingest import writes
 from herald.ingest.auth.server import one_time_key
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body, searchset
-from herald.runtime.bus.connect import TASK_CHANGES
+from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body, searchset, versioned
 from herald.runtime.store import clients as store
-from herald.runtime.store import outbox, resources, subscriptions
+from herald.runtime.store.resources import StoredResource
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +46,6 @@ REPLAY_WINDOW_SECONDS = 15 * 60
 _JSON_TYPES = {"application/json", "application/fhir+json", "json", "application/json+fhir"}
 
 router = APIRouter(dependencies=[Depends(check_accept)])
-
-
-class Unauthorized(FhirError):
-    """The snapshot's signature is missing or wrong."""
-
-    status_code = 401
-    issue_code = "security"
 
 
 def check_signature(secret: str | None, body: bytes, headers: Mapping[str, str]) -> str | None:
@@ -97,59 +88,28 @@ async def _remember(ctx: IngestContext, webhook_id: str) -> None:
 
 async def apply_snapshot(ctx: IngestContext, snapshot: Snapshot) -> tuple[Outcome, JsonObject]:
     """Apply a snapshot; the outcome and the Task now current."""
-    try:
-        return await _apply(ctx, snapshot)
-    except IntegrityError:
-        # Two first snapshots of one task raced to insert it; the loser decides again on top
-        # of the winner (as a later snapshot, an identical one, or a stale one).
-        return await _apply(ctx, snapshot)
+    decision: Decision | None = None
+    stored: JsonObject | None = None
 
-
-async def _apply(ctx: IngestContext, snapshot: Snapshot) -> tuple[Outcome, JsonObject]:
-    async with ctx.database.transaction() as connection:
-        previous = await resources.current(connection, "Task", snapshot.task_id, for_update=True)
+    def plan(previous: StoredResource | None) -> JsonObject | None:
+        # Runs again when two first snapshots of one task raced: the loser decides on top of
+        # the winner (as a later snapshot, an identical one, or a stale one).
+        nonlocal decision, stored
         stored = None if previous is None or previous.deleted else previous.resource
-        decision: Decision = decide(snapshot, stored, ctx.settings.fhir_base)
+        decision = decide(snapshot, stored, ctx.settings.fhir_base)
         if decision.task is None:
-            assert stored is not None
-            return decision.outcome, stored
+            return None
         task = validate_task(decision.task)
-        task["meta"] = {**(task.get("meta") or {}), "source": CANVAS_SOURCE}
-        version_id = 1 if previous is None else previous.version_id + 1
-        now = format_instant(utc_now())
-        stamped = with_version(task, snapshot.task_id, version_id, now)
-        await resources.save(connection, stamped, previous=previous)
-        interaction = "create" if stored is None else "update"
-        change = ResourceChange(
-            event_id=new_id(),
-            resource_type="Task",
-            resource_id=snapshot.task_id,
-            interaction=interaction,
-            version_id=str(version_id),
-            occurred_at=now,
-            current=stamped,
-            previous=stored,
-            registry_revision=await subscriptions.revision(connection),
-        )
-        await outbox.add(
-            connection, ctx.settings.topic(TASK_CHANGES), snapshot.task_id, encode(change)
-        )
-    ctx.outbox_written.set()
-    ctx.metrics.resource_writes.labels("Task", interaction).inc()
-    return decision.outcome, stamped
+        # The mark that makes this Task writable only through this endpoint (see tasks.py).
+        return {**task, "meta": {**(task.get("meta") or {}), "source": CANVAS_SOURCE}}
 
-
-def _task_response(ctx: IngestContext, task: JsonObject, outcome: Outcome) -> FhirResponse:
-    meta = task["meta"]
-    return FhirResponse(
-        task,
-        status_code=201 if outcome is Outcome.CREATED else 200,
-        headers={
-            "ETag": f'W/"{meta["versionId"]}"',
-            "Location": f"{ctx.settings.fhir_base}/Task/{task['id']}/_history/{meta['versionId']}",
-            OUTCOME_HEADER: outcome.value,
-        },
-    )
+    written = await writes.write_version(ctx, "Task", snapshot.task_id, plan)
+    assert decision is not None
+    if written is None:
+        assert stored is not None
+        return decision.outcome, stored
+    assert written.resource is not None
+    return decision.outcome, written.resource
 
 
 @router.post("/canvas/integration-tasks")
@@ -198,7 +158,12 @@ async def post_snapshot(request: Request, ctx: Ctx) -> Response:
             "version_id": task["meta"]["versionId"],
         },
     )
-    return _task_response(ctx, task, outcome)
+    return versioned(
+        ctx.settings.fhir_base,
+        task,
+        201 if outcome is Outcome.CREATED else 200,
+        headers={OUTCOME_HEADER: outcome.value},
+    )
 
 
 # -- CodeSystem read and search -------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
 from herald.ingest.auth.server import AuthServer
 from herald.runtime.metrics import Metrics
 from herald.runtime.settings import Settings
@@ -21,7 +21,7 @@ class IngestContext:
 
     settings: Settings
     database: Database
-    topics: TopicRegistry
+    topics: TopicCatalog
     metrics: Metrics
     auth: AuthServer | None = None
     """The token issuer and checker; None when authentication is off (HERALD_AUTH=none)."""

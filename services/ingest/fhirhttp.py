@@ -12,7 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from herald.core.errors import FhirError, InvalidResource, NotAcceptable, UnsupportedMediaType
+from herald.core.errors import (
+    FhirError,
+    InvalidResource,
+    NotAcceptable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from herald.core.fhir import (
     FHIR_JSON,
     FHIR_XML,
@@ -21,21 +27,14 @@ from herald.core.fhir import (
     operation_outcome,
     utc_now,
 )
-from herald.core.fhirxml import from_xml, to_xml
 from herald.core.types import JsonObject
+from herald.runtime.packaged import fhir_xml
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 _JSON_TYPES = {FHIR_JSON, "application/json", "json", "application/json+fhir"}
 _XML_TYPES = {"application/fhir+xml", "application/xml", "xml", "text/xml", "application/xml+fhir"}
-
-
-class PayloadTooLarge(FhirError):
-    """The request body is over the size limit."""
-
-    status_code = 413
-    issue_code = "too-costly"
 
 
 # The format this request's answer is written in; set by check_accept, read by FhirResponse.
@@ -53,8 +52,27 @@ class FhirResponse(Response):
     def render(self, content: object) -> bytes:
         """Serialise as FHIR XML (lxml) or FHIR JSON (orjson)."""
         if self.xml and isinstance(content, dict):
-            return to_xml(content)
+            return fhir_xml().to_xml(content)
         return orjson.dumps(content)
+
+
+def versioned(
+    fhir_base: str,
+    resource: JsonObject,
+    status_code: int,
+    *,
+    headers: dict[str, str] | None = None,
+) -> FhirResponse:
+    """A response carrying a resource version, with its ETag and its version's Location."""
+    meta = resource["meta"]
+    location = (
+        f"{fhir_base}/{resource['resourceType']}/{resource['id']}/_history/{meta['versionId']}"
+    )
+    return FhirResponse(
+        resource,
+        status_code=status_code,
+        headers={"ETag": f'W/"{meta["versionId"]}"', "Location": location, **(headers or {})},
+    )
 
 
 def _kind(media_type: str) -> str | None:
@@ -139,7 +157,7 @@ async def read_resource(request: Request) -> JsonObject:
     if not body:
         raise InvalidResource("the request has no body")
     if content_type in _XML_TYPES:
-        return from_xml(body)
+        return fhir_xml().from_xml(body)
     try:
         resource = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -22,7 +22,7 @@ async def relay_once(ctx: IngestContext, publisher: Publisher) -> int:
         if not records:
             return 0
         await publisher.publish(
-            [Outgoing(r.topic, r.key, r.payload) for r in records], connection=connection
+            [Outgoing(r.topic, r.key, r.payload) for r in records], transaction=connection
         )
         await outbox.remove(connection, [r.id for r in records])
     ctx.metrics.outbox_published.inc(len(records))

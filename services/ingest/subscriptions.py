@@ -6,40 +6,23 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from herald.core.contracts import NotificationRequest, encode
-from herald.core.errors import ResourceGone, ResourceNotFound
+from herald.core.contracts import NOTIFICATIONS, NotificationRequest, encode
+from herald.core.errors import InvalidSubscription, ResourceGone, ResourceNotFound
 from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.resources import with_version
-from herald.core.subscriptions import (
-    CLIENT_STATUSES,
-    InvalidSubscription,
-    parse_subscription,
-)
+from herald.core.states import CLIENT_STATUSES, SubscriptionStatus
+from herald.core.subscriptions import parse_subscription
 from herald.core.tenancy import check_pinned
 from herald.core.types import JsonObject
 from herald.ingest.auth.access import CallerDep, owns, require
 from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, read_resource
-from herald.runtime.bus.connect import NOTIFICATIONS
+from herald.ingest.fhirhttp import check_accept, read_resource, versioned
 from herald.runtime.store import outbox
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
 
 router = APIRouter(dependencies=[Depends(check_accept)])
-
-
-def _response(ctx: IngestContext, stored: JsonObject, status: int) -> FhirResponse:
-    meta = stored["meta"]
-    return FhirResponse(
-        stored,
-        status_code=status,
-        headers={
-            "ETag": f'W/"{meta["versionId"]}"',
-            "Location": f"{ctx.settings.fhir_base}/Subscription/{stored['id']}"
-            f"/_history/{meta['versionId']}",
-        },
-    )
 
 
 async def _queue_handshake(
@@ -60,10 +43,10 @@ async def _queue_handshake(
     )
 
 
-def _client_status(resource: JsonObject, current: str | None) -> str:
-    status = resource.get("status", "requested")
+def _client_status(resource: JsonObject, current: SubscriptionStatus | None) -> SubscriptionStatus:
+    status = resource.get("status", SubscriptionStatus.REQUESTED)
     if status in CLIENT_STATUSES or status == current:
-        return str(status)
+        return SubscriptionStatus(status)
     raise InvalidSubscription(
         f"a client may set Subscription.status to requested or off, not {status!r}; "
         "active and error are set by the server",
@@ -104,9 +87,10 @@ async def _save(
                 stored,
                 status=status,
                 topic=subscription.topic_url,
-                skip_backlog=status == "requested" and current.status in ("error", "off"),
+                skip_backlog=status == SubscriptionStatus.REQUESTED
+                and current.status in (SubscriptionStatus.ERROR, SubscriptionStatus.OFF),
             )
-        if status == "requested":
+        if status == SubscriptionStatus.REQUESTED:
             await _queue_handshake(ctx, connection, stored)
     ctx.outbox_written.set()
     return {**stored, "status": status}
@@ -126,7 +110,9 @@ def _check_exists(
 @router.post("/Subscription", status_code=201, dependencies=[require("Subscription", "c")])
 async def create_subscription(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Register a subscription as requested; the dispatcher sends the handshake."""
-    return _response(ctx, await _save(ctx, await read_resource(request), None, who), 201)
+    return versioned(
+        ctx.settings.fhir_base, await _save(ctx, await read_resource(request), None, who), 201
+    )
 
 
 async def stored_subscription(
@@ -141,7 +127,9 @@ async def stored_subscription(
 @router.get("/Subscription/{subscription_id}", dependencies=[require("Subscription", "r")])
 async def read_subscription(subscription_id: str, ctx: Ctx, who: CallerDep) -> Response:
     """A subscription with its current status and error."""
-    return _response(ctx, (await stored_subscription(ctx, subscription_id, who)).resource, 200)
+    return versioned(
+        ctx.settings.fhir_base, (await stored_subscription(ctx, subscription_id, who)).resource, 200
+    )
 
 
 @router.put("/Subscription/{subscription_id}", dependencies=[require("Subscription", "u")])
@@ -156,7 +144,7 @@ async def update_subscription(
             f"({subscription_id!r})",
             expression="Subscription.id",
         )
-    return _response(ctx, await _save(ctx, resource, subscription_id, who), 200)
+    return versioned(ctx.settings.fhir_base, await _save(ctx, resource, subscription_id, who), 200)
 
 
 @router.delete(

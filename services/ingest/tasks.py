@@ -13,7 +13,7 @@ from herald.ingest import writes
 from herald.ingest.auth.access import CallerDep, may_see, require
 from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, read_resource
+from herald.ingest.fhirhttp import check_accept, read_resource, versioned
 from herald.ingest.writes import WriteGuard
 
 router = APIRouter(dependencies=[Depends(check_accept)])
@@ -44,26 +44,13 @@ def task_guard(ctx: IngestContext, who: Caller, incoming: JsonObject | None) -> 
     return check
 
 
-def versioned(ctx: IngestContext, resource: JsonObject, status_code: int) -> FhirResponse:
-    """A response carrying a resource version with ETag, Last-Modified and Location."""
-    meta = resource["meta"]
-    location = (
-        f"{ctx.settings.fhir_base}/{resource['resourceType']}/{resource['id']}"
-        f"/_history/{meta['versionId']}"
-    )
-    return FhirResponse(
-        resource,
-        status_code=status_code,
-        headers={"ETag": f'W/"{meta["versionId"]}"', "Location": location},
-    )
-
-
 @router.post("/Task", status_code=201, dependencies=[require("Task", "c")])
 async def create_task(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Create a Task; the server assigns the id."""
     task = validate_task(await read_resource(request))
     result = await writes.write(ctx, task, None, guard=task_guard(ctx, who, task))
-    return versioned(ctx, result.resource, 201)
+    assert result.resource is not None
+    return versioned(ctx.settings.fhir_base, result.resource, 201)
 
 
 @router.put("/Task/{task_id}", dependencies=[require("Task", "u")])
@@ -77,7 +64,8 @@ async def update_task(task_id: str, request: Request, ctx: Ctx, who: CallerDep) 
         if_match=request.headers.get("if-match"),
         guard=task_guard(ctx, who, task),
     )
-    return versioned(ctx, result.resource, 201 if result.created else 200)
+    assert result.resource is not None
+    return versioned(ctx.settings.fhir_base, result.resource, 201 if result.created else 200)
 
 
 def _visible(ctx: IngestContext, who: Caller, task: JsonObject, what: str) -> JsonObject:
@@ -90,14 +78,18 @@ def _visible(ctx: IngestContext, who: Caller, task: JsonObject, what: str) -> Js
 async def read_task(task_id: str, ctx: Ctx, who: CallerDep) -> Response:
     """The current version of a Task."""
     task = await writes.read(ctx, "Task", task_id)
-    return versioned(ctx, _visible(ctx, who, task, f"Task/{task_id}"), 200)
+    return versioned(ctx.settings.fhir_base, _visible(ctx, who, task, f"Task/{task_id}"), 200)
 
 
 @router.get("/Task/{task_id}/_history/{version_id}", dependencies=[require("Task", "r")])
 async def vread_task(task_id: str, version_id: str, ctx: Ctx, who: CallerDep) -> Response:
     """One version of a Task."""
     task = await writes.vread(ctx, "Task", task_id, version_id)
-    return versioned(ctx, _visible(ctx, who, task, f"Task/{task_id}/_history/{version_id}"), 200)
+    return versioned(
+        ctx.settings.fhir_base,
+        _visible(ctx, who, task, f"Task/{task_id}/_history/{version_id}"),
+        200,
+    )
 
 
 @router.delete("/Task/{task_id}", status_code=204, dependencies=[require("Task", "d")])

@@ -1,27 +1,38 @@
-"""Writing a resource version and its change event in one transaction (the outbox)."""
+"""Writing a resource version and its change event in one transaction (the outbox).
+
+`write_version` is the one place a Task version is written: it reads the current version with
+its row locked (PostgreSQL) or under the single-writer lock (SQLite), lets the caller decide
+what the next version is, stamps it (id, versionId, lastUpdated), saves and indexes it, and
+queues its change event on the outbox, all in one transaction. PUT, POST, DELETE and the
+Canvas endpoint differ only in how they decide.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
-from sqlalchemy.exc import IntegrityError
-
-from herald.core.contracts import ResourceChange, encode
-from herald.core.errors import FhirError, ResourceGone, ResourceNotFound
+from herald.core.contracts import TASK_CHANGES, ResourceChange, encode
+from herald.core.errors import ConcurrentWrite, ResourceGone, ResourceNotFound, VersionConflict
 from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.resources import with_version
 from herald.core.types import JsonObject
 from herald.ingest.context import IngestContext
-from herald.runtime.bus.connect import TASK_CHANGES
 from herald.runtime.store import outbox, resources, subscriptions
+from herald.runtime.store.resources import StoredResource
 
 
-class VersionConflict(FhirError):
-    """If-Match named a version that is not the current one."""
+class _Delete:
+    """The decision to delete the resource (see DELETE)."""
 
-    status_code = 412
-    issue_code = "conflict"
+
+DELETE: Final = _Delete()
+"""What a Plan returns to write a deleted version."""
+
+Plan = Callable[[StoredResource | None], JsonObject | _Delete | None]
+"""Given the current version (None when there is none), the next version's content, DELETE,
+or None to write nothing; raises a FhirError to refuse the write."""
 
 
 WriteGuard = Callable[[JsonObject | None], None]
@@ -31,10 +42,63 @@ WriteGuard = Callable[[JsonObject | None], None]
 
 @dataclass(frozen=True)
 class WriteResult:
-    """The stored version and whether it created the resource."""
+    """The version written: its content (None for a delete) and its interaction."""
 
-    resource: JsonObject
-    created: bool
+    resource: JsonObject | None
+    interaction: str
+    """create | update | delete."""
+
+    @property
+    def created(self) -> bool:
+        """Whether the write created the resource."""
+        return self.interaction == "create"
+
+
+async def write_version(
+    ctx: IngestContext, resource_type: str, resource_id: str, plan: Plan
+) -> WriteResult | None:
+    """Write the version `plan` decides on, with its change event; None when it wrote nothing."""
+    try:
+        return await _write_version(ctx, resource_type, resource_id, plan)
+    except ConcurrentWrite:
+        # Two creates of the same new id raced; the loser decides again on top of the winner.
+        return await _write_version(ctx, resource_type, resource_id, plan)
+
+
+async def _write_version(
+    ctx: IngestContext, resource_type: str, resource_id: str, plan: Plan
+) -> WriteResult | None:
+    async with ctx.database.transaction() as connection:
+        previous = await resources.current(connection, resource_type, resource_id, for_update=True)
+        decided = plan(previous)
+        if decided is None:
+            return None
+        live = None if previous is None or previous.deleted else previous
+        version_id = 1 if previous is None else previous.version_id + 1
+        now = format_instant(utc_now())
+        if isinstance(decided, _Delete):
+            assert live is not None, "a plan deletes only a live resource"
+            await resources.mark_deleted(connection, live, version_id, now)
+            result = WriteResult(None, "delete")
+        else:
+            stamped = with_version(decided, resource_id, version_id, now)
+            await resources.save(connection, stamped, previous=previous)
+            result = WriteResult(stamped, "create" if live is None else "update")
+        change = ResourceChange(
+            event_id=new_id(),
+            resource_type=resource_type,
+            resource_id=resource_id,
+            interaction=result.interaction,
+            version_id=str(version_id),
+            occurred_at=now,
+            current=result.resource,
+            previous=None if live is None else live.resource,
+            registry_revision=await subscriptions.revision(connection),
+        )
+        await outbox.add(connection, ctx.settings.topic(TASK_CHANGES), resource_id, encode(change))
+    ctx.outbox_written.set()
+    ctx.metrics.resource_writes.labels(resource_type, result.interaction).inc()
+    return result
 
 
 async def write(
@@ -46,27 +110,8 @@ async def write(
     guard: WriteGuard | None = None,
 ) -> WriteResult:
     """Store a new version of a resource and queue its change event; create when it is new."""
-    resource_type = resource["resourceType"]
-    resource_id = resource_id or new_id()
-    try:
-        return await _write(ctx, resource, resource_type, resource_id, if_match, guard)
-    except IntegrityError as exc:
-        # Two creates of the same new id raced; the loser updates on top of the winner.
-        if if_match is not None:
-            raise VersionConflict("the resource changed while it was being written") from exc
-        return await _write(ctx, resource, resource_type, resource_id, if_match, guard)
 
-
-async def _write(
-    ctx: IngestContext,
-    resource: JsonObject,
-    resource_type: str,
-    resource_id: str,
-    if_match: str | None,
-    guard: WriteGuard | None,
-) -> WriteResult:
-    async with ctx.database.transaction() as connection:
-        previous = await resources.current(connection, resource_type, resource_id, for_update=True)
+    def plan(previous: StoredResource | None) -> JsonObject:
         if guard is not None:
             guard(None if previous is None else previous.resource)
         if if_match is not None:
@@ -75,56 +120,26 @@ async def _write(
                 raise VersionConflict(
                     f"If-Match {if_match} does not name the current version ({current_version})"
                 )
-        version_id = 1 if previous is None else previous.version_id + 1
-        now = utc_now()
-        stamped = with_version(resource, resource_id, version_id, format_instant(now))
-        await resources.save(connection, stamped, previous=previous)
-        interaction = "create" if previous is None or previous.deleted else "update"
-        change = ResourceChange(
-            event_id=new_id(),
-            resource_type=resource_type,
-            resource_id=resource_id,
-            interaction=interaction,
-            version_id=str(version_id),
-            occurred_at=format_instant(now),
-            current=stamped,
-            previous=None if interaction == "create" else previous.resource if previous else None,
-            registry_revision=await subscriptions.revision(connection),
-        )
-        await outbox.add(connection, ctx.settings.topic(TASK_CHANGES), resource_id, encode(change))
-    ctx.outbox_written.set()
-    ctx.metrics.resource_writes.labels(resource_type, interaction).inc()
-    return WriteResult(stamped, created=interaction == "create")
+        return resource
+
+    written = await write_version(ctx, resource["resourceType"], resource_id or new_id(), plan)
+    assert written is not None
+    return written
 
 
 async def delete(
     ctx: IngestContext, resource_type: str, resource_id: str, *, guard: WriteGuard | None = None
 ) -> bool:
     """Delete a resource (a new, deleted version) and queue the delete event; False if absent."""
-    async with ctx.database.transaction() as connection:
-        previous = await resources.current(connection, resource_type, resource_id, for_update=True)
+
+    def plan(previous: StoredResource | None) -> _Delete | None:
         if previous is None or previous.deleted:
-            return False
+            return None
         if guard is not None:
             guard(previous.resource)
-        now = utc_now()
-        version_id = previous.version_id + 1
-        await resources.mark_deleted(connection, previous, version_id, format_instant(now))
-        change = ResourceChange(
-            event_id=new_id(),
-            resource_type=resource_type,
-            resource_id=resource_id,
-            interaction="delete",
-            version_id=str(version_id),
-            occurred_at=format_instant(now),
-            current=None,
-            previous=previous.resource,
-            registry_revision=await subscriptions.revision(connection),
-        )
-        await outbox.add(connection, ctx.settings.topic(TASK_CHANGES), resource_id, encode(change))
-    ctx.outbox_written.set()
-    ctx.metrics.resource_writes.labels(resource_type, "delete").inc()
-    return True
+        return DELETE
+
+    return await write_version(ctx, resource_type, resource_id, plan) is not None
 
 
 async def read(ctx: IngestContext, resource_type: str, resource_id: str) -> JsonObject:

@@ -8,18 +8,20 @@ import time
 from functools import partial
 
 from herald.core.contracts import (
-    ContractError,
+    NOTIFICATIONS,
+    TASK_CHANGES,
     NotificationRequest,
     ResourceChange,
     decode_change,
     encode,
 )
+from herald.core.errors import ContractError
 from herald.core.fhir import format_instant, utc_now
 from herald.core.matching import SubscriptionIndex
-from herald.core.topics import TopicRegistry
-from herald.matcher.registry import refresh
+from herald.core.topics import TopicCatalog
+from herald.matcher.refresh import refresh
 from herald.runtime.bus.base import Outgoing, Record
-from herald.runtime.bus.connect import NOTIFICATIONS, TASK_CHANGES, Bus
+from herald.runtime.bus.connect import Bus
 from herald.runtime.lifecycle import retry_until_done
 from herald.runtime.metrics import Metrics
 from herald.runtime.settings import Settings
@@ -54,7 +56,7 @@ async def run_matcher(
     settings: Settings,
     database: Database,
     bus: Bus,
-    topics: TopicRegistry,
+    topics: TopicCatalog,
     metrics: Metrics,
     stop: asyncio.Event,
 ) -> None:

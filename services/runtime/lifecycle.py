@@ -12,6 +12,8 @@ from typing import TypeVar
 import uvicorn
 from starlette.types import ASGIApp
 
+from herald.runtime.retriable import is_retriable
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -83,13 +85,17 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
 async def retry_until_done(work: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T:
     """Retry work that failed on a passing outage (a database or broker restart), with backoff.
 
-    Once stopping, it gives up after a few more tries so that shutdown is not held up forever.
+    Only retriable failures (`herald.runtime.retriable`) are retried; any other error is raised
+    at once. Once stopping, it gives up after a few more tries so that shutdown is not held up
+    forever.
     """
     failures = 0
     while True:
         try:
             return await work()
-        except Exception:
+        except Exception as exc:
+            if not is_retriable(exc):
+                raise
             failures += 1
             if stop.is_set() and failures > 3:
                 raise

@@ -5,33 +5,18 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
 
 from herald import __version__
+from herald.core.states import DeliveryOutcome, DeliveryResult
 
 USER_AGENT = f"Herald/{__version__}"
 
 
-@dataclass(frozen=True)
-class DeliveryOutcome:
-    """What became of one POST."""
-
-    outcome: str
-    """success | http_error | gone | timeout | connection_error."""
-    status_code: int | None
-    detail: str
-    retry_after: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Any 2xx."""
-        return self.outcome == "success"
-
-
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks to wait (delta-seconds or HTTP-date); None if unusable."""
     if not value:
         return None
     if value.strip().isdigit():
@@ -99,20 +84,26 @@ class HttpSender:
             finally:
                 await response.aclose()
         except httpx.TimeoutException:
-            outcome = DeliveryOutcome("timeout", None, f"no response within {timeout:g} s")
+            outcome = DeliveryOutcome(
+                DeliveryResult.TIMEOUT, None, f"no response within {timeout:g} s"
+            )
         except httpx.HTTPError as exc:
-            outcome = DeliveryOutcome("connection_error", None, f"could not connect: {exc!r}")
+            outcome = DeliveryOutcome(
+                DeliveryResult.CONNECTION_ERROR, None, f"could not connect: {exc!r}"
+            )
         else:
             code = response.status_code
             if 200 <= code < 300:
-                outcome = DeliveryOutcome("success", code, f"HTTP {code}")
+                outcome = DeliveryOutcome(DeliveryResult.SUCCESS, code, f"HTTP {code}")
             elif code == 410:
-                outcome = DeliveryOutcome("gone", code, "the endpoint answered 410 Gone")
+                outcome = DeliveryOutcome(
+                    DeliveryResult.GONE, code, "the endpoint answered 410 Gone"
+                )
             else:
                 outcome = DeliveryOutcome(
-                    "http_error",
+                    DeliveryResult.HTTP_ERROR,
                     code,
                     f"the endpoint answered HTTP {code}",
-                    _retry_after(response.headers.get("Retry-After")),
+                    retry_after_seconds(response.headers.get("Retry-After")),
                 )
         return outcome, time.perf_counter() - started

@@ -11,9 +11,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald.core.subscriptions import EndpointPolicy
 
-# Editable installs and the source tree keep topic files at <repo>/schemas/topics.
-DEFAULT_TOPICS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "topics"
-
 
 def is_loopback(host: str) -> bool:
     """Whether a bind address is reachable only from this machine."""
@@ -56,7 +53,9 @@ class Settings(BaseSettings):
     base_url: str | None = Field(
         None, description="public FHIR base URL; default http://HOST:PORT/fhir"
     )
-    topics_dir: Path = Field(DEFAULT_TOPICS_DIR, description="folder of SubscriptionTopic files")
+    topics_dir: Path | None = Field(
+        None, description="folder of SubscriptionTopic files; default: the topics Herald ships"
+    )
 
     allow_http_endpoints: bool | None = Field(
         None, description="accept http:// endpoints; default: yes embedded, no distributed"

@@ -8,10 +8,12 @@ import httpx
 import pytest
 from lxml import etree
 
-from herald.core.fhirxml import from_xml, to_xml
+from herald.runtime.packaged import fhir_xml
 from tests.e2e.conftest import StartHerald
 from tests.e2e.scenario import subscription, task, wait_status
 from tests.support.receiver import Receiver
+
+to_xml, from_xml = fhir_xml().to_xml, fhir_xml().from_xml
 
 pytestmark = pytest.mark.e2e
 FHIR_XML = "application/fhir+xml"

@@ -24,12 +24,12 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
 from prometheus_client import CollectorRegistry
 
-from herald.core.topics import TopicRegistry
 from herald.ingest.app import create_app
 from herald.ingest.auth.server import AuthServer
 from herald.ingest.context import IngestContext
 from herald.runtime.metrics import Metrics
-from herald.runtime.settings import DEFAULT_TOPICS_DIR, Settings
+from herald.runtime.packaged import load_topics
+from herald.runtime.settings import Settings
 from herald.runtime.store import clients
 from herald.runtime.store.clients import Client
 from herald.runtime.store.database import Database
@@ -101,7 +101,7 @@ async def app(database: Database, idp: tuple[Jwks, RSAKey]) -> AsyncIterator[htt
     ctx = IngestContext(
         settings,
         database,
-        TopicRegistry.from_directory(DEFAULT_TOPICS_DIR),
+        load_topics(),
         Metrics(),
         auth=auth,
     )

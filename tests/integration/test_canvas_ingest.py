@@ -18,11 +18,11 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from herald.core.topics import TopicRegistry
 from herald.ingest.app import create_app
 from herald.ingest.context import IngestContext
 from herald.runtime.metrics import Metrics
-from herald.runtime.settings import DEFAULT_TOPICS_DIR, Settings
+from herald.runtime.packaged import load_topics
+from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
 from herald.runtime.store.tables import outbox
 from tests.support.smart import CANVAS_SECRET, webhook_headers
@@ -38,9 +38,7 @@ async def _ready() -> dict[str, bool]:
 
 def _client(database: Database, secret: str | None = None) -> httpx.AsyncClient:
     settings = Settings(database_url="sqlite://", base_url=BASE, canvas_secret=secret)
-    ctx = IngestContext(
-        settings, database, TopicRegistry.from_directory(DEFAULT_TOPICS_DIR), Metrics()
-    )
+    ctx = IngestContext(settings, database, load_topics(), Metrics())
     app = create_app(ctx, _ready)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://herald.test")
 

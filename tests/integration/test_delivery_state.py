@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from herald.core.resources import with_version
-from herald.core.topics import TopicRegistry
 from herald.dispatcher.delivery import READ_AHEAD, READ_AHEAD_BUDGET, Deliverer
 from herald.dispatcher.progress import Progress
 from herald.dispatcher.watch import RegistryWatch
 from herald.runtime.metrics import Metrics
+from herald.runtime.packaged import load_topics
 from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store import events, resources, subscriptions
@@ -69,7 +69,7 @@ async def deliverer(database: Database) -> AsyncIterator[Deliverer]:
         yield Deliverer(
             settings,
             database,
-            TopicRegistry.from_directory(settings.topics_dir),
+            load_topics(settings.topics_dir),
             sender,
             Metrics(),
             asyncio.Semaphore(8),

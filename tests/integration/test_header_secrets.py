@@ -8,11 +8,11 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
+from herald.core.errors import SecretsKeyError
 from herald.core.resources import with_version
 from herald.runtime.store import header_secrets
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.database import Database
-from herald.runtime.store.header_secrets import SecretsKeyError
 from herald.runtime.store.tables import subscriptions
 from tests.support.fhir import backport_subscription
 

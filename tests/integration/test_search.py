@@ -15,11 +15,11 @@ from sqlalchemy import func, select
 from herald.core.fhir import utc_now
 from herald.core.resources import with_version
 from herald.core.search import parse_query
-from herald.core.topics import TopicRegistry
 from herald.ingest.app import create_app
 from herald.ingest.context import IngestContext
 from herald.runtime.metrics import Metrics
-from herald.runtime.settings import DEFAULT_TOPICS_DIR, Settings
+from herald.runtime.packaged import load_topics
+from herald.runtime.settings import Settings
 from herald.runtime.store import resources
 from herald.runtime.store.database import Database
 from herald.runtime.store.search import search_ids
@@ -38,9 +38,7 @@ async def client(database: Database) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         database_url="sqlite://", base_url=BASE, allow_http_endpoints=True
     )  # the URL is unused: the app gets `database`
-    ctx = IngestContext(
-        settings, database, TopicRegistry.from_directory(DEFAULT_TOPICS_DIR), Metrics()
-    )
+    ctx = IngestContext(settings, database, load_topics(), Metrics())
     app = create_app(ctx, _ready)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:

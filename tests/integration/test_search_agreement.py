@@ -8,10 +8,13 @@ ids the SQL search finds must be exactly the Tasks for which `Criteria.matches` 
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete
 
@@ -183,6 +186,19 @@ async def _reset(database: Database) -> None:
         await connection.execute(delete(resource_table))
 
 
+TALLY: Counter[str] = Counter()
+"""Generated searches checked against the database, and those skipped (unparsable)."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def most_generated_searches_are_checked() -> Iterator[None]:
+    """Fail the module when most generated searches were skipped: the test would prove little."""
+    yield
+    total = TALLY["checked"] + TALLY["skipped"]
+    if total:
+        assert TALLY["skipped"] <= total / 2, f"most generated searches were skipped: {TALLY}"
+
+
 @settings(
     max_examples=120,
     deadline=None,
@@ -199,7 +215,10 @@ async def test_database_search_agrees_with_criteria_matches(
     async with database.read() as connection:
         for parsed in searches:
             if parsed is None:
+                TALLY["skipped"] += 1
+                event("search skipped: it does not parse")
                 continue
+            TALLY["checked"] += 1
             expected = {task["id"] for task in generated if parsed.matches(task, now=NOW)}
             found = await search_ids(connection, parsed, now=NOW)
             assert len(found) == len(set(found))

@@ -11,13 +11,13 @@ from jsonschema import Draft202012Validator
 
 from herald.core.contracts import decode_change, decode_request, encode
 from herald.core.matching import SubscriptionIndex
-from herald.core.topics import TopicRegistry
 from herald.ingest import writes
 from herald.ingest.context import IngestContext
-from herald.matcher.registry import refresh
+from herald.matcher.refresh import refresh
 from herald.matcher.service import notification_requests
 from herald.runtime.metrics import Metrics
-from herald.runtime.settings import DEFAULT_TOPICS_DIR, Settings
+from herald.runtime.packaged import load_topics
+from herald.runtime.settings import Settings
 from herald.runtime.store import outbox
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.database import Database
@@ -34,9 +34,7 @@ def validator(name: str) -> Draft202012Validator:
 @pytest.fixture
 async def ctx(database: Database) -> IngestContext:
     settings = Settings(database_url="sqlite://", allow_http_endpoints=True)
-    return IngestContext(
-        settings, database, TopicRegistry.from_directory(DEFAULT_TOPICS_DIR), Metrics()
-    )
+    return IngestContext(settings, database, load_topics(), Metrics())
 
 
 async def _outbox_payloads(database: Database) -> list[bytes]:

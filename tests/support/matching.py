@@ -8,10 +8,11 @@ from typing import Any
 from herald.core.contracts import ResourceChange
 from herald.core.matching import SubscriptionIndex
 from herald.core.subscriptions import EndpointPolicy, Subscription
-from herald.core.topics import TopicRegistry
+from herald.core.topics import TopicCatalog
+from herald.runtime.packaged import load_topics
 
 REPO = Path(__file__).resolve().parents[2]
-TOPICS = TopicRegistry.from_directory(REPO / "schemas" / "topics")
+TOPICS = load_topics(REPO / "schemas" / "topics")
 HREX = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
 OPEN = EndpointPolicy(allow_http=True, allow_private=True)
 
@@ -39,7 +40,7 @@ def change(
     )
 
 
-def index_of(*subscriptions: Subscription, topics: TopicRegistry = TOPICS) -> SubscriptionIndex:
+def index_of(*subscriptions: Subscription, topics: TopicCatalog = TOPICS) -> SubscriptionIndex:
     """An index holding these subscriptions."""
     index = SubscriptionIndex(topics)
     for item in subscriptions:

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from herald.core.fhirxml import from_xml
+from herald.runtime.packaged import fhir_xml
+
+from_xml = fhir_xml().from_xml
 
 
 @dataclass(frozen=True)

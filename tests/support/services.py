@@ -41,9 +41,15 @@ def docker_available() -> bool:
     try:
         import docker  # type: ignore[import-untyped]
 
-        docker.from_env(timeout=3).ping()
+        client = docker.from_env(timeout=3)
     except Exception:  # noqa: BLE001 - any failure means no usable engine
         return False
+    try:
+        client.ping()
+    except Exception:  # noqa: BLE001 - any failure means no usable engine
+        return False
+    finally:
+        client.close()  # its socket to the engine would otherwise leak (ResourceWarning)
     return True
 
 

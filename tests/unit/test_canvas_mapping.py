@@ -22,8 +22,7 @@ from herald.core.canvas import (
 )
 from herald.core.errors import InvalidResource
 from herald.core.resources import validate_task
-from herald.core.topics import TopicRegistry
-from herald.runtime.settings import DEFAULT_TOPICS_DIR
+from herald.runtime.packaged import load_topics
 
 BASE = "https://broker.example.org/fhir"
 SCHEMA = json.loads(
@@ -310,9 +309,7 @@ def test_task_type_becomes_an_input() -> None:
 
 
 def test_every_canvas_change_fires_the_hrex_topic() -> None:
-    topic = TopicRegistry.from_directory(DEFAULT_TOPICS_DIR)[
-        "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
-    ]
+    topic = load_topics()["http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"]
     previous = None
     for code in ("UNR", "REA", "ERR", "PRO", "REV", "JUN"):
         snapshot = example()

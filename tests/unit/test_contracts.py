@@ -18,13 +18,13 @@ from jsonschema import Draft202012Validator, FormatChecker
 from herald.core.contracts import (
     NOTIFICATION_REQUEST_SCHEMA,
     RESOURCE_CHANGE_SCHEMA,
-    ContractError,
     NotificationRequest,
     ResourceChange,
     decode_change,
     decode_request,
     encode,
 )
+from herald.core.errors import ContractError
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "schemas" / "kafka"

@@ -11,7 +11,6 @@ from lxml import etree
 from herald.core.capability import capability_statement
 from herald.core.errors import InvalidResource
 from herald.core.fhir import operation_outcome
-from herald.core.fhirxml import from_xml, to_xml
 from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
@@ -19,8 +18,9 @@ from herald.core.notifications import (
     SubscriptionState,
     notification_bundle,
 )
-from herald.core.topics import TopicRegistry
-from herald.runtime.settings import DEFAULT_TOPICS_DIR
+from herald.runtime.packaged import fhir_xml, load_topics
+
+to_xml, from_xml = fhir_xml().to_xml, fhir_xml().from_xml
 
 BASE = "https://herald.example/fhir"
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -94,9 +94,7 @@ SAMPLES = {
     "empty notification": _bundle("empty"),
     "handshake": _bundle("id-only", HANDSHAKE),
     "operation outcome": operation_outcome("bad", expression="Task.status"),
-    "capability statement": capability_statement(
-        BASE, TopicRegistry.from_directory(DEFAULT_TOPICS_DIR), date="2026-01-01"
-    ),
+    "capability statement": capability_statement(BASE, load_topics(), date="2026-01-01"),
 }
 
 

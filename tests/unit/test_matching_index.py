@@ -11,12 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herald.core.contracts import ResourceChange
+from herald.core.errors import TopicDefinitionError
 from herald.core.matching import LIVE_STATUSES, SubscriptionIndex, index_key
 from herald.core.subscriptions import (
     Subscription,
     parse_subscription,
 )
-from herald.core.topics import TopicDefinitionError, TopicRegistry, parse_topic
+from herald.core.topics import TopicCatalog, parse_topic
+from herald.runtime.packaged import load_topics
 from tests.support.fhir import backport_subscription
 from tests.support.matching import HREX, OPEN, REPO, TOPICS, change, index_of
 
@@ -25,7 +27,7 @@ CODES = "http://example.org/codes"
 
 
 def subscription(
-    sid: str, *filters: str, topic: str = HREX, topics: TopicRegistry = TOPICS
+    sid: str, *filters: str, topic: str = HREX, topics: TopicCatalog = TOPICS
 ) -> Subscription:
     resource = backport_subscription(
         "http://127.0.0.1:9000/hook", *filters, topic=topic, status="active"
@@ -247,7 +249,7 @@ def test_a_second_topic_file_works_through_the_index_without_code(tmp_path: Path
     for path in (REPO / "schemas" / "topics").glob("*.json"):
         (directory / path.name).write_text(path.read_text())
     (directory / "closed.json").write_text(json.dumps(closed_topic()))
-    topics = TopicRegistry.from_directory(directory)
+    topics = load_topics(directory)
     closed = subscription("closed", "owner=Organization/1", topic=CLOSED, topics=topics)
     hrex = subscription("hrex", "owner=Organization/1", topics=topics)
     index = index_of(closed, hrex, topics=topics)

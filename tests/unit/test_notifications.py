@@ -16,7 +16,7 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.parameters import Parameters
 from fhir.resources.R4B.task import Task
 
-from herald.core.capability import SERVER_R4, TOPIC_CANONICAL, capability_statement
+from herald.core.capability import TOPIC_CANONICAL, capability_statement
 from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
@@ -29,8 +29,7 @@ from herald.core.notifications import (
     notification_bundle,
     status_parameters,
 )
-from herald.core.subscriptions import SUBSCRIPTION_PROFILE
-from herald.core.topics import TopicRegistry
+from herald.runtime.packaged import load_topics
 
 REPO = Path(__file__).resolve().parents[2]
 TOPICS_DIR = REPO / "schemas" / "topics"
@@ -279,15 +278,19 @@ def _subscription_resource(statement: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_capability_statement() -> None:
-    topics = TopicRegistry.from_directory(TOPICS_DIR)
+    topics = load_topics(TOPICS_DIR)
     statement = capability_statement(BASE, topics, date="2025-03-04T15:20:31Z")
     model = CapabilityStatement.model_validate(statement)
     assert model.fhirVersion == "4.0.1"
-    assert statement["instantiates"] == [SERVER_R4]
-    assert SERVER_R4.endswith("/CapabilityStatement/backport-subscription-server-r4")
+    # The canonicals spelled out: the statement must name the IG's, not whatever a constant says.
+    backport = "http://hl7.org/fhir/uv/subscriptions-backport"
+    assert statement["instantiates"] == [
+        f"{backport}/CapabilityStatement/backport-subscription-server-r4"
+    ]
     subscription = _subscription_resource(statement)
-    assert subscription["supportedProfile"] == [SUBSCRIPTION_PROFILE]
-    assert SUBSCRIPTION_PROFILE.endswith("/StructureDefinition/backport-subscription")
+    assert subscription["supportedProfile"] == [
+        f"{backport}/StructureDefinition/backport-subscription"
+    ]
     assert subscription["extension"] == [{"url": TOPIC_CANONICAL, "valueCanonical": HREX}]
     assert {r["type"] for r in statement["rest"][0]["resource"]} == {
         "Subscription",
@@ -305,7 +308,7 @@ def test_capability_statement_lists_one_canonical_per_topic(tmp_path: Path) -> N
         "resourceTrigger": [{"resource": "Task", "supportedInteraction": ["delete"]}],
     }
     (tmp_path / "other.json").write_text(json.dumps(other))
-    topics = TopicRegistry.from_directory(tmp_path)
+    topics = load_topics(tmp_path)
     statement = capability_statement(BASE, topics, date="2025-03-04")
     CapabilityStatement.model_validate(statement)
     canonicals = [

@@ -8,9 +8,9 @@ from herald.core.errors import Forbidden
 from herald.core.scopes import InvalidScope, format_scopes, parse_scope, parse_scopes
 from herald.core.subscriptions import EndpointPolicy, parse_subscription
 from herald.core.tenancy import check_pinned, visible
-from herald.core.topics import TopicRegistry
 from herald.ingest.auth.audit import interaction
-from herald.runtime.settings import DEFAULT_TOPICS_DIR, Settings
+from herald.runtime.packaged import load_topics
+from herald.runtime.settings import Settings
 from tests.support.fhir import backport_subscription
 
 BASE = "https://herald.example/fhir"
@@ -83,9 +83,7 @@ def test_tenants_see_tasks_by_owner_or_requester() -> None:
 )
 def test_a_tenants_subscription_pins_its_organizations(filters: list[str], allowed: bool) -> None:
     resource = backport_subscription("https://example.org/hook", *filters)
-    subscription = parse_subscription(
-        resource, TopicRegistry.from_directory(DEFAULT_TOPICS_DIR), EndpointPolicy()
-    )
+    subscription = parse_subscription(resource, load_topics(), EndpointPolicy())
     organizations = {"Organization/a", "Organization/b"}
     if allowed:
         check_pinned(subscription, organizations, BASE)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from herald.core.errors import FhirError, InvalidResource
+from herald.core.errors import FhirError, InvalidResource, InvalidSubscription
 from herald.core.subscriptions import (
     FILTER_CRITERIA_URL,
     HEARTBEAT_PERIOD_URL,
@@ -18,16 +18,15 @@ from herald.core.subscriptions import (
     PAYLOAD_CONTENT_URL,
     TIMEOUT_URL,
     EndpointPolicy,
-    InvalidSubscription,
     Subscription,
     check_client_status,
     expired,
     parse_subscription,
 )
-from herald.core.topics import TopicRegistry
+from herald.runtime.packaged import load_topics
 
 REPO = Path(__file__).resolve().parents[2]
-TOPICS = TopicRegistry.from_directory(REPO / "schemas" / "topics")
+TOPICS = load_topics(REPO / "schemas" / "topics")
 HREX = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
 STRICT = EndpointPolicy()
 R5_FILTER_CRITERIA_URL = (

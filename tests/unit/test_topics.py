@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from herald.core.topics import Topic, TopicDefinitionError, TopicRegistry
+from herald.core.errors import TopicDefinitionError
+from herald.core.topics import Topic
+from herald.runtime.packaged import load_topics
 
 REPO = Path(__file__).resolve().parents[2]
 TOPICS_DIR = REPO / "schemas" / "topics"
@@ -23,7 +25,7 @@ def task(status: str = "requested", intent: str = "order", **fields: Any) -> dic
 
 @pytest.fixture(scope="module")
 def hrex() -> Topic:
-    return TopicRegistry.from_directory(TOPICS_DIR)[HREX]
+    return load_topics(TOPICS_DIR)[HREX]
 
 
 def write_topic(directory: Path, name: str, resource: object) -> Path:
@@ -70,7 +72,7 @@ def minimal_topic(**changes: Any) -> dict[str, Any]:
 
 
 def test_the_shipped_directory_holds_the_hrex_topic() -> None:
-    registry = TopicRegistry.from_directory(TOPICS_DIR)
+    registry = load_topics(TOPICS_DIR)
     assert list(registry) == [HREX]
     assert len(registry) == 1
     assert HREX in registry
@@ -159,7 +161,7 @@ def test_unknown_interaction_does_not_fire(hrex: Topic) -> None:
 def test_a_new_topic_file_is_served_without_code(tmp_path: Path) -> None:
     write_topic(tmp_path, "hrex-task.json", json.loads((TOPICS_DIR / "hrex-task.json").read_text()))
     write_topic(tmp_path, "task-cancelled.json", cancelled_topic())
-    registry = TopicRegistry.from_directory(tmp_path)
+    registry = load_topics(tmp_path)
     assert set(registry) == {HREX, CANCELLED}
     topic = registry[CANCELLED]
     assert topic.filter_parameters("Task") == frozenset({"requester"})
@@ -188,7 +190,7 @@ def test_a_topic_without_query_criteria_fires_on_every_supported_interaction(
             "canFilterBy": [{"filterParameter": "identifier"}],
         },
     )
-    topic = TopicRegistry.from_directory(tmp_path)[PATIENT]
+    topic = load_topics(tmp_path)[PATIENT]
     patient = {"resourceType": "Patient", "id": "p1"}
     assert topic.resource_types == frozenset({"Patient"})
     # canFilterBy.resource defaults to the first trigger's resource type
@@ -240,22 +242,22 @@ BAD_TOPICS: dict[str, object] = {
 def test_a_bad_topic_file_raises_topic_definition_error(tmp_path: Path, name: str) -> None:
     write_topic(tmp_path, f"{name}.json", BAD_TOPICS[name])
     with pytest.raises(TopicDefinitionError):
-        TopicRegistry.from_directory(tmp_path)
+        load_topics(tmp_path)
 
 
 def test_a_file_that_is_not_json_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text("{ not json", encoding="utf-8")
     with pytest.raises(TopicDefinitionError, match=r"broken\.json"):
-        TopicRegistry.from_directory(tmp_path)
+        load_topics(tmp_path)
 
 
 def test_criteria_errors_name_the_trigger(tmp_path: Path) -> None:
     write_topic(tmp_path, "t.json", BAD_TOPICS["criteria-unknown-parameter"])
     with pytest.raises(TopicDefinitionError, match=r"resourceTrigger\[0\]\.current"):
-        TopicRegistry.from_directory(tmp_path)
+        load_topics(tmp_path)
 
 
 def test_an_empty_directory_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("not a topic", encoding="utf-8")
     with pytest.raises(TopicDefinitionError, match="no topic files"):
-        TopicRegistry.from_directory(tmp_path)
+        load_topics(tmp_path)

@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 
 @dataclass(frozen=True)
 class Record:
@@ -30,11 +28,15 @@ class Outgoing:
     value: bytes
 
 
+class Transaction(Protocol):
+    """An open store transaction, opaque to the port (the embedded bus writes inside it)."""
+
+
 class Publisher(Protocol):
     """Publishes records; when publish returns, the bus holds them durably."""
 
     async def publish(
-        self, records: Sequence[Outgoing], connection: AsyncConnection | None = None
+        self, records: Sequence[Outgoing], transaction: Transaction | None = None
     ) -> None:
         """Publish records in key order; an embedded bus writes in the caller's transaction."""
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from herald.core.contracts import NOTIFICATIONS, TASK_CHANGES
 from herald.runtime.bus.base import Consumer, Publisher
 from herald.runtime.bus.embedded import EmbeddedBus
 from herald.runtime.bus.kafka import KafkaConsumer, KafkaPublisher, ensure_topics, kafka_answers
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
-
-TASK_CHANGES = "task-changes"
-NOTIFICATIONS = "notifications"
 
 
 class Bus:

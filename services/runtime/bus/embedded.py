@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, event, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.runtime.bus.base import Outgoing, Record
+from herald.runtime.bus.base import Outgoing, Record, Transaction
 from herald.runtime.store.database import Database
 from herald.runtime.store.tables import bus_log, bus_offsets
 
@@ -22,9 +22,11 @@ class EmbeddedBus:
         self._wakeups: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     async def publish(
-        self, records: Sequence[Outgoing], connection: AsyncConnection | None = None
+        self, records: Sequence[Outgoing], transaction: Transaction | None = None
     ) -> None:
         """Append records to the log, in the caller's transaction when one is given."""
+        assert transaction is None or isinstance(transaction, AsyncConnection)
+        connection = transaction
         if not records:
             return
         topics = {r.topic for r in records}

@@ -11,9 +11,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.runtime.bus.base import Outgoing, Record
+from herald.runtime.bus.base import Outgoing, Record, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +72,9 @@ class KafkaPublisher:
         await self._producer.stop()
 
     async def publish(
-        self, records: Sequence[Outgoing], connection: AsyncConnection | None = None
+        self, records: Sequence[Outgoing], transaction: Transaction | None = None
     ) -> None:
-        """Send records and wait until every one is acknowledged (`connection` is not used)."""
+        """Send records and wait until every one is acknowledged (`transaction` is not used)."""
         futures = [await self._producer.send(r.topic, r.value, key=r.key.encode()) for r in records]
         if futures:
             await asyncio.gather(*futures)

@@ -11,12 +11,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.core.errors import HeraldError
+from herald.core.errors import ClientExists
 from herald.runtime.store.tables import clients, seen_ids, signing_keys
-
-
-class ClientExists(HeraldError):
-    """A client with that id is registered already."""
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,10 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from herald.core.errors import HeraldError
+from herald.core.errors import SecretsKeyError
 from herald.core.types import JsonObject
 
 PREFIX = "herald-encrypted:"
-
-
-class SecretsKeyError(HeraldError):
-    """A stored header cannot be decrypted with the configured keys."""
 
 
 class HeaderCipher:

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 import orjson
 from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.core.errors import ConcurrentWrite
 from herald.core.types import JsonObject
 from herald.runtime.store import search
 from herald.runtime.store.tables import resource_versions, resources
@@ -91,7 +93,21 @@ async def versions(
 async def save(
     connection: AsyncConnection, stamped: JsonObject, *, previous: StoredResource | None
 ) -> None:
-    """Write a new version (already stamped with id, versionId and lastUpdated)."""
+    """Write a new version (already stamped with id, versionId and lastUpdated).
+
+    ConcurrentWrite when another transaction created the same resource first.
+    """
+    try:
+        await _save(connection, stamped, previous)
+    except IntegrityError as exc:
+        raise ConcurrentWrite(
+            f"{stamped['resourceType']}/{stamped['id']} was written concurrently"
+        ) from exc
+
+
+async def _save(
+    connection: AsyncConnection, stamped: JsonObject, previous: StoredResource | None
+) -> None:
     resource_type, resource_id = stamped["resourceType"], stamped["id"]
     version_id = int(stamped["meta"]["versionId"])
     last_updated = stamped["meta"]["lastUpdated"]

@@ -9,6 +9,7 @@ from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.fhir import format_instant
+from herald.core.states import SubscriptionStatus
 from herald.core.subscriptions import effective_end, heartbeat_period
 from herald.core.types import JsonObject
 from herald.runtime.store import header_secrets
@@ -20,7 +21,7 @@ class StoredSubscription:
     """A subscription row."""
 
     id: str
-    status: str
+    status: SubscriptionStatus
     topic: str
     version_id: int
     last_updated: str
@@ -50,7 +51,7 @@ def _row(row: Row[tuple[object, ...]]) -> StoredSubscription:
     m = row._mapping
     return StoredSubscription(
         id=m["id"],
-        status=m["status"],
+        status=SubscriptionStatus(m["status"]),
         topic=m["topic"],
         version_id=m["version_id"],
         last_updated=m["last_updated"],
@@ -189,7 +190,9 @@ async def mark_deleted(connection: AsyncConnection, subscription_id: str) -> boo
     result = await connection.execute(
         update(subscriptions)
         .where(subscriptions.c.id == subscription_id, subscriptions.c.deleted.is_(False))
-        .values(deleted=True, status="off", revision=await next_revision(connection))
+        .values(
+            deleted=True, status=SubscriptionStatus.OFF, revision=await next_revision(connection)
+        )
     )
     return bool(result.rowcount)
 
@@ -220,9 +223,9 @@ async def with_work(connection: AsyncConnection) -> list[str]:
     rows = await connection.execute(
         select(subscriptions.c.id).where(
             subscriptions.c.deleted.is_(False),
-            (subscriptions.c.status == "requested")
+            (subscriptions.c.status == SubscriptionStatus.REQUESTED)
             | (
-                (subscriptions.c.status == "active")
+                (subscriptions.c.status == SubscriptionStatus.ACTIVE)
                 & (subscriptions.c.events_count > subscriptions.c.delivered_through)
             ),
         )
@@ -236,7 +239,7 @@ async def past_end(connection: AsyncConnection, now: str) -> list[tuple[str, str
         select(subscriptions.c.id, subscriptions.c.status).where(
             subscriptions.c.ends_at <= now,
             subscriptions.c.deleted.is_(False),
-            subscriptions.c.status != "off",
+            subscriptions.c.status != SubscriptionStatus.OFF,
         )
     )
     return [(r.id, r.status) for r in rows]
@@ -247,7 +250,7 @@ async def heartbeat_periods(connection: AsyncConnection) -> dict[str, int]:
     rows = await connection.execute(
         select(subscriptions.c.id, subscriptions.c.heartbeat_seconds).where(
             subscriptions.c.heartbeat_seconds.is_not(None),
-            subscriptions.c.status == "active",
+            subscriptions.c.status == SubscriptionStatus.ACTIVE,
             subscriptions.c.deleted.is_(False),
         )
     )

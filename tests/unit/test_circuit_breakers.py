@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from herald.dispatcher.endpoints import CLOSED, HALF_OPEN, OPEN, Endpoints, is_failure, origin
-from herald.runtime.sender import DeliveryOutcome
+from herald.core.states import CircuitState, DeliveryOutcome, DeliveryResult
+from herald.dispatcher.circuit_breakers import CircuitBreakers, origin
 
-OK = DeliveryOutcome("success", 200, "HTTP 200")
-DOWN = DeliveryOutcome("http_error", 503, "HTTP 503")
-TIMEOUT = DeliveryOutcome("timeout", None, "no response")
-REFUSED = DeliveryOutcome("http_error", 400, "HTTP 400")
+CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
+OK = DeliveryOutcome(DeliveryResult.SUCCESS, 200, "HTTP 200")
+DOWN = DeliveryOutcome(DeliveryResult.HTTP_ERROR, 503, "HTTP 503")
+TIMEOUT = DeliveryOutcome(DeliveryResult.TIMEOUT, None, "no response")
+REFUSED = DeliveryOutcome(DeliveryResult.HTTP_ERROR, 400, "HTTP 400")
 
 
 class Clock:
@@ -28,16 +29,27 @@ def test_origin_keys_scheme_host_and_port() -> None:
 
 
 def test_what_counts_as_failure() -> None:
-    assert is_failure(DOWN) and is_failure(TIMEOUT)
-    assert is_failure(DeliveryOutcome("http_error", 429, "HTTP 429"))
-    assert not is_failure(REFUSED) and not is_failure(OK)
-    assert not is_failure(DeliveryOutcome("gone", 410, "gone"))
+    assert DOWN.is_failure and TIMEOUT.is_failure
+    assert DeliveryOutcome(DeliveryResult.HTTP_ERROR, 429, "HTTP 429").is_failure
+    assert DeliveryOutcome(DeliveryResult.CONNECTION_ERROR, None, "refused").is_failure
+    assert not REFUSED.is_failure and not OK.is_failure
+    assert not DeliveryOutcome(DeliveryResult.GONE, 410, "gone").is_failure
+
+
+def test_what_is_tried_again() -> None:
+    assert {r for r in DeliveryResult if r.retriable} == {
+        DeliveryResult.HTTP_ERROR,
+        DeliveryResult.TIMEOUT,
+        DeliveryResult.CONNECTION_ERROR,
+        DeliveryResult.CIRCUIT_OPEN,
+    }
+    assert REFUSED.retriable and not OK.retriable
 
 
 def test_opens_after_consecutive_failures_then_probes_once() -> None:
     clock = Clock()
     changes: list[int] = []
-    endpoints = Endpoints(failures=3, cooldown=10, clock=clock, on_change=changes.append)
+    endpoints = CircuitBreakers(failures=3, cooldown=10, clock=clock, on_change=changes.append)
     e = endpoints.get("http://a.example/x")
     for outcome in (DOWN, DOWN, OK, DOWN, DOWN):  # a success resets the count
         assert endpoints.admit(e)
@@ -47,7 +59,7 @@ def test_opens_after_consecutive_failures_then_probes_once() -> None:
     endpoints.report(e, TIMEOUT)
     assert e.state == OPEN and changes == [1] and not e.recovered.is_set()
     assert not endpoints.admit(e)
-    assert endpoints.skipped(e).outcome == "circuit_open"
+    assert endpoints.skipped(e).outcome is DeliveryResult.CIRCUIT_OPEN
     clock.now += 10
     assert endpoints.admit(e)  # the probe
     assert e.state == HALF_OPEN
@@ -65,7 +77,7 @@ def test_opens_after_consecutive_failures_then_probes_once() -> None:
 
 
 async def test_concurrency_limit_per_origin() -> None:
-    endpoints = Endpoints(concurrency=2)
+    endpoints = CircuitBreakers(concurrency=2)
     busy = {"a": 0, "b": 0}
     peak = {"a": 0, "b": 0}
 

@@ -1,6 +1,6 @@
-"""Per-endpoint back-pressure: a concurrency limit and a circuit breaker per endpoint origin.
+"""Circuit breakers: a concurrency limit and a circuit breaker per endpoint origin.
 
-Subscriptions that name the same origin (scheme, host and port) share one `Endpoint`:
+Subscriptions that name the same origin (scheme, host and port) share one `Circuit`:
 
 - at most `concurrency` POSTs to that origin are in flight at once. The per-endpoint slot is
   taken *before* a slot of the global in-flight bound, so a slow origin holds at most
@@ -29,9 +29,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from herald.runtime.sender import DeliveryOutcome
+from herald.core.states import CircuitState, DeliveryOutcome, DeliveryResult
 
-CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 
 
 def origin(url: str) -> str:
@@ -41,20 +41,12 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
-def is_failure(outcome: DeliveryOutcome) -> bool:
-    """Whether an outcome says the endpoint is unwell (not a client-side refusal)."""
-    if outcome.outcome in ("timeout", "connection_error"):
-        return True
-    code = outcome.status_code
-    return outcome.outcome == "http_error" and code is not None and (code >= 500 or code == 429)
-
-
 @dataclass
-class Endpoint:
+class Circuit:
     """The state of one origin."""
 
     slots: asyncio.Semaphore
-    state: str = CLOSED
+    state: CircuitState = CLOSED
     failures: int = 0
     opened_at: float = 0.0
     cooldown: float = 0.0
@@ -68,7 +60,7 @@ class Endpoint:
 
 
 @dataclass
-class Endpoints:
+class CircuitBreakers:
     """Every origin one dispatcher talks to."""
 
     concurrency: int = 4
@@ -78,76 +70,76 @@ class Endpoints:
     clock: Callable[[], float] = time.monotonic
     on_change: Callable[[int], None] | None = None
     """Called with the number of open (or half-open) circuits when it changes."""
-    _endpoints: dict[str, Endpoint] = field(default_factory=dict)
-    _by_url: dict[str, Endpoint] = field(default_factory=dict)
+    _circuits: dict[str, Circuit] = field(default_factory=dict)
+    _by_url: dict[str, Circuit] = field(default_factory=dict)
     """Endpoint URLs already seen (every POST asks; parsing the URL each time is wasted)."""
 
-    def get(self, url: str) -> Endpoint:
+    def get(self, url: str) -> Circuit:
         """The state of the origin of `url`."""
-        endpoint = self._by_url.get(url)
-        if endpoint is None:
+        circuit = self._by_url.get(url)
+        if circuit is None:
             key = origin(url)
-            endpoint = self._endpoints.get(key)
-            if endpoint is None:
-                endpoint = self._endpoints[key] = Endpoint(asyncio.Semaphore(self.concurrency))
-            self._by_url[url] = endpoint
-        return endpoint
+            circuit = self._circuits.get(key)
+            if circuit is None:
+                circuit = self._circuits[key] = Circuit(asyncio.Semaphore(self.concurrency))
+            self._by_url[url] = circuit
+        return circuit
 
     def open_count(self) -> int:
         """Origins whose circuit is not closed."""
-        return sum(1 for e in self._endpoints.values() if e.state != CLOSED)
+        return sum(1 for e in self._circuits.values() if e.state != CLOSED)
 
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change(self.open_count())
 
-    def admit(self, endpoint: Endpoint) -> bool:
+    def admit(self, circuit: Circuit) -> bool:
         """Whether a POST may go out now; a half-open circuit admits one probe at a time."""
-        if endpoint.state == CLOSED:
+        if circuit.state == CLOSED:
             return True
-        if endpoint.state == OPEN:
-            if self.clock() - endpoint.opened_at < endpoint.cooldown:
+        if circuit.state == OPEN:
+            if self.clock() - circuit.opened_at < circuit.cooldown:
                 return False
-            endpoint.state = HALF_OPEN
-        if endpoint.probing:
+            circuit.state = HALF_OPEN
+        if circuit.probing:
             return False
-        endpoint.probing = True
+        circuit.probing = True
         return True
 
-    def report(self, endpoint: Endpoint, outcome: DeliveryOutcome, *, probe: bool = False) -> None:
+    def report(self, circuit: Circuit, outcome: DeliveryOutcome, *, probe: bool = False) -> None:
         """Feed the outcome of a POST into the breaker; `probe`: it was the half-open probe."""
         if probe:
-            endpoint.probing = False
-        if not is_failure(outcome):
-            endpoint.failures = 0
-            if endpoint.state != CLOSED:
-                endpoint.state = CLOSED
-                endpoint.cooldown = 0.0
-                endpoint.recovered.set()
+            circuit.probing = False
+        if not outcome.is_failure:
+            circuit.failures = 0
+            if circuit.state != CLOSED:
+                circuit.state = CLOSED
+                circuit.cooldown = 0.0
+                circuit.recovered.set()
                 self._changed()
             return
-        endpoint.failures += 1
-        endpoint.last_failure = outcome.detail
-        if endpoint.state == CLOSED and endpoint.failures >= self.failures:
-            endpoint.state = OPEN
-            endpoint.opened_at = self.clock()
-            endpoint.cooldown = self.cooldown
-            endpoint.recovered.clear()
+        circuit.failures += 1
+        circuit.last_failure = outcome.detail
+        if circuit.state == CLOSED and circuit.failures >= self.failures:
+            circuit.state = OPEN
+            circuit.opened_at = self.clock()
+            circuit.cooldown = self.cooldown
+            circuit.recovered.clear()
             self._changed()
-        elif endpoint.state == HALF_OPEN and probe:
-            endpoint.state = OPEN
-            endpoint.opened_at = self.clock()
-            endpoint.cooldown = min(max(endpoint.cooldown, self.cooldown) * 2, self.max_cooldown)
+        elif circuit.state == HALF_OPEN and probe:
+            circuit.state = OPEN
+            circuit.opened_at = self.clock()
+            circuit.cooldown = min(max(circuit.cooldown, self.cooldown) * 2, self.max_cooldown)
 
-    def skipped(self, endpoint: Endpoint) -> DeliveryOutcome:
+    def skipped(self, circuit: Circuit) -> DeliveryOutcome:
         """The outcome of a POST the open circuit did not make."""
-        reason = f"; last failure: {endpoint.last_failure}" if endpoint.last_failure else ""
+        reason = f"; last failure: {circuit.last_failure}" if circuit.last_failure else ""
         return DeliveryOutcome(
-            "circuit_open", None, f"the endpoint's circuit breaker is open{reason}"
+            DeliveryResult.CIRCUIT_OPEN, None, f"the circuit's circuit breaker is open{reason}"
         )
 
     @asynccontextmanager
-    async def slot(self, endpoint: Endpoint) -> AsyncIterator[None]:
+    async def slot(self, circuit: Circuit) -> AsyncIterator[None]:
         """Hold one of the origin's concurrency slots."""
-        async with endpoint.slots:
+        async with circuit.slots:
             yield

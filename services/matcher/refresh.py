@@ -6,6 +6,7 @@ import logging
 
 from herald.core.errors import HeraldError
 from herald.core.matching import SubscriptionIndex
+from herald.core.states import SubscriptionStatus
 from herald.core.subscriptions import STORED_POLICY, parse_subscription
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.database import Database
@@ -21,7 +22,7 @@ async def refresh(index: SubscriptionIndex, database: Database) -> int:
         current = await registry.revision(connection)
         changed = await registry.changed_since(connection, index.revision)
     for stored in changed:
-        if stored.deleted or stored.status == "off":
+        if stored.deleted or stored.status is SubscriptionStatus.OFF:
             index.remove(stored.id)
             continue
         try:
