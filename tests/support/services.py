@@ -38,6 +38,10 @@ def unavailable(reason: str) -> None:
 
 def docker_available() -> bool:
     """Whether a Docker engine answers."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://") and not Path(host.removeprefix("unix://")).exists():
+        # docker-py leaks its socket when the connect fails (ResourceWarning): don't try.
+        return False
     try:
         import docker  # type: ignore[import-untyped]
 
