@@ -3,20 +3,26 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# `make run` needs only Herald's runtime dependencies; the test and lint tools come with `make test`.
+RUN_STAMP := $(VENV)/.installed-run
 # The suite runs on Kafka 3.9; the distributed end-to-end smoke test runs again on Kafka 4.x.
 KAFKA_SUITE_VERSION ?= 3.9.2
 KAFKA_SMOKE_VERSION ?= 4.3.1
 
-.PHONY: run test test-unit lint format fix clean kafka-fetch
+.PHONY: run test test-unit lint format fix clean kafka-fetch image deploy-check
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e . --config-settings editable_mode=strict
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(PY) -m pip install --quiet -e '.[test]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 ## run: embedded Herald (SQLite file herald.db, in-process bus), FHIR API at http://127.0.0.1:8080/fhir
-run: $(STAMP)
+run: $(RUN_STAMP)
 	HERALD_LOG_FORMAT=$${HERALD_LOG_FORMAT:-text} $(VENV)/bin/herald run
 
 kafka-fetch:
@@ -28,6 +34,21 @@ test: $(STAMP) lint kafka-fetch
 	KAFKA_VERSION=$(KAFKA_SUITE_VERSION) $(PY) -m pytest
 	KAFKA_VERSION=$(KAFKA_SMOKE_VERSION) $(PY) -m pytest tests/e2e/test_distributed.py -k backbone
 	$(MAKE) -C integrations/canvas test
+
+## image: the OCI image (deploy/container/Containerfile) with podman, tagged $(IMAGE)
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' services/__init__.py)
+IMAGE ?= localhost/herald:$(VERSION)
+HOST_CA ?= /etc/ssl/certs/ca-certificates.crt
+image: $(RUN_STAMP)
+	rm -rf build/wheel
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir build/wheel .
+	podman build --network host --secret id=hostca,src=$(HOST_CA) \
+	  --build-arg VERSION=$(VERSION) --build-arg BASE=$${HERALD_BASE_IMAGE:-$$(deploy/container/base.sh)} \
+	  -f deploy/container/Containerfile -t $(IMAGE) .
+
+## deploy-check: image, wheel, compose stack, Helm chart, alert rules and dashboard checks (CI)
+deploy-check: $(STAMP)
+	IMAGE=$(IMAGE) deploy/ci/run.sh
 
 ## test-unit: the fast tests of the pure core, no services needed
 test-unit: $(STAMP)

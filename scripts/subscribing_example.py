@@ -45,6 +45,9 @@ def show(title: str, response: httpx.Response, body: Any = None) -> None:
     for name in ("content-type", "location", "etag"):
         if name in response.headers:
             say(f"{name.title()}: {response.headers[name]}")
+    if "/Task" in request.url.path and request.method in ("POST", "PUT"):
+        # The id that the notifications this write causes carry too.
+        say(f"X-Request-ID: {response.headers['x-request-id']}")
     if response.content:
         say("\n" + json.dumps(response.json(), indent=2))
     say("```\n")
@@ -52,8 +55,9 @@ def show(title: str, response: httpx.Response, body: Any = None) -> None:
 
 def show_received(title: str, received: Any) -> None:
     say(f"**{title}**\n\n```http\nPOST /notify HTTP/1.1")
-    for name in ("Content-Type", "Authorization"):
-        say(f"{name}: {received.headers[name]}")
+    for name in ("Content-Type", "Authorization", "X-Request-ID"):
+        if name in received.headers:
+            say(f"{name}: {received.headers[name]}")
     say("\n" + json.dumps(received.body, indent=2) + "\n```\n")
 
 
@@ -198,7 +202,10 @@ INTRO = """# Subscribing to Herald: a worked example
 This page was produced by `scripts/subscribing_example.py` against a real Herald (`herald run`)
 and a real subscriber endpoint on loopback: every request and answer below is what Herald said.
 Hosts are shown as `127.0.0.1:8080` (Herald) and `127.0.0.1:9000` (the subscriber); ids, times and
-UUIDs change from run to run.
+UUIDs change from run to run (`tests/e2e/test_docs.py` runs it again and compares, but for those).
+Every answer carries an `X-Request-ID` (the caller's own, or one Herald makes), and a notification
+carries those of the requests behind its events: a write can be followed to every notification it
+caused, here and in Herald's logs.
 
 Herald implements the [Subscriptions R5 Backport IG](http://hl7.org/fhir/uv/subscriptions-backport/)
 for FHIR R4 and serves the Da Vinci HRex Task topic. The topic fires when a Task that is not a

@@ -1,3 +1,3 @@
 """Herald: an event-driven FHIR R4 Subscriptions broker."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from herald import __version__
 from herald.core.topics import TopicCatalog
 from herald.dispatcher.circuit_breakers import CircuitBreakers
 from herald.dispatcher.delivery import Deliverer
@@ -100,15 +101,16 @@ def _dispatcher(parts: Parts, sender: HttpSender) -> Component:
     return dispatcher
 
 
-def _health(parts: Parts) -> Component:
+def _health(parts: Parts, role: str) -> Component:
     app = health_app(parts.metrics, lambda: _readiness(parts))
-    return http_component(app, parts.settings.host, parts.settings.admin_port)
+    return http_component(app, parts.settings.host, parts.settings.health_port_of(role))
 
 
 async def run_process(settings: Settings, role: str) -> None:
     """Run one role: run (embedded, everything), ingest, matcher or dispatcher."""
     async with AsyncExitStack() as stack:
         parts = await stack.enter_async_context(open_parts(settings))
+        parts.metrics.build_info.labels(version=__version__, role=role).set(1)
         sender = HttpSender()
         stack.push_async_callback(sender.aclose)
         components: list[Component] = []
@@ -123,7 +125,7 @@ async def run_process(settings: Settings, role: str) -> None:
         if role in ("run", "dispatcher"):
             components.append(_dispatcher(parts, sender))
         if role in ("matcher", "dispatcher") or smart:
-            components.append(_health(parts))
+            components.append(_health(parts, role))
         log.info(
             "herald %s starting",
             role,

@@ -20,6 +20,7 @@ HeraldError
 ├── ContractError               a bus record does not follow its contract (never retriable)
 ├── ClientExists                `herald clients add` of an id already registered
 ├── SecretsKeyError             a stored channel.header cannot be decrypted with HERALD_SECRETS_KEY
+├── OperatorRefused             an operator command cannot act (`herald subscriptions replay`)
 └── TopicDefinitionError        a topic file is not a usable SubscriptionTopic (a startup error)
 
 An error whose class sets `retriable = True` is a passing condition: retrying the same work
@@ -155,3 +156,7 @@ class SecretsKeyError(HeraldError):
 
 class TopicDefinitionError(HeraldError):
     """A topic file is not a usable SubscriptionTopic."""
+
+
+class OperatorRefused(HeraldError):
+    """An operator command cannot act on what it was given (unknown or inactive subscription)."""

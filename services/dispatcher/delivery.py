@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,15 +25,18 @@ from herald.core.notifications import (
 from herald.core.states import DeliveryOutcome, DeliveryResult, SubscriptionStatus
 from herald.core.subscriptions import STORED_POLICY, Subscription, parse_subscription
 from herald.core.topics import TopicCatalog
+from herald.core.types import JsonObject
 from herald.dispatcher.circuit_breakers import HALF_OPEN, CircuitBreakers
 from herald.dispatcher.progress import Progress
 from herald.runtime.lifecycle import sleep_or_stop
+from herald.runtime.logs import logging_request
 from herald.runtime.metrics import Metrics
 from herald.runtime.packaged import fhir_xml
 from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry
+from herald.runtime.store.attempts import Attempt
 from herald.runtime.store.database import Database
 from herald.runtime.store.events import LoggedEvent
 from herald.runtime.store.subscriptions import StoredSubscription
@@ -51,6 +54,49 @@ MAX_RETRY_AFTER = 3600.0
 # worth at a time, so memory stays bounded.
 READ_AHEAD = 100
 READ_AHEAD_BUDGET = 50_000
+
+
+def encode_bundle(subscription: Subscription, bundle: JsonObject) -> bytes:
+    """A notification Bundle in the subscription's payload format (JSON or XML)."""
+    xml = subscription.payload.split(";")[0].strip() == FHIR_XML
+    return fhir_xml().to_xml(bundle) if xml else orjson.dumps(bundle)
+
+
+# At most this many request ids go into one notification's X-Request-ID header.
+MAX_REQUEST_IDS = 20
+
+
+def with_request_ids(
+    headers: Sequence[tuple[str, str]], request_ids: Sequence[str]
+) -> Sequence[tuple[str, str]]:
+    """The channel headers plus X-Request-ID: the distinct ids of the requests behind the
+    Bundle's events, comma-separated (unless the subscription sets that header itself)."""
+    distinct = list(dict.fromkeys(request_ids))[:MAX_REQUEST_IDS]
+    if not distinct or any(name.lower() == "x-request-id" for name, _ in headers):
+        return headers
+    return [*headers, ("X-Request-ID", ",".join(distinct))]
+
+
+def attempt_of(
+    subscription_id: str,
+    kind: str,
+    events: tuple[int, int] | None,
+    outcome: DeliveryOutcome,
+    seconds: float,
+) -> Attempt:
+    """A POST's outcome as the store keeps it."""
+    first, last = events or (None, None)
+    return Attempt(
+        subscription_id,
+        format_instant(utc_now()),
+        kind,
+        first,
+        last,
+        str(outcome.outcome),
+        outcome.status_code,
+        outcome.detail,
+        seconds,
+    )
 
 
 @dataclass
@@ -81,6 +127,8 @@ class Deliverer:
     """Bumped by `forget`: a read that started before it must not fill the cache."""
     held: int = 0
     """Events read ahead and not yet delivered, all workers together."""
+    handshake_origins: dict[str, str] = field(default_factory=dict)
+    """The request id of the Subscription write that asked for each pending handshake."""
 
     def __post_init__(self) -> None:
         self.progress = Progress(self.database)
@@ -132,10 +180,15 @@ class Deliverer:
         kind: str,
         *,
         last_chance: bool = False,
+        events: tuple[int, int] | None = None,
+        request_ids: Sequence[str] = (),
     ) -> DeliveryOutcome:
-        """POST once. An open circuit skips it, except the last chance before `error`."""
-        xml = subscription.payload.split(";")[0].strip() == FHIR_XML
-        body = fhir_xml().to_xml(bundle) if xml else orjson.dumps(bundle)
+        """POST once. An open circuit skips it, except the last chance before `error`.
+
+        `events` (first and last number) are what the Bundle carries, noted with the attempt;
+        `request_ids` those of the requests that caused them, sent as X-Request-ID.
+        """
+        body = encode_bundle(subscription, bundle)
         endpoint = self.breakers.get(subscription.endpoint)
         # The origin's slot first: a slow origin then holds at most its own share of the
         # global slots while its POSTs queue.
@@ -154,7 +207,7 @@ class Deliverer:
                             subscription.endpoint,
                             body,
                             content_type=subscription.payload,
-                            headers=subscription.header_pairs(),
+                            headers=with_request_ids(subscription.header_pairs(), request_ids),
                             timeout=float(subscription.timeout),
                         )
                     finally:
@@ -168,6 +221,8 @@ class Deliverer:
             self.last_contact[subscription.id] = time.monotonic()
         self.metrics.delivery_attempts.labels(kind, outcome.outcome).inc()
         self.metrics.attempt_duration.labels(kind).observe(seconds)
+        if kind != "heartbeat":
+            self.progress.attempted(attempt_of(subscription.id, kind, events, outcome, seconds))
         return outcome
 
     def _state(
@@ -197,6 +252,13 @@ class Deliverer:
 
     async def handshake(self, subscription_id: str, stop: asyncio.Event) -> None:
         """Send the handshake of a requested subscription and move it to active or error."""
+        origin = self.handshake_origins.pop(subscription_id, None)
+        with logging_request(origin):
+            await self._handshake(subscription_id, stop, [origin] if origin else [])
+
+    async def _handshake(
+        self, subscription_id: str, stop: asyncio.Event, request_ids: Sequence[str]
+    ) -> None:
         loaded = await self._load(subscription_id)
         if loaded is None or loaded[0].status is not SubscriptionStatus.REQUESTED:
             return
@@ -220,6 +282,7 @@ class Deliverer:
                 bundle,
                 "handshake",
                 last_chance=attempt == self.settings.handshake_attempts - 1,
+                request_ids=request_ids,
             )
             if outcome.ok:
                 async with self.database.transaction() as connection:
@@ -341,7 +404,12 @@ class Deliverer:
             # The attempt after which the subscription would move to error is always made: a
             # subscription never ends in error without a real failed POST.
             outcome = await self._post(
-                subscription, bundle, "event", last_chance=attempt >= len(schedule)
+                subscription,
+                bundle,
+                "event",
+                last_chance=attempt >= len(schedule),
+                events=(batch[0].number, batch[-1].number),
+                request_ids=[e.origin_request_id for e in batch if e.origin_request_id],
             )
             if outcome.ok:
                 attempt = 0
@@ -380,8 +448,12 @@ class Deliverer:
                 "delivery failed; retrying",
                 extra={
                     "subscription_id": subscription_id,
+                    "events": f"{batch[0].number}..{batch[-1].number}",
+                    "request_ids": ",".join(
+                        dict.fromkeys(e.origin_request_id or "" for e in batch)
+                    ).strip(","),
                     "reason": outcome.detail,
-                    "delay": delay,
+                    "delay": round(delay, 3),
                 },
             )
             self.metrics.retry_backlog.inc()

@@ -14,7 +14,9 @@ import asyncio
 import logging
 
 from herald.runtime.lifecycle import sleep_or_stop
+from herald.runtime.store import attempts
 from herald.runtime.store import events as event_log
+from herald.runtime.store.attempts import Attempt
 from herald.runtime.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ class Progress:
         self.interval = interval
         self._delivered: dict[str, int] = {}
         self._unwritten: dict[str, int] = {}
+        self._attempts: list[Attempt] = []
 
     def position(self, subscription_id: str, stored: int) -> int:
         """Where delivery resumes: the stored position or a newer one noted here."""
@@ -39,6 +42,10 @@ class Progress:
             self._delivered[subscription_id] = through
             self._unwritten[subscription_id] = through
 
+    def attempted(self, attempt: Attempt) -> None:
+        """Note a delivery attempt; stored with the next positions (see store/attempts.py)."""
+        self._attempts.append(attempt)
+
     @property
     def unwritten(self) -> int:
         """How many subscriptions have a position not yet stored."""
@@ -46,15 +53,18 @@ class Progress:
 
     async def flush(self) -> None:
         """Store every noted position in one transaction; kept for the next try if it fails."""
-        if not self._unwritten:
+        if not self._unwritten and not self._attempts:
             return
         batch, self._unwritten = self._unwritten, {}
+        noted, self._attempts = self._attempts, []
         try:
             async with self.database.transaction() as connection:
                 await event_log.mark_delivered_many(connection, batch)
+                await attempts.record_many(connection, noted)
         except BaseException:
             for subscription_id, through in batch.items():
                 self._unwritten.setdefault(subscription_id, through)
+            self._attempts[:0] = noted
             raise
 
     async def run(self, stop: asyncio.Event) -> None:

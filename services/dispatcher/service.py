@@ -19,6 +19,7 @@ from herald.dispatcher.watch import RegistryWatch
 from herald.runtime.bus.base import Consumer, Record
 from herald.runtime.bus.connect import Bus
 from herald.runtime.lifecycle import retry_until_done
+from herald.runtime.logs import logging_request
 from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.events import LoggedEvent
@@ -92,17 +93,18 @@ async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
     requests = []
     for r in records:
         try:
-            requests.append(decode_request(r.value))
+            requests.append((decode_request(r.value), r.request_id))
         except ContractError as exc:
             deliverer.metrics.malformed.labels("dispatcher").inc()
-            log.error("skipping malformed notification request", extra={"reason": str(exc)})
+            with logging_request(r.request_id):
+                log.error("skipping malformed notification request", extra={"reason": str(exc)})
     # Subscription rows are locked in id order (as the progress writer does), so concurrent
     # transactions cannot deadlock; the sort is stable, so each subscription keeps its order.
-    requests.sort(key=lambda request: request.subscription_id)
+    requests.sort(key=lambda pair: pair[0].subscription_id)
     wake: set[str] = set()
     now = format_instant(utc_now())
     async with deliverer.database.transaction() as connection:
-        for request in requests:
+        for request, origin in requests:
             wake.add(request.subscription_id)
             if request.kind != "event":
                 continue
@@ -117,6 +119,7 @@ async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
                     version_id=request.version_id or "",
                     interaction=request.interaction or "",
                     occurred_at=request.occurred_at or now,
+                    origin_request_id=origin,
                 ),
                 now,
             )
@@ -124,9 +127,11 @@ async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
                 deliverer.metrics.duplicates.labels("dispatcher").inc()
             else:
                 deliverer.metrics.events_recorded.inc()
-    for request in requests:
+    for request, origin in requests:
         if request.kind == "handshake":  # the subscription changed: read it again
             deliverer.forget(request.subscription_id)
+            if origin:
+                deliverer.handshake_origins[request.subscription_id] = origin
     return wake
 
 

@@ -21,6 +21,7 @@ from herald.ingest.fhirhttp import (
     install_error_handlers,
     outcome_response,
 )
+from herald.runtime.access import AccessLog
 from herald.runtime.health import ReadinessCheck, health_routes
 
 
@@ -44,6 +45,8 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
         app.include_router(auth_routes.router)
     app.add_middleware(AuthMiddleware, server=ctx.auth, metrics=ctx.metrics)
     app.add_middleware(AuditMiddleware)
+    # Outermost: its request id is the audit line's too, and it records the 401s as well.
+    app.add_middleware(AccessLog)
 
     @app.get("/fhir/metadata", dependencies=[Depends(check_accept)])
     async def metadata(ctx: Ctx) -> Response:

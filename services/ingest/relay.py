@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
+import orjson
+
+from herald.core.fhir import utc_now
 from herald.ingest.context import IngestContext
 from herald.runtime.bus.base import Outgoing, Publisher
 from herald.runtime.lifecycle import sleep_or_stop
@@ -19,14 +23,25 @@ async def relay_once(ctx: IngestContext, publisher: Publisher) -> int:
     """Publish one batch; the rows are removed only once the bus holds them."""
     async with ctx.database.transaction() as connection:
         records = await outbox.claim(connection, BATCH)
+        ctx.metrics.outbox_age.set(_age(records[0].payload) if records else 0.0)
         if not records:
             return 0
         await publisher.publish(
-            [Outgoing(r.topic, r.key, r.payload) for r in records], transaction=connection
+            [Outgoing(r.topic, r.key, r.payload, r.request_id) for r in records],
+            transaction=connection,
         )
         await outbox.remove(connection, [r.id for r in records])
     ctx.metrics.outbox_published.inc(len(records))
     return len(records)
+
+
+def _age(payload: bytes) -> float:
+    """Seconds since the record was written: its change's commit or its request's creation."""
+    record = orjson.loads(payload)
+    written = record.get("occurred_at") or record.get("requested_at")
+    if not isinstance(written, str):
+        return 0.0
+    return max(0.0, (utc_now() - datetime.fromisoformat(written)).total_seconds())
 
 
 async def run_relay(ctx: IngestContext, publisher: Publisher, stop: asyncio.Event) -> None:

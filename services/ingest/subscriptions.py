@@ -15,7 +15,7 @@ from herald.core.subscriptions import parse_subscription
 from herald.core.tenancy import check_pinned
 from herald.core.types import JsonObject
 from herald.ingest.auth.access import CallerDep, owns, require
-from herald.ingest.auth.server import Caller
+from herald.ingest.auth.server import ANONYMOUS, Caller
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import check_accept, read_resource, versioned
 from herald.runtime.store import outbox
@@ -54,10 +54,16 @@ def _client_status(resource: JsonObject, current: SubscriptionStatus | None) -> 
     )
 
 
-async def _save(
-    ctx: IngestContext, resource: JsonObject, subscription_id: str | None, who: Caller
+async def save_subscription(
+    ctx: IngestContext,
+    resource: JsonObject,
+    subscription_id: str | None,
+    who: Caller = ANONYMOUS,
 ) -> JsonObject:
-    """Validate and store a new version; queue a handshake when the status is requested."""
+    """Validate and store a new version; queue a handshake when the status is requested.
+
+    The API and `herald subscriptions reactivate|off` both change subscriptions through here.
+    """
     subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
     async with ctx.database.transaction() as connection:
         current = None
@@ -111,12 +117,14 @@ def _check_exists(
 async def create_subscription(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Register a subscription as requested; the dispatcher sends the handshake."""
     return versioned(
-        ctx.settings.fhir_base, await _save(ctx, await read_resource(request), None, who), 201
+        ctx.settings.fhir_base,
+        await save_subscription(ctx, await read_resource(request), None, who),
+        201,
     )
 
 
 async def stored_subscription(
-    ctx: IngestContext, subscription_id: str, who: Caller
+    ctx: IngestContext, subscription_id: str, who: Caller = ANONYMOUS
 ) -> StoredSubscription:
     """A live subscription the caller owns, or 404/410."""
     async with ctx.database.read() as connection:
@@ -144,7 +152,9 @@ async def update_subscription(
             f"({subscription_id!r})",
             expression="Subscription.id",
         )
-    return versioned(ctx.settings.fhir_base, await _save(ctx, resource, subscription_id, who), 200)
+    return versioned(
+        ctx.settings.fhir_base, await save_subscription(ctx, resource, subscription_id, who), 200
+    )
 
 
 @router.delete(

@@ -23,6 +23,7 @@ from herald.matcher.refresh import refresh
 from herald.runtime.bus.base import Outgoing, Record
 from herald.runtime.bus.connect import Bus
 from herald.runtime.lifecycle import retry_until_done
+from herald.runtime.logs import logging_request
 from herald.runtime.metrics import Metrics
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
@@ -92,17 +93,21 @@ async def _match(
     notifications = settings.topic(NOTIFICATIONS)
     outgoing = []
     for record in records:
-        try:
-            change = decode_change(record.value)
-        except ContractError as exc:
-            metrics.malformed.labels("matcher").inc()
-            log.error("skipping malformed change record", extra={"reason": str(exc)})
-            continue
-        if change.registry_revision > index.revision:
-            await refresh(index, database)
-        started = time.perf_counter()
-        requests = notification_requests(change, index)
-        metrics.match_duration.observe(time.perf_counter() - started)
-        metrics.changes_consumed.inc()
-        outgoing += [Outgoing(notifications, r.subscription_id, encode(r)) for r in requests]
+        with logging_request(record.request_id):
+            try:
+                change = decode_change(record.value)
+            except ContractError as exc:
+                metrics.malformed.labels("matcher").inc()
+                log.error("skipping malformed change record", extra={"reason": str(exc)})
+                continue
+            if change.registry_revision > index.revision:
+                await refresh(index, database)
+            started = time.perf_counter()
+            requests = notification_requests(change, index)
+            metrics.match_duration.observe(time.perf_counter() - started)
+            metrics.changes_consumed.inc()
+            outgoing += [
+                Outgoing(notifications, r.subscription_id, encode(r), record.request_id)
+                for r in requests
+            ]
     return outgoing

@@ -19,6 +19,8 @@ def health_routes(metrics: Metrics, readiness: ReadinessCheck) -> list[Route]:
     """Routes for /metrics, /healthz and /readyz."""
 
     async def metrics_endpoint(_: Request) -> Response:
+        # Readiness as a metric: a process whose database is gone still answers /metrics.
+        metrics.ready.set(all((await readiness()).values()))
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(_: Request) -> Response:

@@ -130,6 +130,22 @@ class Metrics:
         self.subscriptions = Gauge(
             "herald_subscriptions", "Subscriptions by status", ["status"], registry=r
         )
+        self.ready = Gauge(
+            "herald_ready",
+            "1 when this process's /readyz would answer 200 (checked at each scrape), else 0",
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "herald_build_info",
+            "Always 1; the running version and role",
+            ["version", "role"],
+            registry=r,
+        )
+        self.outbox_age = Gauge(
+            "herald_outbox_oldest_age_seconds",
+            "Age of the oldest outbox record the relay last read (0 when the outbox was empty)",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "herald_consumer_lag_records",
             "Records not yet processed by this consumer",

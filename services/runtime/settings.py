@@ -1,15 +1,39 @@
-"""Configuration, from HERALD_* environment variables (twelve-factor)."""
+"""Configuration, from HERALD_* environment variables (twelve-factor).
+
+Each field says which commands read it (`roles`) and whether its value is a secret; the CLI's
+help, `herald config` and the one-line settings errors are generated from these fields, so they
+cannot drift from what the code reads.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald.core.subscriptions import EndpointPolicy
+
+ENV_PREFIX = "HERALD_"
+
+# The commands that serve (and read most settings), and groups of them.
+SERVE = ("run", "ingest", "matcher", "dispatcher")
+FHIR_API = ("run", "ingest")
+DELIVERY = ("run", "dispatcher")
+ALL = (*SERVE, "migrate", "subscriptions")
+
+# Default port of each role's HTTP server (FHIR API or /metrics, /healthz, /readyz): distinct,
+# so that every role can run on one host at once. `herald receive` listens on 9000.
+DEFAULT_PORTS = {"run": 8080, "ingest": 8080, "matcher": 9101, "dispatcher": 9102}
+
+# /metrics, /healthz, /readyz of run and ingest when authentication is on.
+ADMIN_PORT = 9100
+
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
 def is_loopback(host: str) -> bool:
@@ -22,125 +46,221 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class LogFormat(StrEnum):
+    """How log records are written: one JSON object or one key=value line per record."""
+
+    JSON = "json"
+    TEXT = "text"
+
+
+class LogLevel(StrEnum):
+    """The lowest level of the records written."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+def setting(
+    default: Any,
+    description: str,
+    *,
+    roles: tuple[str, ...],
+    secret: bool = False,
+    allowed: str | None = None,
+    **constraints: Any,
+) -> Any:
+    """A settings field with the commands that read it, whether it is secret, and (for values a
+    type cannot describe) what is allowed."""
+    extra: dict[str, Any] = {"roles": list(roles), "secret": secret}
+    if allowed is not None:
+        extra["allowed"] = allowed
+    return Field(default, description=description, json_schema_extra=extra, **constraints)
+
+
+def mask_url_password(url: str) -> str:
+    """The URL with the password of its user part replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class Settings(BaseSettings):
     """Every setting of every Herald service; each service reads the ones it needs."""
 
-    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    database_url: str = Field(
+    database_url: str = setting(
         "sqlite:///herald.db",
-        description="sqlite:///path or postgresql://user@host:port/db",
+        "the store (SQLite file or PostgreSQL database)",
+        roles=ALL,
+        allowed="sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
     )
-    kafka_bootstrap: str | None = Field(
-        None, description="Kafka bootstrap servers; unset in embedded mode (in-process bus)"
+    kafka_bootstrap: str | None = setting(
+        None,
+        "Kafka bootstrap servers (host:port,...); unset: embedded mode, in-process bus",
+        roles=(*SERVE, "subscriptions"),
     )
-    kafka_topic_prefix: str = Field(
-        "herald.", description="prefix of Kafka topic and consumer group names"
+    kafka_topic_prefix: str = setting(
+        "herald.",
+        "prefix of Kafka topic and consumer group names",
+        roles=(*SERVE, "subscriptions"),
     )
-    kafka_partitions: int = Field(6, ge=1, description="partitions of topics Herald creates")
-    kafka_replication_factor: int = Field(1, ge=1)
+    kafka_partitions: int = setting(6, "partitions of the topics Herald creates", roles=SERVE, ge=1)
+    kafka_replication_factor: int = setting(
+        1, "replication factor of the topics Herald creates", roles=SERVE, ge=1
+    )
 
-    host: str = Field("127.0.0.1", description="address the HTTP server binds")
-    port: int = Field(8080, ge=0, le=65535, description="port of the FHIR API (ingest, run)")
-    admin_port: int = Field(
-        9100,
+    host: str = setting("127.0.0.1", "address the HTTP servers bind", roles=SERVE)
+    port: int = setting(
+        DEFAULT_PORTS["run"], "port of the FHIR API (run, ingest)", roles=FHIR_API, ge=0, le=65535
+    )
+    health_port: int | None = setting(
+        None,
+        "port of /metrics, /healthz, /readyz of matcher (default 9101) and dispatcher "
+        "(default 9102), and of run and ingest with authentication on (default 9100); "
+        "HERALD_ADMIN_PORT is the same setting",
+        roles=SERVE,
         ge=0,
         le=65535,
-        validation_alias=AliasChoices("HERALD_ADMIN_PORT", "HERALD_HEALTH_PORT", "admin_port"),
-        description="port of /metrics, /healthz, /readyz: of matcher and dispatcher, and of "
-        "ingest and run when authentication is on (HERALD_HEALTH_PORT is the older name)",
+        validation_alias=AliasChoices("HERALD_ADMIN_PORT", "HERALD_HEALTH_PORT", "health_port"),
     )
-    base_url: str | None = Field(
-        None, description="public FHIR base URL; default http://HOST:PORT/fhir"
+    base_url: str | None = setting(
+        None,
+        "public FHIR base URL, used in notifications and Location; default http://HOST:PORT/fhir",
+        roles=(*FHIR_API, "dispatcher", "subscriptions"),
     )
-    topics_dir: Path | None = Field(
-        None, description="folder of SubscriptionTopic files; default: the topics Herald ships"
-    )
-
-    allow_http_endpoints: bool | None = Field(
-        None, description="accept http:// endpoints; default: yes embedded, no distributed"
-    )
-    allow_private_endpoints: bool | None = Field(
-        None, description="accept loopback/private endpoints; default: yes embedded, no distributed"
+    topics_dir: Path | None = setting(
+        None,
+        "folder of SubscriptionTopic JSON files; unset: the topics Herald ships",
+        roles=(*SERVE, "subscriptions"),
     )
 
-    handshake_delay: float = Field(
-        0.5, ge=0, description="seconds between answering a create and sending the handshake"
+    allow_http_endpoints: bool | None = setting(
+        None,
+        "accept http:// subscriber endpoints; default: yes embedded, no distributed",
+        roles=(*FHIR_API, "subscriptions"),
     )
-    handshake_attempts: int = Field(3, ge=1, description="handshake tries before error")
-    retry_delays: str = Field(
+    allow_private_endpoints: bool | None = setting(
+        None,
+        "accept loopback and private-network endpoints; default: yes embedded, no distributed",
+        roles=(*FHIR_API, "subscriptions"),
+    )
+
+    handshake_delay: float = setting(
+        0.5, "seconds between answering a create and sending the handshake", roles=DELIVERY, ge=0
+    )
+    handshake_attempts: int = setting(
+        3, "handshake tries before the subscription goes to error", roles=DELIVERY, ge=1
+    )
+    retry_delays: str = setting(
         "5,30,120,600,1800,3600,7200,14400,28800,43200",
-        description="seconds between delivery attempts, comma-separated",
+        "seconds between delivery attempts, comma-separated; +-20 % jitter",
+        roles=DELIVERY,
+        allowed="comma-separated non-negative numbers of seconds, e.g. 5,30,120",
     )
-    event_retention_days: float = Field(
-        30, gt=0, description="days delivered events stay available to $events"
+    event_retention_days: float = setting(
+        30, "days delivered events stay available to $events", roles=DELIVERY, gt=0
     )
-    max_in_flight: int = Field(64, ge=1, description="concurrent notification POSTs, all endpoints")
-    endpoint_concurrency: int = Field(
-        4, ge=1, description="concurrent notification POSTs to one endpoint origin"
+    max_in_flight: int = setting(
+        64, "concurrent notification POSTs of one dispatcher", roles=DELIVERY, ge=1
     )
-    circuit_failures: int = Field(
-        5, ge=1, description="consecutive failed POSTs to an origin that open its circuit"
+    endpoint_concurrency: int = setting(
+        4, "concurrent notification POSTs to one endpoint origin", roles=DELIVERY, ge=1
     )
-    circuit_cooldown: float = Field(
+    circuit_failures: int = setting(
+        5, "consecutive failed POSTs to an origin that open its circuit", roles=DELIVERY, ge=1
+    )
+    circuit_cooldown: float = setting(
         30.0,
+        "seconds an open circuit waits before a probe, at most (capped by the first retry "
+        "delay; doubles after a failed probe, up to 10 minutes)",
+        roles=DELIVERY,
         gt=0,
-        description="seconds an open circuit waits before a probe, at most (capped by the "
-        "first retry delay; doubles after a failed probe, up to 10 minutes)",
     )
-    relay_interval: float = Field(0.2, gt=0, description="seconds between outbox polls")
-    registry_refresh: float = Field(
-        1.0, gt=0, description="seconds between subscription registry polls (matcher, dispatcher)"
+    relay_interval: float = setting(
+        0.2, "seconds between outbox polls when idle", roles=FHIR_API, gt=0
     )
-    canvas_secret: str | None = Field(
+    registry_refresh: float = setting(
+        1.0,
+        "seconds between subscription registry polls",
+        roles=("run", "matcher", "dispatcher"),
+        gt=0,
+    )
+    canvas_secret: str | None = setting(
         None,
-        description="Standard Webhooks secret (whsec_<base64>) of POST /canvas/integration-tasks; "
-        "required with HERALD_AUTH=smart; unset without authentication: no signature check",
+        "Standard Webhooks secret (whsec_<base64>) of POST /canvas/integration-tasks; required "
+        "with HERALD_AUTH=smart; unset without authentication: no signature check",
+        roles=FHIR_API,
+        secret=True,
     )
-    auth: Literal["smart", "none"] | None = Field(
+    auth: str | None = setting(
         None,
-        description="smart (SMART Backend Services tokens) or none; default smart, except "
-        "`herald run` bound to a loopback host",
+        "smart (SMART Backend Services tokens) or none; default smart, except `herald run` "
+        "bound to a loopback host",
+        roles=FHIR_API,
+        allowed="smart or none",
+        pattern="^(smart|none)$",
     )
-    auth_token_lifetime: int = Field(
-        300, ge=30, le=3600, description="seconds an access token Herald issues stays valid"
+    auth_token_lifetime: int = setting(
+        300, "seconds an access token Herald issues stays valid", roles=FHIR_API, ge=30, le=3600
     )
-    auth_signing_key_file: Path | None = Field(
+    auth_signing_key_file: Path | None = setting(
         None,
-        description="JWK set (JSON, private keys) Herald signs access tokens with, first key "
-        "signing; unset: keys kept in the database (`herald keys rotate`)",
+        "JWK set (JSON, private keys) Herald signs access tokens with, first key signing; "
+        "unset: keys kept in the database (`herald keys rotate`)",
+        roles=FHIR_API,
     )
-    auth_issuer: str | None = Field(
-        None, description="issuer (iss) of an external authorization server's tokens"
+    auth_issuer: str | None = setting(
+        None, "issuer (iss) of an external authorization server's tokens", roles=FHIR_API
     )
-    auth_jwks_url: str | None = Field(
-        None, description="JWKS URL of the external authorization server"
+    auth_jwks_url: str | None = setting(
+        None, "JWKS URL of the external authorization server", roles=FHIR_API
     )
-    auth_audience: str | None = Field(
-        None, description="audience (aud) external tokens must carry; default the FHIR base URL"
-    )
-    secrets_key: str | None = Field(
+    auth_audience: str | None = setting(
         None,
-        description="Fernet keys (comma-separated, newest first) that encrypt channel.header "
-        "values at rest; unset: stored as sent",
+        "audience (aud) external tokens must carry; default the FHIR base URL",
+        roles=FHIR_API,
     )
-    log_format: str = Field("json", description="json or text")
-    log_level: str = Field("INFO")
+    secrets_key: str | None = setting(
+        None,
+        "Fernet keys (comma-separated, newest first) that encrypt channel.header values at "
+        "rest; unset: stored as sent",
+        roles=(*SERVE, "subscriptions"),
+        secret=True,
+    )
+    log_format: LogFormat = setting(LogFormat.JSON, "log record format", roles=ALL)
+    log_level: LogLevel = setting(LogLevel.INFO, "lowest level logged", roles=ALL)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: object, info: Any) -> object:
+        if isinstance(value, str):
+            return value.upper() if info.field_name == "log_level" else value.lower()
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme.split("+", 1)[0]
+        if scheme not in DATABASE_SCHEMES:
+            raise ValueError(f"unsupported scheme {scheme or '(none)'!r}")
+        return value
 
     @field_validator("retry_delays")
     @classmethod
     def _check_delays(cls, value: str) -> str:
-        delays = [float(v) for v in value.split(",") if v.strip()]
+        try:
+            delays = [float(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError("not a list of numbers") from None
         if any(d < 0 for d in delays):
             raise ValueError("retry delays must be non-negative seconds")
         return value
-
-    def auth_mode(self, role: str) -> str:
-        """The authentication mode of a role: as set, else none for `run` on loopback, else
-        smart."""
-        if self.auth is not None:
-            return self.auth
-        return "none" if role == "run" and is_loopback(self.host) else "smart"
 
     @property
     def embedded(self) -> bool:
@@ -151,6 +271,21 @@ class Settings(BaseSettings):
     def fhir_base(self) -> str:
         """The public FHIR base URL, without a trailing slash."""
         return (self.base_url or f"http://{self.host}:{self.port}/fhir").rstrip("/")
+
+    def health_port_of(self, role: str) -> int:
+        """The port of a role's operational endpoints: HERALD_HEALTH_PORT, else its default
+        (for run and ingest, which serve them on the FHIR port unless authentication is on:
+        9100)."""
+        if self.health_port is not None:
+            return self.health_port
+        return ADMIN_PORT if role in FHIR_API else DEFAULT_PORTS[role]
+
+    def auth_mode(self, role: str) -> str:
+        """The authentication mode of a role: as set, else none for `run` on loopback, else
+        smart."""
+        if self.auth is not None:
+            return self.auth
+        return "none" if role == "run" and is_loopback(self.host) else "smart"
 
     @property
     def retry_schedule(self) -> tuple[float, ...]:

@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from herald import cli
+from herald.cli import clients as clients_command
+from herald.cli import serve
 from tests.support.herald import herald_env, serving
 from tests.support.services import free_port
 from tests.support.smart import CANVAS_SECRET, ApiClient, SmartAuth
@@ -26,7 +28,8 @@ Command = Callable[..., tuple[int, str, str]]
 def herald(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Command:
     """`herald …` with an environment: (exit code, stdout, stderr)."""
     # The command configures the root logger at start; the test runner's handlers stay.
-    monkeypatch.setattr(cli, "configure", lambda *_: None)
+    monkeypatch.setattr(serve, "configure", lambda *_: None)
+    monkeypatch.setattr(clients_command, "configure", lambda *_: None)
 
     def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
         with monkeypatch.context() as scoped:

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from herald.ingest.app import create_app
 from herald.ingest.auth.server import AuthServer
 from herald.ingest.context import IngestContext
+from herald.runtime.logs import stamp_request_ids
 from herald.runtime.metrics import Metrics
 from herald.runtime.packaged import load_topics
 from herald.runtime.settings import Settings
@@ -460,6 +461,7 @@ async def test_the_audit_trail_has_one_line_per_interaction_without_phi(
     headers = {**bearer(await token(app, client)), "Content-Type": FHIR_JSON, "X-Request-ID": "r1"}
     note = f"patient {uuid.uuid4().hex}"
     task = {"resourceType": "Task", "status": "requested", "intent": "order", "description": note}
+    stamp_request_ids()  # as `herald` does at start: records carry the request id
     with caplog.at_level(logging.INFO, logger="herald.audit"):
         created = await app.post("/fhir/Task", json=task, headers=headers)
         await app.get(f"/fhir/Task/{created.json()['id']}", headers=headers)

@@ -69,3 +69,15 @@ async def test_publish_consume_commit_resume(bus: Bus) -> None:
         values = sorted(int(r.value) for r in again)
         # Kafka committed all 30; the embedded consumer committed the first 10 it was given.
         assert values == ([30] if not bus.embedded else list(range(10, 31)))
+
+
+async def test_a_record_carries_its_request_id(bus: Bus) -> None:
+    """The id of the request behind a record crosses the bus (Kafka: header x-request-id)."""
+    topic = bus.settings.topic(TOPIC)
+    async with bus.publisher() as publisher:
+        await publisher.publish(
+            [Outgoing(topic, "k", b"with", "req-1"), Outgoing(topic, "k", b"without")]
+        )
+    async with bus.consumer(bus.settings.topic("ids"), TOPIC) as consumer:
+        got = await _drain(consumer, 2)
+    assert [(r.value, r.request_id) for r in got] == [(b"with", "req-1"), (b"without", None)]

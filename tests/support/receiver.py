@@ -53,8 +53,11 @@ class Received:
 class Receiver:
     """Collects notifications; `status` sets the HTTP status it answers with."""
 
-    def __init__(self) -> None:
+    def __init__(self, bind: str = "127.0.0.1", advertise: str | None = None) -> None:
+        """Listen on `bind`; subscribers are given `advertise` (default: `bind`) as the host, for
+        a Herald in a container that reaches this host by another name."""
         self.received: list[Received] = []
+        self._host = advertise or bind
         self.status = 200
         self._lock = threading.Lock()
         receiver = self
@@ -77,14 +80,14 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((bind, 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         """The endpoint URL to subscribe with."""
         port = self._server.server_address[1]
-        return f"http://127.0.0.1:{port}/notify"
+        return f"http://{self._host}:{port}/notify"
 
     def __enter__(self) -> Receiver:
         self._thread.start()

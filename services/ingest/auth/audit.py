@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herald.core.fhir import new_id
+from herald.runtime.logs import request_id
 
 log = logging.getLogger("herald.audit")
 
@@ -64,11 +65,12 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
-        request_id = state.get("request_id")
-        if request_id is None:
+        # The access log's request id when it runs around this middleware, else our own.
+        rid = request_id.get()
+        token = None
+        if rid is None:
             given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
-            request_id = given[:100] if given.isprintable() and given else new_id()
-            state["request_id"] = request_id
+            token = request_id.set(given[:100] if given.isprintable() and given else new_id())
         answer: dict[str, object] = {"status": 500, "headers": []}
 
         async def recording_send(message: Message) -> None:
@@ -98,6 +100,7 @@ class AuditMiddleware:
                     "resource_type": resource_type,
                     "resource_id": resource_id,
                     "status": answer["status"],
-                    "request_id": request_id,
                 },
             )
+            if token is not None:
+                request_id.reset(token)

@@ -17,6 +17,8 @@ class Record:
     key: str
     value: bytes
     timestamp_ms: int | None = None
+    request_id: str | None = None
+    """The id of the request that caused the record (Kafka header x-request-id)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,12 @@ class Outgoing:
     topic: str
     key: str
     value: bytes
+    request_id: str | None = None
+    """The id of the request that caused the record (Kafka header x-request-id)."""
+
+
+# The Kafka record header that carries a record's request id.
+REQUEST_ID_HEADER = "x-request-id"
 
 
 class Transaction(Protocol):

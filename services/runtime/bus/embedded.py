@@ -30,7 +30,10 @@ class EmbeddedBus:
         if not records:
             return
         topics = {r.topic for r in records}
-        rows = [{"topic": r.topic, "key": r.key, "payload": r.value} for r in records]
+        rows = [
+            {"topic": r.topic, "key": r.key, "payload": r.value, "request_id": r.request_id}
+            for r in records
+        ]
         if connection is None:
             async with self.database.transaction() as own:
                 await own.execute(insert(bus_log), rows)
@@ -85,7 +88,10 @@ class EmbeddedConsumer:
                 ).all()
             if rows:
                 self._position = rows[-1].id
-                return [Record(self.topic, 0, r.id, r.key, bytes(r.payload)) for r in rows]
+                return [
+                    Record(self.topic, 0, r.id, r.key, bytes(r.payload), None, r.request_id)
+                    for r in rows
+                ]
             if attempt == 0:
                 try:
                     await asyncio.wait_for(wakeup.wait(), timeout)

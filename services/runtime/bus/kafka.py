@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
-from herald.runtime.bus.base import Outgoing, Record, Transaction
+from herald.runtime.bus.base import REQUEST_ID_HEADER, Outgoing, Record, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,32 @@ async def ensure_topics(
             # Another service may have created it first.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
+        await _wait_for_leaders(admin, names)
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: Sequence[str]) -> None:
+    """Return once every partition of the topics has a leader (at most 30 s).
+
+    A consumer that subscribes while a new topic has no partitions in the metadata yet is
+    assigned nothing until its next metadata refresh (5 minutes): services started together on
+    a fresh cluster would sit idle that long.
+    """
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        topics = await admin.describe_topics(list(names))
+        if all(
+            t["error_code"] == 0
+            and t["partitions"]
+            and all(p["error_code"] == 0 and p["leader"] >= 0 for p in t["partitions"])
+            for t in topics
+        ):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            log.warning("topics still have partitions without a leader", extra={"topics": names})
+            return
+        await asyncio.sleep(0.2)
 
 
 async def kafka_answers(bootstrap: str, timeout: float = 3.0) -> bool:
@@ -75,9 +99,22 @@ class KafkaPublisher:
         self, records: Sequence[Outgoing], transaction: Transaction | None = None
     ) -> None:
         """Send records and wait until every one is acknowledged (`transaction` is not used)."""
-        futures = [await self._producer.send(r.topic, r.value, key=r.key.encode()) for r in records]
+        futures = [
+            await self._producer.send(
+                r.topic,
+                r.value,
+                key=r.key.encode(),
+                headers=[(REQUEST_ID_HEADER, r.request_id.encode())] if r.request_id else None,
+            )
+            for r in records
+        ]
         if futures:
             await asyncio.gather(*futures)
+
+
+def _request_id(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    value = next((v for k, v in headers or () if k == REQUEST_ID_HEADER), None)
+    return None if value is None else value.decode("utf-8", "replace")
 
 
 class KafkaConsumer:
@@ -115,6 +152,7 @@ class KafkaConsumer:
                 (m.key or b"").decode(),
                 m.value or b"",
                 m.timestamp,
+                _request_id(m.headers),
             )
             for messages in batches.values()
             for m in messages

@@ -26,6 +26,8 @@ class LoggedEvent:
     version_id: str
     interaction: str
     occurred_at: str
+    origin_request_id: str | None = None
+    """The id of the FHIR request that wrote the change, sent with the notification."""
 
 
 def _logged(row: Row[Any]) -> LoggedEvent:
@@ -38,6 +40,7 @@ def _logged(row: Row[Any]) -> LoggedEvent:
         row.version_id,
         row.interaction,
         row.occurred_at,
+        row.origin_request_id,
     )
 
 
@@ -80,6 +83,7 @@ async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: s
             interaction=event.interaction,
             occurred_at=event.occurred_at,
             recorded_at=recorded_at,
+            origin_request_id=event.origin_request_id,
         )
     )
     return int(number)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.runtime.logs import request_id
 from herald.runtime.store.tables import outbox
 
 # Key of the PostgreSQL advisory lock that makes one relay at a time publish, keeping per-key order.
@@ -21,11 +22,14 @@ class OutboxRecord:
     topic: str
     key: str
     payload: bytes
+    request_id: str | None = None
 
 
 async def add(connection: AsyncConnection, topic: str, key: str, payload: bytes) -> None:
-    """Queue a record in the caller's transaction."""
-    await connection.execute(insert(outbox).values(topic=topic, key=key, payload=payload))
+    """Queue a record in the caller's transaction, with the request id of the work in hand."""
+    await connection.execute(
+        insert(outbox).values(topic=topic, key=key, payload=payload, request_id=request_id.get())
+    )
 
 
 async def claim(connection: AsyncConnection, limit: int) -> list[OutboxRecord]:
@@ -37,7 +41,7 @@ async def claim(connection: AsyncConnection, limit: int) -> list[OutboxRecord]:
         if not locked:
             return []
     rows = await connection.execute(select(outbox).order_by(outbox.c.id).limit(limit))
-    return [OutboxRecord(r.id, r.topic, r.key, bytes(r.payload)) for r in rows]
+    return [OutboxRecord(r.id, r.topic, r.key, bytes(r.payload), r.request_id) for r in rows]
 
 
 async def remove(connection: AsyncConnection, ids: list[int]) -> None:

@@ -282,3 +282,18 @@ async def rotate_header_secrets(connection: AsyncConnection) -> int:
             )
             changed += 1
     return changed
+
+
+async def live(
+    connection: AsyncConnection,
+    *,
+    status: SubscriptionStatus | None = None,
+    topic: str | None = None,
+) -> list[StoredSubscription]:
+    """The subscriptions not deleted, by id; only those of a status and topic when given."""
+    query = select(subscriptions).where(subscriptions.c.deleted.is_(False))
+    if status is not None:
+        query = query.where(subscriptions.c.status == status)
+    if topic is not None:
+        query = query.where(subscriptions.c.topic == topic)
+    return [_row(r) for r in await connection.execute(query.order_by(subscriptions.c.id))]

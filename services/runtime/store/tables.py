@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -66,11 +67,11 @@ subscriptions = Table(
     # not parse every subscription (0003).
     Column("heartbeat_seconds", Integer),
     Column("ends_at", String(40), index=True),
-    # The client that created it (0004); None without authentication.
+    # The client that created it (0005); None without authentication.
     Column("owner", String(200), index=True),
 )
 
-# Clients registered by operators (`herald clients`): key set, scopes, organizations (0004).
+# Clients registered by operators (`herald clients`): key set, scopes, organizations (0005).
 clients = Table(
     "clients",
     metadata,
@@ -82,7 +83,7 @@ clients = Table(
     Column("created_at", String(40), nullable=False),
 )
 
-# One-time ids seen within their lifetime: client assertion jti, Canvas webhook-id (0004).
+# One-time ids seen within their lifetime: client assertion jti, Canvas webhook-id (0005).
 seen_ids = Table(
     "seen_ids",
     metadata,
@@ -91,7 +92,7 @@ seen_ids = Table(
     Column("expires_at", BigInteger, nullable=False, index=True),
 )
 
-# Herald's own keys that sign access tokens; the newest signs, all verify (0004).
+# Herald's own keys that sign access tokens; the newest signs, all verify (0005).
 signing_keys = Table(
     "signing_keys",
     metadata,
@@ -113,6 +114,28 @@ event_log = Table(
     Column("interaction", String(16), nullable=False),
     Column("occurred_at", String(40), nullable=False),
     Column("recorded_at", String(40), nullable=False),
+    # The id of the FHIR request that wrote the change (0004); sent with the notification.
+    Column("origin_request_id", String(128)),
+)
+
+# The last delivery attempts of each subscription (handshakes and events, not heartbeats), for
+# operators (`herald subscriptions show`); trimmed to the newest few per subscription.
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("subscription_id", String(64), nullable=False),
+    Column("attempted_at", String(40), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("first_event", BigInteger),
+    Column("last_event", BigInteger),
+    Column("outcome", String(32), nullable=False),
+    Column("status_code", Integer),
+    Column("detail", Text, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Index("ix_delivery_attempts_subscription", "subscription_id", "id"),
 )
 
 # Transactional outbox: records to publish, written with the change that caused them.
@@ -125,6 +148,7 @@ outbox = Table(
     Column("topic", String(200), nullable=False),
     Column("key", String(200), nullable=False),
     Column("payload", LargeBinary, nullable=False),
+    Column("request_id", String(128)),
 )
 
 # The embedded bus: a durable log and consumer-group offsets in the same database.
@@ -137,6 +161,7 @@ bus_log = Table(
     Column("topic", String(200), nullable=False, index=True),
     Column("key", String(200), nullable=False),
     Column("payload", LargeBinary, nullable=False),
+    Column("request_id", String(128)),
     # Ids must never be reused after the log is trimmed: consumers keep positions.
     sqlite_autoincrement=True,
 )

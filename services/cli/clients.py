@@ -8,17 +8,22 @@ signing keys within a minute (at once when a token names a key they do not know)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import sys
 from pathlib import Path
 
 import orjson
 
+from herald.cli.common import add_command
+from herald.cli.serve import configure_header_secrets
+from herald.cli.settings_help import load_settings
 from herald.core.errors import ClientExists, FhirError
 from herald.core.fhir import format_instant, utc_now
 from herald.core.scopes import InvalidScope, format_scopes, parse_scopes
 from herald.ingest.auth.jwks import public_key_set
 from herald.ingest.auth.keys import rotate
+from herald.runtime.logs import configure
 from herald.runtime.settings import Settings
 from herald.runtime.store import clients as store
 from herald.runtime.store import header_secrets, subscriptions
@@ -33,9 +38,12 @@ class CommandError(Exception):
     """A command that cannot be done, with the one line that says why."""
 
 
-def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register the `clients` and `keys` commands."""
-    clients = commands.add_parser("clients", help="register, list and remove API clients")
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `clients`, `keys` and `secrets` commands."""
+    clients = add_command(
+        commands, "clients", "register, list and remove API clients", settings_of="migrate"
+    )
+    clients.set_defaults(handler=_handle)
     actions = clients.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="register a client (SMART Backend Services)")
     add.add_argument("client_id", metavar="ID")
@@ -57,7 +65,10 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     actions.add_parser("list", help="the registered clients, one JSON object a line")
     remove = actions.add_parser("remove", help="unregister a client")
     remove.add_argument("client_id", metavar="ID")
-    keys_parser = commands.add_parser("keys", help="Herald's access token signing keys")
+    keys_parser = add_command(
+        commands, "keys", "Herald's access token signing keys", settings_of="migrate"
+    )
+    keys_parser.set_defaults(handler=_handle)
     keys_actions = keys_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     keys_actions.add_parser(
         "rotate", help="add a new signing key (the previous one still verifies)"
@@ -113,14 +124,21 @@ def _describe(client: Client) -> str:
     ).decode()
 
 
+def _handle(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    configure(settings.log_level, settings.log_format)
+    configure_header_secrets(settings)
+    return asyncio.run(run_command(args, settings))
+
+
 async def run_command(args: argparse.Namespace, settings: Settings) -> int:
     """Run a `clients` or `keys` command; the exit code."""
     database = Database(settings.database_url)
     try:
         await database.migrate()
-        if args.role == "keys":
+        if args.command == "keys":
             print(f"new signing key {await rotate(database)}")
-        elif args.role == "secrets":
+        elif args.command == "secrets":
             if not header_secrets.cipher().enabled:
                 raise CommandError("HERALD_SECRETS_KEY is not set")
             async with database.transaction() as connection:
@@ -141,7 +159,7 @@ async def run_command(args: argparse.Namespace, settings: Settings) -> int:
                     raise CommandError(f"client {args.client_id!r} is not registered")
             print(f"removed {args.client_id}")
     except (CommandError, ClientExists) as exc:
-        print(f"herald {args.role} {args.action}: {exc}", file=sys.stderr)
+        print(f"herald {args.command} {args.action}: {exc}", file=sys.stderr)
         return 2
     finally:
         await database.aclose()

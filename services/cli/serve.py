@@ -1,4 +1,4 @@
-"""The `herald` command: run (embedded), ingest, matcher, dispatcher, migrate."""
+"""The commands that run Herald: run (embedded), ingest, matcher, dispatcher, and migrate."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import asyncio
 import base64
 import binascii
 import logging
-import sys
 
-from herald import __version__
-from herald.clients_cli import add_parsers, run_command
+from herald.cli.common import add_command
+from herald.cli.settings_help import fail, load_settings
 from herald.runtime.logs import configure
-from herald.runtime.settings import Settings, is_loopback
+from herald.runtime.settings import FHIR_API, Settings, is_loopback
 from herald.runtime.store import header_secrets
 
 log = logging.getLogger("herald")
@@ -26,40 +25,51 @@ ROLES = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `herald` console script."""
-    parser = argparse.ArgumentParser(
-        prog="herald",
-        description="Herald FHIR Subscriptions broker, configured by HERALD_* variables.",
-    )
-    parser.add_argument("--version", action="version", version=f"herald {__version__}")
-    commands = parser.add_subparsers(dest="role", required=True, metavar="COMMAND")
-    for role, help_text in ROLES.items():
-        commands.add_parser(role, help=help_text)
-    add_parsers(commands)
-    args = parser.parse_args(argv)
-    settings = Settings()
-    configure(settings.log_level, settings.log_format)
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the serving commands."""
+    for role, summary in ROLES.items():
+        add_command(commands, role, summary).set_defaults(handler=_handler(role))
+
+
+def _handler(role: str) -> object:
+    def handle(_: argparse.Namespace) -> int:
+        settings = load_settings()
+        configure(settings.log_level, settings.log_format)
+        configure_header_secrets(settings)
+        if role in FHIR_API:
+            problem = auth_problem(settings, role)
+            if problem:
+                fail([f"herald: {problem}"])
+            announce_auth(settings, role)
+        if role == "migrate":
+            asyncio.run(_migrate(settings))
+            return 0
+        if role != "run" and settings.embedded:
+            fail(
+                [
+                    f"herald: 'herald {role}' needs HERALD_KAFKA_BOOTSTRAP "
+                    "(without Kafka, use 'herald run' alone)"
+                ]
+            )
+        from herald.processes import run_process
+
+        asyncio.run(run_process(settings, role))
+        return 0
+
+    return handle
+
+
+def configure_header_secrets(settings: Settings) -> None:
+    """Set up channel.header encryption from HERALD_SECRETS_KEY (one line and exit if bad)."""
     try:
         header_secrets.configure(settings.secrets_key)
     except ValueError as exc:
-        parser.error(f"HERALD_SECRETS_KEY: {exc} (Fernet keys, comma-separated, newest first)")
-    if args.role in ("clients", "keys", "secrets"):
-        return asyncio.run(run_command(args, settings))
-    if args.role != "run" and args.role != "migrate" and settings.embedded:
-        parser.error(f"'herald {args.role}' needs HERALD_KAFKA_BOOTSTRAP (use 'herald run' alone)")
-    if args.role == "migrate":
-        asyncio.run(_migrate(settings))
-        return 0
-    if args.role in ("run", "ingest"):
-        problem = auth_problem(settings, args.role)
-        if problem:
-            parser.error(problem)
-        announce_auth(settings, args.role)
-    from herald.processes import run_process
-
-    asyncio.run(run_process(settings, args.role))
-    return 0
+        fail(
+            [
+                f"herald: HERALD_SECRETS_KEY is not valid: {exc} (Fernet keys, comma-separated, "
+                "newest first)"
+            ]
+        )
 
 
 def auth_problem(settings: Settings, role: str) -> str | None:
@@ -93,7 +103,7 @@ def announce_auth(settings: Settings, role: str) -> None:
     if settings.auth_mode(role) == "smart":
         log.info(
             "authentication: SMART Backend Services tokens; admin endpoints on port %s",
-            settings.admin_port,
+            settings.health_port_of(role),
         )
     elif is_loopback(settings.host):
         log.info(
@@ -115,7 +125,3 @@ async def _migrate(settings: Settings) -> None:
         await database.migrate()
     finally:
         await database.aclose()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`herald receive`: a ready subscriber endpoint for trying Herald and for tests."""

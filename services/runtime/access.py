@@ -1,0 +1,82 @@
+"""The access log and the request id: one record per HTTP request, one id per unit of work.
+
+A request id comes from the request's X-Request-ID header when it is a plain token (letters,
+digits, `._:-`, at most 128), else a new one is made; it is answered in X-Request-ID, set as
+the logging context of everything done for the request (see logs.request_id), and carried
+with the changes the request writes to the matcher, the dispatcher and the subscribers.
+
+The access record holds the method, the path, the names (never the values) of the query
+parameters, the status, the duration and the client id an authentication middleware put in
+`request.state.client_id`. Never a header value, never a body.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from urllib.parse import parse_qsl
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from herald.runtime.logs import request_id
+
+log = logging.getLogger("herald.access")
+
+HEADER = "X-Request-ID"
+_VALID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Probes and scrapes come every few seconds: logged at DEBUG only.
+QUIET_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+
+
+def accepted_request_id(given: str | None) -> str:
+    """The given id when it is a plain token, else a new one."""
+    if given is not None and _VALID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+class AccessLog:
+    """ASGI middleware: request id in and out, and one access record per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request (other scopes pass through)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = accepted_request_id(Headers(scope=scope).get(HEADER))
+        token = request_id.set(rid)
+        status = 500  # what the client gets when the app fails before answering
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[HEADER] = rid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            path = scope.get("path", "")
+            query = scope.get("query_string", b"").decode("latin-1")
+            state = scope.get("state") or {}
+            log.log(
+                logging.DEBUG if path in QUIET_PATHS else logging.INFO,
+                "request",
+                extra={
+                    "method": scope.get("method"),
+                    "path": path,
+                    "query_keys": ",".join(dict.fromkeys(k for k, _ in parse_qsl(query))),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "client_id": state.get("client_id"),
+                },
+            )
+            request_id.reset(token)

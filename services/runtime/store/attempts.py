@@ -1,0 +1,74 @@
+"""Delivery attempts: the newest few per subscription, so an operator can see why one fails."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.runtime.store.tables import delivery_attempts
+
+# Attempts kept per subscription.
+KEEP = 10
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One POST of a handshake or of a Bundle of events, and what became of it."""
+
+    subscription_id: str
+    attempted_at: str
+    kind: str
+    first_event: int | None
+    last_event: int | None
+    outcome: str
+    status_code: int | None
+    detail: str
+    seconds: float
+
+
+async def record_many(connection: AsyncConnection, attempts: Sequence[Attempt]) -> None:
+    """Store attempts, then drop all but the newest KEEP of each subscription concerned."""
+    if not attempts:
+        return
+    await connection.execute(insert(delivery_attempts), [asdict(a) for a in attempts])
+    newest_kept = (
+        select(delivery_attempts.c.id)
+        .where(delivery_attempts.c.subscription_id == bindparam("subscription"))
+        .order_by(delivery_attempts.c.id.desc())
+        .offset(KEEP - 1)
+        .limit(1)
+        .scalar_subquery()
+    )
+    await connection.execute(
+        delete(delivery_attempts).where(
+            delivery_attempts.c.subscription_id == bindparam("subscription"),
+            delivery_attempts.c.id < newest_kept,
+        ),
+        [{"subscription": s} for s in sorted({a.subscription_id for a in attempts})],
+    )
+
+
+async def recent(connection: AsyncConnection, subscription_id: str) -> list[Attempt]:
+    """The subscription's stored attempts, newest first."""
+    rows = await connection.execute(
+        select(delivery_attempts)
+        .where(delivery_attempts.c.subscription_id == subscription_id)
+        .order_by(delivery_attempts.c.id.desc())
+    )
+    return [
+        Attempt(
+            r.subscription_id,
+            r.attempted_at,
+            r.kind,
+            r.first_event,
+            r.last_event,
+            r.outcome,
+            r.status_code,
+            r.detail,
+            r.seconds,
+        )
+        for r in rows
+    ]
