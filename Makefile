@@ -9,7 +9,7 @@ RUN_STAMP := $(VENV)/.installed-run
 KAFKA_SUITE_VERSION ?= 3.9.2
 KAFKA_SMOKE_VERSION ?= 4.3.1
 
-.PHONY: run test test-unit lint format fix clean kafka-fetch image deploy-check
+.PHONY: run test test-unit lint format fix clean kafka-fetch validator image deploy-check
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,16 @@ kafka-fetch:
 	KAFKA_VERSION=$(KAFKA_SUITE_VERSION) deploy/local/kafka.sh fetch
 	KAFKA_VERSION=$(KAFKA_SMOKE_VERSION) deploy/local/kafka.sh fetch
 
+# The HL7 FHIR validator (HAPI) for tests/e2e/test_validator.py: Maven resolves its jars into
+# ~/.m2 once; the test runs tests/validator/Validate.java on this class path.
+VALIDATOR_CP := tests/validator/target/classpath.txt
+$(VALIDATOR_CP): tests/validator/pom.xml
+	mvn -B -q -f tests/validator/pom.xml dependency:build-classpath -Dmdep.outputFile=target/classpath.txt
+
+validator: $(VALIDATOR_CP)
+
 ## test: lint, type-check, then the whole suite on real Kafka and PostgreSQL (started by the fixtures)
-test: $(STAMP) lint kafka-fetch
+test: $(STAMP) lint kafka-fetch validator
 	KAFKA_VERSION=$(KAFKA_SUITE_VERSION) $(PY) -m pytest
 	KAFKA_VERSION=$(KAFKA_SMOKE_VERSION) $(PY) -m pytest tests/e2e/test_distributed.py -k backbone
 	$(MAKE) -C integrations/canvas test

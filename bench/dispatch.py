@@ -68,6 +68,8 @@ from herald.runtime.store import subscriptions as registry  # noqa: E402
 from herald.runtime.store.database import Database  # noqa: E402
 from herald.runtime.store.events import LoggedEvent  # noqa: E402
 from tests.support.fhir import BACKPORT, FHIR_JSON, HREX_TOPIC, backport_subscription  # noqa: E402
+from tests.support.services import create_database  # noqa: E402
+from tests.support.wire import read_message  # noqa: E402
 
 # --- the loopback receiver (its own process) ------------------------------------------------
 
@@ -76,13 +78,7 @@ async def _serve(port_out: Any) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                if length:
-                    await reader.readexactly(length)
+                await read_message(reader)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -157,7 +153,7 @@ async def herald_throughput(
     )
     database = Database(settings.database_url)
     ids = await _prepare(database, endpoint, subscriptions, per)
-    sender = HttpSender()
+    sender = HttpSender(settings.endpoint_policy)
     deliverer = Deliverer(
         settings,
         database,
@@ -221,21 +217,6 @@ async def raw_throughput(endpoint: str, total: int, concurrency: int) -> float:
         return total / (time.perf_counter() - started)
 
 
-async def _fresh_database(server: str, name: str) -> str:
-    import asyncpg  # type: ignore[import-untyped]
-    from sqlalchemy.engine import make_url
-
-    url = make_url(server)
-    admin = await asyncpg.connect(
-        host=url.host, port=url.port, user=url.username, database=url.database
-    )
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return url.set(database=name).render_as_string(hide_password=False)
-
-
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     from tests.faults.harness import own_postgres
 
@@ -248,7 +229,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         for round_ in range(args.repeat):
             with tempfile.TemporaryDirectory() as folder:
                 if server:
-                    url = asyncio.run(_fresh_database(server, f"bench_{round_}"))
+                    url = asyncio.run(create_database(server, f"bench_{round_}"))
                 else:
                     url = f"sqlite:///{Path(folder) / 'bench.db'}"
                 herald.append(

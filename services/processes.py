@@ -50,7 +50,9 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
         await database.migrate()
         bus = Bus(settings, database)
         await bus.prepare()
-        yield Parts(settings, database, bus, topics, Metrics())
+        metrics = Metrics()
+        metrics.watch_database(database)
+        yield Parts(settings, database, bus, topics, metrics)
     finally:
         await database.aclose()
 
@@ -67,7 +69,16 @@ def _ingest(parts: Parts, auth: AuthServer | None) -> list[Component]:
         async with parts.bus.publisher() as publisher:
             await run_relay(ctx, publisher, stop)
 
-    return [http_component(app, parts.settings.host, parts.settings.port), relay]
+    settings = parts.settings
+    server = http_component(
+        app,
+        settings.host,
+        settings.port,
+        max_connections=settings.max_connections,
+        keep_alive_timeout=settings.keep_alive_timeout,
+        head_timeout=settings.header_timeout,
+    )
+    return [server, relay]
 
 
 def _matcher(parts: Parts) -> Component:
@@ -91,6 +102,7 @@ def _dispatcher(parts: Parts, sender: HttpSender) -> Component:
             concurrency=parts.settings.endpoint_concurrency,
             failures=parts.settings.circuit_failures,
             cooldown=parts.settings.circuit_cooldown_seconds,
+            max_cooldown=parts.settings.circuit_max_cooldown,
             on_change=parts.metrics.circuit_open.set,
         ),
     )
@@ -111,7 +123,7 @@ async def run_process(settings: Settings, role: str) -> None:
     async with AsyncExitStack() as stack:
         parts = await stack.enter_async_context(open_parts(settings))
         parts.metrics.build_info.labels(version=__version__, role=role).set(1)
-        sender = HttpSender()
+        sender = HttpSender(settings.endpoint_policy)
         stack.push_async_callback(sender.aclose)
         components: list[Component] = []
         smart = settings.auth_mode(role) == "smart"

@@ -16,8 +16,9 @@
 # `start` fails (exit 1, the failing role's log shown, everything it started stopped again) unless
 # every role answers /readyz. Needs the virtualenv of `make run` (.venv with herald installed).
 # For local use, http:// and loopback subscriber endpoints are allowed; every other HERALD_*
-# variable set in the environment is passed on. Logs (appended) and state go to
-# $HERALD_LOCAL_DIR/herald-run/.
+# variable set in the environment of `start` is passed on and recorded, so that `restart` runs
+# the role with the same settings (a variable set for `restart` itself wins). Logs (appended)
+# and state (mode 600: it holds the settings) go to $HERALD_LOCAL_DIR/herald-run/.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -46,6 +47,20 @@ role_port() {
 save_state() {  # names...: append NAME=value lines (sourced again by load_state)
   local name
   for name in "$@"; do printf '%s=%q\n' "$name" "${!name}"; done >>"$STATE"
+}
+
+# The HERALD_* settings of `start`, for `restart`: a role restarted without them would run with
+# other settings than its peers (another HERALD_KAFKA_TOPIC_PREFIX, say, and it would consume
+# topics nobody writes to). The script's own variables and those `launch` sets are left out.
+save_settings() {
+  local name
+  for name in $(compgen -e); do
+    case "$name" in
+      HERALD_LOCAL_DIR | HERALD_BIN | HERALD_READY_TIMEOUT | HERALD_KAFKA_BOOTSTRAP | \
+        HERALD_DATABASE_URL | HERALD_PORT | HERALD_HEALTH_PORT) ;;
+      HERALD_*) printf '[[ -v %s ]] || export %s=%q\n' "$name" "$name" "${!name}" ;;
+    esac
+  done >>"$STATE"
 }
 
 load_state() {
@@ -147,12 +162,13 @@ start() {
   [[ -n "${HERALD_KAFKA_BOOTSTRAP:-}" ]] || OWN_KAFKA=1
   [[ -n "${HERALD_DATABASE_URL:-}" ]] || OWN_PG=1
   # Recorded first, so that `stop` cleans up after a start that fails half-way.
-  : >"$STATE"
+  (umask 077 && : >"$STATE") && chmod 600 "$STATE"
   save_state API_PORT MATCHER_PORT DISPATCHER_PORT KAFKA_PORT PG_PORT OWN_KAFKA OWN_PG
   BOOTSTRAP="${HERALD_KAFKA_BOOTSTRAP:-$(KAFKA_PORT="$KAFKA_PORT" "$SCRIPT_DIR/kafka.sh" start)}" || { stop; exit 1; }
   DATABASE_URL="${HERALD_DATABASE_URL:-$(PG_PORT="$PG_PORT" "$SCRIPT_DIR/postgres.sh" start)}" || { stop; exit 1; }
   save_state BOOTSTRAP DATABASE_URL
   local_defaults
+  save_settings
   HERALD_KAFKA_BOOTSTRAP="$BOOTSTRAP" HERALD_DATABASE_URL="$DATABASE_URL" "$HERALD_BIN" migrate \
     >>"$RUN_DIR/migrate.log" 2>&1 || { tail -n 30 "$RUN_DIR/migrate.log" >&2; stop; die "herald migrate failed"; }
   local role

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import binascii
 import logging
@@ -41,8 +40,10 @@ def _handler(role: str) -> object:
             if problem:
                 fail([f"herald: {problem}"])
             announce_auth(settings, role)
+        from herald.runtime.lifecycle import run  # uvicorn and uvloop: only for serving
+
         if role == "migrate":
-            asyncio.run(_migrate(settings))
+            run(_migrate(settings))
             return 0
         if role != "run" and settings.embedded:
             fail(
@@ -53,7 +54,7 @@ def _handler(role: str) -> object:
             )
         from herald.processes import run_process
 
-        asyncio.run(run_process(settings, role))
+        run(run_process(settings, role))
         return 0
 
     return handle

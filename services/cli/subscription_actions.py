@@ -152,7 +152,7 @@ async def _replay(ctx: IngestContext, args: argparse.Namespace) -> int:
 
     if args.until is not None and args.until < args.since:
         fail([f"herald: --until {args.until} is before --since {args.since}"])
-    sender = HttpSender()
+    sender = HttpSender(ctx.settings.endpoint_policy)
     try:
         done = await replay(
             ctx.settings, ctx.database, ctx.topics, sender, args.id, args.since, args.until, print

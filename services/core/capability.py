@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from herald import __version__
 from herald.core.fhir import FHIR_VERSION
+from herald.core.search import DATABASE_UNSUPPORTED_MODIFIERS, PARAMETERS
+from herald.core.search._date import MODIFIERS as date_modifiers
+from herald.core.search._reference import MODIFIERS as reference_modifiers
+from herald.core.search._string import MODIFIERS as string_modifiers
+from herald.core.search._token import MODIFIERS as token_modifiers
+from herald.core.search._uri import MODIFIERS as uri_modifiers
 from herald.core.subscriptions import SUBSCRIPTION_PROFILE
 from herald.core.topics import TopicCatalog
 from herald.core.types import JsonObject
@@ -36,6 +42,34 @@ def security(token_url: str) -> JsonObject:
     }
 
 
+_MODIFIERS = {
+    "token": tuple(m for m in token_modifiers if m not in DATABASE_UNSUPPORTED_MODIFIERS),
+    "reference": reference_modifiers,
+    "date": date_modifiers,
+    "uri": uri_modifiers,
+    "string": string_modifiers,
+}
+
+
+def search_params(resource_type: str) -> list[JsonObject]:
+    """searchParam entries for a type, from herald.core.search's parameter list."""
+    params = []
+    for parameter in PARAMETERS[resource_type].values():
+        modifiers = " ".join(f":{m}" for m in _MODIFIERS[parameter.type])
+        documentation = f"{resource_type}.{parameter.path}; modifiers {modifiers}"
+        if parameter.type == "date":
+            documentation += "; prefixes eq ne gt lt ge le sa eb ap"
+        params.append(
+            {
+                "name": parameter.name,
+                "definition": parameter.definition,
+                "type": parameter.type,
+                "documentation": documentation,
+            }
+        )
+    return params
+
+
 def capability_statement(
     base_url: str, topics: TopicCatalog, *, date: str, token_url: str | None = None
 ) -> JsonObject:
@@ -44,16 +78,23 @@ def capability_statement(
         "type": "Subscription",
         "extension": [{"url": TOPIC_CANONICAL, "valueCanonical": url} for url in sorted(topics)],
         "supportedProfile": [SUBSCRIPTION_PROFILE],
-        "interaction": [{"code": c} for c in ("read", "create", "update", "delete", "search-type")],
+        "interaction": [
+            {"code": c}
+            for c in (
+                "read",
+                "create",
+                "update",
+                "delete",
+                "history-instance",
+                "history-type",
+                "search-type",
+            )
+        ],
         "versioning": "versioned",
         "readHistory": False,
         "updateCreate": False,
-        "searchParam": [
-            _param("_id", "token", "logical id"),
-            _param("status", "token", "requested | active | error | off"),
-            _param("url", "uri", "channel.endpoint"),
-            _param("topic", "uri", "the topic canonical URL (Subscription.criteria)"),
-        ],
+        "conditionalRead": "full-support",
+        "searchParam": search_params("Subscription"),
         "operation": [
             {"name": "status", "definition": BACKPORT_OPERATION + "backport-subscription-status"},
             {"name": "events", "definition": BACKPORT_OPERATION + "backport-subscription-events"},
@@ -71,23 +112,34 @@ def capability_statement(
     task = {
         "type": "Task",
         "interaction": [
-            {"code": c} for c in ("read", "vread", "create", "update", "delete", "search-type")
+            {"code": c}
+            for c in (
+                "read",
+                "vread",
+                "create",
+                "update",
+                "patch",
+                "delete",
+                "history-instance",
+                "history-type",
+                "search-type",
+            )
         ],
         "versioning": "versioned",
         "readHistory": True,
         "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalRead": "full-support",
+        "conditionalUpdate": True,
+        "conditionalDelete": "single",
         "searchInclude": ["Task:output"],
         "searchParam": [
-            _param("_id", "token", "logical id"),
-            _param("_lastUpdated", "date", "meta.lastUpdated (HRex polling: _lastUpdated=gt...)"),
-            _param("owner", "reference", "Task.owner; also :identifier, :[type], :missing"),
-            _param("requester", "reference", "Task.requester; also :identifier, :[type]"),
-            _param("status", "token", "Task.status; also :not, :missing"),
-            _param("code", "token", "Task.code; also :not, :missing"),
-            _param("intent", "token", "Task.intent; also :not, :missing"),
+            *search_params("Task"),
             _param("_count", "number", "page size: default 50, at most 1000"),
-            _param("_sort", "string", "_lastUpdated (default) or -_lastUpdated"),
-            _param("_total", "token", "accurate (default) or none"),
+            _param("_sort", "string", "a date parameter (default _lastUpdated); - descending"),
+            _param("_total", "token", "accurate (default), estimate or none"),
+            _param("_summary", "token", "true, text, data, count or false"),
+            _param("_elements", "string", "top-level elements to return"),
         ],
     }
     code_system = {

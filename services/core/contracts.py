@@ -17,6 +17,7 @@ NOTIFICATIONS = "notifications"
 
 RESOURCE_CHANGE_SCHEMA = "herald.resource-change/1"
 NOTIFICATION_REQUEST_SCHEMA = "herald.notification-request/1"
+METHODS = ("POST", "PUT", "DELETE", "PATCH")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class ResourceChange:
     """The resource before the change; null for create."""
     registry_revision: int
     """The subscription registry revision the writer saw; a matcher must be at least that fresh."""
+    method: str | None = None
+    """The HTTP method of the interaction (a create by PUT is notified as PUT); null: implied."""
     schema: str = RESOURCE_CHANGE_SCHEMA
 
 
@@ -59,6 +62,8 @@ class NotificationRequest:
     version_id: str | None = None
     interaction: str | None = None
     occurred_at: str | None = None
+    method: str | None = None
+    """The HTTP method of the change (see ResourceChange.method)."""
     schema: str = NOTIFICATION_REQUEST_SCHEMA
 
 
@@ -103,6 +108,8 @@ def decode_change(data: bytes) -> ResourceChange:
         raise ContractError(f"bad resource change: {exc}") from exc
     if change.interaction not in ("create", "update", "delete"):
         raise ContractError(f"unknown interaction {change.interaction!r}")
+    if change.method not in (None, *METHODS):
+        raise ContractError(f"unknown method {change.method!r}")
     _check_types(change)
     return change
 

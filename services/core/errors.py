@@ -10,10 +10,13 @@ HeraldError
 │   ├── Unauthorized            401 / security (a Canvas snapshot's signature is missing or wrong)
 │   ├── Unauthenticated         401 / login (no valid access token; WWW-Authenticate: Bearer)
 │   ├── Forbidden               403 / forbidden (scope, tenancy, a Task only its source changes)
+│   ├── QuotaExceeded           403 / too-costly (one more would pass a quota)
 │   ├── ResourceNotFound        404 / not-found
+│   ├── NotSupported            405 / not-supported (an interaction Herald does not offer)
 │   ├── NotAcceptable           406 / not-supported
 │   ├── ResourceGone            410 / deleted
 │   ├── VersionConflict         412 / conflict (If-Match names a version that is not current)
+│   ├── MultipleMatches         412 / multiple-matches (a conditional interaction's criteria)
 │   ├── PayloadTooLarge         413 / too-costly
 │   └── UnsupportedMediaType    415 / not-supported
 ├── ConcurrentWrite             the store refused a write another transaction raced (retriable)
@@ -124,6 +127,27 @@ class VersionConflict(FhirError):
 
     status_code = 412
     issue_code = "conflict"
+
+
+class QuotaExceeded(FhirError):
+    """One more subscription would pass a quota (per endpoint origin)."""
+
+    status_code = 403
+    issue_code = "too-costly"
+
+
+class NotSupported(FhirError):
+    """An interaction Herald does not offer on a resource type it serves."""
+
+    status_code = 405
+    issue_code = "not-supported"
+
+
+class MultipleMatches(FhirError):
+    """A conditional interaction's criteria match more than one resource."""
+
+    status_code = 412
+    issue_code = "multiple-matches"
 
 
 class PayloadTooLarge(FhirError):

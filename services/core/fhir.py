@@ -45,12 +45,22 @@ TASK_INTENT_CODES = frozenset(
 )
 
 # http://hl7.org/fhir/R4/datatypes.html#id
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+# Matched in full: `$` alone would let a trailing newline through.
+_ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 def is_valid_id(value: object) -> bool:
     """True when value is a FHIR logical id."""
-    return isinstance(value, str) and bool(_ID_PATTERN.match(value))
+    return isinstance(value, str) and _ID_PATTERN.fullmatch(value) is not None
+
+
+# ASCII digits only (str.isdigit also takes "²"), and few enough to fit a 64-bit column.
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,18}")
+
+
+def whole_number(text: str) -> int | None:
+    """A non-negative whole number written in ASCII digits (at most 18), else None."""
+    return int(text) if _WHOLE_NUMBER.fullmatch(text) else None
 
 
 def new_id() -> str:
@@ -70,6 +80,10 @@ def format_instant(moment: datetime) -> str:
     )
 
 
+# Characters neither FHIR strings nor XML 1.0 may hold (a client's input echoed in a message).
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
 def operation_outcome(
     diagnostics: str,
     *,
@@ -78,7 +92,11 @@ def operation_outcome(
     expression: str | None = None,
 ) -> JsonObject:
     """An OperationOutcome with one issue."""
-    issue: JsonObject = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    issue: JsonObject = {
+        "severity": severity,
+        "code": code,
+        "diagnostics": _NOT_TEXT.sub("\ufffd", diagnostics),
+    }
     if expression:
         issue["expression"] = [expression]
     return {"resourceType": "OperationOutcome", "issue": [issue]}

@@ -49,6 +49,14 @@ class FhirXml:
             raise InvalidResource("XML with a DOCTYPE is not accepted")
         return self._read_resource(tree.getroot())
 
+    def element_definitions(self, type_name: str) -> dict[str, Element]:
+        """The elements of an R4 type by name: (type name, repeats)."""
+        return self._types[type_name]
+
+    def is_resource_type(self, type_name: str) -> bool:
+        """Whether the name is an R4 resource type."""
+        return self._is_resource(type_name)
+
     def _is_resource(self, type_name: str) -> bool:
         elements = self._types.get(type_name)
         return elements is not None and elements.get("id") == ("id", False)
@@ -186,6 +194,11 @@ class FhirXml:
 
 def _is_primitive(type_name: str) -> bool:
     return type_name[0].islower()
+
+
+def safe_parser() -> etree.XMLParser:
+    """An XML parser that loads no DTD, resolves no entity and never touches the network."""
+    return _parser()
 
 
 def _parser() -> etree.XMLParser:

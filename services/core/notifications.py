@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from herald.core.fhir import new_id
+import orjson
+
+from herald.core.fhir import FHIR_XML, new_id
+from herald.core.fhirxml import FhirXml
 from herald.core.states import SubscriptionStatus
 from herald.core.types import JsonObject
 
@@ -33,11 +36,21 @@ class NotificationEvent:
     interaction: str
     resource: JsonObject | None = None
     """The resource version that triggered the event (used for full-resource)."""
+    version_id: str = ""
+    method: str | None = None
+    """The HTTP method of the change when the interaction does not imply it (PUT for create)."""
 
     @property
     def focus(self) -> str:
         """The relative reference of the focus resource."""
         return f"{self.resource_type}/{self.resource_id}"
+
+    def focus_reference(self, content: str) -> str:
+        """The focus as a notification references it: version-specific with full resources, so
+        that two versions of one resource in a Bundle are told apart (each entry's own)."""
+        if content == "full-resource" and self.version_id:
+            return f"{self.focus}/_history/{self.version_id}"
+        return self.focus
 
 
 @dataclass(frozen=True)
@@ -79,7 +92,12 @@ def status_parameters(
         ]
         if state.content != "empty":
             parts.append(
-                {"name": "focus", "valueReference": {"reference": f"{base_url}/{event.focus}"}}
+                {
+                    "name": "focus",
+                    "valueReference": {
+                        "reference": f"{base_url}/{event.focus_reference(state.content)}"
+                    },
+                }
             )
         parameters.append({"name": "notification-event", "part": parts})
     if state.status == SubscriptionStatus.ERROR and state.error:
@@ -117,6 +135,7 @@ def _status_entry(base_url: str, parameters: JsonObject, state: SubscriptionStat
 
 def _event_entry(base_url: str, event: NotificationEvent, content: str) -> JsonObject:
     method, status = _REQUEST_FOR.get(event.interaction, ("GET", "200"))
+    method = event.method or method
     url = event.resource_type if method == "POST" else event.focus
     entry: JsonObject = {"fullUrl": f"{base_url}/{event.focus}"}
     if content == "full-resource" and event.resource is not None:
@@ -147,3 +166,14 @@ def notification_bundle(
         "timestamp": timestamp,
         "entry": entries,
     }
+
+
+def encode_bundle(bundle: JsonObject, payload: str, xml: FhirXml) -> bytes:
+    """A notification Bundle in the format of `channel.payload` (FHIR XML or FHIR JSON).
+
+    Raises whatever the encoder raises on a resource it cannot write (nesting past orjson's
+    limit, characters XML cannot hold); the caller counts that as a failed attempt.
+    """
+    if payload.split(";")[0].strip() == FHIR_XML:
+        return xml.to_xml(bundle)
+    return orjson.dumps(bundle)

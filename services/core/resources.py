@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from herald.core.errors import InvalidResource
 from herald.core.fhir import TASK_INTENT_CODES, TASK_STATUS_CODES, is_valid_id
+from herald.core.fhirxml import FhirXml
+from herald.core.structure import validate_structure
 from herald.core.types import JsonObject
 
 # Elements the server owns: a client's values are replaced.
 SERVER_META = ("versionId", "lastUpdated")
 
 
-def validate_task(resource: object, *, url_id: str | None = None) -> JsonObject:
-    """Check a Task a client sent; return it without the server-managed meta elements."""
+def validate_task(
+    resource: object, *, definitions: FhirXml, url_id: str | None = None
+) -> JsonObject:
+    """Check a Task a client sent (`definitions`: the R4 element definitions its structure is
+    checked against); return it without the server-managed meta elements."""
     if not isinstance(resource, dict):
         raise InvalidResource("the body must be a JSON object holding a Task")
     resource_type = resource.get("resourceType")
@@ -29,13 +34,13 @@ def validate_task(resource: object, *, url_id: str | None = None) -> JsonObject:
     if body_id is not None and not is_valid_id(body_id):
         raise InvalidResource(f"invalid id {body_id!r}", expression="Task.id")
     status = resource.get("status")
-    if status not in TASK_STATUS_CODES:
+    if not isinstance(status, str) or status not in TASK_STATUS_CODES:
         raise InvalidResource(
             f"Task.status must be one of the R4 task-status codes, got {status!r}",
             expression="Task.status",
         )
     intent = resource.get("intent")
-    if intent not in TASK_INTENT_CODES:
+    if not isinstance(intent, str) or intent not in TASK_INTENT_CODES:
         raise InvalidResource(
             f"Task.intent must be one of the R4 task-intent codes, got {intent!r}",
             expression="Task.intent",
@@ -49,6 +54,7 @@ def validate_task(resource: object, *, url_id: str | None = None) -> JsonObject:
     meta = resource.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise InvalidResource("meta must be an object", expression="Task.meta")
+    validate_structure(resource, definitions)
     cleaned = dict(resource)
     if meta:
         cleaned["meta"] = {k: v for k, v in meta.items() if k not in SERVER_META}

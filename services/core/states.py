@@ -45,11 +45,27 @@ class DeliveryResult(StrEnum):
     CONNECTION_ERROR = "connection_error"
     CIRCUIT_OPEN = "circuit_open"
     """Not sent: the endpoint origin's circuit breaker is open."""
+    REFUSED = "refused"
+    """Not sent: the endpoint resolves only to addresses the endpoint policy refuses."""
+    UNSENDABLE = "unsendable"
+    """Not sent: the notification could not be encoded or written as an HTTP request."""
 
     @property
     def retriable(self) -> bool:
-        """Whether the notification is tried again (on the subscription's retry schedule)."""
-        return self not in (DeliveryResult.SUCCESS, DeliveryResult.GONE)
+        """Whether the notification is tried again (on the subscription's retry schedule).
+
+        A refused endpoint is not: retrying cannot change the policy.
+        """
+        return self not in (DeliveryResult.SUCCESS, DeliveryResult.GONE, DeliveryResult.REFUSED)
+
+    @property
+    def reached_endpoint(self) -> bool:
+        """Whether a request went to the endpoint (only those feed its circuit breaker)."""
+        return self not in (
+            DeliveryResult.CIRCUIT_OPEN,
+            DeliveryResult.REFUSED,
+            DeliveryResult.UNSENDABLE,
+        )
 
 
 @dataclass(frozen=True)

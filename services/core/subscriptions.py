@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+from herald.core.addresses import Address, Network, refusal
 from herald.core.errors import FhirError, InvalidSubscription, SearchParameterError
 from herald.core.fhir import FHIR_JSON, FHIR_XML, is_valid_id
 from herald.core.search import Criteria, parse_filter
@@ -35,61 +37,112 @@ TIMEOUT_RANGE = (1, 120)
 MAX_COUNT_RANGE = (1, 1000)
 DEFAULT_TIMEOUT = 10
 DEFAULT_MAX_COUNT = 100
+# Bounds on filters: every change is matched against them, so their size is work per change.
+MAX_FILTERS = 20
+MAX_FILTER_LENGTH = 2048
+MAX_FILTER_VALUES = 100
+
+
+# A host name as URLs carry it: dot-separated labels of letters, digits, hyphens, underscores.
+# Anything else (percent-escapes, spaces) is refused rather than guessed at.
+_HOST_NAME = re.compile(r"(?:[\w-]{1,63}\.)*[\w-]{1,63}\.?", re.UNICODE)
+_LOCAL_NAMES = ("localhost", "localhost.localdomain")
 
 
 @dataclass(frozen=True)
 class EndpointPolicy:
-    """Which endpoints a subscription may name."""
+    """Which endpoints a subscription may name, and which addresses Herald may connect to.
+
+    The address rules are applied where the connection is made (the sender resolves the host
+    and connects to the vetted address); `check` refuses at create what is already visible in
+    the URL: the scheme, credentials, names and literal addresses that can only be local.
+    """
 
     allow_http: bool = False
     allow_private: bool = False
+    allow_hosts: frozenset[str] = frozenset()
+    """Host names (lower case, no trailing dot) whose addresses are not checked."""
+    allow_networks: tuple[Network, ...] = ()
+    """Networks Herald may connect to although they are not public (private partners)."""
 
     def check(self, endpoint: str) -> None:
-        """Raise InvalidSubscription when the endpoint breaks the policy."""
-        parts = urlsplit(endpoint)
+        """Raise InvalidSubscription when the endpoint URL breaks the policy."""
+        where = "Subscription.channel.endpoint"
+        try:
+            parts = urlsplit(endpoint)
+            port = parts.port
+        except ValueError as exc:
+            raise InvalidSubscription(
+                f"channel.endpoint is not a valid URL: {exc}", expression=where
+            ) from exc
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidSubscription(
                 f"channel.endpoint must be an absolute http(s) URL, got {endpoint!r}",
-                expression="Subscription.channel.endpoint",
+                expression=where,
             )
         if parts.username or parts.password:
             raise InvalidSubscription(
                 "channel.endpoint must not carry credentials; use channel.header",
-                expression="Subscription.channel.endpoint",
+                expression=where,
             )
         if parts.scheme == "http" and not self.allow_http:
             raise InvalidSubscription(
                 "channel.endpoint must use https (this server does not allow http endpoints)",
-                expression="Subscription.channel.endpoint",
+                expression=where,
             )
-        if not self.allow_private and _is_local(parts.hostname):
+        if port == 0:
+            raise InvalidSubscription("channel.endpoint names port 0", expression=where)
+        host = parts.hostname
+        if _literal_address(host) is None and not _HOST_NAME.fullmatch(host):
             raise InvalidSubscription(
-                "channel.endpoint names a loopback or private address, which this server "
-                "does not allow",
-                expression="Subscription.channel.endpoint",
+                f"channel.endpoint has an invalid host {host!r}", expression=where
             )
+        reason = self.host_refusal(host)
+        if reason is not None:
+            raise InvalidSubscription(
+                f"channel.endpoint names a loopback or private address, which this server does "
+                f"not allow: {reason} (see HERALD_ENDPOINT_ALLOW)",
+                expression=where,
+            )
+
+    def allowed_host(self, host: str) -> bool:
+        """Whether the host is exempt from the address rules (or the rules are off)."""
+        return self.allow_private or host.lower().rstrip(".") in self.allow_hosts
+
+    def host_refusal(self, host: str) -> str | None:
+        """Why a host, as written, can only be local; None when it may be public."""
+        if self.allowed_host(host):
+            return None
+        name = host.lower().rstrip(".")
+        if name in _LOCAL_NAMES or name.endswith(".localhost"):
+            return f"{host} is a loopback name"
+        address = _literal_address(host)
+        return None if address is None else self.address_refusal(host, address)
+
+    def address_refusal(self, host: str, address: Address) -> str | None:
+        """Why Herald may not connect to `address` for `host`; None when it may."""
+        if self.allowed_host(host) or any(
+            address.version == n.version and address in n for n in self.allow_networks
+        ):
+            return None
+        return refusal(address)
+
+
+def _literal_address(host: str) -> Address | None:
+    """The address a host written as an IP literal (or an IPv4 shorthand) stands for."""
+    try:
+        return ipaddress.ip_address(host.strip("[]").rstrip("."))
+    except ValueError:
+        pass
+    try:
+        # IPv4 shorthands that resolvers accept as addresses: 127.1, 2130706433, 0x7f000001.
+        return ipaddress.IPv4Address(socket.inet_aton(host.rstrip(".")))
+    except (OSError, ValueError):
+        return None
 
 
 STORED_POLICY = EndpointPolicy(allow_http=True, allow_private=True)
-"""For subscriptions read back from the store: they passed the policy when they were written."""
-
-
-def _is_local(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(
-        ".localhost"
-    ):
-        return True
-    try:
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
-            host.strip("[]")
-        )
-    except ValueError:
-        try:
-            # IPv4 shorthands that resolvers accept as addresses: 127.1, 2130706433, 0x7f000001.
-            address = ipaddress.IPv4Address(socket.inet_aton(host))
-        except (OSError, ValueError):
-            return False
-    return address.is_loopback or address.is_private or address.is_link_local
+"""For reading stored subscriptions where no connection follows (matcher, $status)."""
 
 
 @dataclass(frozen=True)
@@ -121,11 +174,12 @@ class Subscription:
         return all(c.matches(resource) for c in self.criteria)
 
     def header_pairs(self) -> list[tuple[str, str]]:
-        """channel.header as (name, value) pairs, split on the first colon, value verbatim."""
+        """channel.header as (name, value) pairs, split on the first colon; the value without
+        the optional whitespace around it (RFC 9110 section 5.5), otherwise verbatim."""
         pairs = []
         for header in self.headers:
             name, _, value = header.partition(":")
-            pairs.append((name.strip(), value[1:] if value.startswith(" ") else value))
+            pairs.append((name.strip(), value.strip(" \t")))
         return pairs
 
 
@@ -169,7 +223,13 @@ def _topic(resource: JsonObject, topics: TopicCatalog) -> Topic:
 
 def _filters(resource: JsonObject, topic: Topic) -> tuple[tuple[str, ...], tuple[Criteria, ...]]:
     texts: list[str] = []
-    for extension in _extensions(resource.get("_criteria"), "Subscription._criteria"):
+    extensions = _extensions(resource.get("_criteria"), "Subscription._criteria")
+    if len(extensions) > MAX_FILTERS:
+        raise InvalidSubscription(
+            f"a subscription may have at most {MAX_FILTERS} filters",
+            expression="Subscription._criteria",
+        )
+    for extension in extensions:
         url = extension.get("url")
         if url != FILTER_CRITERIA_URL:
             raise InvalidSubscription(
@@ -181,6 +241,14 @@ def _filters(resource: JsonObject, topic: Topic) -> tuple[tuple[str, ...], tuple
         if not isinstance(text, str) or not text.strip():
             raise InvalidSubscription(
                 "backport-filter-criteria needs a non-empty valueString",
+                expression="Subscription._criteria",
+            )
+        if len(text) > MAX_FILTER_LENGTH or any(
+            part.count(",") >= MAX_FILTER_VALUES for part in text.split("&")
+        ):
+            raise InvalidSubscription(
+                f"a filter may be at most {MAX_FILTER_LENGTH} characters long, with at most "
+                f"{MAX_FILTER_VALUES} values per parameter",
                 expression="Subscription._criteria",
             )
         texts.append(text)
@@ -248,17 +316,84 @@ def _payload(channel: JsonObject) -> tuple[str, str]:
     return payload, content
 
 
+# RFC 9110 section 5.6.2: a field name is a token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 section 5.5: visible ASCII, space and tab (no CR, LF, NUL or other controls).
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e]*")
+# Headers that frame the message or describe the connection are Herald's to send: a client
+# value would split the request (Transfer-Encoding beside Content-Length), send it elsewhere
+# (Host) or contradict the payload (Content-Type).
+RESERVED_HEADERS = frozenset(
+    {
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "expect",
+        "host",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+    }
+)
+MAX_HEADERS = 20
+MAX_HEADER_BYTES = 4096
+"""Per header line (name, colon and value)."""
+MAX_HEADERS_TOTAL_BYTES = 16 * 1024
+
+
 def _headers(channel: JsonObject) -> tuple[str, ...]:
+    where = "Subscription.channel.header"
     headers = channel.get("header", [])
     if not isinstance(headers, list):
-        raise InvalidSubscription("channel.header must be a list of strings")
-    for header in headers:
-        name = header.partition(":")[0].strip() if isinstance(header, str) else ""
-        if not name or ":" not in header or not name.isascii() or " " in name:
+        raise InvalidSubscription("channel.header must be a list of strings", expression=where)
+    if len(headers) > MAX_HEADERS:
+        raise InvalidSubscription(
+            f"channel.header may hold at most {MAX_HEADERS} headers", expression=where
+        )
+    total = 0
+    for position, header in enumerate(headers):
+        at = f"{where}[{position}]"
+        if not isinstance(header, str) or ":" not in header:
             raise InvalidSubscription(
-                f"channel.header entries must look like 'Name: value', got {header!r}",
-                expression="Subscription.channel.header",
+                "channel.header entries must look like 'Name: value'", expression=at
             )
+        name, _, value = header.partition(":")
+        if not _TOKEN.fullmatch(name):
+            raise InvalidSubscription(
+                f"channel.header entries must look like 'Name: value' with an HTTP field name "
+                f"(RFC 9110 token); {name[:80]!r} is not one",
+                expression=at,
+            )
+        if name.lower() in RESERVED_HEADERS:
+            raise InvalidSubscription(
+                f"channel.header may not set {name}: Herald sets the framing and connection "
+                "headers itself",
+                expression=at,
+            )
+        if not _FIELD_VALUE.fullmatch(value):
+            # The value is not echoed: it may be a credential.
+            raise InvalidSubscription(
+                f"the value of channel.header {name} must be visible ASCII (no control "
+                "characters, CR, LF or NUL)",
+                expression=at,
+            )
+        size = len(header)
+        if size > MAX_HEADER_BYTES:
+            raise InvalidSubscription(
+                f"channel.header {name} is longer than {MAX_HEADER_BYTES} bytes", expression=at
+            )
+        total += size
+    if total > MAX_HEADERS_TOTAL_BYTES:
+        raise InvalidSubscription(
+            f"channel.header holds more than {MAX_HEADERS_TOTAL_BYTES} bytes", expression=where
+        )
     return tuple(headers)
 
 
@@ -283,7 +418,7 @@ def parse_subscription(
     if resource_id is not None and not is_valid_id(resource_id):
         raise InvalidSubscription(f"invalid id {resource_id!r}", expression="Subscription.id")
     given_status = resource.get("status", SubscriptionStatus.REQUESTED)
-    if given_status not in STATUSES:
+    if not isinstance(given_status, str) or given_status not in STATUSES:
         raise InvalidSubscription(
             f"status must be one of {', '.join(sorted(STATUSES))}, got {given_status!r}",
             expression="Subscription.status",
@@ -347,6 +482,20 @@ def parse_subscription(
     )
 
 
+def endpoint_origin(resource: JsonObject) -> str | None:
+    """scheme://host:port of a stored Subscription's endpoint (the unit of per-origin quotas)."""
+    channel = resource.get("channel")
+    endpoint = channel.get("endpoint") if isinstance(channel, dict) else None
+    if not isinstance(endpoint, str):
+        return None
+    try:
+        parts = urlsplit(endpoint)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    return f"{parts.scheme}://{(parts.hostname or '').lower().rstrip('.')}:{port}"[:300]
+
+
 def heartbeat_period(channel_extensions: object) -> int | None:
     """The backport-heartbeat-period of a stored channel's extensions, if any."""
     for extension in channel_extensions if isinstance(channel_extensions, list) else []:
@@ -388,7 +537,7 @@ def expired(resource: JsonObject, now: datetime) -> bool:
 
 def check_client_status(status: object) -> None:
     """Clients may only ask for requested or off; the server sets active and error."""
-    if status not in CLIENT_STATUSES:
+    if not isinstance(status, str) or status not in CLIENT_STATUSES:
         raise FhirError(
             f"a client may set Subscription.status to requested or off, not {status!r}; "
             "active and error are set by the server",

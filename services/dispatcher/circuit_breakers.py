@@ -9,6 +9,11 @@ Subscriptions that name the same origin (scheme, host and port) share one `Circu
   opens: POSTs to the origin are not made for `cooldown` seconds. Then it is half-open: one
   POST (the probe) goes out, the others are still skipped; a success closes the circuit, a
   failure opens it again for twice the previous cool-down (up to `max_cooldown`).
+- while the circuit is open, a timer marks a probe due when the cool-down is over
+  (`probe_due`): one worker waiting out a retry for that origin takes it and makes its POST
+  then, instead of when its own retry would be due. So an origin that comes back is found
+  within about `max_cooldown` seconds (HERALD_CIRCUIT_MAX_COOLDOWN), whatever the retry
+  schedules of its subscriptions say, and a dead origin still gets one POST per cool-down.
 
 A skipped POST is reported as the outcome `circuit_open`; the subscription's worker treats it as
 a failed attempt *at the time its retry was due*. Each subscription keeps its own retry schedule,
@@ -54,6 +59,9 @@ class Circuit:
     last_failure: str = ""
     recovered: asyncio.Event = field(default_factory=asyncio.Event)
     """Set while the circuit is closed; workers waiting out a retry wake when it closes."""
+    probe_due: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when an open circuit's cool-down is over and no worker has taken the probe yet."""
+    timer: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
         self.recovered.set()
@@ -101,6 +109,7 @@ class CircuitBreakers:
             if self.clock() - circuit.opened_at < circuit.cooldown:
                 return False
             circuit.state = HALF_OPEN
+            circuit.probe_due.clear()  # this POST is the probe
         if circuit.probing:
             return False
         circuit.probing = True
@@ -115,6 +124,7 @@ class CircuitBreakers:
             if circuit.state != CLOSED:
                 circuit.state = CLOSED
                 circuit.cooldown = 0.0
+                self._schedule_probe(circuit, None)
                 circuit.recovered.set()
                 self._changed()
             return
@@ -123,13 +133,39 @@ class CircuitBreakers:
         if circuit.state == CLOSED and circuit.failures >= self.failures:
             circuit.state = OPEN
             circuit.opened_at = self.clock()
-            circuit.cooldown = self.cooldown
+            circuit.cooldown = min(self.cooldown, self.max_cooldown)
+            self._schedule_probe(circuit, circuit.cooldown)
             circuit.recovered.clear()
             self._changed()
         elif circuit.state == HALF_OPEN and probe:
             circuit.state = OPEN
             circuit.opened_at = self.clock()
             circuit.cooldown = min(max(circuit.cooldown, self.cooldown) * 2, self.max_cooldown)
+            self._schedule_probe(circuit, circuit.cooldown)
+
+    def _schedule_probe(self, circuit: Circuit, after: float | None) -> None:
+        """Mark a probe due `after` seconds from now (None: no probe is wanted)."""
+        circuit.probe_due.clear()
+        if circuit.timer is not None:
+            circuit.timer.cancel()
+            circuit.timer = None
+        if after is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop, so nobody is waiting for a probe
+            return
+        circuit.timer = loop.call_later(after, circuit.probe_due.set)
+
+    def take_probe(self, circuit: Circuit) -> bool:
+        """Whether the caller, a worker woken by `probe_due`, makes the probe (one of them does)."""
+        if not circuit.probe_due.is_set():
+            return False
+        circuit.probe_due.clear()
+        if circuit.state != OPEN:  # a worker whose retry was due is probing already
+            return False
+        circuit.state = HALF_OPEN  # the timer may fire a hair before the clock says so
+        return True
 
     def skipped(self, circuit: Circuit) -> DeliveryOutcome:
         """The outcome of a POST the open circuit did not make."""

@@ -10,10 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
-
 from herald.core.errors import HeraldError
-from herald.core.fhir import FHIR_XML, format_instant, utc_now
+from herald.core.fhir import format_instant, utc_now
 from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
@@ -22,8 +20,9 @@ from herald.core.notifications import (
     SubscriptionState,
     notification_bundle,
 )
+from herald.core.notifications import encode_bundle as encode_notification
 from herald.core.states import DeliveryOutcome, DeliveryResult, SubscriptionStatus
-from herald.core.subscriptions import STORED_POLICY, Subscription, parse_subscription
+from herald.core.subscriptions import Subscription, parse_subscription
 from herald.core.topics import TopicCatalog
 from herald.core.types import JsonObject
 from herald.dispatcher.circuit_breakers import HALF_OPEN, CircuitBreakers
@@ -32,7 +31,7 @@ from herald.runtime.lifecycle import sleep_or_stop
 from herald.runtime.logs import logging_request
 from herald.runtime.metrics import Metrics
 from herald.runtime.packaged import fhir_xml
-from herald.runtime.sender import HttpSender
+from herald.runtime.sender import HttpSender, describe
 from herald.runtime.settings import Settings
 from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry
@@ -58,8 +57,7 @@ READ_AHEAD_BUDGET = 50_000
 
 def encode_bundle(subscription: Subscription, bundle: JsonObject) -> bytes:
     """A notification Bundle in the subscription's payload format (JSON or XML)."""
-    xml = subscription.payload.split(";")[0].strip() == FHIR_XML
-    return fhir_xml().to_xml(bundle) if xml else orjson.dumps(bundle)
+    return encode_notification(bundle, subscription.payload, fhir_xml())
 
 
 # At most this many request ids go into one notification's X-Request-ID header.
@@ -129,6 +127,9 @@ class Deliverer:
     """Events read ahead and not yet delivered, all workers together."""
     handshake_origins: dict[str, str] = field(default_factory=dict)
     """The request id of the Subscription write that asked for each pending handshake."""
+    _recent: dict[str, list[LoggedEvent]] = field(default_factory=dict)
+    """Events this dispatcher just recorded, per subscription, not yet taken by its worker."""
+    _recent_count: int = 0
 
     def __post_init__(self) -> None:
         self.progress = Progress(self.database)
@@ -137,6 +138,7 @@ class Deliverer:
         """Drop what is cached of a subscription that changed; it is read again when needed."""
         self._known.pop(subscription_id, None)
         self._generation[subscription_id] = self._generation.get(subscription_id, 0) + 1
+        self._recent_count -= len(self._recent.pop(subscription_id, ()))
 
     async def _load(self, subscription_id: str, *, fresh: bool = False) -> Loaded | None:
         """The subscription if it can be served (not deleted, off or in error); cached unless
@@ -146,7 +148,7 @@ class Deliverer:
         generation = self._generation.get(subscription_id, 0)
         async with self.database.read() as connection:
             stored = await registry.get(connection, subscription_id)
-        loaded = self._parse(subscription_id, stored)
+        loaded = await self._parse(subscription_id, stored)
         if self._generation.get(subscription_id, 0) == generation:
             if loaded is None:
                 self._known.pop(subscription_id, None)
@@ -154,7 +156,34 @@ class Deliverer:
                 self._known[subscription_id] = loaded
         return loaded
 
-    def _parse(self, subscription_id: str, stored: StoredSubscription | None) -> Loaded | None:
+    def recorded(self, event: LoggedEvent) -> None:
+        """Keep a just-committed event for its worker, so that it need not be read back.
+
+        Only a run of consecutive numbers is kept, at most READ_AHEAD per subscription and
+        READ_AHEAD_BUDGET in all; whatever does not fit is read from the event log as before.
+        """
+        events = self._recent.setdefault(event.subscription_id, [])
+        if events and (events[-1].number + 1 != event.number or len(events) >= READ_AHEAD):
+            self._recent_count -= len(events)
+            events.clear()
+        if self._recent_count < READ_AHEAD_BUDGET:
+            events.append(event)
+            self._recent_count += 1
+
+    def _take_recent(self, subscription_id: str, position: int) -> list[LoggedEvent] | None:
+        """The kept events right after `position`, or None when they do not start there."""
+        events = self._recent.pop(subscription_id, None)
+        if not events:
+            return None
+        self._recent_count -= len(events)
+        events = [e for e in events if e.number > position]
+        return events if events and events[0].number == position + 1 else None
+
+    async def _parse(
+        self, subscription_id: str, stored: StoredSubscription | None
+    ) -> Loaded | None:
+        """The stored subscription, checked again against today's rules (endpoint policy,
+        header rules): one that no longer passes moves to `error` and says why."""
         if (
             stored is None
             or stored.deleted
@@ -163,12 +192,14 @@ class Deliverer:
             return None
         try:
             subscription = parse_subscription(
-                stored.resource, self.topics, STORED_POLICY, status=stored.status
+                stored.resource, self.topics, self.settings.endpoint_policy, status=stored.status
             )
         except HeraldError as exc:
-            log.warning(
-                "subscription cannot be served",
-                extra={"subscription_id": subscription_id, "reason": str(exc)},
+            await self._fail(
+                subscription_id,
+                SubscriptionStatus.ERROR,
+                f"the subscription can no longer be served: {exc}",
+                expected=stored.status,
             )
             return None
         return stored, subscription
@@ -186,9 +217,19 @@ class Deliverer:
         """POST once. An open circuit skips it, except the last chance before `error`.
 
         `events` (first and last number) are what the Bundle carries, noted with the attempt;
-        `request_ids` those of the requests that caused them, sent as X-Request-ID.
+        `request_ids` those of the requests that caused them, sent as X-Request-ID. A Bundle
+        that cannot be encoded is a failed attempt (`unsendable`), never an exception.
         """
-        body = encode_bundle(subscription, bundle)
+        try:
+            body = encode_bundle(subscription, bundle)
+        except Exception as exc:  # noqa: BLE001 -- a poisoned event is a failed attempt
+            outcome = DeliveryOutcome(
+                DeliveryResult.UNSENDABLE,
+                None,
+                f"the notification could not be encoded: {describe(exc)}",
+            )
+            self._count(subscription, kind, outcome, 0.0, events)
+            return outcome
         endpoint = self.breakers.get(subscription.endpoint)
         # The origin's slot first: a slow origin then holds at most its own share of the
         # global slots while its POSTs queue.
@@ -212,18 +253,32 @@ class Deliverer:
                         )
                     finally:
                         self.metrics.in_flight.dec()
-                self.breakers.report(endpoint, outcome, probe=probe)
+                if outcome.outcome.reached_endpoint:
+                    self.breakers.report(endpoint, outcome, probe=probe)
+                else:  # says nothing about the endpoint's health
+                    endpoint.probing = endpoint.probing and not probe
                 reported = True
             finally:
                 if probe and not reported:  # cancelled: let another POST probe
                     endpoint.probing = False
         if outcome.ok:
             self.last_contact[subscription.id] = time.monotonic()
+        self._count(subscription, kind, outcome, seconds, events)
+        return outcome
+
+    def _count(
+        self,
+        subscription: Subscription,
+        kind: str,
+        outcome: DeliveryOutcome,
+        seconds: float,
+        events: tuple[int, int] | None,
+    ) -> None:
+        """The metrics of an attempt, and its note in the attempt history."""
         self.metrics.delivery_attempts.labels(kind, outcome.outcome).inc()
         self.metrics.attempt_duration.labels(kind).observe(seconds)
         if kind != "heartbeat":
             self.progress.attempted(attempt_of(subscription.id, kind, events, outcome, seconds))
-        return outcome
 
     def _state(
         self, stored: StoredSubscription, subscription: Subscription, status: str, through: int = 0
@@ -296,7 +351,7 @@ class Deliverer:
                 log.info("handshake accepted", extra={"subscription_id": subscription_id})
                 return
             last = outcome.detail
-            if outcome.outcome is DeliveryResult.GONE:
+            if not outcome.retriable:
                 break
             if await sleep_or_stop(stop, min(2.0 * 2**attempt, 30.0)):
                 return
@@ -320,6 +375,12 @@ class Deliverer:
         quiet = time.monotonic() - self.last_contact.get(subscription_id, 0.0)
         if quiet < subscription.heartbeat_period:  # type: ignore[operator]
             return
+        # The cached row's events_count is as old as the cache; a heartbeat reports the count
+        # now, as $status does.
+        loaded = await self._load(subscription_id, fresh=True)
+        if loaded is None or loaded[0].status is not SubscriptionStatus.ACTIVE:
+            return
+        stored, subscription = loaded
         bundle = notification_bundle(
             self.settings.fhir_base,
             self._state(stored, subscription, SubscriptionStatus.ACTIVE),
@@ -335,9 +396,15 @@ class Deliverer:
     ) -> tuple[list[LoggedEvent], bool]:
         """The subscription's next undelivered events, oldest first, and whether they are all
         that is committed so far (the read came back short)."""
+        position = self.progress.position(stored.id, stored.delivered_through)
+        # Events this dispatcher recorded and committed since: nothing else of this
+        # subscription is committed after them (a record by another dispatcher after a
+        # rebalance is found by the periodic scan, as after a short read).
+        recent = self._take_recent(stored.id, position)
+        if recent is not None:
+            return recent, True
         ahead = READ_AHEAD if self.held < READ_AHEAD_BUDGET else 0
         limit = max(subscription.max_count, ahead)
-        position = self.progress.position(stored.id, stored.delivered_through)
         async with self.database.read() as connection:
             events = await event_log.after(connection, stored.id, position, limit)
         return events, len(events) < limit
@@ -378,6 +445,7 @@ class Deliverer:
         `held`)."""
         schedule = self.settings.retry_schedule
         attempt = 0
+        retry_due: float | None = None  # monotonic time the pending retry is due
         queued_for: Loaded | None = None
         complete = False
         while not stop.is_set() and owned():
@@ -412,7 +480,7 @@ class Deliverer:
                 request_ids=[e.origin_request_id for e in batch if e.origin_request_id],
             )
             if outcome.ok:
-                attempt = 0
+                attempt, retry_due = 0, None
                 del queue[: len(batch)]
                 self.held -= len(batch)
                 self.progress.delivered(subscription_id, batch[-1].number)
@@ -432,52 +500,73 @@ class Deliverer:
                     expected=SubscriptionStatus.ACTIVE,
                 )
                 return
-            if attempt >= len(schedule):
+            if outcome.outcome is DeliveryResult.REFUSED:  # retrying cannot change the policy
                 await self._fail(
                     subscription_id,
                     SubscriptionStatus.ERROR,
-                    f"delivery failed after {attempt + 1} attempts: {outcome.detail}",
+                    outcome.detail,
                     expected=SubscriptionStatus.ACTIVE,
                 )
                 return
-            delay = schedule[attempt] * random.uniform(0.8, 1.2)  # jitter spreads retry storms
-            if outcome.retry_after is not None and outcome.retry_after <= MAX_RETRY_AFTER:
-                delay = max(delay, outcome.retry_after)
-            attempt += 1
-            log.info(
-                "delivery failed; retrying",
-                extra={
-                    "subscription_id": subscription_id,
-                    "events": f"{batch[0].number}..{batch[-1].number}",
-                    "request_ids": ",".join(
-                        dict.fromkeys(e.origin_request_id or "" for e in batch)
-                    ).strip(","),
-                    "reason": outcome.detail,
-                    "delay": round(delay, 3),
-                },
-            )
+            # A POST made before the retry was due (the circuit's probe, or a recovery that did
+            # not last) is not one of the subscription's attempts: its schedule never runs
+            # faster than time passes.
+            if retry_due is None or time.monotonic() >= retry_due:
+                if attempt >= len(schedule):
+                    await self._fail(
+                        subscription_id,
+                        SubscriptionStatus.ERROR,
+                        f"delivery failed after {attempt + 1} attempts: {outcome.detail}",
+                        expected=SubscriptionStatus.ACTIVE,
+                    )
+                    return
+                delay = schedule[attempt] * random.uniform(0.8, 1.2)  # jitter spreads storms
+                if outcome.retry_after is not None and outcome.retry_after <= MAX_RETRY_AFTER:
+                    delay = max(delay, outcome.retry_after)
+                attempt += 1
+                retry_due = time.monotonic() + delay
+                log.info(
+                    "delivery failed; retrying",
+                    extra={
+                        "subscription_id": subscription_id,
+                        "events": f"{batch[0].number}..{batch[-1].number}",
+                        "request_ids": ",".join(
+                            dict.fromkeys(e.origin_request_id or "" for e in batch)
+                        ).strip(","),
+                        "reason": outcome.detail,
+                        "delay": round(delay, 3),
+                    },
+                )
             self.metrics.retry_backlog.inc()
             try:
-                if await self._wait_retry(subscription.endpoint, stop, delay):
+                if await self._wait_retry(
+                    subscription.endpoint, stop, retry_due - time.monotonic()
+                ):
                     return
             finally:
                 self.metrics.retry_backlog.dec()
 
     async def _wait_retry(self, url: str, stop: asyncio.Event, delay: float) -> bool:
-        """Wait out a retry delay, or less when the endpoint's circuit closes meanwhile.
+        """Wait out a retry delay, or less when the endpoint's circuit closes meanwhile or this
+        worker takes the probe of its open circuit.
 
         True when stopped.
         """
-        endpoint = self.breakers.get(url)
-        if endpoint.recovered.is_set():
+        circuit = self.breakers.get(url)
+        if circuit.recovered.is_set():
             return await sleep_or_stop(stop, delay)
-        waiters = {
-            asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(endpoint.recovered.wait()),
-        }
-        try:
-            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            waiters = {
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(circuit.recovered.wait()),
+                asyncio.ensure_future(circuit.probe_due.wait()),
+            }
+            try:
+                await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if stop.is_set() or circuit.recovered.is_set() or self.breakers.take_probe(circuit):
+                break
         return stop.is_set()

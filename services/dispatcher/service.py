@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 # How often the dispatcher looks for work it was not told about (after a restart, a rebalance).
 SCAN_INTERVAL = 5.0
+# Back-off of a worker that failed unexpectedly: doubles per repeated failure, up to the cap.
+WORKER_BACKOFF = 5.0
+MAX_WORKER_BACKOFF = 300.0
 # How often delivered events older than the retention are dropped from the event log.
 PRUNE_INTERVAL = 600.0
 
@@ -46,11 +50,16 @@ class Workers:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
         self._heartbeat: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._resume_at: dict[str, float] = {}
+        """After a worker failed unexpectedly, wake-ups before this moment are ignored."""
 
     def wake(self, subscription_id: str, *, heartbeat: bool = False) -> None:
         """Make sure the subscription's worker runs (again) soon; check its heartbeat if asked."""
         if heartbeat:
             self._heartbeat.add(subscription_id)
+        if time.monotonic() < self._resume_at.get(subscription_id, 0.0):
+            return  # backing off after a failure; the periodic scan wakes it later
         if subscription_id in self._tasks:
             self._again.add(subscription_id)
             return
@@ -69,7 +78,21 @@ class Workers:
                         self._heartbeat.discard(subscription_id)
                         await self.deliverer.heartbeat(subscription_id)
                 except Exception:
-                    log.exception("worker failed", extra={"subscription_id": subscription_id})
+                    # Not a delivery failure (those are outcomes): the store is away, or a bug.
+                    # The worker stops, counted and logged, and is woken again after a back-off
+                    # that grows while the failure repeats, so it never spins nor goes silent.
+                    failures = self._failures.get(subscription_id, 0) + 1
+                    self._failures[subscription_id] = failures
+                    backoff = min(WORKER_BACKOFF * 2 ** (failures - 1), MAX_WORKER_BACKOFF)
+                    self._resume_at[subscription_id] = time.monotonic() + backoff
+                    self.deliverer.metrics.worker_failures.inc()
+                    log.exception(
+                        "worker failed; retrying after a back-off",
+                        extra={"subscription_id": subscription_id, "delay": backoff},
+                    )
+                    return
+                self._failures.pop(subscription_id, None)
+                self._resume_at.pop(subscription_id, None)
                 if subscription_id not in self._again or self.stop.is_set():
                     return
         finally:
@@ -102,31 +125,34 @@ async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
     # transactions cannot deadlock; the sort is stable, so each subscription keeps its order.
     requests.sort(key=lambda pair: pair[0].subscription_id)
     wake: set[str] = set()
+    recorded: list[LoggedEvent] = []
     now = format_instant(utc_now())
     async with deliverer.database.transaction() as connection:
         for request, origin in requests:
             wake.add(request.subscription_id)
             if request.kind != "event":
                 continue
-            number = await event_log.record(
-                connection,
-                LoggedEvent(
-                    subscription_id=request.subscription_id,
-                    number=0,
-                    request_id=request.request_id,
-                    resource_type=request.resource_type or "",
-                    resource_id=request.resource_id or "",
-                    version_id=request.version_id or "",
-                    interaction=request.interaction or "",
-                    occurred_at=request.occurred_at or now,
-                    origin_request_id=origin,
-                ),
-                now,
+            event = LoggedEvent(
+                subscription_id=request.subscription_id,
+                number=0,
+                request_id=request.request_id,
+                resource_type=request.resource_type or "",
+                resource_id=request.resource_id or "",
+                version_id=request.version_id or "",
+                interaction=request.interaction or "",
+                occurred_at=request.occurred_at or now,
+                origin_request_id=origin,
+                method=request.method,
             )
+            number = await event_log.record(connection, event, now)
             if number is None:
                 deliverer.metrics.duplicates.labels("dispatcher").inc()
             else:
                 deliverer.metrics.events_recorded.inc()
+                recorded.append(dataclasses.replace(event, number=number))
+    # Committed: the workers may take these from memory instead of reading them back.
+    for event in recorded:
+        deliverer.recorded(event)
     for request, origin in requests:
         if request.kind == "handshake":  # the subscription changed: read it again
             deliverer.forget(request.subscription_id)

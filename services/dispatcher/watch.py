@@ -22,5 +22,5 @@ class RegistryWatch:
             if current <= self.revision:
                 return []
             changed = await registry.changed_ids_since(connection, self.revision)
-        self.revision = max(current, *(revision for _, revision in changed[-1:]))
+        self.revision = max([current, *(revision for _, revision in changed[-1:])])
         return [subscription_id for subscription_id, _ in changed]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from herald import __version__
 from herald.core.capability import capability_statement
 from herald.core.errors import Unauthenticated
 from herald.core.fhir import format_instant, utc_now
-from herald.ingest import canvas, discovery, operations, subscriptions, tasks
+from herald.ingest import canvas, discovery, history, operations, subscriptions, tasks
 from herald.ingest import search as task_search
 from herald.ingest.auth import routes as auth_routes
 from herald.ingest.auth.audit import AuditMiddleware
@@ -20,9 +23,12 @@ from herald.ingest.fhirhttp import (
     check_accept,
     install_error_handlers,
     outcome_response,
+    unsupported_router,
 )
+from herald.ingest.openapi import openapi_document
 from herald.runtime.access import AccessLog
 from herald.runtime.health import ReadinessCheck, health_routes
+from herald.runtime.limits import RequestLimits
 
 
 def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
@@ -36,6 +42,7 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
     )
     app.state.herald = ctx
     app.state.auth = ctx.auth
+    app.openapi = partial(openapi_document, app, ctx.topics)  # type: ignore[method-assign]
     install_error_handlers(app)
     install_auth_error_handler(app)
     if ctx.auth is None:
@@ -43,10 +50,25 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
         app.router.routes.extend(health_routes(ctx.metrics, readiness))
     else:
         app.include_router(auth_routes.router)
+    # Starlette runs the middleware added last first. The limits read the client id that
+    # AuthMiddleware sets, so they are added before it (and run after it).
+    app.add_middleware(RequestLimits, limits=ctx.settings.request_limits)
     app.add_middleware(AuthMiddleware, server=ctx.auth, metrics=ctx.metrics)
     app.add_middleware(AuditMiddleware)
-    # Outermost: its request id is the audit line's too, and it records the 401s as well.
+    # Outside auth and the limits: its request id is the audit line's too, and it records
+    # their refusals (401, 413, 429…) as well.
     app.add_middleware(AccessLog)
+    origins = [o.strip() for o in ctx.settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        # Outermost, so that refusals (401, 413, 429…) carry the CORS headers a browser needs to
+        # show them to the script.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "If-Match"],
+            expose_headers=["ETag", "Location", "Retry-After"],
+        )
 
     @app.get("/fhir/metadata", dependencies=[Depends(check_accept)])
     async def metadata(ctx: Ctx) -> Response:
@@ -60,6 +82,8 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
             )
         )
 
+    # History first: /Task/_history must not be read as a Task id, nor /Subscription/_history.
+    app.include_router(history.router, prefix="/fhir")
     app.include_router(tasks.router, prefix="/fhir")
     app.include_router(canvas.router)
     app.include_router(task_search.router, prefix="/fhir")
@@ -67,6 +91,7 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
     app.include_router(operations.router, prefix="/fhir")
     app.include_router(discovery.router, prefix="/fhir")
     app.include_router(subscriptions.router, prefix="/fhir")
+    app.include_router(unsupported_router(), prefix="/fhir")
     return app
 
 

@@ -18,7 +18,15 @@ from fastapi import APIRouter, Depends, Query, Request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.responses import Response
 
-from herald.core.canvas import Decision, Outcome, Snapshot, code_systems, decide, parse_snapshot
+from herald.core.canvas import (
+    Decision,
+    Outcome,
+    Snapshot,
+    code_systems,
+    decide,
+    document_type_code_system,
+    parse_snapshot,
+)
 from herald.core.errors import (
     InvalidResource,
     ResourceNotFound,
@@ -26,7 +34,7 @@ from herald.core.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from herald.core.fhir import operation_outcome
+from herald.core.fhir import is_valid_id, operation_outcome
 from herald.core.resources import validate_task
 from herald.core.tenancy import CANVAS_SOURCE
 from herald.core.types import JsonObject
@@ -34,6 +42,7 @@ from herald.ingest import writes
 from herald.ingest.auth.server import one_time_key
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body, searchset, versioned
+from herald.runtime.packaged import fhir_xml
 from herald.runtime.store import clients as store
 from herald.runtime.store.resources import StoredResource
 
@@ -99,7 +108,7 @@ async def apply_snapshot(ctx: IngestContext, snapshot: Snapshot) -> tuple[Outcom
         decision = decide(snapshot, stored, ctx.settings.fhir_base)
         if decision.task is None:
             return None
-        task = validate_task(decision.task)
+        task = validate_task(decision.task, definitions=fhir_xml())
         # The mark that makes this Task writable only through this endpoint (see tasks.py).
         return {**task, "meta": {**(task.get("meta") or {}), "source": CANVAS_SOURCE}}
 
@@ -173,6 +182,14 @@ _SEARCH_PARAMETERS = {"_id", "url", "name", "status", "_format", "_pretty"}
 
 def _code_systems(ctx: IngestContext) -> dict[str, JsonObject]:
     return {cs["id"]: cs for cs in code_systems(ctx.settings.fhir_base)}
+
+
+@router.get("/fhir/CodeSystem/canvas/{instance}/document-type")
+async def read_document_types(instance: str, ctx: Ctx) -> Response:
+    """The document-type CodeSystem of a Canvas instance, at its canonical URL."""
+    if not is_valid_id(instance):
+        raise ResourceNotFound(f"CodeSystem/canvas/{instance}/document-type is not known")
+    return FhirResponse(document_type_code_system(ctx.settings.fhir_base, instance))
 
 
 @router.get("/fhir/CodeSystem/{code_system_id}")

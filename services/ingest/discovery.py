@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from herald.core.errors import ResourceNotFound, SearchParameterError
+from herald.core.fhir import utc_now
+from herald.core.search import SUBSCRIPTION_PARAMETERS, parse_query
 from herald.core.topics import Topic
 from herald.core.types import JsonObject
 from herald.ingest.auth.access import CallerDep, owns, require
 from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, searchset
+from herald.ingest.search import is_strict
 from herald.runtime.store import subscriptions as registry
 
 router = APIRouter(dependencies=[Depends(check_accept)])
 
 FHIR_TYPES = "http://hl7.org/fhir/fhir-types"
 CROSS_VERSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."
+# The IG's R4 example takes the complex elements from the R4B definitions.
+COMPLEX = "http://hl7.org/fhir/4.3/StructureDefinition/extension-SubscriptionTopic."
 # Result parameters every search accepts.
 _RESULT_PARAMETERS = frozenset({"_format", "_count", "_total", "_summary", "_pretty"})
 
@@ -29,17 +35,25 @@ def _ext(element: str, value_type: str, value: Any) -> JsonObject:
 
 
 def topic_as_basic(topic: Topic) -> JsonObject:
-    """A SubscriptionTopic as an R4 Basic resource with R5 cross-version extensions."""
+    """A SubscriptionTopic as an R4 Basic resource, shaped as the Backport IG's R4 example
+    (Basic/r4-encounter-complete): R5 cross-version extensions for the simple elements, `status`
+    as a modifierExtension (a modifier in R5), R4B extensions for the complex elements."""
     source = topic.resource
     extensions = [_ext("url", "valueUri", topic.url)]
-    for element, value_type in (("version", "valueString"), ("title", "valueString")):
+    for element, value_type in (
+        ("version", "valueString"),
+        ("name", "valueString"),
+        ("title", "valueString"),
+        ("date", "valueDateTime"),
+        ("description", "valueMarkdown"),
+    ):
         if source.get(element):
             extensions.append(_ext(element, value_type, source[element]))
-    extensions.append(_ext("status", "valueCode", source.get("status", "active")))
-    if source.get("description"):
-        extensions.append(_ext("description", "valueMarkdown", source["description"]))
     for trigger in source.get("resourceTrigger") or []:
-        parts: list[JsonObject] = [{"url": "resource", "valueUri": trigger["resource"]}]
+        parts: list[JsonObject] = []
+        if trigger.get("description"):
+            parts.append({"url": "description", "valueMarkdown": trigger["description"]})
+        parts.append({"url": "resource", "valueUri": trigger["resource"]})
         parts += [
             {"url": "supportedInteraction", "valueCode": code}
             for code in trigger.get("supportedInteraction") or []
@@ -54,18 +68,24 @@ def topic_as_basic(topic: Topic) -> JsonObject:
             query.append({"url": "requireBoth", "valueBoolean": bool(criteria["requireBoth"])})
         if query:
             parts.append({"url": "queryCriteria", "extension": query})
-        extensions.append({"url": CROSS_VERSION + "resourceTrigger", "extension": parts})
+        extensions.append({"url": COMPLEX + "resourceTrigger", "extension": parts})
     for can_filter in source.get("canFilterBy") or []:
-        parts = [
+        parts = []
+        if can_filter.get("description"):
+            parts.append({"url": "description", "valueMarkdown": can_filter["description"]})
+        parts += [
             {"url": "resource", "valueUri": can_filter.get("resource", "")},
             {"url": "filterParameter", "valueString": can_filter["filterParameter"]},
         ]
+        if can_filter.get("filterDefinition"):
+            parts.append({"url": "filterDefinition", "valueUri": can_filter["filterDefinition"]})
         parts += [{"url": "modifier", "valueCode": m} for m in can_filter.get("modifier") or []]
-        extensions.append({"url": CROSS_VERSION + "canFilterBy", "extension": parts})
+        extensions.append({"url": COMPLEX + "canFilterBy", "extension": parts})
     return {
         "resourceType": "Basic",
         "id": source.get("id") or topic.url.rstrip("/").rsplit("/", 1)[-1],
         "extension": extensions,
+        "modifierExtension": [_ext("status", "valueCode", source.get("status", "active"))],
         "code": {"coding": [{"system": FHIR_TYPES, "code": "SubscriptionTopic"}]},
     }
 
@@ -76,8 +96,9 @@ def _searchset(ctx: IngestContext, request: Request, resources: list[JsonObject]
 
 def _parameters(request: Request, allowed: set[str]) -> dict[str, set[str]]:
     values: dict[str, set[str]] = {}
+    strict = is_strict(request.headers.get("prefer"))
     for name, value in request.query_params.multi_items():
-        if name in _RESULT_PARAMETERS:
+        if name in _RESULT_PARAMETERS or (name not in allowed and not strict):
             continue
         if name not in allowed:
             raise SearchParameterError(
@@ -114,17 +135,23 @@ async def read_topic(basic_id: str, ctx: Ctx) -> Response:
 
 @router.get("/Subscription", dependencies=[require("Subscription", "s")])
 async def search_subscriptions(request: Request, ctx: Ctx, who: CallerDep) -> Response:
-    """Subscription search by `_id`, `status`, `url` (channel.endpoint) and `topic` (criteria)."""
-    wanted = _parameters(request, {"_id", "status", "url", "topic"})
-    found = await _all_subscriptions(ctx, who)
-    matches = [
-        s
-        for s in found
-        if ("_id" not in wanted or s["id"] in wanted["_id"])
-        and ("status" not in wanted or s["status"] in wanted["status"])
-        and ("url" not in wanted or s.get("channel", {}).get("endpoint") in wanted["url"])
-        and ("topic" not in wanted or s.get("criteria") in wanted["topic"])
-    ]
+    """Subscription search by any of its search parameters (herald.core.search), in memory."""
+    known = SUBSCRIPTION_PARAMETERS
+    strict = is_strict(request.headers.get("prefer"))
+    parts = []
+    for segment in request.url.query.split("&"):
+        name = unquote(segment.partition("=")[0]).split(":", 1)[0]
+        if not segment or name in _RESULT_PARAMETERS:
+            continue
+        if name not in known and strict:
+            raise SearchParameterError(
+                f"unknown search parameter {name!r}; supported: {', '.join(sorted(known))}"
+            )
+        if name in known:
+            parts.append(segment)
+    criteria = parse_query("Subscription", "&".join(parts))
+    now = utc_now()
+    matches = [s for s in await _all_subscriptions(ctx, who) if criteria.matches(s, now=now)]
     return FhirResponse(_searchset(ctx, request, matches))
 
 

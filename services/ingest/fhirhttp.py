@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from contextvars import ContextVar
+from datetime import datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -16,7 +19,8 @@ from herald.core.errors import (
     FhirError,
     InvalidResource,
     NotAcceptable,
-    PayloadTooLarge,
+    NotSupported,
+    ResourceNotFound,
     UnsupportedMediaType,
 )
 from herald.core.fhir import (
@@ -27,12 +31,12 @@ from herald.core.fhir import (
     operation_outcome,
     utc_now,
 )
+from herald.core.structure import check_depth
 from herald.core.types import JsonObject
 from herald.runtime.packaged import fhir_xml
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024
 _JSON_TYPES = {FHIR_JSON, "application/json", "json", "application/json+fhir"}
 _XML_TYPES = {"application/fhir+xml", "application/xml", "xml", "text/xml", "application/xml+fhir"}
 
@@ -56,23 +60,81 @@ class FhirResponse(Response):
         return orjson.dumps(content)
 
 
+RETURN_PREFERENCES = ("minimal", "representation", "OperationOutcome")
+
+
+def http_date(instant: str) -> str:
+    """A FHIR instant as an HTTP-date (RFC 9110), for Last-Modified."""
+    return format_datetime(datetime.fromisoformat(instant), usegmt=True)
+
+
+def return_preference(prefer: str | None) -> str:
+    """The `return=` of a Prefer header (default: representation)."""
+    for part in (prefer or "").replace(",", ";").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == "return" and value.strip('"') in RETURN_PREFERENCES:
+            return value.strip('"')
+    return "representation"
+
+
+def _version(etag: str) -> str:
+    return etag.strip().removeprefix("W/").strip('"')
+
+
+def _not_modified(request: Request, etag: str, instant: str) -> bool:
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        # Clients send W/"2", "2" or (fhirpy) a bare 2: all name version 2.
+        wanted = {_version(tag) for tag in if_none_match.split(",")}
+        return "*" in wanted or _version(etag) in wanted
+    if_modified_since = request.headers.get("if-modified-since")
+    if if_modified_since is not None:
+        try:
+            since = parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError):
+            return False  # an unreadable date is ignored, as HTTP says
+        if since.tzinfo is None:
+            return False
+        modified = datetime.fromisoformat(instant).replace(microsecond=0)
+        return modified <= since
+    return False
+
+
 def versioned(
     fhir_base: str,
     resource: JsonObject,
     status_code: int,
+    request: Request | None = None,
     *,
+    write: bool = False,
     headers: dict[str, str] | None = None,
-) -> FhirResponse:
-    """A response carrying a resource version, with its ETag and its version's Location."""
+) -> Response:
+    """The one answer for a resource version: ETag, Last-Modified, its version's Location; a
+    read is conditional when `request` asks (304), and with `write` (a create or update) the
+    body follows `Prefer: return=`."""
     meta = resource["meta"]
-    location = (
-        f"{fhir_base}/{resource['resourceType']}/{resource['id']}/_history/{meta['versionId']}"
-    )
-    return FhirResponse(
-        resource,
-        status_code=status_code,
-        headers={"ETag": f'W/"{meta["versionId"]}"', "Location": location, **(headers or {})},
-    )
+    etag = f'W/"{meta["versionId"]}"'
+    headers = {
+        "ETag": etag,
+        "Last-Modified": http_date(meta["lastUpdated"]),
+        "Location": f"{fhir_base}/{resource['resourceType']}/{resource['id']}"
+        f"/_history/{meta['versionId']}",
+        **(headers or {}),
+    }
+    if request is not None and not write and _not_modified(request, etag, meta["lastUpdated"]):
+        return Response(status_code=304, headers={k: headers[k] for k in ("ETag", "Last-Modified")})
+    preference = return_preference(request.headers.get("prefer")) if write and request else None
+    if preference == "minimal":
+        return Response(status_code=status_code, headers=headers)
+    if preference == "OperationOutcome":
+        done = "created" if status_code == 201 else "updated"
+        outcome = operation_outcome(
+            f"{resource['resourceType']}/{resource['id']} {done} as version {meta['versionId']}",
+            severity="information",
+            code="informational",
+        )
+        return FhirResponse(outcome, status_code=status_code, headers=headers)
+    return FhirResponse(resource, status_code=status_code, headers=headers)
 
 
 def _kind(media_type: str) -> str | None:
@@ -116,39 +178,35 @@ async def check_accept(request: Request) -> None:
 
 
 async def read_body(request: Request) -> bytes:
-    """The raw request body, refused with 413 when it is over MAX_BODY_BYTES."""
-    declared = request.headers.get("content-length", "0")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    return body
+    """The raw request body (RequestLimits refuses one over the limit while it streams in)."""
+    return await request.body()
 
 
 def searchset(base: str, self_url: str, resources: list[JsonObject]) -> JsonObject:
     """A searchset Bundle of resources that all matched."""
-    return {
+    bundle: JsonObject = {
         "resourceType": "Bundle",
         "id": new_id(),
         "type": "searchset",
         "timestamp": format_instant(utc_now()),
         "total": len(resources),
         "link": [{"relation": "self", "url": self_url}],
-        "entry": [
+    }
+    if resources:  # FHIR JSON never has empty arrays
+        bundle["entry"] = [
             {
                 "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
                 "resource": r,
                 "search": {"mode": "match"},
             }
             for r in resources
-        ],
-    }
+        ]
+    return bundle
 
 
 async def read_resource(request: Request) -> JsonObject:
     """The request body as a JSON object, or a 4xx FhirError."""
-    content_type = request.headers.get("content-type", FHIR_JSON).split(";")[0].strip().lower()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES and content_type not in _XML_TYPES:
         raise UnsupportedMediaType(
             f"unsupported Content-Type {content_type!r}; send {FHIR_JSON} or {FHIR_XML}"
@@ -157,14 +215,28 @@ async def read_resource(request: Request) -> JsonObject:
     if not body:
         raise InvalidResource("the request has no body")
     if content_type in _XML_TYPES:
-        return fhir_xml().from_xml(body)
+        resource = fhir_xml().from_xml(body)
+        check_depth(resource)
+        return resource
     try:
         resource = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidResource(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(resource, dict):
         raise InvalidResource("the body must be a JSON object")
+    check_depth(resource)
+    # orjson keeps the last of duplicate keys; a proxy in front may keep the first and see
+    # another resource. The (bounded-depth) body is read once more to find them.
+    json.loads(body, object_pairs_hook=_without_duplicates)
     return resource
+
+
+def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = next(key for key in keys if keys.count(key) > 1)
+        raise InvalidResource(f"the JSON object holds the key {twice[:64]!r} more than once")
+    return dict(pairs)
 
 
 def outcome_response(
@@ -176,13 +248,44 @@ def outcome_response(
     )
 
 
+# The resource types Herald serves; other types under /fhir are unknown (404).
+SERVED_TYPES = frozenset({"Task", "Subscription", "Basic", "CodeSystem"})
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def unsupported_router() -> APIRouter:
+    """The last routes under /fhir: 405 for an interaction Herald does not offer on a type it
+    serves (or at the system level: batch, transaction, history), else 404; each with an
+    OperationOutcome."""
+    router = APIRouter(dependencies=[Depends(check_accept)])
+
+    @router.api_route("", methods=_METHODS, include_in_schema=False)
+    @router.api_route("/{path:path}", methods=_METHODS, include_in_schema=False)
+    async def unsupported(request: Request, path: str = "") -> Response:
+        resource_type = path.split("/", 1)[0]
+        if resource_type in SERVED_TYPES or resource_type in ("", "_history"):
+            raise NotSupported(
+                f"Herald does not offer {request.method} {request.url.path}; "
+                "see /fhir/metadata for the interactions it supports"
+            )
+        raise ResourceNotFound(f"Herald does not serve {request.url.path}")
+
+    return router
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error with an OperationOutcome."""
 
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
         request.app.state.herald.metrics.rejected_requests.labels(str(exc.status_code)).inc()
-        return outcome_response(exc.status_code, exc.diagnostics, exc.issue_code, exc.expression)
+        response = outcome_response(
+            exc.status_code, exc.diagnostics, exc.issue_code, exc.expression
+        )
+        if exc.status_code == 413:
+            # The rest of the body is not wanted: closing beats reading it to the end.
+            response.headers["Connection"] = "close"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from herald.core.errors import FhirError
-from herald.core.fhir import format_instant, new_id, utc_now
+from herald.core.fhir import format_instant, new_id, utc_now, whole_number
 from herald.core.notifications import (
     QUERY_EVENT,
     QUERY_STATUS,
@@ -32,6 +32,8 @@ router = APIRouter(dependencies=[Depends(check_accept)])
 MAX_EVENTS = 1000
 # A type-level $status without ids answers for at most this many subscriptions.
 MAX_STATUS = 1000
+# Values one operation parameter may carry (ids of a type-level $status, for instance).
+MAX_VALUES = 100
 
 
 def _state(stored: StoredSubscription, content: str = "id-only") -> SubscriptionState:
@@ -54,10 +56,18 @@ async def _operation_parameters(request: Request) -> dict[str, list[str]]:
         body = await read_resource(request)
         if body.get("resourceType") != "Parameters":
             raise FhirError("the body of an operation must be a Parameters resource")
-        for parameter in body.get("parameter") or []:
+        parameters = body.get("parameter") or []
+        if not isinstance(parameters, list) or not all(isinstance(p, dict) for p in parameters):
+            raise FhirError(
+                "Parameters.parameter must be a list of objects", expression="Parameters.parameter"
+            )
+        for parameter in parameters:
             given = next((v for k, v in parameter.items() if k.startswith("value")), None)
             if isinstance(given, str | int):
                 values.setdefault(str(parameter.get("name")), []).append(str(given))
+    for name, given in values.items():
+        if len(given) > MAX_VALUES:
+            raise FhirError(f"{name[:50]!r} may carry at most {MAX_VALUES} values")
     return values
 
 
@@ -120,9 +130,10 @@ async def status_of_one(
 def _number(values: list[str], name: str) -> int | None:
     if not values:
         return None
-    if len(values) > 1 or not values[0].isdigit():
-        raise FhirError(f"{name} must be one non-negative event number, got {values!r}")
-    return int(values[0])
+    number = whole_number(values[0]) if len(values) == 1 else None
+    if number is None:
+        raise FhirError(f"{name} must be one non-negative event number, got {values!r:.200}")
+    return number
 
 
 @router.api_route(

@@ -7,17 +7,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from herald.core.contracts import NOTIFICATIONS, NotificationRequest, encode
-from herald.core.errors import InvalidSubscription, ResourceGone, ResourceNotFound
+from herald.core.errors import InvalidSubscription, QuotaExceeded, ResourceGone, ResourceNotFound
 from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.resources import with_version
 from herald.core.states import CLIENT_STATUSES, SubscriptionStatus
-from herald.core.subscriptions import parse_subscription
+from herald.core.structure import validate_structure
+from herald.core.subscriptions import endpoint_origin, parse_subscription
 from herald.core.tenancy import check_pinned
 from herald.core.types import JsonObject
 from herald.ingest.auth.access import CallerDep, owns, require
 from herald.ingest.auth.server import ANONYMOUS, Caller
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import check_accept, read_resource, versioned
+from herald.runtime.packaged import fhir_xml
 from herald.runtime.store import outbox
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
@@ -65,6 +67,7 @@ async def save_subscription(
     The API and `herald subscriptions reactivate|off` both change subscriptions through here.
     """
     subscription = parse_subscription(resource, ctx.topics, ctx.settings.endpoint_policy)
+    validate_structure(resource, fhir_xml())
     async with ctx.database.transaction() as connection:
         current = None
         if subscription_id is not None:
@@ -73,6 +76,8 @@ async def save_subscription(
         if who.organizations is not None:
             check_pinned(subscription, who.organizations, ctx.settings.fhir_base)
         status = _client_status(resource, current.status if current else None)
+        if status != SubscriptionStatus.OFF:
+            await _check_origin_quota(ctx, connection, resource, subscription_id)
         stored = with_version(
             {k: v for k, v in resource.items() if k not in ("status", "error")},
             subscription_id or new_id(),
@@ -102,6 +107,25 @@ async def save_subscription(
     return {**stored, "status": status}
 
 
+async def _check_origin_quota(
+    ctx: IngestContext, connection: AsyncConnection, resource: JsonObject, own_id: str | None
+) -> None:
+    """Refuse one more live subscription to an endpoint origin that has its quota: each
+    subscription is one more POST per matching change to that origin."""
+    origin = endpoint_origin(resource)
+    most = ctx.settings.max_subscriptions_per_origin
+    if origin is None:
+        return
+    held = await registry.count_at_origin(connection, origin, other_than=own_id or "")
+    if held >= most:
+        raise QuotaExceeded(
+            f"the endpoint's origin already has {held} live subscriptions, the most this "
+            f"server allows (HERALD_MAX_SUBSCRIPTIONS_PER_ORIGIN={most}); delete or turn off "
+            "some, or use filters on fewer subscriptions",
+            expression="Subscription.channel.endpoint",
+        )
+
+
 def _check_exists(
     found: StoredSubscription | None, subscription_id: str, who: Caller
 ) -> StoredSubscription:
@@ -116,28 +140,26 @@ def _check_exists(
 @router.post("/Subscription", status_code=201, dependencies=[require("Subscription", "c")])
 async def create_subscription(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Register a subscription as requested; the dispatcher sends the handshake."""
-    return versioned(
-        ctx.settings.fhir_base,
-        await save_subscription(ctx, await read_resource(request), None, who),
-        201,
-    )
+    saved = await save_subscription(ctx, await read_resource(request), None, who)
+    return versioned(ctx.settings.fhir_base, saved, 201, request, write=True)
 
 
 async def stored_subscription(
     ctx: IngestContext, subscription_id: str, who: Caller = ANONYMOUS
 ) -> StoredSubscription:
-    """A live subscription the caller owns, or 404/410."""
+    """A live subscription the caller owns; ResourceNotFound or ResourceGone otherwise."""
     async with ctx.database.read() as connection:
         found = await registry.get(connection, subscription_id)
     return _check_exists(found, subscription_id, who)
 
 
 @router.get("/Subscription/{subscription_id}", dependencies=[require("Subscription", "r")])
-async def read_subscription(subscription_id: str, ctx: Ctx, who: CallerDep) -> Response:
-    """A subscription with its current status and error."""
-    return versioned(
-        ctx.settings.fhir_base, (await stored_subscription(ctx, subscription_id, who)).resource, 200
-    )
+async def read_subscription(
+    subscription_id: str, request: Request, ctx: Ctx, who: CallerDep
+) -> Response:
+    """A subscription with its current status and error (conditional read: 304)."""
+    stored = await stored_subscription(ctx, subscription_id, who)
+    return versioned(ctx.settings.fhir_base, stored.resource, 200, request)
 
 
 @router.put("/Subscription/{subscription_id}", dependencies=[require("Subscription", "u")])
@@ -152,9 +174,8 @@ async def update_subscription(
             f"({subscription_id!r})",
             expression="Subscription.id",
         )
-    return versioned(
-        ctx.settings.fhir_base, await save_subscription(ctx, resource, subscription_id, who), 200
-    )
+    saved = await save_subscription(ctx, resource, subscription_id, who)
+    return versioned(ctx.settings.fhir_base, saved, 200, request, write=True)
 
 
 @router.delete(

@@ -5,6 +5,11 @@ its row locked (PostgreSQL) or under the single-writer lock (SQLite), lets the c
 what the next version is, stamps it (id, versionId, lastUpdated), saves and indexes it, and
 queues its change event on the outbox, all in one transaction. PUT, POST, DELETE and the
 Canvas endpoint differ only in how they decide.
+
+The stamp comes from `resources.write_clock`: taken under a per-type lock held until commit and
+later than every stored one, so that polling with `_lastUpdated=gt` never misses a version.
+A conditional create (`unless`) looks for matches under that same lock, so two of them cannot
+both create.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ from typing import Final
 
 from herald.core.contracts import TASK_CHANGES, ResourceChange, encode
 from herald.core.errors import ConcurrentWrite, ResourceGone, ResourceNotFound, VersionConflict
-from herald.core.fhir import format_instant, new_id, utc_now
+from herald.core.fhir import format_instant, new_id, whole_number
 from herald.core.resources import with_version
+from herald.core.search import Criteria
 from herald.core.types import JsonObject
 from herald.ingest.context import IngestContext
 from herald.runtime.store import outbox, resources, subscriptions
 from herald.runtime.store.resources import StoredResource
+from herald.runtime.store.search import search_ids
 
 
 class _Delete:
@@ -46,7 +53,9 @@ class WriteResult:
 
     resource: JsonObject | None
     interaction: str
-    """create | update | delete."""
+    """create | update | delete; "match" when a conditional create found `matched` resources
+    (then `resource` is the first and nothing was written)."""
+    matched: int = 0
 
     @property
     def created(self) -> bool:
@@ -55,34 +64,61 @@ class WriteResult:
 
 
 async def write_version(
-    ctx: IngestContext, resource_type: str, resource_id: str, plan: Plan
+    ctx: IngestContext,
+    resource_type: str,
+    resource_id: str,
+    plan: Plan,
+    *,
+    method: str | None = None,
+    unless: Criteria | None = None,
+    within: frozenset[str] | None = None,
 ) -> WriteResult | None:
-    """Write the version `plan` decides on, with its change event; None when it wrote nothing."""
+    """Write the version `plan` decides on, with its change event; None when it wrote nothing.
+
+    `method`: the HTTP method of the interaction, for history and notifications (None: the
+    interaction implies it). `unless`: a conditional create's criteria; when resources match
+    them nothing is written (see WriteResult); `within`: a tenant's organizations, the only
+    Tasks its criteria can match.
+    """
     try:
-        return await _write_version(ctx, resource_type, resource_id, plan)
+        return await _write_version(ctx, resource_type, resource_id, plan, method, unless, within)
     except ConcurrentWrite:
         # Two creates of the same new id raced; the loser decides again on top of the winner.
-        return await _write_version(ctx, resource_type, resource_id, plan)
+        return await _write_version(ctx, resource_type, resource_id, plan, method, unless, within)
 
 
 async def _write_version(
-    ctx: IngestContext, resource_type: str, resource_id: str, plan: Plan
+    ctx: IngestContext,
+    resource_type: str,
+    resource_id: str,
+    plan: Plan,
+    method: str | None,
+    unless: Criteria | None,
+    within: frozenset[str] | None,
 ) -> WriteResult | None:
     async with ctx.database.transaction() as connection:
         previous = await resources.current(connection, resource_type, resource_id, for_update=True)
+        clock = await resources.write_clock(connection, resource_type)
+        found = None
+        if unless is not None:
+            found = await search_ids(connection, unless, now=clock, organizations=within)
+        if found:
+            match = await resources.current(connection, resource_type, found[0])
+            assert match is not None
+            return WriteResult(match.resource, "match", matched=len(found))
         decided = plan(previous)
         if decided is None:
             return None
         live = None if previous is None or previous.deleted else previous
         version_id = 1 if previous is None else previous.version_id + 1
-        now = format_instant(utc_now())
+        now = format_instant(clock)
         if isinstance(decided, _Delete):
             assert live is not None, "a plan deletes only a live resource"
             await resources.mark_deleted(connection, live, version_id, now)
             result = WriteResult(None, "delete")
         else:
             stamped = with_version(decided, resource_id, version_id, now)
-            await resources.save(connection, stamped, previous=previous)
+            await resources.save(connection, stamped, previous=previous, method=method)
             result = WriteResult(stamped, "create" if live is None else "update")
         change = ResourceChange(
             event_id=new_id(),
@@ -94,6 +130,7 @@ async def _write_version(
             current=result.resource,
             previous=None if live is None else live.resource,
             registry_revision=await subscriptions.revision(connection),
+            method=method,
         )
         await outbox.add(connection, ctx.settings.topic(TASK_CHANGES), resource_id, encode(change))
     ctx.outbox_written.set()
@@ -108,8 +145,11 @@ async def write(
     *,
     if_match: str | None = None,
     guard: WriteGuard | None = None,
+    unless: Criteria | None = None,
+    within: frozenset[str] | None = None,
 ) -> WriteResult:
-    """Store a new version of a resource and queue its change event; create when it is new."""
+    """Store a new version of a resource and queue its change event; create when it is new
+    (`unless`: a conditional create, see write_version)."""
 
     def plan(previous: StoredResource | None) -> JsonObject:
         if guard is not None:
@@ -122,7 +162,16 @@ async def write(
                 )
         return resource
 
-    written = await write_version(ctx, resource["resourceType"], resource_id or new_id(), plan)
+    method = "POST" if resource_id is None else "PUT"
+    written = await write_version(
+        ctx,
+        resource["resourceType"],
+        resource_id or new_id(),
+        plan,
+        method=method,
+        unless=unless,
+        within=within,
+    )
     assert written is not None
     return written
 
@@ -139,7 +188,8 @@ async def delete(
             guard(previous.resource)
         return DELETE
 
-    return await write_version(ctx, resource_type, resource_id, plan) is not None
+    written = await write_version(ctx, resource_type, resource_id, plan, method="DELETE")
+    return written is not None
 
 
 async def read(ctx: IngestContext, resource_type: str, resource_id: str) -> JsonObject:
@@ -158,9 +208,10 @@ async def vread(
 ) -> JsonObject:
     """One version, or 404."""
     found = None
-    if version_id.isdigit():
+    number = whole_number(version_id)
+    if number is not None:
         async with ctx.database.read() as connection:
-            found = await resources.version(connection, resource_type, resource_id, int(version_id))
+            found = await resources.version(connection, resource_type, resource_id, number)
     if found is None:
         raise ResourceNotFound(f"{resource_type}/{resource_id}/_history/{version_id} is not known")
     return found

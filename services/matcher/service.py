@@ -48,6 +48,7 @@ def notification_requests(
             version_id=change.version_id,
             interaction=change.interaction,
             occurred_at=change.occurred_at,
+            method=change.method,
         )
         for subscription in index.match(change)
     ]

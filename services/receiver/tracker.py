@@ -83,7 +83,13 @@ def read_notification(bundle: JsonObject) -> Notification:
             value = _value(parameter)
             values[str(name)] = value.get("reference") if isinstance(value, dict) else value
     # Event entries follow the status entry in event order (none for empty content).
-    methods = [(e.get("request") or {}).get("method", "") for e in entries[1:]]
+    # A PUT answered 201 created the resource (update-as-create).
+    methods = [
+        "POST"
+        if (e.get("response") or {}).get("status", "").startswith("201")
+        else (e.get("request") or {}).get("method", "")
+        for e in entries[1:]
+    ]
     if len(methods) == len(events):
         events = [
             Event(e.number, e.focus, _INTERACTION.get(m, ""))

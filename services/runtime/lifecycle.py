@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Generator, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from typing import Any, TypeVar
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -22,6 +22,16 @@ Component = Callable[[asyncio.Event], Awaitable[None]]
 """A long-running part of a service: runs until the event is set, then finishes its work."""
 
 
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a process's main coroutine on uvloop (asyncio's own loop where uvloop is missing)."""
+    try:
+        import uvloop
+    except ImportError:  # not built for this platform
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the process lifecycle owns the signals."""
 
@@ -30,13 +40,90 @@ class _Server(uvicorn.Server):
         yield
 
 
-def http_component(app: ASGIApp, host: str, port: int) -> Component:
-    """Serve an ASGI app until stopped (in-flight requests finish first)."""
+# h11 refuses a request head (request line and headers) larger than this: 16 KB.
+MAX_HEAD_BYTES = 16 * 1024
+
+
+def with_head_timeout(protocol: type[asyncio.Protocol], seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol class, closing connections that take longer than `seconds` to
+    send a complete request head, counted from the connection's start or its previous response.
+
+    uvicorn has no such timeout of its own: without it a client that trickles a header byte now
+    and then (slowloris) holds a connection for as long as it likes.
+    """
+
+    class HeadTimeout(protocol):  # type: ignore[valid-type,misc]
+        _deadline: asyncio.TimerHandle | None = None
+        _served: object = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._start_deadline()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._deadline is not None and self._request_started():
+                self._deadline.cancel()
+                self._deadline = None
+
+        def on_response_complete(self) -> None:
+            self._served = self.cycle
+            super().on_response_complete()
+            if not self.transport.is_closing() and not self._request_started():
+                self._start_deadline()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            super().connection_lost(exc)
+
+        def _request_started(self) -> bool:
+            return self.cycle is not None and self.cycle is not self._served
+
+        def _start_deadline(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = self.loop.call_later(seconds, self._too_slow)
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if not self._request_started() and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeadTimeout
+
+
+def http_component(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    max_connections: int | None = None,
+    keep_alive_timeout: float = 5.0,
+    head_timeout: float | None = None,
+) -> Component:
+    """Serve an ASGI app until stopped (in-flight requests finish first).
+
+    Beyond `max_connections` concurrent connections or requests, uvicorn answers 503; a
+    connection that has not sent a whole request head within `head_timeout` seconds is closed.
+    """
 
     async def serve(stop: asyncio.Event) -> None:
         config = uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="on"
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            limit_concurrency=max_connections,
+            timeout_keep_alive=int(max(1, keep_alive_timeout)),
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         )
+        if head_timeout is not None:
+            config.load()
+            config.http_protocol_class = with_head_timeout(config.http_protocol_class, head_timeout)
         server = _Server(config)
         task = asyncio.create_task(server.serve())
         stopped = asyncio.create_task(stop.wait())

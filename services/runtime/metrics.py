@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 # The *_created series double the output and no dashboard of Herald's reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -119,6 +124,11 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.worker_failures = Counter(
+            "herald_dispatcher_worker_failures",
+            "Subscription workers that stopped on an unexpected error (retried with back-off)",
+            registry=r,
+        )
         self.circuit_open = Gauge(
             "herald_circuit_open_endpoints",
             "Endpoint origins whose circuit breaker is open or half-open",
@@ -151,4 +161,32 @@ class Metrics:
             "Records not yet processed by this consumer",
             ["service"],
             registry=r,
+        )
+
+    def watch_database(self, database: DatabaseWork) -> None:
+        """Export the statements and transactions a database handle has run."""
+        self.registry.register(_DatabaseCollector(database))
+
+
+class DatabaseWork(Protocol):
+    """What a database handle counts (herald.runtime.store.database.Database)."""
+
+    statements: int
+    transactions: int
+
+
+class _DatabaseCollector(Collector):
+    def __init__(self, database: DatabaseWork) -> None:
+        self.database = database
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "herald_database_statements",
+            "SQL statements this process sent to the database (BEGIN not counted)",
+            value=self.database.statements,
+        )
+        yield CounterMetricFamily(
+            "herald_database_transactions",
+            "Database transactions this process ended (commits and rollbacks)",
+            value=self.database.transactions,
         )

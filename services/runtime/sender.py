@@ -10,7 +10,10 @@ from datetime import UTC, datetime
 import httpx
 
 from herald import __version__
+from herald.core.fhir import whole_number
 from herald.core.states import DeliveryOutcome, DeliveryResult
+from herald.core.subscriptions import EndpointPolicy
+from herald.runtime.vetting import VettingTransport, refused_reason
 
 USER_AGENT = f"Herald/{__version__}"
 
@@ -19,8 +22,9 @@ def retry_after_seconds(value: str | None) -> float | None:
     """Seconds a Retry-After header asks to wait (delta-seconds or HTTP-date); None if unusable."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    seconds = whole_number(value.strip())
+    if seconds is not None:
+        return float(seconds)
     try:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -44,17 +48,30 @@ async def _discard_body(response: httpx.Response) -> None:
             return
 
 
+# Exception texts in outcomes (stored as a subscription's error, logged) are cut to this length.
+DETAIL_LIMIT = 300
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as a short, single-line text."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 1] + "…"
+
+
 class HttpSender:
     """POSTs notification Bundles; never follows redirects and never parses the response body.
 
-    A small body is read and dropped so that the pooled connection can be reused (without it,
-    every POST would open a new TCP (and TLS) connection).
+    Connections go only to addresses the endpoint policy allows, checked when each connection
+    is made (see vetting.py). A small body is read and dropped so that the pooled connection
+    can be reused (without it, every POST would open a new TCP (and TLS) connection).
     """
 
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, policy: EndpointPolicy, client: httpx.AsyncClient | None = None) -> None:
         self._client = client or httpx.AsyncClient(
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            transport=VettingTransport(
+                policy, httpx.Limits(max_connections=200, max_keepalive_connections=50)
+            ),
             headers={"User-Agent": USER_AGENT},
         )
 
@@ -88,8 +105,24 @@ class HttpSender:
                 DeliveryResult.TIMEOUT, None, f"no response within {timeout:g} s"
             )
         except httpx.HTTPError as exc:
+            refused = refused_reason(exc)
+            if refused is not None:
+                outcome = DeliveryOutcome(
+                    DeliveryResult.REFUSED, None, f"endpoint not allowed: {refused}"
+                )
+            elif isinstance(exc, httpx.LocalProtocolError):
+                outcome = DeliveryOutcome(
+                    DeliveryResult.UNSENDABLE,
+                    None,
+                    f"the request could not be sent: {describe(exc)}",
+                )
+            else:
+                outcome = DeliveryOutcome(
+                    DeliveryResult.CONNECTION_ERROR, None, f"could not connect: {describe(exc)}"
+                )
+        except Exception as exc:  # noqa: BLE001 -- whatever the request held, it is one failed POST
             outcome = DeliveryOutcome(
-                DeliveryResult.CONNECTION_ERROR, None, f"could not connect: {exc!r}"
+                DeliveryResult.UNSENDABLE, None, f"the request could not be sent: {describe(exc)}"
             )
         else:
             code = response.status_code

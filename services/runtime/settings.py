@@ -16,7 +16,9 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from herald.core.addresses import parse_networks
 from herald.core.subscriptions import EndpointPolicy
+from herald.runtime.limits import Limits
 
 ENV_PREFIX = "HERALD_"
 
@@ -143,12 +145,13 @@ class Settings(BaseSettings):
     allow_http_endpoints: bool | None = setting(
         None,
         "accept http:// subscriber endpoints; default: yes embedded, no distributed",
-        roles=(*FHIR_API, "subscriptions"),
+        roles=(*FHIR_API, "dispatcher", "subscriptions"),
     )
     allow_private_endpoints: bool | None = setting(
         None,
-        "accept loopback and private-network endpoints; default: yes embedded, no distributed",
-        roles=(*FHIR_API, "subscriptions"),
+        "allow endpoints at loopback and private-network addresses (checked by resolved address "
+        "at every connection); default: yes embedded, no distributed",
+        roles=(*FHIR_API, "dispatcher", "subscriptions"),
     )
 
     handshake_delay: float = setting(
@@ -178,7 +181,14 @@ class Settings(BaseSettings):
     circuit_cooldown: float = setting(
         30.0,
         "seconds an open circuit waits before a probe, at most (capped by the first retry "
-        "delay; doubles after a failed probe, up to 10 minutes)",
+        "delay; doubles after a failed probe, up to HERALD_CIRCUIT_MAX_COOLDOWN)",
+        roles=DELIVERY,
+        gt=0,
+    )
+    circuit_max_cooldown: float = setting(
+        8.0,
+        "seconds, at most, between probes of an origin whose circuit is open (so delivery "
+        "resumes within about this long after the endpoint comes back)",
         roles=DELIVERY,
         gt=0,
     )
@@ -190,6 +200,54 @@ class Settings(BaseSettings):
         "seconds between subscription registry polls",
         roles=("run", "matcher", "dispatcher"),
         gt=0,
+    )
+    endpoint_allow: str = setting(
+        "",
+        "comma-separated host names and CIDR networks endpoints may reach although they are not "
+        "public (private partners), when private endpoints are not allowed",
+        roles=(*FHIR_API, "dispatcher", "subscriptions"),
+    )
+    max_body_bytes: int = setting(
+        1024 * 1024, "largest request body, on every route (413 beyond)", roles=FHIR_API, ge=1024
+    )
+    max_query_bytes: int = setting(
+        8192, "longest query string or _search form (414/413 beyond)", roles=FHIR_API, ge=256
+    )
+    max_query_parameters: int = setting(
+        100, "most query or _search parameters (400 beyond)", roles=FHIR_API, ge=1
+    )
+    rate_limit: float = setting(
+        1000.0,
+        "requests per second per client (client id, else address), on average; 0: no limit",
+        roles=FHIR_API,
+        ge=0,
+    )
+    rate_burst: int = setting(2000, "requests a client may make in one burst", roles=FHIR_API, ge=1)
+    max_connections: int = setting(
+        1000,
+        "concurrent connections and requests an HTTP server takes (503 beyond)",
+        roles=FHIR_API,
+        ge=1,
+    )
+    header_timeout: float = setting(
+        10.0,
+        "seconds a connection has to send a complete request head (slow ones are closed)",
+        roles=FHIR_API,
+        gt=0,
+    )
+    keep_alive_timeout: float = setting(
+        5.0, "seconds an idle keep-alive connection is kept open", roles=FHIR_API, gt=0
+    )
+    max_subscriptions_per_origin: int = setting(
+        1000,
+        "live subscriptions (not off, not deleted) one endpoint origin may have",
+        roles=FHIR_API,
+        ge=1,
+    )
+    cors_origins: str = setting(
+        "",
+        "comma-separated origins whose browser scripts may call the FHIR API; empty: no CORS",
+        roles=FHIR_API,
     )
     canvas_secret: str | None = setting(
         None,
@@ -310,7 +368,24 @@ class Settings(BaseSettings):
         allow_private = (
             self.embedded if self.allow_private_endpoints is None else self.allow_private_endpoints
         )
-        return EndpointPolicy(allow_http=allow_http, allow_private=allow_private)
+        hosts, networks = parse_networks(self.endpoint_allow.split(","))
+        return EndpointPolicy(
+            allow_http=allow_http,
+            allow_private=allow_private,
+            allow_hosts=hosts,
+            allow_networks=networks,
+        )
+
+    @property
+    def request_limits(self) -> Limits:
+        """The request limits of the FHIR API."""
+        return Limits(
+            max_body_bytes=self.max_body_bytes,
+            max_query_bytes=self.max_query_bytes,
+            max_query_parameters=self.max_query_parameters,
+            rate=self.rate_limit,
+            burst=self.rate_burst,
+        )
 
     def topic(self, name: str) -> str:
         """The Kafka topic name for a logical topic ('task-changes', 'notifications')."""

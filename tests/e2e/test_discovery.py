@@ -63,10 +63,25 @@ def test_topics_are_discoverable_as_basic(client: httpx.Client) -> None:
         if p["url"] == "filterParameter"
     ]
     assert filters == ["code", "owner", "requester", "status", "_lastUpdated"]
+    # As the IG's R4 example Basic/r4-encounter-complete: status is a modifier (as in R5),
+    # the complex elements use the R4B extensions.
+    r5 = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."
+    r4b = "http://hl7.org/fhir/4.3/StructureDefinition/extension-SubscriptionTopic."
+    assert basic["modifierExtension"] == [{"url": r5 + "status", "valueCode": "active"}]
+    assert {e["url"] for e in basic["extension"]} == {
+        *(r5 + name for name in ("url", "version", "name", "title", "description")),
+        r4b + "resourceTrigger",
+        r4b + "canFilterBy",
+    }
     assert valid(client.get(f"/Basic/{basic['id']}").json()) == basic
     assert client.get("/Basic", params={"code": "http://x|Other"}).json()["total"] == 0
     assert client.get("/Basic/nope").status_code == 404
-    assert client.get("/Basic", params={"colour": "red"}).status_code == 400
+    assert (
+        client.get(
+            "/Basic", params={"colour": "red"}, headers={"Prefer": "handling=strict"}
+        ).status_code
+        == 400
+    )
 
 
 def test_subscription_search_and_operations_emit_valid_resources(client: httpx.Client) -> None:

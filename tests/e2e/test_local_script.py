@@ -97,6 +97,11 @@ def test_start_status_restart_stop(
     assert "dispatcher ready" in herald_sh(["status"], local_dir).stdout
     log = (run_dir / "dispatcher.log").read_text()
     assert log.count("herald dispatcher starting") == 2  # appended, not truncated
+    # The restarted role runs with the settings of `start` (the topic prefix above among them),
+    # so it consumes what its peers produce: a new subscription is served as before.
+    with Receiver() as receiver:
+        run_backbone(base_url, receiver)
+    assert (run_dir / "state.env").stat().st_mode & 0o777 == 0o600  # it holds the settings
 
     stopped = herald_sh(["stop"], local_dir)
     assert stopped.returncode == 0, stopped.stderr

@@ -95,9 +95,11 @@ def run_polling(base_url: str) -> None:
         assert newest["entry"][0]["resource"]["id"] in changed
         assert newest["total"] == 8
 
-        bad = client.get(f"/Task?owner={owner}&unknown=1")
+        bad = client.get(f"/Task?owner={owner}&unknown=1", headers={"Prefer": "handling=strict"})
         assert bad.status_code == 400
         assert bad.json()["resourceType"] == "OperationOutcome"
+        lenient = _bundle(client, f"/Task?owner={owner}&unknown=1")
+        assert lenient["total"] == 8 and "unknown" not in lenient["link"][0]["url"]
         assert client.get(f"/Task/p3-{owner[-8:]}").json()["status"] == "in-progress"
 
 

@@ -283,3 +283,26 @@ def test_failing_endpoint_recovers_and_never_delays_others(
     """500s, then time-outs, then 200s again; a healthy endpoint meanwhile is served as usual."""
     cluster = start_cluster(kafka_bootstrap, postgres_url, **OUTAGE_SETTINGS)
     endpoint_outage(cluster.base_url, subscriber, RATE, SECONDS)
+
+
+def test_dispatcher_restarted_soon_after_start_serves_a_new_subscription(
+    start_cluster: StartCluster, kafka_bootstrap: str, postgres_url: str, subscriber: Subscriber
+) -> None:
+    """A dispatcher stopped and started again a few seconds after the cluster came up (its group
+    has committed nothing yet) handshakes a subscription created afterwards and delivers the
+    event of a matching Task."""
+    cluster = start_cluster(kafka_bootstrap, postgres_url)
+    time.sleep(3.0)
+    assert cluster.terminate("dispatcher") == 0
+    cluster.start("dispatcher")
+    load = Load(cluster.base_url, rate=1.0, seconds=1.0)  # one matching Task
+    sub = subscribe(cluster.base_url, subscriber, f"Task?owner={load.owner(0)}")
+    load.start()
+    load.join()
+    assert load.acknowledged == [load.task_id(0)]
+    deadline = time.monotonic() + 30
+    while not any(d.events for d in subscriber.of(sub)):
+        assert time.monotonic() < deadline, cluster.metrics("dispatcher")
+        time.sleep(0.2)
+    assert next(d.events for d in subscriber.of(sub) if d.events) == ((1, load.task_id(0)),)
+    assert metric(cluster.metrics("dispatcher"), "herald_events_recorded_total") == 1

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from herald.runtime.store.database import Database
+from tests.support.receiver import Receiver
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -28,3 +29,10 @@ async def database(database_url: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.aclose()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A loopback subscriber."""
+    with Receiver() as r:
+        yield r

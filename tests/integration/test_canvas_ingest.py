@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +26,7 @@ from herald.runtime.packaged import load_topics
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
 from herald.runtime.store.tables import outbox
+from tests.support.matching import REPO
 from tests.support.smart import CANVAS_SECRET, webhook_headers
 from tests.unit.test_canvas_mapping import STAFF, TASK_ID, TEAM, example
 
@@ -286,3 +288,64 @@ async def test_wrong_media_type_and_oversized_bodies(
     assert as_xml.status_code == 201
     assert as_xml.headers["content-type"].startswith("application/fhir+xml")
     assert b"<Task" in as_xml.content
+
+
+async def test_the_document_type_code_system_resolves(client: httpx.AsyncClient) -> None:
+    created = await post(client, example(), 201, "created")
+    systems = {
+        coding["system"]
+        for item in created.get("input", [])
+        for coding in item.get("valueCodeableConcept", {}).get("coding", [])
+    }
+    (document_type,) = systems
+    response = await client.get("/fhir" + document_type.removeprefix(BASE))
+    assert response.status_code == 200, response.text
+    assert response.json()["resourceType"] == "CodeSystem"
+    assert response.json()["url"] == document_type
+    assert (await client.get("/fhir/CodeSystem/canvas/x!y/document-type")).status_code == 404
+
+
+def _helper_rows() -> list[tuple[str, str]]:
+    """(helper, GET path) of every search in docs/canvas.md's queryset helper table."""
+    text = (REPO / "docs" / "canvas.md").read_text(encoding="utf-8")
+    section = text.split("## Canvas queryset helpers as Task searches", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        helper, search = line.strip("|").split(" | ", 1)
+        for path in re.findall(r"`GET ([^`]+)`", search):
+            rows.append((helper.strip(), path.replace("\\|", "|")))
+    return rows
+
+
+HELPER_ROWS = _helper_rows()
+
+
+def test_the_helper_table_is_read() -> None:
+    assert len(HELPER_ROWS) >= 15
+
+
+@pytest.mark.parametrize(("helper", "path"), HELPER_ROWS, ids=[h for h, _ in HELPER_ROWS])
+async def test_each_canvas_helper_search_runs_as_written(
+    client: httpx.AsyncClient, helper: str, path: str
+) -> None:
+    await post(client, example(), 201, "created")
+    snapshot = example()["integration_task"]
+    names = {
+        "CH": f"{BASE}/CodeSystem/canvas-integration-task-channel",
+        "ST": f"{BASE}/CodeSystem/canvas-integration-task-status",
+        "NS": f"{BASE}/NamingSystem/canvas/acme-clinic",
+        "<key>": snapshot["patient_id"],
+        "<staff key>": STAFF,
+        "<team id>": TEAM,
+        "<npi>": snapshot["service_provider"]["npi"],
+    }
+    url = path.removeprefix("/fhir")
+    for name, value in names.items():
+        url = re.sub(rf"(?<![A-Za-z]){re.escape(name)}(?=[/|&]|$)", value, url)
+    response = await client.get("/fhir" + url, headers={"Prefer": "handling=strict"})
+    assert response.status_code == 200, f"{helper}: {url}: {response.text}"
+    assert response.json()["type"] == "searchset"
+    if helper == "`for_patient(key).faxes().pending_review()`":
+        assert [e["resource"]["id"] for e in response.json()["entry"]] == [TASK_ID]

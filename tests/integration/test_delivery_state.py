@@ -4,22 +4,24 @@ subscription; on SQLite and PostgreSQL, with a real loopback subscriber."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from herald.core.resources import with_version
+from herald.dispatcher.circuit_breakers import CircuitBreakers
 from herald.dispatcher.delivery import READ_AHEAD, READ_AHEAD_BUDGET, Deliverer
 from herald.dispatcher.progress import Progress
 from herald.dispatcher.watch import RegistryWatch
-from herald.runtime.metrics import Metrics
-from herald.runtime.packaged import load_topics
-from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store import events, resources, subscriptions
 from herald.runtime.store.database import Database
 from herald.runtime.store.events import LoggedEvent
+from tests.support.delivery import open_deliverer
 from tests.support.fhir import BACKPORT, HREX_TOPIC, backport_subscription
 from tests.support.receiver import Receiver
 
@@ -60,22 +62,20 @@ def receiver() -> Iterator[Receiver]:
         yield r
 
 
+@asynccontextmanager
+async def _delivering(database: Database, **settings: Any) -> AsyncIterator[Deliverer]:
+    """A dispatcher's delivery side on the test database (Deliverer fields as keywords)."""
+    breakers = settings.pop("breakers", None)
+    config = Settings(database_url="sqlite://", allow_http_endpoints=True, **settings)
+    async with open_deliverer(config, database, breakers) as deliverer:
+        yield deliverer
+
+
 @pytest.fixture
 async def deliverer(database: Database) -> AsyncIterator[Deliverer]:
     """A dispatcher's delivery side on the test database."""
-    settings = Settings(database_url="sqlite://", allow_http_endpoints=True)
-    sender = HttpSender()
-    try:
-        yield Deliverer(
-            settings,
-            database,
-            load_topics(settings.topics_dir),
-            sender,
-            Metrics(),
-            asyncio.Semaphore(8),
-        )
-    finally:
-        await sender.aclose()
+    async with _delivering(database) as made:
+        yield made
 
 
 def _numbers(receiver: Receiver) -> list[int]:
@@ -247,3 +247,65 @@ async def test_a_subscription_owned_elsewhere_is_not_delivered_here(
     owned = iter([True, False])  # the partition moves away after the first POST
     await deliverer.deliver_pending("s", asyncio.Event(), owned=lambda: next(owned))
     assert _numbers(receiver) == [1]
+
+
+async def _record(
+    database: Database, deliverer: Deliverer, sub_id: str, first: int, count: int
+) -> None:
+    """Record events as the dispatcher does: committed, then handed to the deliverer."""
+    kept = []
+    async with database.transaction() as connection:
+        for n in range(first, first + count):
+            event = LoggedEvent(sub_id, 0, f"{sub_id}:{n}", "Task", f"t{n}", "1", "create", NOW)
+            number = await events.record(connection, event, NOW)
+            assert number is not None
+            kept.append(dataclasses.replace(event, number=number))
+    for event in kept:
+        deliverer.recorded(event)
+
+
+async def test_just_recorded_events_are_sent_from_memory_in_order(
+    database: Database, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    await _add_subscription(database, "s", receiver.url, max_count=2)
+    await _record(database, deliverer, "s", 0, 5)
+    statements = database.statements
+    await deliverer.deliver_pending("s", asyncio.Event())
+    assert _numbers(receiver) == [1, 2, 3, 4, 5]
+    # The subscription was read; the events were not read back.
+    assert database.statements - statements == 1
+
+    # Events recorded elsewhere (a gap in what this dispatcher kept) are read from the log.
+    await _add_events(database, "s", 2, first=5)
+    await _record(database, deliverer, "s", 7, 2)
+    await deliverer.deliver_pending("s", asyncio.Event())
+    assert _numbers(receiver) == list(range(1, 10))
+    assert deliverer.held == 0
+
+
+async def test_what_is_kept_in_memory_is_bounded(database: Database, deliverer: Deliverer) -> None:
+    await _add_subscription(database, "s", "http://127.0.0.1:9/")
+    await _record(database, deliverer, "s", 0, READ_AHEAD + 5)
+    assert len(deliverer._recent["s"]) <= READ_AHEAD
+    deliverer.forget("s")
+    assert deliverer._recent_count == 0
+
+
+async def test_an_endpoint_that_comes_back_is_found_by_a_probe_long_before_the_retry(
+    database: Database, receiver: Receiver
+) -> None:
+    await _add_subscription(database, "s", receiver.url)
+    await _add_events(database, "s", 3)
+    receiver.status = 503
+    breakers = CircuitBreakers(failures=1, cooldown=0.1, max_cooldown=0.2)
+    async with _delivering(database, retry_delays="3600", breakers=breakers) as deliverer:
+        worker = asyncio.create_task(deliverer.deliver_pending("s", asyncio.Event()))
+        await asyncio.to_thread(receiver.wait_for, lambda r: bool(r.received))
+        await asyncio.sleep(0.5)  # a probe or two fail meanwhile
+        assert not worker.done()
+        receiver.status = 200
+        # The retry is an hour away; the probe of the open circuit delivers within a moment.
+        await asyncio.wait_for(worker, 60)
+        await deliverer.progress.flush()
+    assert _numbers(receiver)[-3:] == [1, 2, 3]
+    assert await _delivered_through(database, "s") == 3

@@ -1,8 +1,9 @@
 """The database search and the in-memory matcher agree (property-based, SQLite and PostgreSQL).
 
-Hypothesis generates Tasks (owners and requesters of every reference form, codes with and without
-systems, statuses, intents, lastUpdated instants in several zones) and search criteria over
-every parameter Task search supports (modifiers, comma ORs, date prefixes and precisions). The
+Hypothesis generates Tasks (references of every form in each reference element, codes with and
+without systems, identifiers, meta tags and profiles, dates and periods and lastUpdated instants
+in several zones) and search criteria over every R4 Task search parameter (modifiers, comma ORs,
+date prefixes and precisions). The
 ids the SQL search finds must be exactly the Tasks for which `Criteria.matches` holds.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ from sqlalchemy import delete
 
 from herald.core.errors import SearchParameterError
 from herald.core.resources import with_version
-from herald.core.search import Criteria, parse_query
+from herald.core.search import TASK_PARAMETERS, Criteria, parse_query
 from herald.runtime.store import resources
 from herald.runtime.store.database import Database
 from herald.runtime.store.search import search_ids
@@ -58,6 +60,7 @@ INSTANTS = [
 ]
 
 
+@cache
 def _reference_element() -> st.SearchStrategy[dict[str, Any]]:
     identifier = st.fixed_dictionaries(
         {
@@ -75,6 +78,7 @@ def _reference_element() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+@cache
 def _coding() -> st.SearchStrategy[dict[str, Any]]:
     return st.builds(
         lambda system, code: {
@@ -86,6 +90,26 @@ def _coding() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+@cache
+def _code() -> st.SearchStrategy[dict[str, Any]]:
+    return st.one_of(
+        st.builds(lambda c: {"coding": c}, st.lists(_coding(), max_size=2)),
+        st.just({"text": "free text"}),
+    )
+
+
+@cache
+def _codings() -> st.SearchStrategy[list[dict[str, Any]]]:
+    return st.lists(_coding(), min_size=1, max_size=2)
+
+
+@cache
+def _identifiers() -> st.SearchStrategy[list[dict[str, Any]]]:
+    return st.lists(_identifier(), min_size=1, max_size=2)
+
+
+# Strategies are built once (functools.cache): building them on every draw costs more than
+# the searches.
 @st.composite
 def tasks(draw: st.DrawFn) -> list[dict[str, Any]]:
     found = []
@@ -101,14 +125,90 @@ def tasks(draw: st.DrawFn) -> list[dict[str, Any]]:
         if draw(st.booleans()):
             task["requester"] = draw(_reference_element())
         if draw(st.booleans()):
-            task["code"] = draw(
-                st.one_of(
-                    st.builds(lambda c: {"coding": c}, st.lists(_coding(), max_size=2)),
-                    st.just({"text": "free text"}),
-                )
-            )
-        found.append(with_version(task, f"t{number}", 1, draw(st.sampled_from(INSTANTS))))
+            task["code"] = draw(_code())
+        for element, many in OTHER_REFERENCES.items():
+            if draw(st.booleans()):
+                value = draw(_reference_element())
+                task[element] = [value] if many else value
+        for element, many in OTHER_CODINGS.items():
+            if draw(st.booleans()):
+                concept = {"coding": draw(_codings())}
+                task[element] = [concept] if many else concept
+        if draw(st.booleans()):
+            task["priority"] = draw(st.sampled_from(["routine", "urgent"]))
+        if draw(st.booleans()):
+            task["identifier"] = draw(_identifiers())
+        if draw(st.booleans()):
+            task["groupIdentifier"] = draw(_identifier())
+        for element in ("authoredOn", "lastModified"):
+            if draw(st.booleans()):
+                task[element] = draw(st.sampled_from(INSTANTS + DATES))
+        if draw(st.booleans()):
+            task["executionPeriod"] = draw(_period())
+        meta = draw(_meta())
+        stamped = with_version(task, f"t{number}", 1, draw(st.sampled_from(INSTANTS)))
+        stamped["meta"] = {**meta, **stamped["meta"]}
+        found.append(stamped)
     return found
+
+
+# Reference and CodeableConcept elements beyond owner/requester/code (True: a list in R4).
+OTHER_REFERENCES = {
+    "basedOn": True,
+    "partOf": True,
+    "focus": False,
+    "for": False,
+    "encounter": False,
+}
+OTHER_CODINGS = {"businessStatus": False, "performerType": True}
+DATES = ["2024-05-03", "2024-05", "2024"]
+PROFILES = [
+    "http://p.example/fhir/StructureDefinition/a",
+    "http://p.example/fhir/StructureDefinition/a/b",
+    "http://p.example/fhir",
+]
+
+
+@cache
+def _identifier() -> st.SearchStrategy[dict[str, Any]]:
+    return st.builds(
+        lambda s, v: {**({"system": s} if s else {}), "value": v},
+        st.sampled_from([None, "http://example.org/codes", "http://other.example/codes"]),
+        st.sampled_from(CODES),
+    )
+
+
+@cache
+def _period() -> st.SearchStrategy[dict[str, Any]]:
+    return st.builds(
+        lambda start, end: {
+            **({"start": start} if start else {}),
+            **({"end": end} if end else {}),
+        },
+        st.sampled_from([None, *INSTANTS[:3], "2024-05-03"]),
+        st.sampled_from([None, *INSTANTS[3:], "2025"]),
+    )
+
+
+@cache
+def _meta() -> st.SearchStrategy[dict[str, Any]]:
+    codings = st.lists(_coding(), max_size=2)
+    return st.builds(
+        lambda tag, security, profile, source: {
+            k: v
+            for k, v in (
+                ("tag", tag),
+                ("security", security),
+                ("profile", profile),
+                ("source", source),
+            )
+            if v
+        },
+        codings,
+        codings,
+        st.lists(st.sampled_from(PROFILES), max_size=2, unique=True),
+        st.sampled_from([None, "http://s.example/app", "http://s.example"]),
+    )
 
 
 def _token_value() -> st.SearchStrategy[str]:
@@ -148,8 +248,10 @@ def _condition() -> st.SearchStrategy[str]:
         [*REFERENCES, "1", "2", "http://a.example/fhir/Organization/2"]
     )
     missing = st.sampled_from(["true", "false"])
-    reference = st.sampled_from(["owner", "requester"])
-    token = st.sampled_from(["status", "code", "intent"])
+    reference = st.sampled_from([p.name for p in TASK_PARAMETERS.values() if p.type == "reference"])
+    token = st.sampled_from([p.name for p in TASK_PARAMETERS.values() if p.type == "token"])
+    dates = st.sampled_from([p.name for p in TASK_PARAMETERS.values() if p.type == "date"])
+    uri_value = st.sampled_from([*PROFILES, "http://s.example/app", "http://p.example"])
     return st.one_of(
         st.builds(lambda n, v: f"{n}={v}", reference, _or(reference_value)),
         st.builds(lambda n, v: f"{n}:missing={v}", reference, missing),
@@ -164,7 +266,14 @@ def _condition() -> st.SearchStrategy[str]:
         st.builds(lambda n, v: f"{n}={v}", token, _or(_token_value())),
         st.builds(lambda n, v: f"{n}:not={v}", token, _or(_token_value())),
         st.builds(lambda n, v: f"{n}:missing={v}", token, missing),
-        st.builds(lambda v: f"_lastUpdated={v}", _or(_date_value())),
+        st.builds(lambda n, v: f"{n}={v}", dates, _or(_date_value())),
+        st.builds(lambda n, v: f"{n}:missing={v}", dates, missing),
+        st.builds(
+            lambda n, m, v: f"{n}{m}={v}",
+            st.sampled_from(["_profile", "_source"]),
+            st.sampled_from(["", ":below", ":above", ":missing"]),
+            _or(uri_value),
+        ),
         st.builds(lambda v: f"_id={v}", _or(st.sampled_from(["t0", "t1", "t2", "x"]))),
     )
 
@@ -174,7 +283,7 @@ def criteria() -> st.SearchStrategy[Criteria | None]:
         try:
             return parse_query("Task", "&".join(parts))
         except SearchParameterError:
-            return None  # e.g. owner:Organization=... with a value of another type
+            return None  # e.g. owner:Organization=... with a value of another type, :missing=x
 
     return st.lists(_condition(), min_size=1, max_size=3).map(parse)
 
@@ -252,7 +361,39 @@ def _corpus() -> list[dict[str, Any]]:
             value = choices[(number * step) % len(choices)]
             if value is not None:
                 task[key] = value
-        corpus.append(with_version(task, f"t{number}", 1, instant))
+        for step, (key, many) in enumerate(OTHER_REFERENCES.items(), start=2):
+            element = elements[(number * step) % len(elements)]
+            if element is not None:
+                task[key] = [element] if many else element
+        for step, (key, many) in enumerate(OTHER_CODINGS.items(), start=7):
+            concept = codings[(number * step) % len(codings)]
+            if concept is not None:
+                task[key] = [concept] if many else concept
+        if number % 4:
+            task["priority"] = "urgent" if number % 3 else "routine"
+            task["identifier"] = [
+                {"system": "http://example.org/codes", "value": CODES[number % 3]}
+            ]
+            task["groupIdentifier"] = {"value": CODES[(number + 1) % 3]}
+            task["authoredOn"] = (INSTANTS + DATES)[number % 10]
+            task["lastModified"] = INSTANTS[(number + 2) % 7]
+            task["executionPeriod"] = {"start": INSTANTS[number % 3]}
+        stamped = with_version(task, f"t{number}", 1, instant)
+        coding = codings[number % len(codings)]
+        stamped["meta"] = {
+            **stamped["meta"],
+            **(
+                {"tag": coding["coding"], "security": coding["coding"]}
+                if coding and "coding" in coding
+                else {}
+            ),
+            **(
+                {"profile": [PROFILES[number % 3]], "source": "http://s.example/app"}
+                if number % 2
+                else {}
+            ),
+        }
+        corpus.append(stamped)
     return corpus
 
 
@@ -276,7 +417,30 @@ def _fixed_queries() -> list[str]:
     ]
     prefixes = ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
     queries += [f"_lastUpdated={p}{m}" for p in prefixes for m in moments]
+    for name in ("authored-on", "modified", "period"):
+        queries += [f"{name}={p}{m}" for p in prefixes for m in moments[::2]]
+        queries.append(f"{name}:missing=true")
+    for name in ("based-on", "part-of", "focus", "patient", "subject", "encounter"):
+        target = (*TASK_PARAMETERS[name].target_types, "Organization")[0]
+        queries += [f"{name}={ref}" for ref in (f"{target}/1", "1", f"{target}/2")]
+    queries += ["patient:identifier=http://npi|1", "subject:missing=false"]
+    for name in ("business-status", "performer", "_tag", "_security"):
+        queries += [f"{name}={t}" for t in ("a", "|b", "http://example.org/codes|a")]
+    queries += ["identifier=http://example.org/codes|a", "group-identifier=b", "priority=urgent"]
+    queries += ["priority:not=routine", "identifier:missing=true"]
+    queries += [f"_profile={p}" for p in PROFILES] + ["_profile:below=http://p.example/fhir"]
+    queries += ["_profile:above=http://p.example/fhir/StructureDefinition/a/b/c"]
+    queries += [
+        "_source=http://s.example",
+        "_source:below=http://s.example",
+        "_source:missing=true",
+    ]
     return queries
+
+
+def test_the_fixed_queries_cover_every_task_parameter() -> None:
+    used = {query.split("=", 1)[0].split(":", 1)[0] for query in _fixed_queries()}
+    assert used == set(TASK_PARAMETERS)
 
 
 async def test_every_search_form_agrees_on_a_fixed_corpus(database: Database) -> None:

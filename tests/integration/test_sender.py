@@ -8,11 +8,17 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_network
+from typing import Any
 
 import pytest
 
 from herald.core.states import DeliveryOutcome, DeliveryResult
+from herald.core.subscriptions import EndpointPolicy
 from herald.runtime.sender import DRAIN_LIMIT, HttpSender
+from herald.runtime.settings import Settings
+
+OPEN = EndpointPolicy(allow_http=True, allow_private=True)
 
 
 class Server:
@@ -24,6 +30,8 @@ class Server:
         delay: float = 0.0,
     ) -> None:
         self.peers: set[int] = set()
+        self.hosts: list[str] = []
+        self.connections = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,6 +40,7 @@ class Server:
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 server.peers.add(self.client_address[1])
+                server.hosts.append(self.headers.get("Host", ""))
                 time.sleep(delay)
                 self.send_response(status)
                 for name, value in (headers or {}).items():
@@ -48,10 +57,15 @@ class Server:
             def handle_error(self, request: object, client_address: object) -> None:
                 pass  # a client that hangs up mid-body resets the connection: expected here
 
+            def verify_request(self, request: Any, client_address: Any) -> bool:
+                server.connections += 1
+                return True
+
         self.http = Quiet(("127.0.0.1", 0), Handler)
         self.http.daemon_threads = True
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
+        self.port = self.http.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
 
 
 @pytest.fixture
@@ -71,7 +85,7 @@ def huge() -> Iterator[Server]:
 
 
 async def test_connections_are_reused(small: Server) -> None:
-    sender = HttpSender()
+    sender = HttpSender(OPEN)
     try:
         for _ in range(10):
             outcome, _ = await sender.post(
@@ -84,7 +98,7 @@ async def test_connections_are_reused(small: Server) -> None:
 
 
 async def test_a_huge_body_is_not_read(huge: Server) -> None:
-    sender = HttpSender()
+    sender = HttpSender(OPEN)
     try:
         outcome, _ = await sender.post(
             huge.url, b"{}", content_type="application/fhir+json", headers=[], timeout=5
@@ -94,11 +108,20 @@ async def test_a_huge_body_is_not_read(huge: Server) -> None:
     assert outcome.ok and outcome.status_code == 200
 
 
-async def _post(url: str, timeout: float = 5) -> DeliveryOutcome:
-    sender = HttpSender()
+async def _post(
+    url: str,
+    timeout: float = 5,
+    policy: EndpointPolicy | None = None,
+    headers: dict[str, str] | None = None,
+) -> DeliveryOutcome:
+    sender = HttpSender(policy or OPEN)
     try:
         outcome, _ = await sender.post(
-            url, b"{}", content_type="application/fhir+json", headers=[], timeout=timeout
+            url,
+            b"{}",
+            content_type="application/fhir+json",
+            headers=list((headers or {}).items()),
+            timeout=timeout,
         )
     finally:
         await sender.aclose()
@@ -150,3 +173,55 @@ async def test_a_closed_port_is_a_connection_error() -> None:
         outcome = await _post(f"http://127.0.0.1:{port}/hook")
     assert outcome.outcome is DeliveryResult.CONNECTION_ERROR and outcome.status_code is None
     assert outcome.is_failure and outcome.retriable
+
+
+# --- endpoint safety at connect time ------------------------------------------------------
+
+STRICT = EndpointPolicy(allow_http=True)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        socket.gethostname(),  # a name the local hosts file maps to a loopback address
+        "127.0.0.1",
+        "127.1",
+        "[::ffff:127.0.0.1]",
+    ],
+)
+async def test_a_strict_policy_never_connects_to_a_loopback_address(
+    small: Server, host: str
+) -> None:
+    outcome = await _post(f"http://{host}:{small.port}/hook", policy=STRICT)
+    assert outcome.outcome is DeliveryResult.REFUSED and not outcome.retriable
+    assert "loopback" in outcome.detail
+    assert small.connections == 0
+
+
+async def test_the_allowlist_lets_a_private_partner_through_under_its_name(small: Server) -> None:
+    port = small.port
+    by_network = EndpointPolicy(allow_http=True, allow_networks=(ip_network("127.0.0.0/8"),))
+    by_host = EndpointPolicy(allow_http=True, allow_hosts=frozenset({"localhost"}))
+    for policy in (by_network, by_host):
+        assert (await _post(f"http://localhost:{port}/hook", policy=policy)).ok
+    # The connection went to the vetted address; the Host header still names the host.
+    assert small.hosts == [f"localhost:{port}", f"localhost:{port}"]
+
+
+async def test_an_unsendable_header_is_a_failed_attempt_not_an_exception(small: Server) -> None:
+    outcome = await _post(small.url, headers={"X-Token": "caf\u00e9"})
+    assert outcome.outcome is DeliveryResult.UNSENDABLE
+    assert "UnicodeEncodeError" in outcome.detail
+    outcome = await _post(small.url, headers={"X-Token": "a\r\nInjected: 1"})
+    assert outcome.outcome is DeliveryResult.UNSENDABLE
+    assert small.peers == set()  # h11 refused to write the request
+
+
+def test_the_allowlist_setting_holds_hosts_and_networks() -> None:
+    policy = Settings(
+        kafka_bootstrap="k:9092", endpoint_allow="Partner.Internal., 10.20.0.0/16 ,fd00::/8"
+    ).endpoint_policy
+    assert (policy.allow_http, policy.allow_private) == (False, False)
+    assert policy.allow_hosts == frozenset({"partner.internal"})
+    assert policy.allow_networks == (ip_network("10.20.0.0/16"), ip_network("fd00::/8"))

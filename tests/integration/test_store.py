@@ -7,12 +7,15 @@ import asyncio
 import orjson
 import pytest
 import sqlalchemy as sa
+from prometheus_client import generate_latest
 
 from herald.core.resources import with_version
 from herald.core.subscriptions import HEARTBEAT_PERIOD_URL
+from herald.runtime.metrics import Metrics
 from herald.runtime.store import events, outbox, resources, subscriptions
 from herald.runtime.store.database import Database
 from herald.runtime.store.events import LoggedEvent
+from herald.runtime.store.history import history
 
 NOW = "2026-01-01T00:00:00.000Z"
 
@@ -78,6 +81,30 @@ async def test_registry_revision_grows_with_every_change(database: Database) -> 
         assert changed[0].revision == start + 2
         # A status change that did not apply may still take a revision; revisions only grow.
         assert await subscriptions.revision(connection) >= start + 2
+
+
+async def test_a_status_change_by_the_server_is_a_new_version(database: Database) -> None:
+    async with database.transaction() as connection:
+        await subscriptions.insert_new(
+            connection, _subscription("s1"), status="requested", topic="t"
+        )
+    for status, version in (("active", "2"), ("error", "3"), ("off", "4")):
+        async with database.transaction() as connection:
+            await subscriptions.set_status(connection, "s1", status)
+        async with database.read() as connection:
+            stored = await subscriptions.get(connection, "s1")
+        assert stored is not None
+        assert stored.resource["meta"]["versionId"] == version
+        assert stored.resource["meta"]["lastUpdated"] > NOW
+        assert stored.resource["status"] == status
+    async with database.read() as connection:
+        versions = await history(connection, "Subscription", "s1", since=None, count=10)
+    assert [(v.version_id, v.resource["status"]) for v in versions] == [
+        (4, "off"),
+        (3, "error"),
+        (2, "active"),
+        (1, "requested"),
+    ]
 
 
 async def test_event_numbers_are_gap_free_and_deduplicated(database: Database) -> None:
@@ -204,3 +231,19 @@ async def test_the_0003_migration_fills_heartbeats_and_ends(database_url: str) -
             ]
     finally:
         await database.aclose()
+
+
+async def test_statements_and_transactions_are_counted_and_exported(database: Database) -> None:
+    metrics = Metrics()
+    metrics.watch_database(database)
+    statements, transactions = database.statements, database.transactions
+    async with database.transaction() as connection:
+        await connection.execute(sa.text("SELECT 1"))
+        await connection.execute(sa.text("SELECT 2"))
+    async with database.read() as connection:
+        await connection.execute(sa.text("SELECT 3"))
+    assert database.statements - statements == 3
+    assert database.transactions - transactions == 2
+    exposition = generate_latest(metrics.registry).decode()
+    assert f"herald_database_statements_total {float(database.statements)}" in exposition
+    assert f"herald_database_transactions_total {float(database.transactions)}" in exposition

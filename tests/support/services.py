@@ -126,3 +126,19 @@ def postgres() -> Iterator[str]:
             check=False,
         )
         shutil.rmtree(LOCAL / f"pg-{port}", ignore_errors=True)
+
+
+async def create_database(server: str, name: str) -> str:
+    """Create database `name` on a PostgreSQL server (URL of a user with CREATEDB); its URL."""
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server)
+    admin = await asyncpg.connect(
+        host=url.host, port=url.port, user=url.username, database=url.database
+    )
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return url.set(database=name).render_as_string(hide_password=False)

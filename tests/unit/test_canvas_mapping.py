@@ -22,7 +22,7 @@ from herald.core.canvas import (
 )
 from herald.core.errors import InvalidResource
 from herald.core.resources import validate_task
-from herald.runtime.packaged import load_topics
+from herald.runtime.packaged import fhir_xml, load_topics
 
 BASE = "https://broker.example.org/fhir"
 SCHEMA = json.loads(
@@ -172,7 +172,7 @@ def test_example_maps_to_the_documented_task() -> None:
     }
     # A valid R4 Task, accepted by Herald's own Task validation, and matching the HRex topic.
     Task.model_validate(task)
-    assert validate_task(task) == task
+    assert validate_task(task, definitions=fhir_xml()) == task
 
 
 @pytest.mark.parametrize(

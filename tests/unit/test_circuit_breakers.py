@@ -42,8 +42,15 @@ def test_what_is_tried_again() -> None:
         DeliveryResult.TIMEOUT,
         DeliveryResult.CONNECTION_ERROR,
         DeliveryResult.CIRCUIT_OPEN,
+        DeliveryResult.UNSENDABLE,
     }
     assert REFUSED.retriable and not OK.retriable
+    # Never sent: they say nothing of the endpoint's health, so the breaker does not hear them.
+    assert {r for r in DeliveryResult if not r.reached_endpoint} == {
+        DeliveryResult.CIRCUIT_OPEN,
+        DeliveryResult.REFUSED,
+        DeliveryResult.UNSENDABLE,
+    }
 
 
 def test_opens_after_consecutive_failures_then_probes_once() -> None:
@@ -98,3 +105,21 @@ def test_cooldown_never_coarser_than_the_first_retry_delay() -> None:
     assert Settings(retry_delays="5,30,120").circuit_cooldown_seconds == 5
     assert Settings(retry_delays="0.5,1", circuit_cooldown=30).circuit_cooldown_seconds == 0.5
     assert Settings(retry_delays="60,120", circuit_cooldown=30).circuit_cooldown_seconds == 30
+
+
+async def test_an_open_circuit_marks_a_probe_due_for_one_waiting_worker() -> None:
+    breakers = CircuitBreakers(failures=1, cooldown=0.05, max_cooldown=0.1)
+    e = breakers.get("http://a.example/x")
+    breakers.report(e, DOWN)
+    assert e.state == OPEN and not e.probe_due.is_set()
+    await asyncio.wait_for(e.probe_due.wait(), 10)
+    assert breakers.take_probe(e) and e.state == HALF_OPEN
+    assert not breakers.take_probe(e)  # one worker takes it
+    assert breakers.admit(e) and not breakers.admit(e)  # its POST is the only probe
+    breakers.report(e, DOWN, probe=True)
+    assert e.state == OPEN and e.cooldown == 0.1  # backs off, up to max_cooldown
+    await asyncio.wait_for(e.probe_due.wait(), 10)
+    assert breakers.take_probe(e) and breakers.admit(e)
+    breakers.report(e, OK, probe=True)
+    assert e.state == CLOSED and e.recovered.is_set()
+    assert not e.probe_due.is_set() and e.timer is None

@@ -151,9 +151,11 @@ def test_a_record_without_optional_fields_decodes_to_the_defaults() -> None:
 
 
 def test_the_schemas_describe_the_dataclasses() -> None:
-    change_fields = {f.name for f in dataclasses.fields(ResourceChange)}
-    assert set(CHANGE_SCHEMA.schema["properties"]) == change_fields
-    assert set(CHANGE_SCHEMA.schema["required"]) == change_fields
+    change_fields = dataclasses.fields(ResourceChange)
+    assert set(CHANGE_SCHEMA.schema["properties"]) == {f.name for f in change_fields}
+    # `method` came later: records without it (older producers) stay valid.
+    required = {f.name for f in change_fields if f.default is dataclasses.MISSING}
+    assert set(CHANGE_SCHEMA.schema["required"]) == required | {"schema"}
     request_fields = dataclasses.fields(NotificationRequest)
     assert set(REQUEST_SCHEMA.schema["properties"]) == {f.name for f in request_fields}
     without_default = {f.name for f in request_fields if f.default is dataclasses.MISSING}
@@ -217,7 +219,8 @@ def test_decode_rejects_a_wrong_schema_tag() -> None:
 
 
 @pytest.mark.parametrize(
-    "field", sorted({f.name for f in dataclasses.fields(ResourceChange)} - {"schema"})
+    "field",
+    sorted(f.name for f in dataclasses.fields(ResourceChange) if f.default is dataclasses.MISSING),
 )
 def test_decode_rejects_a_change_missing_a_field(field: str) -> None:
     record = as_json(resource_change())
@@ -232,6 +235,14 @@ def test_decode_rejects_a_request_missing_a_field(field: str) -> None:
     del record[field]
     with pytest.raises(ContractError, match="bad notification request"):
         decode_request(orjson.dumps(record))
+
+
+def test_a_change_without_a_method_is_read_as_implied() -> None:
+    record = as_json(resource_change())
+    del record["method"]
+    assert decode_change(orjson.dumps(record)).method is None
+    with pytest.raises(ContractError, match="method"):
+        decode_change(orjson.dumps({**record, "method": "GET"}))
 
 
 def test_decode_rejects_unknown_fields() -> None:

@@ -317,3 +317,47 @@ def test_capability_statement_lists_one_canonical_per_topic(tmp_path: Path) -> N
         if e["url"] == TOPIC_CANONICAL
     ]
     assert sorted(canonicals) == sorted(topics) == sorted([HREX, other["url"]])
+
+
+def _version(tid: str, version: int) -> dict[str, Any]:
+    resource = task(tid)
+    resource["meta"] = {**resource["meta"], "versionId": str(version)}
+    return resource
+
+
+def test_full_resource_focus_names_the_version_so_each_resolves_to_one_entry() -> None:
+    two_versions = [
+        NotificationEvent(n, NOW, "Task", "x", "update", _version("x", n), version_id=str(n))
+        for n in (1, 2)
+    ]
+    bundle = validated(
+        notification_bundle(
+            BASE, state(content="full-resource"), EVENT_NOTIFICATION, two_versions, timestamp=NOW
+        )
+    )
+    focus = [parts(event)["focus"]["reference"] for event in values(bundle, "notification-event")]
+    assert focus == [f"{BASE}/Task/x/_history/1", f"{BASE}/Task/x/_history/2"]
+    for reference in focus:
+        url, _, version = reference.partition("/_history/")
+        matching = [
+            e
+            for e in bundle["entry"][1:]
+            if e["fullUrl"] == url and e["resource"]["meta"]["versionId"] == version
+        ]
+        assert len(matching) == 1
+    id_only = notification_bundle(BASE, state(), EVENT_NOTIFICATION, two_versions, timestamp=NOW)
+    assert {parts(e)["focus"]["reference"] for e in values(id_only, "notification-event")} == {
+        f"{BASE}/Task/x"
+    }
+
+
+def test_a_create_by_put_is_notified_as_the_put_that_happened() -> None:
+    created = NotificationEvent(1, NOW, "Task", "x", "create", version_id="1", method="PUT")
+    bundle = validated(
+        notification_bundle(BASE, state(), EVENT_NOTIFICATION, [created], timestamp=NOW)
+    )
+    assert bundle["entry"][1]["request"] == {"method": "PUT", "url": "Task/x"}
+    assert bundle["entry"][1]["response"] == {"status": "201"}
+    posted = NotificationEvent(1, NOW, "Task", "x", "create", version_id="1", method="POST")
+    entry = notification_bundle(BASE, state(), EVENT_NOTIFICATION, [posted], timestamp=NOW)
+    assert entry["entry"][1]["request"] == {"method": "POST", "url": "Task"}

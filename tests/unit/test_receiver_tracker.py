@@ -77,3 +77,13 @@ def test_a_count_going_back_is_a_restart() -> None:
     assert "restart: the server counts 1 events where 5 were seen" in verdict.line
     assert "duplicate" not in verdict.line
     assert verdict.missing is None
+
+
+def test_a_create_by_put_reads_as_a_create() -> None:
+    created = NotificationEvent(1, "2026-01-01T00:00:00Z", "Task", "t1", "create", method="PUT")
+    state = SubscriptionState("s1", "http://topic", "active", 1)
+    bundle = notification_bundle(
+        BASE, state, EVENT_NOTIFICATION, [created], timestamp="2026-01-01T00:00:00Z"
+    )
+    assert bundle["entry"][1]["request"]["method"] == "PUT"
+    assert read_notification(bundle).events == (Event(1, "Task/t1", "create"),)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -262,7 +263,7 @@ def test_header_pairs_split_on_the_first_colon_and_keep_the_value() -> None:
     assert subscription.headers == tuple(resource["channel"]["header"])
     assert subscription.header_pairs() == [
         ("Authorization", "Bearer abc"),
-        ("X-Signature", "sha256=a:b:c "),
+        ("X-Signature", "sha256=a:b:c"),
         ("X-Compact", "value"),
         ("X-Empty", ""),
     ]
@@ -395,6 +396,48 @@ REJECTIONS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "header name with a space": (_set("channel.header", ["X Token: abc"]), "Name: value"),
     "header that is not a string": (_set("channel.header", [42]), "Name: value"),
     "headers not a list": (_set("channel.header", "Authorization: Bearer abc"), "header"),
+    "7000 filters": (
+        _set(
+            "_criteria",
+            {
+                "extension": [{"url": FILTER_CRITERIA_URL, "valueString": "Task?status=ready"}]
+                * 7000
+            },
+        ),
+        "at most 20 filters",
+    ),
+    "a filter with 150 values": (
+        _set(
+            "_criteria",
+            {
+                "extension": [
+                    {"url": FILTER_CRITERIA_URL, "valueString": "Task?status=" + ",ready" * 150}
+                ]
+            },
+        ),
+        "values per parameter",
+    ),
+    "header value with CR LF": (
+        _set("channel.header", ["X-A: a\r\nX-Injected: 1"]),
+        "visible ASCII",
+    ),
+    "header value with NUL": (_set("channel.header", ["X-A: a\x00b"]), "visible ASCII"),
+    "header value not ASCII": (_set("channel.header", ["X-A: caf\u00e9"]), "visible ASCII"),
+    "header name not a token": (_set("channel.header", ["X(A): 1"]), "RFC 9110 token"),
+    "Host header": (_set("channel.header", ["Host: internal.example"]), "may not set"),
+    "Content-Length header": (_set("channel.header", ["Content-Length: 5"]), "may not set"),
+    "Transfer-Encoding header": (
+        _set("channel.header", ["transfer-encoding: chunked"]),
+        "may not set",
+    ),
+    "Content-Type header": (_set("channel.header", ["Content-Type: text/plain"]), "may not set"),
+    "Connection header": (_set("channel.header", ["Connection: close"]), "may not set"),
+    "2000 headers": (_set("channel.header", [f"X-{n}: v" for n in range(2000)]), "at most"),
+    "a 900 KB header": (_set("channel.header", ["X-Big: " + "a" * 900_000]), "longer than"),
+    "headers over the total size": (
+        _set("channel.header", [f"X-{n}: " + "a" * 4000 for n in range(5)]),
+        "more than",
+    ),
     "end not an instant": (_set("end", 20301231), "end"),
 }
 
@@ -465,6 +508,16 @@ PRIVATE_ENDPOINTS = [
     "https://2130706433/hook",
     "https://0x7f000001/hook",
     "https://0177.0.0.1/hook",
+    # trailing dots, IPv6 forms that carry a local IPv4 address, ranges Python counts as global
+    "https://localhost./hook",
+    "https://127.0.0.1./hook",
+    "https://[::127.0.0.1]/hook",
+    "https://[::ffff:127.0.0.1]/hook",
+    "https://[64:ff9b::7f00:1]/hook",
+    "https://[2002:7f00:1::]/hook",
+    "https://100.64.0.1/hook",
+    "https://192.0.0.8/hook",
+    "https://224.0.0.1/hook",
 ]
 
 
@@ -488,6 +541,29 @@ def test_loopback_and_private_endpoints_are_refused_unless_allowed(endpoint: str
 )
 def test_public_https_endpoints_pass(endpoint: str) -> None:
     STRICT.check(endpoint)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["https://%31%32%37.0.0.1/hook", "https://pay er.example.org/hook", "https://a..b/hook"],
+)
+def test_endpoints_with_invalid_hosts_are_refused(endpoint: str) -> None:
+    with pytest.raises(InvalidSubscription, match="invalid host"):
+        EndpointPolicy(allow_http=True, allow_private=True).check(endpoint)
+
+
+def test_the_allowlist_admits_named_hosts_and_networks() -> None:
+    policy = EndpointPolicy(
+        allow_hosts=frozenset({"partner.internal"}),
+        allow_networks=(ipaddress.ip_network("10.20.0.0/16"),),
+    )
+    policy.check("https://10.20.3.4/hook")
+    policy.check("https://partner.internal/hook")
+    assert policy.address_refusal("partner.internal.", ipaddress.ip_address("10.9.9.9")) is None
+    assert policy.address_refusal("a.example", ipaddress.ip_address("10.20.0.1")) is None
+    assert "private" in str(policy.address_refusal("a.example", ipaddress.ip_address("10.9.9.9")))
+    with pytest.raises(InvalidSubscription, match="loopback or private"):
+        policy.check("https://10.21.0.1/hook")
 
 
 @pytest.mark.parametrize(

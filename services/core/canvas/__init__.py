@@ -9,7 +9,7 @@ IntegrationTask research notes, section 3).
 
 from __future__ import annotations
 
-from herald.core.canvas.code_systems import code_systems
+from herald.core.canvas.code_systems import code_systems, document_type_code_system
 from herald.core.canvas.decision import Decision, Outcome, decide, is_canvas_deleted, same_content
 from herald.core.canvas.mapping import Systems, deleted_version, format_moment, to_task
 from herald.core.canvas.snapshot import (
@@ -57,6 +57,7 @@ __all__ = [
     "code_systems",
     "decide",
     "deleted_version",
+    "document_type_code_system",
     "format_moment",
     "is_canvas_deleted",
     "parse_snapshot",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from herald.core.canvas.mapping import Systems
 from herald.core.canvas.vocabulary import (
     CHANNEL_CODE_SYSTEM,
     CHANNELS,
@@ -11,6 +12,32 @@ from herald.core.canvas.vocabulary import (
     STATUSES,
 )
 from herald.core.types import JsonObject
+
+
+def document_type_code_system(base: str, instance: str) -> JsonObject:
+    """The CodeSystem of one Canvas instance's document types (Task.input values).
+
+    Its codes are that instance's document keys, which Herald learns one snapshot at a time, so
+    it lists none (`content: not-present`); it exists so that the system URL resolves.
+    """
+    url = Systems(base, instance).document_type
+    return {
+        "resourceType": "CodeSystem",
+        "id": f"canvas-{instance}-document-type"[:64],
+        "url": url,
+        "version": "1",
+        "name": "CanvasDocumentType",
+        "title": f"Canvas document types of instance {instance}",
+        "status": "active",
+        "experimental": False,
+        "publisher": "Herald",
+        "description": (
+            f"The document keys of Canvas instance {instance}, as Task.input carries them "
+            "(valueCodeableConcept.coding.code, the template name as display)."
+        ),
+        "caseSensitive": True,
+        "content": "not-present",
+    }
 
 
 def code_systems(base: str) -> list[JsonObject]:

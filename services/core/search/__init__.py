@@ -26,6 +26,7 @@ For a database search, `index_entries` gives the rows to store per resource and
 from herald.core.search._criteria import Condition, Criteria, parse_filter, parse_query
 from herald.core.search._date import DateRange, parse_date_range
 from herald.core.search._index import (
+    DATABASE_UNSUPPORTED_MODIFIERS,
     IDENTIFIER,
     DateEntry,
     DateValue,
@@ -34,11 +35,13 @@ from herald.core.search._index import (
     ReferenceValue,
     SearchValues,
     TokenEntry,
+    UriValue,
     index_entries,
     instant_key,
     search_values,
 )
 from herald.core.search._parameters import (
+    DATABASE_SEARCHED,
     PARAMETERS,
     SUBSCRIPTION_PARAMETERS,
     TASK_PARAMETERS,
@@ -48,6 +51,8 @@ from herald.core.search._reference import normalize_reference
 from herald.core.search._token import Token
 
 __all__ = [
+    "DATABASE_SEARCHED",
+    "DATABASE_UNSUPPORTED_MODIFIERS",
     "IDENTIFIER",
     "PARAMETERS",
     "SUBSCRIPTION_PARAMETERS",
@@ -64,6 +69,7 @@ __all__ = [
     "SearchValues",
     "Token",
     "TokenEntry",
+    "UriValue",
     "index_entries",
     "instant_key",
     "normalize_reference",

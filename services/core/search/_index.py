@@ -32,7 +32,9 @@ from herald.core.search._parameters import SearchParameter
 from herald.core.search._reference import _resource_ref, applicable
 from herald.core.search._reference import _search_value as _reference_value
 from herald.core.search._token import Token, codes, parse_token
-from herald.core.search._values import resolve
+from herald.core.search._uri import MODIFIERS as URI_MODIFIERS
+from herald.core.search._uri import is_below
+from herald.core.search._values import resolve, unescape, unknown_modifier
 from herald.core.types import JsonObject
 
 IDENTIFIER = ":identifier"
@@ -88,7 +90,7 @@ def _elements(parameter: SearchParameter, resource: JsonObject) -> list[object]:
 
 
 def index_entries(resource: JsonObject, parameters: Iterable[SearchParameter]) -> IndexEntries:
-    """The index entries of a resource for the given (token, reference, date) parameters."""
+    """The index entries of a resource for the given (token, reference, date, uri) parameters."""
     tokens: dict[TokenEntry, None] = {}
     references: dict[ReferenceEntry, None] = {}
     dates: dict[DateEntry, None] = {}
@@ -113,6 +115,12 @@ def index_entries(resource: JsonObject, parameters: Iterable[SearchParameter]) -
                     for system, code in codes(element.get("identifier")):
                         if system is not None or code is not None:
                             tokens[TokenEntry(name + IDENTIFIER, system, code)] = None
+        elif parameter.type == "uri":
+            # A uri is stored as a token without a system (its own kind of search value below).
+            tokens[TokenEntry(name, None, None)] = None
+            for element in elements:
+                if isinstance(element, str):
+                    tokens[TokenEntry(name, None, element)] = None
         elif parameter.type == "date":
             dates[DateEntry(name, None, None)] = None
             for element in elements:
@@ -160,15 +168,42 @@ class DateValue:
 
 
 @dataclass(frozen=True)
+class UriValue:
+    """A uri search value: equal to `uri`, or (`:below`) under it, or (`:above`) one of `above`."""
+
+    uri: str
+    below: bool = False
+    above: tuple[str, ...] = ()
+
+
+def _uri_value(modifier: str | None, text: str) -> UriValue:
+    uri = unescape(text)
+    if modifier == "below":
+        return UriValue(uri, below=True)
+    if modifier == "above":
+        # The stored uris `is_below` would accept: the value and each of its path prefixes,
+        # with and without the slash that ends them.
+        cuts = [i for i, char in enumerate(uri) if char == "/"]
+        prefixes = {uri} | {uri[:i] for i in cuts} | {uri[: i + 1] for i in cuts}
+        return UriValue(uri, above=tuple(sorted(p for p in prefixes if is_below(uri, p))))
+    return UriValue(uri)
+
+
+# Modifiers the in-memory search has and a database search has not (it keeps no text).
+DATABASE_UNSUPPORTED_MODIFIERS = frozenset({"text"})
+
+
+@dataclass(frozen=True)
 class SearchValues:
     """A condition taken apart: which index table and param, and the OR'ed values."""
 
-    kind: str  # "token", "reference", "date" or "missing"
+    kind: str  # "token", "reference", "date", "uri" or "missing"
     param: str  # the index param name (`owner:identifier` for the identifier modifier)
     negated: bool  # `:not`, or `:missing=true`: no entry may match
     tokens: tuple[Token, ...] = ()
     references: tuple[ReferenceValue, ...] = ()
     dates: tuple[DateValue, ...] = ()
+    uris: tuple[UriValue, ...] = ()
     table: str = ""  # for "missing": the table of the parameter's type
 
 
@@ -181,7 +216,8 @@ def search_values(condition: Condition) -> SearchValues:
     if parameter.type == "token":
         if modifier not in (None, "not"):
             raise SearchParameterError(
-                f"The modifier ':{modifier}' on '{name}' is not supported by Task search"
+                f"The modifier ':{modifier}' on '{name}' is not supported by a database search "
+                "(it is in subscription filters)"
             )
         tokens = tuple(parse_token(parameter, value) for value in values)
         return SearchValues("token", name, modifier == "not", tokens=tokens)
@@ -199,4 +235,9 @@ def search_values(condition: Condition) -> SearchValues:
     if parameter.type == "date":
         dates = tuple(DateValue(*_search_value(parameter, value)) for value in values)
         return SearchValues("date", name, False, dates=dates)
+    if parameter.type == "uri":
+        if modifier not in (None, "below", "above"):
+            raise unknown_modifier(parameter, modifier or "", URI_MODIFIERS)
+        uris = tuple(_uri_value(modifier, value) for value in values)
+        return SearchValues("uri", name, False, uris=uris)
     raise SearchParameterError(f"{parameter.type} parameter '{name}' is not supported by search")

@@ -1,9 +1,14 @@
-"""Search parameter definitions: what each name searches, and how."""
+"""Search parameter definitions: what each name searches, and how.
+
+This is the one list of Herald's search parameters: the in-memory matcher, the database search
+(every parameter of a type in `DATABASE_SEARCHED` is indexed) and the CapabilityStatement
+(herald.core.capability) are all derived from it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 SEARCH_TYPES = frozenset({"token", "reference", "date", "string", "uri"})
@@ -22,14 +27,25 @@ class SearchParameter:
     # The code system a bare `code` element is bound to (required bindings), so that
     # `status=http://hl7.org/fhir/task-status|completed` matches `"status": "completed"`.
     implied_system: str | None = None
+    # The canonical SearchParameter this one implements (searchParam.definition in /metadata).
+    definition: str = ""
 
     def __post_init__(self) -> None:
         if self.type not in SEARCH_TYPES:
             raise ValueError(f"search parameter {self.name!r} has unsupported type {self.type!r}")
 
 
-def _by_name(*parameters: SearchParameter) -> Mapping[str, SearchParameter]:
-    return MappingProxyType({parameter.name: parameter for parameter in parameters})
+def _by_name(resource_type: str, *parameters: SearchParameter) -> Mapping[str, SearchParameter]:
+    def defined(parameter: SearchParameter) -> SearchParameter:
+        if parameter.definition:
+            return parameter
+        if parameter.name.startswith("_"):
+            canonical = f"{_FHIR}SearchParameter/Resource-{parameter.name[1:]}"
+        else:
+            canonical = f"{_FHIR}SearchParameter/{resource_type}-{parameter.name}"
+        return replace(parameter, definition=canonical)
+
+    return MappingProxyType({p.name: defined(p) for p in parameters})
 
 
 _RESOURCE_PARAMETERS = (
@@ -62,6 +78,7 @@ _TASK_REQUESTERS = (
 
 # The R4 Task search parameters (http://hl7.org/fhir/R4/task.html#search).
 TASK_PARAMETERS = _by_name(
+    "Task",
     *_RESOURCE_PARAMETERS,
     SearchParameter("authored-on", "date", "authoredOn"),
     SearchParameter("based-on", "reference", "basedOn"),
@@ -86,11 +103,17 @@ TASK_PARAMETERS = _by_name(
 
 # The R4 Subscription search parameters, plus the Backport IG's `topic` (uri in IG 1.1.0).
 SUBSCRIPTION_PARAMETERS = _by_name(
+    "Subscription",
     *_RESOURCE_PARAMETERS,
     SearchParameter("criteria", "string", "criteria"),
     SearchParameter("payload", "token", "channel.payload", implied_system="urn:ietf:bcp:13"),
     SearchParameter("status", "token", "status", implied_system=_FHIR + "subscription-status"),
-    SearchParameter("topic", "uri", "criteria"),
+    SearchParameter(
+        "topic",
+        "uri",
+        "criteria",
+        definition="http://hl7.org/fhir/uv/subscriptions-backport/SearchParameter/Subscription-topic",
+    ),
     SearchParameter(
         "type", "token", "channel.type", implied_system=_FHIR + "subscription-channel-type"
     ),
@@ -100,3 +123,7 @@ SUBSCRIPTION_PARAMETERS = _by_name(
 PARAMETERS: Mapping[str, Mapping[str, SearchParameter]] = MappingProxyType(
     {"Subscription": SUBSCRIPTION_PARAMETERS, "Task": TASK_PARAMETERS}
 )
+
+# The resource types searched in the database, through the index tables (every parameter of the
+# type is indexed); other types' searches are evaluated in memory.
+DATABASE_SEARCHED = frozenset({"Task"})

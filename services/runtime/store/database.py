@@ -14,7 +14,12 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from herald.runtime.store.sqlite_driver import OneTripDbapi
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+# Connections (and so threads) of an SQLite database: readers share them, writers take one at a
+# time (the write lock below).
+SQLITE_CONNECTIONS = 16
 
 
 def async_url(url: str) -> str:
@@ -40,6 +45,12 @@ class Database:
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
+            kwargs["module"] = OneTripDbapi()
+            # A fixed set of connections: each is a thread with its own SQLite cache, and
+            # closing overflow connections on return started a new one for every burst.
+            kwargs["pool_size"] = SQLITE_CONNECTIONS
+            kwargs["max_overflow"] = 0
+            kwargs["pool_timeout"] = 60
         else:
             kwargs["pool_size"] = pool_size
             kwargs["pool_pre_ping"] = True
@@ -48,6 +59,11 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)
+        self.statements = 0
+        """SQL statements sent (BEGIN excluded), for herald_database_statements_total."""
+        self.transactions = 0
+        """Transactions ended (committed or rolled back), for herald_database_transactions_total."""
+        _count_work(self)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -89,6 +105,20 @@ def _upgrade(connection: Connection, revision: str) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
+
+
+def _count_work(database: Database) -> None:
+    engine = database.engine.sync_engine
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _statement(*args: Any) -> None:
+        if not args[2].startswith("BEGIN"):  # SQLite's explicit BEGIN is part of the transaction
+            database.statements += 1
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _ended(_connection: Connection) -> None:
+        database.transactions += 1
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:

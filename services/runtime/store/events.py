@@ -28,6 +28,8 @@ class LoggedEvent:
     occurred_at: str
     origin_request_id: str | None = None
     """The id of the FHIR request that wrote the change, sent with the notification."""
+    method: str | None = None
+    """The HTTP method when the interaction does not imply it (a create by PUT)."""
 
 
 def _logged(row: Row[Any]) -> LoggedEvent:
@@ -41,6 +43,7 @@ def _logged(row: Row[Any]) -> LoggedEvent:
         row.interaction,
         row.occurred_at,
         row.origin_request_id,
+        row.method,
     )
 
 
@@ -50,15 +53,18 @@ async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: s
     `event.number` is ignored: the number is taken from the subscription's counter in the same
     transaction, so numbers have no gaps and are never reused.
     """
-    # Lock the subscription row first: concurrent records of one subscription (redeliveries,
-    # a rebalance between dispatchers) then see each other's committed events.
-    live = await connection.scalar(
-        select(subscriptions.c.id)
-        .where(subscriptions.c.id == event.subscription_id, subscriptions.c.deleted.is_(False))
-        .with_for_update()
-    )
-    if live is None:
-        return None
+    if connection.dialect.name == "postgresql":
+        # Lock the subscription row first: concurrent records of one subscription (redeliveries,
+        # a rebalance between dispatchers) then see each other's committed events. SQLite
+        # writers are serialised by the database lock already; the update below checks that
+        # the subscription is live.
+        live = await connection.scalar(
+            select(subscriptions.c.id)
+            .where(subscriptions.c.id == event.subscription_id, subscriptions.c.deleted.is_(False))
+            .with_for_update()
+        )
+        if live is None:
+            return None
     seen = await connection.scalar(
         select(event_log.c.number).where(event_log.c.request_id == event.request_id)
     )
@@ -84,6 +90,7 @@ async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: s
             occurred_at=event.occurred_at,
             recorded_at=recorded_at,
             origin_request_id=event.origin_request_id,
+            method=event.method,
         )
     )
     return int(number)
@@ -151,6 +158,8 @@ def as_notification_event(
         resource_id=logged.resource_id,
         interaction=logged.interaction,
         resource=resource,
+        version_id=logged.version_id,
+        method=logged.method,
     )
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import false, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.errors import ConcurrentWrite
+from herald.core.fhir import utc_now
 from herald.core.types import JsonObject
 from herald.runtime.store import search
 from herald.runtime.store.tables import resource_versions, resources
@@ -49,6 +52,37 @@ async def current(
     )
 
 
+_WRITE_LOCK = 7244  # advisory lock class of "writes of one resource type" (7243: migrations)
+_TICK = timedelta(milliseconds=1)  # the precision of meta.lastUpdated
+
+
+async def write_clock(connection: AsyncConnection, resource_type: str) -> datetime:
+    """The meta.lastUpdated of a new version, taken so that polling never misses a change.
+
+    A poller asks for `_lastUpdated=gt<the newest lastUpdated it has seen>`. That is only safe
+    if versions become visible in lastUpdated order: two writers that stamp 10:00:00.001 and
+    .002 and commit in the other order would hide the first behind the poller's cursor. So the
+    writers of one resource type take their stamp under one lock held until commit (PostgreSQL:
+    a transaction advisory lock; SQLite: its single writer), and the stamp is later than every
+    stored one (1 ms apart, the precision of lastUpdated). The cost: writes of one type commit
+    one at a time, across all ingest processes (see docs/performance.md).
+    """
+    if connection.dialect.name == "postgresql":
+        key = zlib.crc32(resource_type.encode()) & 0x7FFFFFFF
+        await connection.execute(
+            text("SELECT pg_advisory_xact_lock(:kind, :key)"), {"kind": _WRITE_LOCK, "key": key}
+        )
+    newest = await connection.scalar(
+        select(func.max(resources.c.last_updated)).where(
+            resources.c.resource_type == resource_type, resources.c.deleted == false()
+        )
+    )
+    now = utc_now()
+    if newest is not None:
+        now = max(now, datetime.fromisoformat(newest) + _TICK)
+    return now
+
+
 async def version(
     connection: AsyncConnection, resource_type: str, resource_id: str, version_id: int
 ) -> JsonObject | None:
@@ -58,6 +92,7 @@ async def version(
             resource_versions.c.resource_type == resource_type,
             resource_versions.c.id == resource_id,
             resource_versions.c.version_id == version_id,
+            resource_versions.c.deleted == false(),
         )
     )
     return None if content is None else orjson.loads(content)
@@ -84,21 +119,26 @@ async def versions(
                 resource_versions.c.resource_type,
                 resource_versions.c.id,
                 resource_versions.c.version_id,
-            ).in_(set(keys))
+            ).in_(set(keys)),
+            resource_versions.c.deleted == false(),
         )
     )
     return {(r.resource_type, r.id, r.version_id): orjson.loads(r.content) for r in rows}
 
 
 async def save(
-    connection: AsyncConnection, stamped: JsonObject, *, previous: StoredResource | None
+    connection: AsyncConnection,
+    stamped: JsonObject,
+    *,
+    previous: StoredResource | None,
+    method: str | None = None,
 ) -> None:
     """Write a new version (already stamped with id, versionId and lastUpdated).
 
     ConcurrentWrite when another transaction created the same resource first.
     """
     try:
-        await _save(connection, stamped, previous)
+        await _save(connection, stamped, previous, method)
     except IntegrityError as exc:
         raise ConcurrentWrite(
             f"{stamped['resourceType']}/{stamped['id']} was written concurrently"
@@ -106,7 +146,10 @@ async def save(
 
 
 async def _save(
-    connection: AsyncConnection, stamped: JsonObject, previous: StoredResource | None
+    connection: AsyncConnection,
+    stamped: JsonObject,
+    previous: StoredResource | None,
+    method: str | None,
 ) -> None:
     resource_type, resource_id = stamped["resourceType"], stamped["id"]
     version_id = int(stamped["meta"]["versionId"])
@@ -135,6 +178,7 @@ async def _save(
             version_id=version_id,
             last_updated=last_updated,
             content=content,
+            method=method,
         )
     )
     await search.reindex(connection, stamped, fresh=previous is None or previous.deleted)
@@ -148,5 +192,16 @@ async def mark_deleted(
         update(resources)
         .where(resources.c.resource_type == previous.resource_type, resources.c.id == previous.id)
         .values(version_id=version_id, last_updated=last_updated, deleted=True)
+    )
+    await connection.execute(
+        insert(resource_versions).values(
+            resource_type=previous.resource_type,
+            id=previous.id,
+            version_id=version_id,
+            last_updated=last_updated,
+            content=orjson.dumps(previous.resource).decode(),
+            method="DELETE",
+            deleted=True,
+        )
     )
     await search.unindex(connection, previous.resource_type, previous.id)

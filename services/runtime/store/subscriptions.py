@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.core.fhir import format_instant
+from herald.core.fhir import format_instant, utc_now
 from herald.core.states import SubscriptionStatus
-from herald.core.subscriptions import effective_end, heartbeat_period
+from herald.core.subscriptions import effective_end, endpoint_origin, heartbeat_period
 from herald.core.types import JsonObject
 from herald.runtime.store import header_secrets
-from herald.runtime.store.tables import counters, subscriptions
+from herald.runtime.store.tables import counters, resource_versions, subscriptions
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,12 @@ class StoredSubscription:
     def resource(self) -> JsonObject:
         """The Subscription resource as the API shows it."""
         resource = dict(self.stored)
+        # A status change by the server is a new version too (set_status).
+        resource["meta"] = {
+            **(resource.get("meta") or {}),
+            "versionId": str(self.version_id),
+            "lastUpdated": self.last_updated,
+        }
         resource["status"] = self.status
         if self.error:
             resource["error"] = self.error
@@ -47,8 +53,11 @@ class StoredSubscription:
         return resource
 
 
-def _row(row: Row[tuple[object, ...]]) -> StoredSubscription:
+def from_row(row: Row[tuple[object, ...]], *, open_headers: bool = True) -> StoredSubscription:
+    """A subscription row as a StoredSubscription (channel.header values decrypted unless
+    `open_headers` is False)."""
     m = row._mapping
+    content = orjson.loads(m["content"])
     return StoredSubscription(
         id=m["id"],
         status=SubscriptionStatus(m["status"]),
@@ -60,8 +69,9 @@ def _row(row: Row[tuple[object, ...]]) -> StoredSubscription:
         delivered_through=m["delivered_through"],
         error=m["error"],
         deleted=m["deleted"],
-        stored=header_secrets.cipher().open(orjson.loads(m["content"])),
-        owner=m["owner"],
+        stored=header_secrets.cipher().open(content) if open_headers else content,
+        # Rows read before migration 0008 have no owner column.
+        owner=m.get("owner"),
     )
 
 
@@ -75,6 +85,39 @@ def schedule_columns(stored: JsonObject) -> dict[str, object]:
         ),
         "ends_at": None if end is None else format_instant(end),
     }
+
+
+async def record_version(
+    connection: AsyncConnection, subscription_id: str, method: str | None = None
+) -> None:
+    """Keep the subscription's current version (as the API shows it) for its history."""
+    row = (
+        await connection.execute(select(subscriptions).where(subscriptions.c.id == subscription_id))
+    ).first()
+    if row is None:
+        return
+    stored = from_row(row, open_headers=False)
+    version = resource_versions.c
+    # A rewrite of the same version (tests, repairs) replaces its history row.
+    await connection.execute(
+        delete(resource_versions).where(
+            version.resource_type == "Subscription",
+            version.id == stored.id,
+            version.version_id == stored.version_id,
+        )
+    )
+    await connection.execute(
+        insert(resource_versions).values(
+            resource_type="Subscription",
+            id=stored.id,
+            version_id=stored.version_id,
+            last_updated=stored.last_updated,
+            # Sealed as in the subscriptions row: history keeps no header value in clear.
+            content=orjson.dumps(header_secrets.cipher().seal(stored.resource)).decode(),
+            method="DELETE" if stored.deleted else method,
+            deleted=stored.deleted,
+        )
+    )
 
 
 async def next_revision(connection: AsyncConnection) -> int:
@@ -102,7 +145,7 @@ async def get(
     if for_update and connection.dialect.name == "postgresql":
         query = query.with_for_update()
     row = (await connection.execute(query)).first()
-    return None if row is None else _row(row)
+    return None if row is None else from_row(row)
 
 
 async def insert_new(
@@ -129,8 +172,10 @@ async def insert_new(
             deleted=False,
             owner=owner,
             **schedule_columns(stored),
+            endpoint_origin=endpoint_origin(stored),
         )
     )
+    await record_version(connection, stored["id"], "POST")
 
 
 async def replace(
@@ -161,8 +206,25 @@ async def replace(
             error=None,
             deleted=False,
             **schedule_columns(stored),
+            endpoint_origin=endpoint_origin(stored),
         )
     )
+    await record_version(connection, stored["id"], "PUT")
+
+
+async def count_at_origin(connection: AsyncConnection, origin: str, *, other_than: str) -> int:
+    """Live subscriptions (not deleted, not off) whose endpoint has this origin."""
+    count = await connection.scalar(
+        select(func.count())
+        .select_from(subscriptions)
+        .where(
+            subscriptions.c.endpoint_origin == origin,
+            subscriptions.c.deleted.is_(False),
+            subscriptions.c.status != SubscriptionStatus.OFF,
+            subscriptions.c.id != other_than,
+        )
+    )
+    return int(count or 0)
 
 
 async def set_status(
@@ -173,15 +235,27 @@ async def set_status(
     error: str | None = None,
     expected: str | None = None,
 ) -> bool:
-    """Move a subscription to a status (only from `expected`, when given); True if it moved."""
+    """Move a subscription to a status (only from `expected`, when given); True if it moved.
+
+    The move makes a new version (versionId + 1, lastUpdated now), so that a client polling the
+    Subscription by ETag or _lastUpdated sees it.
+    """
     query = update(subscriptions).where(
         subscriptions.c.id == subscription_id, subscriptions.c.deleted.is_(False)
     )
     if expected is not None:
         query = query.where(subscriptions.c.status == expected)
     result = await connection.execute(
-        query.values(status=status, error=error, revision=await next_revision(connection))
+        query.values(
+            status=status,
+            error=error,
+            revision=await next_revision(connection),
+            version_id=subscriptions.c.version_id + 1,
+            last_updated=format_instant(utc_now()),
+        )
     )
+    if result.rowcount:
+        await record_version(connection, subscription_id)
     return bool(result.rowcount)
 
 
@@ -191,9 +265,15 @@ async def mark_deleted(connection: AsyncConnection, subscription_id: str) -> boo
         update(subscriptions)
         .where(subscriptions.c.id == subscription_id, subscriptions.c.deleted.is_(False))
         .values(
-            deleted=True, status=SubscriptionStatus.OFF, revision=await next_revision(connection)
+            deleted=True,
+            status=SubscriptionStatus.OFF,
+            revision=await next_revision(connection),
+            version_id=subscriptions.c.version_id + 1,
+            last_updated=format_instant(utc_now()),
         )
     )
+    if result.rowcount:
+        await record_version(connection, subscription_id)
     return bool(result.rowcount)
 
 
@@ -204,7 +284,7 @@ async def changed_since(connection: AsyncConnection, since: int) -> list[StoredS
         .where(subscriptions.c.revision > since)
         .order_by(subscriptions.c.revision)
     )
-    return [_row(r) for r in rows]
+    return [from_row(r) for r in rows]
 
 
 async def changed_ids_since(connection: AsyncConnection, since: int) -> list[tuple[str, int]]:
@@ -267,20 +347,41 @@ async def count_by_status(connection: AsyncConnection) -> dict[str, int]:
     return {status: int(n) for status, n in rows.tuples()}
 
 
+def _rotated(content: str) -> str | None:
+    """The content with its headers encrypted again with the newest key; None if unchanged."""
+    resource = orjson.loads(content)
+    rotated = header_secrets.cipher().rotate(resource)
+    return None if rotated is resource or rotated == resource else orjson.dumps(rotated).decode()
+
+
 async def rotate_header_secrets(connection: AsyncConnection) -> int:
     """Encrypt every stored channel.header again with the newest key; how many rows changed."""
     rows = (await connection.execute(select(subscriptions.c.id, subscriptions.c.content))).all()
     changed = 0
     for row in rows:
-        resource = orjson.loads(row.content)
-        rotated = header_secrets.cipher().rotate(resource)
-        if rotated is not resource and rotated != resource:
+        if (content := _rotated(row.content)) is not None:
             await connection.execute(
-                update(subscriptions)
-                .where(subscriptions.c.id == row.id)
-                .values(content=orjson.dumps(rotated).decode())
+                update(subscriptions).where(subscriptions.c.id == row.id).values(content=content)
             )
             changed += 1
+    # The versions history keeps are sealed too.
+    version = resource_versions.c
+    kept = await connection.execute(
+        select(version.id, version.version_id, version.content).where(
+            version.resource_type == "Subscription"
+        )
+    )
+    for kept_row in kept.all():
+        if (content := _rotated(kept_row.content)) is not None:
+            await connection.execute(
+                update(resource_versions)
+                .where(
+                    version.resource_type == "Subscription",
+                    version.id == kept_row.id,
+                    version.version_id == kept_row.version_id,
+                )
+                .values(content=content)
+            )
     return changed
 
 
@@ -296,4 +397,4 @@ async def live(
         query = query.where(subscriptions.c.status == status)
     if topic is not None:
         query = query.where(subscriptions.c.topic == topic)
-    return [_row(r) for r in await connection.execute(query.order_by(subscriptions.c.id))]
+    return [from_row(r) for r in await connection.execute(query.order_by(subscriptions.c.id))]

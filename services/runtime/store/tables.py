@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -47,6 +48,11 @@ resource_versions = Table(
     Column("version_id", Integer, primary_key=True),
     Column("last_updated", String(40), nullable=False),
     Column("content", Text, nullable=False),
+    # The interaction's HTTP method, and whether the version is a deletion (its content: the
+    # last content) (0006).
+    Column("method", String(8)),
+    Column("deleted", Boolean, nullable=False, default=False, server_default=false()),
+    Index("ix_resource_versions_history", "resource_type", "last_updated", "id", "version_id"),
 )
 
 subscriptions = Table(
@@ -67,11 +73,13 @@ subscriptions = Table(
     # not parse every subscription (0003).
     Column("heartbeat_seconds", Integer),
     Column("ends_at", String(40), index=True),
-    # The client that created it (0005); None without authentication.
+    # The client that created it (0008); None without authentication.
     Column("owner", String(200), index=True),
+    # The endpoint's scheme://host:port, for the per-origin quota (0005).
+    Column("endpoint_origin", String(300), index=True),
 )
 
-# Clients registered by operators (`herald clients`): key set, scopes, organizations (0005).
+# Clients registered by operators (`herald clients`): key set, scopes, organizations (0008).
 clients = Table(
     "clients",
     metadata,
@@ -83,7 +91,7 @@ clients = Table(
     Column("created_at", String(40), nullable=False),
 )
 
-# One-time ids seen within their lifetime: client assertion jti, Canvas webhook-id (0005).
+# One-time ids seen within their lifetime: client assertion jti, Canvas webhook-id (0008).
 seen_ids = Table(
     "seen_ids",
     metadata,
@@ -92,7 +100,7 @@ seen_ids = Table(
     Column("expires_at", BigInteger, nullable=False, index=True),
 )
 
-# Herald's own keys that sign access tokens; the newest signs, all verify (0005).
+# Herald's own keys that sign access tokens; the newest signs, all verify (0008).
 signing_keys = Table(
     "signing_keys",
     metadata,
@@ -116,6 +124,8 @@ event_log = Table(
     Column("recorded_at", String(40), nullable=False),
     # The id of the FHIR request that wrote the change (0004); sent with the notification.
     Column("origin_request_id", String(128)),
+    # The HTTP method when the interaction does not imply it (create by PUT) (0006).
+    Column("method", String(8)),
 )
 
 # The last delivery attempts of each subscription (handshakes and events, not heartbeats), for

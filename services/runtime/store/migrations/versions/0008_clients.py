@@ -1,15 +1,15 @@
 """Clients, seen one-time ids (assertion jti, webhook ids), Herald's signing keys, and the
 owner of each subscription.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0008
+Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,677 @@
+"""End-to-end benchmark: Task writes in, notifications out, CPU per Task against a floor.
+
+Not a test. The workload: S id-only subscriptions, one per owner `Organization/o0..o{S-1}`, all to
+one loopback receiver in its own process; W concurrent writers PUT N Tasks (owners in turn, so
+each Task notifies exactly one subscription). Each round starts every system fresh and measures,
+interleaved in one run:
+
+- **floor**: a minimal FastAPI PUT endpoint that parses with orjson and makes one SQLite insert
+  (autocommit, WAL), in its own process, on uvicorn with the stock asyncio loop and h11 — the
+  least a server on this stack can spend on a write;
+- **embedded**: `herald run` (SQLite, in-database bus), one process;
+- **distributed**: `herald ingest`, `herald matcher`, `herald dispatcher` on a Kafka broker and a
+  PostgreSQL server of their own (deploy/local), all on this machine.
+
+Printed per system: accepted writes/s, all-notified notifications/s (N / time from the first
+write to the last notification's arrival), latency from the write's 201 to the notification's
+arrival (p50/p95/p99/max, one monotonic clock), CPU ms per Task of the system's processes (user +
+system time from /proc, children included: Kafka's JVM and every PostgreSQL backend in
+distributed mode), SQL statements and transactions per Task (Herald's own counters,
+herald_database_statements_total / herald_database_transactions_total; against PostgreSQL each
+statement is one asyncpg round trip and each transaction two more, BEGIN and COMMIT), and
+Herald's CPU per Task ÷ the floor's CPU per request measured in the same round.
+
+Optional phases on the same servers after the closed loop: an open loop at a fixed rate
+(`--rate`, `--seconds`) for latency, and an outage (`--outage`): the receiver is stopped, 100
+Tasks are written, the receiver comes back after the outage, and the time until all 100 arrive
+is printed.
+
+    .venv/bin/python bench/e2e.py --rounds 3 --json bench-e2e.json
+    .venv/bin/python bench/e2e.py --mode embedded --rate 100 --seconds 20 --outage 90
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import uvicorn
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests.support / tests.faults.harness: processes and services
+
+from herald.core.fhir import format_instant, utc_now  # noqa: E402
+from tests.support.fhir import FHIR_JSON, backport_subscription  # noqa: E402
+from tests.support.services import create_database, free_port  # noqa: E402
+from tests.support.wire import read_message  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+# --- CPU of process trees, from /proc ---------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds of the process and its reaped children)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    # fields[0] is state (stat field 3): utime, stime, cutime, cstime are fields 14-17.
+    ppid = int(fields[1])
+    cpu = sum(int(f) for f in fields[11:15]) / TICKS
+    return ppid, cpu
+
+
+def tree_cpu(roots: list[int]) -> float:
+    """CPU seconds of these processes and all their descendants, living or reaped."""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _stat(int(entry))) is not None:
+            stats[int(entry)] = stat
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo, seen = 0.0, list(roots), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid not in stats:
+            continue
+        seen.add(pid)
+        total += stats[pid][1]
+        todo += children.get(pid, [])
+    return total
+
+
+def pids_matching(text: str) -> list[int]:
+    """Processes whose command line contains `text` (the root of a Kafka or PostgreSQL server)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if text.encode() in cmdline and int(entry) != os.getpid():
+            found.append(int(entry))
+    # Keep the roots only: a match whose parent matched too is inside that tree already.
+    roots = set(found)
+    return [p for p in found if (s := _stat(p)) is None or s[0] not in roots]
+
+
+# --- the receiver (its own process) -----------------------------------------------------------
+
+_TASK_REFERENCE = re.compile(rb'"reference":"[^"]*Task/([^"/]+)"')
+
+
+async def _receive(port: int) -> None:
+    arrivals: dict[str, float] = {}
+    posts = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal posts
+        try:
+            while True:
+                head, body = await read_message(reader)
+                if head.startswith(b"GET /arrivals"):
+                    answer = orjson.dumps({"posts": posts, "arrivals": arrivals})
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+                    )
+                    continue
+                now = time.monotonic()
+                posts += 1
+                for task_id in _TASK_REFERENCE.findall(body):
+                    arrivals.setdefault(task_id.decode(), now)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+class Receiver:
+    """The loopback subscriber endpoint, a process of its own; can go down and come back."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/notify"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "_receiver", str(self.port)], stdin=subprocess.DEVNULL
+        )
+        _wait_until(lambda: _answers(f"http://127.0.0.1:{self.port}/arrivals"), 30, "receiver")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def arrivals(self) -> tuple[int, dict[str, float]]:
+        """POSTs received and the first arrival (monotonic time) of each Task id."""
+        data = httpx.get(f"http://127.0.0.1:{self.port}/arrivals", timeout=30).json()
+        return int(data["posts"]), data["arrivals"]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready within {timeout} s")
+
+
+# --- the floor (its own process) --------------------------------------------------------------
+
+
+def _floor_main(port: int, path: str) -> None:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE tasks (id TEXT, version INTEGER, content BLOB)")
+    app = FastAPI()
+
+    @app.put("/fhir/Task/{task_id}")
+    async def put(task_id: str, request: Request) -> Response:
+        task = orjson.loads(await request.body())
+        task["id"] = task_id
+        task["meta"] = {"versionId": "1", "lastUpdated": format_instant(utc_now())}
+        content = orjson.dumps(task)
+        db.execute("INSERT INTO tasks VALUES (?, 1, ?)", (task_id, content))
+        return Response(content, status_code=201, media_type=FHIR_JSON)
+
+    @app.get("/readyz")
+    async def ready() -> Response:
+        return Response(b"ok")
+
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="asyncio", http="h11", log_level="warning")
+
+
+# --- the load -----------------------------------------------------------------------------------
+
+
+class Connection:
+    """A keep-alive HTTP/1.1 client connection, as small as a load generator can be."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def put(self, path: str, body: bytes) -> int:
+        self.writer.write(
+            b"PUT %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body)
+        )
+        head, _ = await read_message(self.reader)
+        return int(head[9:12])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _task(task_id: str, owner: str) -> bytes:
+    return orjson.dumps(
+        {
+            "resourceType": "Task",
+            "id": task_id,
+            "status": "requested",
+            "intent": "order",
+            "owner": {"reference": owner},
+        }
+    )
+
+
+@dataclass
+class Load:
+    """What the writers saw: the 201s and when they came (monotonic)."""
+
+    accepted: dict[str, float] = field(default_factory=dict)
+    failed: int = 0
+    seconds: float = 0.0
+
+
+async def _put(connection: Connection, task_id: str, owner: str, load: Load) -> None:
+    status = await connection.put(f"/fhir/Task/{task_id}", _task(task_id, owner))
+    if status in (200, 201):
+        load.accepted[task_id] = time.monotonic()
+    else:
+        load.failed += 1
+
+
+async def closed_loop(port: int, tasks: list[tuple[str, str]], writers: int) -> Load:
+    """`writers` connections, each writing its next Task as soon as the previous one is answered."""
+    load = Load()
+    queue = iter(tasks)
+
+    async def writer() -> None:
+        connection = await Connection.open(port)
+        try:
+            for task_id, owner in queue:
+                await _put(connection, task_id, owner, load)
+        finally:
+            connection.close()
+
+    started = time.monotonic()
+    await asyncio.gather(*(writer() for _ in range(writers)))
+    load.seconds = time.monotonic() - started
+    return load
+
+
+async def open_loop(port: int, tasks: list[tuple[str, str]], rate: float) -> Load:
+    """Each Task written at its scheduled time, whatever the answers to earlier ones are doing."""
+    load = Load()
+    idle: list[Connection] = []
+
+    async def one(task_id: str, owner: str) -> None:
+        connection = idle.pop() if idle else await Connection.open(port)
+        await _put(connection, task_id, owner, load)
+        idle.append(connection)
+
+    started = time.monotonic()
+    running = []
+    for i, (task_id, owner) in enumerate(tasks):
+        pause = started + i / rate - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        running.append(asyncio.create_task(one(task_id, owner)))
+    await asyncio.gather(*running)
+    load.seconds = time.monotonic() - started
+    for connection in idle:
+        connection.close()
+    return load
+
+
+# --- systems under test ---------------------------------------------------------------------
+
+
+@dataclass
+class System:
+    """A running system: where to write, which processes to charge, what its counters say."""
+
+    name: str
+    port: int
+    pids: Callable[[], list[int]]
+    counters: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0)
+    """(SQL statements, transactions) so far, all Herald processes together."""
+
+
+def _counters(urls: list[str]) -> tuple[float, float]:
+    from tests.faults.harness import metric
+
+    statements = transactions = 0.0
+    for url in urls:
+        text = httpx.get(url, timeout=30).text
+        statements += metric(text, "herald_database_statements_total")
+        transactions += metric(text, "herald_database_transactions_total")
+    return statements, transactions
+
+
+@contextlib.contextmanager
+def floor_system(folder: Path) -> Iterator[System]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, __file__, "_floor", str(port), str(folder / "floor.db")],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait_until(lambda: _answers(f"http://127.0.0.1:{port}/readyz"), 60, "floor")
+        yield System("floor", port, lambda: [process.pid])
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _subscribe(base_url: str, receiver: Receiver, owners: list[str]) -> None:
+    """One id-only subscription per owner; returns when all are active."""
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        ids = []
+        for owner in owners:
+            resource = backport_subscription(receiver.url, f"Task?owner={owner}", reason="bench")
+            created = client.post(
+                "/Subscription", json=resource, headers={"Content-Type": FHIR_JSON}
+            )
+            created.raise_for_status()
+            ids.append(created.json()["id"])
+
+        def active() -> bool:
+            found = client.get("/Subscription", params={"status": "active", "_count": 1000})
+            return int(found.json().get("total", 0)) >= len(ids)
+
+        _wait_until(active, 120, f"{len(ids)} subscriptions")
+
+
+HERALD_SETTINGS = {"handshake_delay": "0.1", "log_level": "WARNING"}
+
+
+@contextlib.contextmanager
+def embedded_system(folder: Path, receiver: Receiver, owners: list[str]) -> Iterator[System]:
+    from tests.faults.harness import Embedded
+
+    herald = Embedded(folder / "herald.db", folder / "logs", **HERALD_SETTINGS)
+    herald.start()
+    try:
+        _subscribe(herald.base_url, receiver, owners)
+        metrics = f"http://127.0.0.1:{herald.port}/metrics"
+        yield System(
+            "embedded",
+            herald.port,
+            lambda: [herald.processes["run"].process.pid],
+            lambda: _counters([metrics]),
+        )
+    finally:
+        herald.stop()
+
+
+@dataclass
+class Backing:
+    """Kafka and PostgreSQL of the distributed rounds (started once, a fresh database per round)."""
+
+    kafka: str
+    postgres: str
+    roots: list[int]
+
+
+@contextlib.contextmanager
+def backing_services() -> Iterator[Backing]:
+    from tests.faults.harness import own_kafka, own_postgres
+
+    with own_kafka() as kafka, own_postgres() as postgres:
+        roots = pids_matching(f"kafka-run-{kafka['KAFKA_PORT']}") + pids_matching(
+            f"pg-{postgres['PG_PORT']}"
+        )
+        yield Backing(kafka["address"], postgres["address"], roots)
+
+
+@contextlib.contextmanager
+def distributed_system(
+    folder: Path, receiver: Receiver, owners: list[str], backing: Backing, scale: int
+) -> Iterator[System]:
+    from tests.faults.harness import Cluster
+
+    database = asyncio.run(create_database(backing.postgres, f"bench_{uuid.uuid4().hex[:8]}"))
+    cluster = Cluster(backing.kafka, database, folder / "logs", **HERALD_SETTINGS)
+    cluster.start()
+    for n in range(2, scale + 1):
+        cluster.start("matcher", name=f"matcher-{n}")
+        cluster.start("dispatcher", name=f"dispatcher-{n}")
+    try:
+        _subscribe(cluster.base_url, receiver, owners)
+        urls = [f"http://127.0.0.1:{cluster.port}/metrics"] + [
+            f"http://127.0.0.1:{port}/metrics" for port in cluster.health.values()
+        ]
+        yield System(
+            "distributed" if scale == 1 else f"distributed x{scale}",
+            cluster.port,
+            lambda: [p.process.pid for p in cluster.processes.values()] + backing.roots,
+            lambda: _counters(urls),
+        )
+    finally:
+        cluster.stop()
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+def _pct(values: list[float], p: float) -> float:
+    return values[min(len(values) - 1, int(p * len(values)))] if values else float("nan")
+
+
+def _wait_notified(
+    receiver: Receiver, accepted: dict[str, float], timeout: float
+) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while True:
+        _, arrivals = receiver.arrivals()
+        if all(t in arrivals for t in accepted) or time.monotonic() > deadline:
+            return arrivals
+        time.sleep(0.05)
+
+
+def measure(
+    system: System,
+    receiver: Receiver | None,
+    tasks: list[tuple[str, str]],
+    drive: Callable[[list[tuple[str, str]]], Coroutine[Any, Any, Load]],
+    timeout: float = 300,
+) -> dict[str, Any]:
+    """Run a load against a system; the figures of that load."""
+    statements0, transactions0 = system.counters()
+    cpu0 = tree_cpu(system.pids())
+    started = time.monotonic()
+    load = asyncio.run(drive(tasks))
+    result: dict[str, Any] = {
+        "tasks": len(tasks),
+        "accepted": len(load.accepted),
+        "failed": load.failed,
+        "accepted_writes_per_second": round(len(load.accepted) / load.seconds, 1),
+    }
+    if receiver is not None:
+        arrivals = _wait_notified(receiver, load.accepted, timeout)
+        done = time.monotonic()
+        latencies = sorted(
+            (arrivals[t] - at) * 1000 for t, at in load.accepted.items() if t in arrivals
+        )
+        last = max((arrivals[t] for t in load.accepted if t in arrivals), default=done)
+        result |= {
+            "missing": sum(1 for t in load.accepted if t not in arrivals),
+            "notifications_per_second": round(len(latencies) / (last - started), 1),
+            "p50_ms": round(_pct(latencies, 0.50), 1),
+            "p95_ms": round(_pct(latencies, 0.95), 1),
+            "p99_ms": round(_pct(latencies, 0.99), 1),
+            "max_ms": round(latencies[-1], 1) if latencies else None,
+        }
+    cpu = tree_cpu(system.pids()) - cpu0
+    statements1, transactions1 = system.counters()
+    result["cpu_ms_per_task"] = round(cpu * 1000 / len(tasks), 3)
+    if receiver is not None:
+        result["sql_statements_per_task"] = round((statements1 - statements0) / len(tasks), 2)
+        result["transactions_per_task"] = round((transactions1 - transactions0) / len(tasks), 2)
+    return result
+
+
+def outage(system: System, receiver: Receiver, owners: list[str], seconds: float) -> dict[str, Any]:
+    """Receiver down, 100 Tasks written, receiver back after `seconds`: time to all delivered."""
+    tag = uuid.uuid4().hex[:6]
+    tasks = [(f"out-{tag}-{i}", owners[i % len(owners)]) for i in range(100)]
+    receiver.stop()
+    load = asyncio.run(closed_loop(system.port, tasks, 4))
+    time.sleep(max(0.0, seconds - load.seconds))
+    receiver.start()
+    back = time.monotonic()
+    arrivals = _wait_notified(receiver, load.accepted, 600)
+    arrived = [arrivals[t] for t in load.accepted if t in arrivals]
+    return {
+        "outage_seconds": seconds,
+        "tasks": len(load.accepted),
+        "delivered": len(arrived),
+        "all_delivered_after_seconds": round(max(arrived) - back, 2) if arrived else None,
+    }
+
+
+def _tasks(prefix: str, count: int, owners: list[str]) -> list[tuple[str, str]]:
+    return [(f"{prefix}-{i}", owners[i % len(owners)]) for i in range(count)]
+
+
+def run_round(
+    args: argparse.Namespace, number: int, backing: Backing | None
+) -> dict[str, dict[str, Any]]:
+    """One round: the floor, then each Herald mode asked for, each fresh."""
+    owners = [f"Organization/o{k}" for k in range(args.subscriptions)]
+    figures: dict[str, dict[str, Any]] = {}
+
+    def closed(tasks: list[tuple[str, str]], port: int) -> Callable[..., Coroutine[Any, Any, Load]]:
+        return lambda _: closed_loop(port, tasks, args.writers)
+
+    with tempfile.TemporaryDirectory() as folder:
+        with floor_system(Path(folder)) as floor:
+            tasks = _tasks(f"floor{number}", args.tasks, owners)
+            figures["floor"] = measure(floor, None, tasks, closed(tasks, floor.port))
+        systems: list[Callable[[Path, Receiver], contextlib.AbstractContextManager[System]]] = []
+        if args.mode in ("embedded", "both"):
+            systems.append(lambda f, r: embedded_system(f, r, owners))
+        if args.mode in ("distributed", "both"):
+            assert backing is not None
+            for scale in sorted({1, args.scale}):
+                systems.append(
+                    lambda f, r, s=scale: distributed_system(f, r, owners, backing, s)  # type: ignore[misc]
+                )
+        for index, make in enumerate(systems):
+            receiver = Receiver()
+            receiver.start()
+            try:
+                with make(Path(folder) / str(index), receiver) as system:
+                    tasks = _tasks(f"r{number}", args.tasks, owners)
+                    result = measure(system, receiver, tasks, closed(tasks, system.port))
+                    result["floor_ratio"] = round(
+                        result["cpu_ms_per_task"] / figures["floor"]["cpu_ms_per_task"], 2
+                    )
+                    if args.rate:
+                        tasks = _tasks(f"o{number}", int(args.rate * args.seconds), owners)
+                        result["open_loop"] = measure(
+                            system,
+                            receiver,
+                            tasks,
+                            lambda t, port=system.port: open_loop(port, t, args.rate),  # type: ignore[misc]
+                        )
+                        result["open_loop"]["rate"] = args.rate
+                    if args.outage:
+                        result["outage"] = outage(system, receiver, owners, args.outage)
+                    figures[system.name] = result
+            finally:
+                receiver.stop()
+    return figures
+
+
+def _line(name: str, f: dict[str, Any]) -> str:
+    text = f"  {name:<16} {f['cpu_ms_per_task']:7.2f} ms CPU/Task"
+    if "floor_ratio" in f:
+        text += (
+            f" ({f['floor_ratio']:.1f}x floor), {f['accepted_writes_per_second']:6.1f} writes/s, "
+            f"{f['notifications_per_second']:6.1f} notified/s, p50/p95/p99/max "
+            f"{f['p50_ms']}/{f['p95_ms']}/{f['p99_ms']}/{f['max_ms']} ms, "
+            f"{f['sql_statements_per_task']} statements and {f['transactions_per_task']} "
+            f"transactions/Task, missing {f['missing']}"
+        )
+    else:
+        text += f", {f['accepted_writes_per_second']:6.1f} writes/s"
+    if "open_loop" in f:
+        o = f["open_loop"]
+        text += (
+            f"\n  {'':<16} open loop {o['rate']}/s: {o['accepted_writes_per_second']} writes/s, "
+            f"p50/p95/p99/max {o['p50_ms']}/{o['p95_ms']}/{o['p99_ms']}/{o['max_ms']} ms, "
+            f"{o['cpu_ms_per_task']:.2f} ms CPU/Task, missing {o['missing']}"
+        )
+    if "outage" in f:
+        o = f["outage"]
+        text += (
+            f"\n  {'':<16} outage {o['outage_seconds']} s: {o['delivered']} of {o['tasks']} "
+            f"delivered, all {o['all_delivered_after_seconds']} s after the receiver came back"
+        )
+    return text
+
+
+def summary(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Median per system over the rounds of the figures that matter most."""
+    out: dict[str, Any] = {}
+    for name in rounds[0]:
+        rows = [r[name] for r in rounds if name in r]
+        keys = ["cpu_ms_per_task", "accepted_writes_per_second"]
+        if name != "floor":
+            keys += [
+                "floor_ratio",
+                "notifications_per_second",
+                "p99_ms",
+                "sql_statements_per_task",
+                "transactions_per_task",
+            ]
+        out[name] = {k: round(statistics.median(r[k] for r in rows), 2) for k in keys}
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_receiver":
+        asyncio.run(_receive(int(sys.argv[2])))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_floor":
+        _floor_main(int(sys.argv[2]), sys.argv[3])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=("embedded", "distributed", "both"), default="embedded")
+    parser.add_argument("--subscriptions", type=int, default=100)
+    parser.add_argument("--writers", type=int, default=16, help="concurrent writers (closed loop)")
+    parser.add_argument("--tasks", type=int, default=1000, help="Tasks per round (closed loop)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, fresh servers")
+    parser.add_argument("--rate", type=float, default=0, help="open loop: Tasks/s (0: skip)")
+    parser.add_argument("--seconds", type=float, default=20, help="open loop: duration")
+    parser.add_argument("--outage", type=float, default=0, help="receiver down seconds (0: skip)")
+    parser.add_argument(
+        "--scale", type=int, default=1, help="distributed: also run N matchers and N dispatchers"
+    )
+    parser.add_argument("--json", type=Path, help="write all figures to this file")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # clean up servers on SIGTERM too
+    results: dict[str, Any] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "rounds": [],
+    }
+    with contextlib.ExitStack() as stack:
+        backing = stack.enter_context(backing_services()) if args.mode != "embedded" else None
+        for number in range(1, args.rounds + 1):
+            figures = run_round(args, number, backing)
+            results["rounds"].append(figures)
+            print(f"round {number}:", flush=True)
+            for name, f in figures.items():
+                print(_line(name, f), flush=True)
+    results["median"] = summary(results["rounds"])
+    print(f"median of {args.rounds} rounds:")
+    for name, f in results["median"].items():
+        print(f"  {name:<16} " + ", ".join(f"{k} {v}" for k, v in f.items()))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The search index: the rows each resource version contributes, kept current on every write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Table, delete, false, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from herald.core.search import DATABASE_SEARCHED, PARAMETERS, IndexEntries, index_entries
+from herald.core.types import JsonObject
+from herald.runtime.store.tables import resources, search_dates, search_references, search_tokens
+
+# The table of each parameter type (a uri is a token row without a system).
+TABLES: dict[str, Table] = {
+    "token": search_tokens,
+    "uri": search_tokens,
+    "reference": search_references,
+    "date": search_dates,
+}
+
+
+def index_rows(resource: JsonObject) -> dict[Table, list[dict[str, Any]]]:
+    """The index rows of one resource version, per table."""
+    resource_type, resource_id = resource["resourceType"], resource["id"]
+    parameters = PARAMETERS[resource_type].values()
+    entries: IndexEntries = index_entries(resource, parameters)
+    key = {"resource_type": resource_type, "resource_id": resource_id}
+    return {
+        search_tokens: [
+            {**key, "param": e.param, "system": e.system, "code": e.code} for e in entries.tokens
+        ],
+        search_references: [
+            {
+                **key,
+                "param": e.param,
+                "literal": e.literal,
+                "ref_type": e.type,
+                "ref_id": e.id,
+                "base": e.base,
+            }
+            for e in entries.references
+        ],
+        search_dates: [
+            {**key, "param": e.param, "low": e.low, "high": e.high} for e in entries.dates
+        ],
+    }
+
+
+_ALL_TABLES = (search_tokens, search_references, search_dates)
+
+
+async def unindex(connection: AsyncConnection, resource_type: str, resource_id: str) -> None:
+    """Remove a resource's index rows."""
+    if resource_type not in DATABASE_SEARCHED:
+        return
+    for table in _ALL_TABLES:
+        await connection.execute(
+            delete(table).where(
+                table.c.resource_type == resource_type, table.c.resource_id == resource_id
+            )
+        )
+
+
+async def reindex(connection: AsyncConnection, resource: JsonObject, *, fresh: bool) -> None:
+    """Replace a resource's index rows with those of this (new current) version.
+
+    `fresh`: the resource has no index rows yet (new, or deleted before), so none to remove.
+    """
+    if resource["resourceType"] not in DATABASE_SEARCHED:
+        return
+    if not fresh:
+        await unindex(connection, resource["resourceType"], resource["id"])
+    for table, rows in index_rows(resource).items():
+        if rows:
+            await connection.execute(insert(table), rows)
+
+
+def backfill(connection: Connection, batch: int = 500) -> int:
+    """Rebuild the index of every live resource of a searched type (migrations); return how many.
+
+    Existing rows are removed first, so that a migration that adds parameters re-indexes with
+    today's extraction code.
+    """
+    for table in _ALL_TABLES:
+        connection.execute(delete(table))
+    done = 0
+    for resource_type in sorted(DATABASE_SEARCHED):
+        after = ""
+        while True:
+            rows = connection.execute(
+                select(resources.c.id, resources.c.content)
+                .where(
+                    resources.c.resource_type == resource_type,
+                    resources.c.deleted == false(),
+                    resources.c.id > after,
+                )
+                .order_by(resources.c.id)
+                .limit(batch)
+            ).all()
+            if not rows:
+                break
+            pending: dict[Table, list[dict[str, Any]]] = {table: [] for table in _ALL_TABLES}
+            for row in rows:
+                for table, table_rows in index_rows(orjson.loads(row.content)).items():
+                    pending[table].extend(table_rows)
+            for table, table_rows in pending.items():
+                if table_rows:
+                    connection.execute(insert(table), table_rows)
+            done += len(rows)
+            after = rows[-1].id
+    return done
