@@ -78,6 +78,8 @@ async def save_subscription(
         status = _client_status(resource, current.status if current else None)
         if status != SubscriptionStatus.OFF:
             await _check_origin_quota(ctx, connection, resource, subscription_id)
+            if who.client_id is not None:
+                await _check_client_quota(ctx, connection, who.client_id, subscription_id)
         stored = with_version(
             {k: v for k, v in resource.items() if k not in ("status", "error")},
             subscription_id or new_id(),
@@ -123,6 +125,19 @@ async def _check_origin_quota(
             f"server allows (HERALD_MAX_SUBSCRIPTIONS_PER_ORIGIN={most}); delete or turn off "
             "some, or use filters on fewer subscriptions",
             expression="Subscription.channel.endpoint",
+        )
+
+
+async def _check_client_quota(
+    ctx: IngestContext, connection: AsyncConnection, client_id: str, own_id: str | None
+) -> None:
+    """Refuse one more live subscription to a client that owns its quota of them."""
+    most = ctx.settings.max_subscriptions_per_client
+    held = await registry.count_owned(connection, client_id, other_than=own_id or "")
+    if held >= most:
+        raise QuotaExceeded(
+            f"this client already owns {held} live subscriptions, the most this server allows "
+            f"(HERALD_MAX_SUBSCRIPTIONS_PER_CLIENT={most}); delete or turn off some"
         )
 
 

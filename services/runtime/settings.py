@@ -244,6 +244,12 @@ class Settings(BaseSettings):
         roles=FHIR_API,
         ge=1,
     )
+    max_subscriptions_per_client: int = setting(
+        1000,
+        "live subscriptions (not off, not deleted) one authenticated client may own",
+        roles=FHIR_API,
+        ge=1,
+    )
     cors_origins: str = setting(
         "",
         "comma-separated origins whose browser scripts may call the FHIR API; empty: no CORS",

@@ -94,6 +94,8 @@ async def app(database: Database, idp: tuple[Jwks, RSAKey]) -> AsyncIterator[htt
         auth_issuer=ISSUER,
         auth_jwks_url=idp[0].url,
         auth_audience="herald",
+        # Small, so that the per-client quota is reached within a test.
+        max_subscriptions_per_client=2,
     )
     auth = AuthServer(settings, database)
     # Short caches, so that removals and key rotations show within the test.
@@ -139,6 +141,9 @@ async def token(http: httpx.AsyncClient, client: ApiClient, scope: str = ALL_SCO
     response = await http.post("/fhir/auth/token", data=client.token_form(TOKEN_URL, scope))
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
+
+
+_JSON = {"Content-Type": FHIR_JSON}
 
 
 def bearer(value: str) -> dict[str, str]:
@@ -381,6 +386,11 @@ async def test_each_interaction_needs_its_scope(app: httpx.AsyncClient, database
         ("GET", "/fhir/Subscription", None),
         ("POST", "/fhir/Subscription", backport_subscription("https://example.org/hook")),
         ("GET", "/fhir/Subscription/$status", None),
+        ("PATCH", "/fhir/Task/t1", [{"op": "replace", "path": "/status", "value": "ready"}]),
+        ("PUT", "/fhir/Task?identifier=x", task),
+        ("DELETE", "/fhir/Task?identifier=x", None),
+        ("GET", "/fhir/Subscription/_history", None),
+        ("GET", "/fhir/Subscription/s1/_history", None),
     ]:
         response = await app.request(method, path, json=body, headers=headers)
         assert response.status_code == 403, (method, path, response.text)
@@ -452,6 +462,76 @@ async def test_two_tenants_cannot_see_change_or_subscribe_to_each_other(
             bundle = found.json()
             assert [e["resource"]["id"] for e in bundle["entry"]] == expected
             assert bundle["total"] == 1
+
+
+async def test_history_and_conditional_interactions_keep_to_owner_and_tenant(
+    app: httpx.AsyncClient, database: Database
+) -> None:
+    a = await register(database, ApiClient("payer-a"), organizations=("Organization/a",))
+    b = await register(database, ApiClient("payer-b"), organizations=("Organization/b",))
+    as_a = {**bearer(await token(app, a)), "Content-Type": FHIR_JSON}
+    as_b = {**bearer(await token(app, b)), "Content-Type": FHIR_JSON}
+    task = {"resourceType": "Task", "status": "requested", "intent": "order"}
+    mine = {**task, "id": "ta", "owner": {"reference": "Organization/a"}}
+    assert (await app.put("/fhir/Task/ta", json=mine, headers=as_a)).status_code == 201
+    sub = await app.post(
+        "/fhir/Subscription",
+        json=backport_subscription("https://example.org/hook", "Task?owner=Organization/a"),
+        headers=as_a,
+    )
+    sid = sub.json()["id"]
+
+    assert (await app.get(f"/fhir/Subscription/{sid}/_history", headers=as_b)).status_code == 404
+    assert "entry" not in (await app.get("/fhir/Subscription/_history", headers=as_b)).json()
+    own = (await app.get("/fhir/Subscription/_history", headers=as_a)).json()
+    assert {e["resource"]["id"] for e in own["entry"]} == {sid}
+    assert (await app.get("/fhir/Task/ta/_history", headers=as_b)).status_code == 404
+    assert "entry" not in (await app.get("/fhir/Task/_history", headers=as_b)).json()
+    assert len((await app.get("/fhir/Task/_history", headers=as_a)).json()["entry"]) == 1
+
+    patch = [{"op": "replace", "path": "/status", "value": "ready"}]
+    patch_headers = {**as_b, "Content-Type": "application/json-patch+json"}
+    assert (await app.patch("/fhir/Task/ta", json=patch, headers=patch_headers)).status_code == 404
+    # Conditional interactions select among the tenant's own Tasks only.
+    found = await app.post(
+        "/fhir/Task",
+        json={**task, "owner": {"reference": "Organization/b"}},
+        headers={**as_b, "If-None-Exist": "_id=ta"},
+    )
+    assert found.status_code == 201 and found.json()["id"] != "ta"
+    assert (await app.delete("/fhir/Task?_id=ta", headers=as_b)).status_code == 204
+    moved = {**task, "owner": {"reference": "Organization/b"}}
+    assert (await app.put("/fhir/Task?_id=ta", json=moved, headers=as_b)).status_code == 201
+    still = await app.get("/fhir/Task/ta", headers=as_a)
+    assert still.status_code == 200 and still.json()["meta"]["versionId"] == "1"
+
+
+async def test_a_client_owns_at_most_its_quota_of_live_subscriptions(
+    app: httpx.AsyncClient, database: Database
+) -> None:
+    one = {**bearer(await token(app, await register(database, ApiClient("one")))), **_JSON}
+    other = {**bearer(await token(app, await register(database, ApiClient("other")))), **_JSON}
+    hook = "https://example.org/hook"
+    held = []
+    for _ in range(2):
+        created = await app.post(
+            "/fhir/Subscription", json=backport_subscription(hook), headers=one
+        )
+        assert created.status_code == 201, created.text
+        held.append(created.json())
+    refused = await app.post("/fhir/Subscription", json=backport_subscription(hook), headers=one)
+    assert refused.status_code == 403
+    assert refused.json()["issue"][0]["code"] == "too-costly"
+    assert "HERALD_MAX_SUBSCRIPTIONS_PER_CLIENT=2" in refused.json()["issue"][0]["diagnostics"]
+    # Another client's quota is its own; a subscription turned off frees a place.
+    mine = await app.post("/fhir/Subscription", json=backport_subscription(hook), headers=other)
+    assert mine.status_code == 201
+    off = {**held[0], "status": "off"}
+    assert (
+        await app.put(f"/fhir/Subscription/{off['id']}", json=off, headers=one)
+    ).status_code == 200
+    again = await app.post("/fhir/Subscription", json=backport_subscription(hook), headers=one)
+    assert again.status_code == 201, again.text
 
 
 async def test_the_audit_trail_has_one_line_per_interaction_without_phi(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.fhir import format_instant, utc_now
@@ -214,11 +214,22 @@ async def replace(
 
 async def count_at_origin(connection: AsyncConnection, origin: str, *, other_than: str) -> int:
     """Live subscriptions (not deleted, not off) whose endpoint has this origin."""
+    return await _count_live(connection, subscriptions.c.endpoint_origin == origin, other_than)
+
+
+async def count_owned(connection: AsyncConnection, owner: str, *, other_than: str) -> int:
+    """Live subscriptions (not deleted, not off) this client owns."""
+    return await _count_live(connection, subscriptions.c.owner == owner, other_than)
+
+
+async def _count_live(
+    connection: AsyncConnection, condition: ColumnElement[bool], other_than: str
+) -> int:
     count = await connection.scalar(
         select(func.count())
         .select_from(subscriptions)
         .where(
-            subscriptions.c.endpoint_origin == origin,
+            condition,
             subscriptions.c.deleted.is_(False),
             subscriptions.c.status != SubscriptionStatus.OFF,
             subscriptions.c.id != other_than,
