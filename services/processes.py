@@ -14,6 +14,7 @@ from herald.dispatcher.circuit_breakers import CircuitBreakers
 from herald.dispatcher.delivery import Deliverer
 from herald.dispatcher.service import run_dispatcher
 from herald.ingest.app import create_app
+from herald.ingest.auth.server import AuthServer
 from herald.ingest.context import IngestContext
 from herald.ingest.relay import run_relay
 from herald.matcher.service import run_matcher
@@ -60,8 +61,8 @@ async def _readiness(parts: Parts) -> dict[str, bool]:
     return {"database": await parts.database.ping(), "bus": await parts.bus.ping()}
 
 
-def _ingest(parts: Parts) -> list[Component]:
-    ctx = IngestContext(parts.settings, parts.database, parts.topics, parts.metrics)
+def _ingest(parts: Parts, auth: AuthServer | None) -> list[Component]:
+    ctx = IngestContext(parts.settings, parts.database, parts.topics, parts.metrics, auth=auth)
     app = create_app(ctx, lambda: _readiness(parts))
 
     async def relay(stop: asyncio.Event) -> None:
@@ -125,17 +126,24 @@ async def run_process(settings: Settings, role: str) -> None:
         sender = HttpSender(settings.endpoint_policy)
         stack.push_async_callback(sender.aclose)
         components: list[Component] = []
+        smart = settings.auth_mode(role) == "smart"
         if role in ("run", "ingest"):
-            components += _ingest(parts)
+            auth = AuthServer(settings, parts.database) if smart else None
+            if auth is not None:
+                stack.push_async_callback(auth.aclose)
+            components += _ingest(parts, auth)
         if role in ("run", "matcher"):
             components.append(_matcher(parts))
         if role in ("run", "dispatcher"):
             components.append(_dispatcher(parts, sender))
-        if role in ("matcher", "dispatcher"):
+        if role in ("matcher", "dispatcher") or smart:
             components.append(_health(parts, role))
         log.info(
             "herald %s starting",
             role,
-            extra={"mode": "embedded" if settings.embedded else "distributed"},
+            extra={
+                "mode": "embedded" if settings.embedded else "distributed",
+                "auth": settings.auth_mode(role),
+            },
         )
         await run_components(components)

@@ -78,8 +78,9 @@ role_pid() {
 
 ready() { curl -fsS -m 3 "http://127.0.0.1:$(role_port "$1")/readyz" >/dev/null 2>&1; }
 
-local_defaults() {  # for local use: http:// and loopback endpoints, readable logs
+local_defaults() {  # for local use: http:// and loopback endpoints, readable logs, no auth on loopback
   export HERALD_ALLOW_HTTP_ENDPOINTS="${HERALD_ALLOW_HTTP_ENDPOINTS:-true}"
+  export HERALD_AUTH="${HERALD_AUTH:-none}"
   export HERALD_ALLOW_PRIVATE_ENDPOINTS="${HERALD_ALLOW_PRIVATE_ENDPOINTS:-true}"
   export HERALD_LOG_FORMAT="${HERALD_LOG_FORMAT:-text}"
 }

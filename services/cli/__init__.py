@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from herald import __version__
-from herald.cli import config, receive, serve, subscriptions
+from herald.cli import clients, config, receive, serve, subscriptions
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -17,6 +17,7 @@ GROUPS: Sequence[Register] = (
     receive.register,
     subscriptions.register,
     config.register,
+    clients.register,
 )
 
 

@@ -26,6 +26,22 @@ def _param(name: str, kind: str, documentation: str) -> JsonObject:
     return {"name": name, "type": kind, "documentation": documentation}
 
 
+SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+def security(token_url: str) -> JsonObject:
+    """rest.security of a server that takes SMART Backend Services tokens."""
+    return {
+        "cors": False,
+        "service": [{"coding": [{"system": SECURITY_SERVICE, "code": "SMART-on-FHIR"}]}],
+        "extension": [{"url": OAUTH_URIS, "extension": [{"url": "token", "valueUri": token_url}]}],
+        "description": "SMART Backend Services: client_credentials with a private_key_jwt "
+        "client assertion (RS384 or ES384); system/ scopes; see "
+        ".well-known/smart-configuration",
+    }
+
+
 _MODIFIERS = {
     "token": tuple(m for m in token_modifiers if m not in DATABASE_UNSUPPORTED_MODIFIERS),
     "reference": reference_modifiers,
@@ -54,7 +70,9 @@ def search_params(resource_type: str) -> list[JsonObject]:
     return params
 
 
-def capability_statement(base_url: str, topics: TopicCatalog, *, date: str) -> JsonObject:
+def capability_statement(
+    base_url: str, topics: TopicCatalog, *, date: str, token_url: str | None = None
+) -> JsonObject:
     """A CapabilityStatement describing this server."""
     subscription = {
         "type": "Subscription",
@@ -151,5 +169,11 @@ def capability_statement(base_url: str, topics: TopicCatalog, *, date: str) -> J
         "implementation": {"description": "Herald FHIR Subscriptions broker", "url": base_url},
         "fhirVersion": FHIR_VERSION,
         "format": ["json", "xml"],
-        "rest": [{"mode": "server", "resource": [subscription, task, basic, code_system]}],
+        "rest": [
+            {
+                "mode": "server",
+                **({"security": security(token_url)} if token_url else {}),
+                "resource": [subscription, task, basic, code_system],
+            }
+        ],
     }

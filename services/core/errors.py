@@ -8,6 +8,8 @@ HeraldError
 │   │   └── InvalidSubscription 400 / invalid (a Subscription Herald will not accept)
 │   ├── SearchParameterError    400 / not-supported (unknown or malformed search parameter)
 │   ├── Unauthorized            401 / security (a Canvas snapshot's signature is missing or wrong)
+│   ├── Unauthenticated         401 / login (no valid access token; WWW-Authenticate: Bearer)
+│   ├── Forbidden               403 / forbidden (scope, tenancy, a Task only its source changes)
 │   ├── QuotaExceeded           403 / too-costly (one more would pass a quota)
 │   ├── ResourceNotFound        404 / not-found
 │   ├── NotSupported            405 / not-supported (an interaction Herald does not offer)
@@ -19,6 +21,8 @@ HeraldError
 │   └── UnsupportedMediaType    415 / not-supported
 ├── ConcurrentWrite             the store refused a write another transaction raced (retriable)
 ├── ContractError               a bus record does not follow its contract (never retriable)
+├── ClientExists                `herald clients add` of an id already registered
+├── SecretsKeyError             a stored channel.header cannot be decrypted with HERALD_SECRETS_KEY
 ├── OperatorRefused             an operator command cannot act (`herald subscriptions replay`)
 └── TopicDefinitionError        a topic file is not a usable SubscriptionTopic (a startup error)
 
@@ -99,6 +103,25 @@ class Unauthorized(FhirError):
     issue_code = "security"
 
 
+class Unauthenticated(FhirError):
+    """No valid access token (RFC 6750: answered with WWW-Authenticate: Bearer)."""
+
+    status_code = 401
+    issue_code = "login"
+
+    def __init__(self, diagnostics: str, *, error: str | None = "invalid_token") -> None:
+        super().__init__(diagnostics)
+        self.error = error
+        """The RFC 6750 error code, or None when the request carried no token at all."""
+
+
+class Forbidden(FhirError):
+    """The client is known but may not do this."""
+
+    status_code = 403
+    issue_code = "forbidden"
+
+
 class VersionConflict(FhirError):
     """If-Match named a version that is not the current one."""
 
@@ -145,6 +168,14 @@ class ConcurrentWrite(HeraldError):
 
 class ContractError(HeraldError):
     """A record does not follow its contract."""
+
+
+class ClientExists(HeraldError):
+    """A client with that id is registered already."""
+
+
+class SecretsKeyError(HeraldError):
+    """A stored channel.header cannot be decrypted with the configured keys."""
 
 
 class TopicDefinitionError(HeraldError):

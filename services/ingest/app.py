@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from herald import __version__
 from herald.core.capability import capability_statement
+from herald.core.errors import Unauthenticated
 from herald.core.fhir import format_instant, utc_now
 from herald.ingest import canvas, discovery, history, operations, subscriptions, tasks
 from herald.ingest import search as task_search
+from herald.ingest.auth import routes as auth_routes
+from herald.ingest.auth.audit import AuditMiddleware
+from herald.ingest.auth.middleware import AuthMiddleware, challenge
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import (
     FhirResponse,
     check_accept,
     install_error_handlers,
+    outcome_response,
     unsupported_router,
 )
 from herald.ingest.openapi import openapi_document
@@ -36,13 +41,26 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.herald = ctx
+    app.state.auth = ctx.auth
     app.openapi = partial(openapi_document, app, ctx.topics)  # type: ignore[method-assign]
+    install_error_handlers(app)
+    install_auth_error_handler(app)
+    if ctx.auth is None:
+        # With authentication on, these are served on the admin port instead.
+        app.router.routes.extend(health_routes(ctx.metrics, readiness))
+    else:
+        app.include_router(auth_routes.router)
+    # Starlette runs the middleware added last first. The limits read the client id that
+    # AuthMiddleware sets, so they are added before it (and run after it).
     app.add_middleware(RequestLimits, limits=ctx.settings.request_limits)
-    # Outside the limits, so that the access log shows their refusals too.
+    app.add_middleware(AuthMiddleware, server=ctx.auth, metrics=ctx.metrics)
+    app.add_middleware(AuditMiddleware)
+    # Outside auth and the limits: its request id is the audit line's too, and it records
+    # their refusals (401, 413, 429…) as well.
     app.add_middleware(AccessLog)
     origins = [o.strip() for o in ctx.settings.cors_origins.split(",") if o.strip()]
     if origins:
-        # Outermost, so that refusals (413, 429…) carry the CORS headers a browser needs to
+        # Outermost, so that refusals (401, 413, 429…) carry the CORS headers a browser needs to
         # show them to the script.
         app.add_middleware(
             CORSMiddleware,
@@ -51,14 +69,17 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Accept", "If-Match"],
             expose_headers=["ETag", "Location", "Retry-After"],
         )
-    install_error_handlers(app)
-    app.router.routes.extend(health_routes(ctx.metrics, readiness))
 
     @app.get("/fhir/metadata", dependencies=[Depends(check_accept)])
     async def metadata(ctx: Ctx) -> Response:
         """The CapabilityStatement."""
         return FhirResponse(
-            capability_statement(ctx.settings.fhir_base, ctx.topics, date=format_instant(utc_now()))
+            capability_statement(
+                ctx.settings.fhir_base,
+                ctx.topics,
+                date=format_instant(utc_now()),
+                token_url=ctx.auth.token_url if ctx.auth else None,
+            )
         )
 
     # History first: /Task/_history must not be read as a Task id, nor /Subscription/_history.
@@ -72,3 +93,13 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
     app.include_router(subscriptions.router, prefix="/fhir")
     app.include_router(unsupported_router(), prefix="/fhir")
     return app
+
+
+def install_auth_error_handler(app: FastAPI) -> None:
+    """Answer Unauthenticated with 401, an OperationOutcome and WWW-Authenticate (RFC 6750)."""
+
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(_: Request, exc: Unauthenticated) -> Response:
+        response = outcome_response(401, exc.diagnostics, exc.issue_code)
+        response.headers["WWW-Authenticate"] = challenge(exc)
+        return response

@@ -8,13 +8,14 @@ the new version together with its change event (the outbox), as every Task write
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
+import time
+from collections.abc import Mapping
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.responses import Response
 
 from herald.core.canvas import (
@@ -33,38 +34,65 @@ from herald.core.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from herald.core.fhir import is_valid_id
+from herald.core.fhir import is_valid_id, operation_outcome
 from herald.core.resources import validate_task
+from herald.core.tenancy import CANVAS_SOURCE
 from herald.core.types import JsonObject
 from herald.ingest import writes
+from herald.ingest.auth.server import one_time_key
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body, searchset, versioned
 from herald.runtime.packaged import fhir_xml
+from herald.runtime.store import clients as store
 from herald.runtime.store.resources import StoredResource
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-Herald-Signature"
+WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 OUTCOME_HEADER = "X-Herald-Canvas-Outcome"
+# A webhook-id is remembered longer than a timestamp stays acceptable (5 minutes either way).
+REPLAY_WINDOW_SECONDS = 15 * 60
 _JSON_TYPES = {"application/json", "application/fhir+json", "json", "application/json+fhir"}
 
 router = APIRouter(dependencies=[Depends(check_accept)])
 
 
-def signature(secret: str, body: bytes) -> str:
-    """The X-Herald-Signature value of a body: sha256=<hex HMAC-SHA256>."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def check_signature(secret: str | None, body: bytes, headers: Mapping[str, str]) -> str | None:
+    """Verify a Standard Webhooks delivery (when a secret is set); its webhook-id.
 
-
-def check_signature(secret: str | None, body: bytes, header: str | None) -> None:
-    """Refuse the request unless it carries the body's signature (when a secret is set)."""
+    The signature is v1,<base64 HMAC-SHA256 of "id.timestamp.body">, compared in constant time,
+    and the timestamp must be within 5 minutes of now (the standardwebhooks library's checks).
+    """
     if not secret:
-        return
-    if not header:
-        raise Unauthorized(f"the {SIGNATURE_HEADER} header is missing")
-    expected = signature(secret, body)
-    if not hmac.compare_digest(expected.encode(), header.strip().lower().encode()):
-        raise Unauthorized(f"the {SIGNATURE_HEADER} header does not match the body")
+        return None
+    given = {name: headers[name] for name in WEBHOOK_HEADERS if name in headers}
+    missing = [name for name in WEBHOOK_HEADERS if name not in given]
+    if missing:
+        raise Unauthorized(f"the Standard Webhooks header(s) {', '.join(missing)} are missing")
+    try:
+        Webhook(secret).verify(body, given, json_parse=False)
+    except (WebhookVerificationError, ValueError) as exc:
+        # ValueError: malformed base64 or signature lists, a body that is not UTF-8.
+        reason = str(exc) if isinstance(exc, WebhookVerificationError) else "malformed"
+        raise Unauthorized(f"the webhook signature is not valid: {reason}") from exc
+    return given["webhook-id"]
+
+
+async def _seen(ctx: IngestContext, webhook_id: str) -> bool:
+    async with ctx.database.read() as connection:
+        return await store.seen(connection, "webhook", one_time_key(webhook_id))
+
+
+async def _remember(ctx: IngestContext, webhook_id: str) -> None:
+    now = int(time.time())
+    async with ctx.database.transaction() as connection:
+        await store.first_sighting(
+            connection,
+            "webhook",
+            one_time_key(webhook_id),
+            expires_at=now + REPLAY_WINDOW_SECONDS,
+            now=now,
+        )
 
 
 async def apply_snapshot(ctx: IngestContext, snapshot: Snapshot) -> tuple[Outcome, JsonObject]:
@@ -78,9 +106,11 @@ async def apply_snapshot(ctx: IngestContext, snapshot: Snapshot) -> tuple[Outcom
         nonlocal decision, stored
         stored = None if previous is None or previous.deleted else previous.resource
         decision = decide(snapshot, stored, ctx.settings.fhir_base)
-        return (
-            None if decision.task is None else validate_task(decision.task, definitions=fhir_xml())
-        )
+        if decision.task is None:
+            return None
+        task = validate_task(decision.task, definitions=fhir_xml())
+        # The mark that makes this Task writable only through this endpoint (see tasks.py).
+        return {**task, "meta": {**(task.get("meta") or {}), "source": CANVAS_SOURCE}}
 
     written = await writes.write_version(ctx, "Task", snapshot.task_id, plan)
     assert decision is not None
@@ -106,7 +136,17 @@ async def post_snapshot(request: Request, ctx: Ctx) -> Response:
             f"unsupported Content-Type {content_type!r}; a snapshot is application/json"
         )
     body = await read_body(request)
-    check_signature(ctx.settings.canvas_secret, body, request.headers.get(SIGNATURE_HEADER))
+    webhook_id = check_signature(ctx.settings.canvas_secret, body, request.headers)
+    if webhook_id is not None and await _seen(ctx, webhook_id):
+        ctx.metrics.canvas_snapshots.labels("replayed").inc()
+        return FhirResponse(
+            operation_outcome(
+                f"webhook-id {webhook_id!r} was delivered before; nothing changed",
+                severity="information",
+                code="informational",
+            ),
+            headers={OUTCOME_HEADER: "replayed"},
+        )
     if not body:
         raise InvalidResource("the request has no body")
     try:
@@ -115,6 +155,8 @@ async def post_snapshot(request: Request, ctx: Ctx) -> Response:
         raise InvalidResource(f"the body is not valid JSON: {exc}") from exc
     snapshot = parse_snapshot(document)
     outcome, task = await apply_snapshot(ctx, snapshot)
+    if webhook_id is not None:
+        await _remember(ctx, webhook_id)
     ctx.metrics.canvas_snapshots.labels(outcome.value).inc()
     log.info(
         "canvas snapshot %s",

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from herald.core.topics import TopicCatalog
+from herald.ingest.auth.server import AuthServer
 from herald.runtime.metrics import Metrics
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
@@ -22,6 +23,8 @@ class IngestContext:
     database: Database
     topics: TopicCatalog
     metrics: Metrics
+    auth: AuthServer | None = None
+    """The token issuer and checker; None when authentication is off (HERALD_AUTH=none)."""
     outbox_written: asyncio.Event = field(default_factory=asyncio.Event)
     """Set after a write queued outbox records, so the relay publishes without waiting."""
 

@@ -13,6 +13,8 @@ from herald.core.fhir import utc_now
 from herald.core.search import SUBSCRIPTION_PARAMETERS, parse_query
 from herald.core.topics import Topic
 from herald.core.types import JsonObject
+from herald.ingest.auth.access import CallerDep, owns, require
+from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, searchset
 from herald.ingest.search import is_strict
@@ -131,8 +133,8 @@ async def read_topic(basic_id: str, ctx: Ctx) -> Response:
     raise ResourceNotFound(f"Basic/{basic_id} is not known")
 
 
-@router.get("/Subscription")
-async def search_subscriptions(request: Request, ctx: Ctx) -> Response:
+@router.get("/Subscription", dependencies=[require("Subscription", "s")])
+async def search_subscriptions(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Subscription search by any of its search parameters (herald.core.search), in memory."""
     known = SUBSCRIPTION_PARAMETERS
     strict = is_strict(request.headers.get("prefer"))
@@ -149,11 +151,15 @@ async def search_subscriptions(request: Request, ctx: Ctx) -> Response:
             parts.append(segment)
     criteria = parse_query("Subscription", "&".join(parts))
     now = utc_now()
-    matches = [s for s in await _all_subscriptions(ctx) if criteria.matches(s, now=now)]
+    matches = [s for s in await _all_subscriptions(ctx, who) if criteria.matches(s, now=now)]
     return FhirResponse(_searchset(ctx, request, matches))
 
 
-async def _all_subscriptions(ctx: IngestContext) -> list[JsonObject]:
+async def _all_subscriptions(ctx: IngestContext, who: Caller) -> list[JsonObject]:
     async with ctx.database.read() as connection:
         stored = await registry.changed_since(connection, 0)
-    return [s.resource for s in sorted(stored, key=lambda s: s.id) if not s.deleted]
+    return [
+        s.resource
+        for s in sorted(stored, key=lambda s: s.id)
+        if not s.deleted and owns(who, s.owner)
+    ]

@@ -11,6 +11,7 @@ response (status, ETag, lastModified).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Depends, Request
@@ -21,6 +22,8 @@ from herald.core.fhir import format_instant, new_id, utc_now
 from herald.core.search import parse_date_range
 from herald.core.types import JsonObject
 from herald.ingest import writes
+from herald.ingest.auth.access import CallerDep, may_see, owns, require
+from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept
 from herald.ingest.search import DEFAULT_COUNT, MAX_COUNT, is_strict
@@ -83,8 +86,16 @@ def _parameters(request: Request) -> tuple[int, str | None, HistoryKey | None]:
     return count, since, before
 
 
+Shown = Callable[[HistoryVersion], bool]
+"""Which versions the caller may see (a page's others are left out; paging goes on past them)."""
+
+
 async def _history(
-    ctx: IngestContext, request: Request, resource_type: str, resource_id: str | None
+    ctx: IngestContext,
+    request: Request,
+    resource_type: str,
+    resource_id: str | None,
+    shown: Shown | None = None,
 ) -> Response:
     count, since, before = _parameters(request)
     async with ctx.database.read() as connection:
@@ -112,35 +123,56 @@ async def _history(
         "timestamp": format_instant(utc_now()),
         "link": links,
     }
-    if page:
-        bundle["entry"] = [_entry(base, version) for version in page]
+    entries = [_entry(base, v) for v in page if shown is None or shown(v)]
+    if entries:
+        bundle["entry"] = entries
     return FhirResponse(bundle)
 
 
-@router.get("/Task/_history")
-async def task_type_history(request: Request, ctx: Ctx) -> Response:
+def _tenant_tasks(ctx: IngestContext, who: Caller) -> Shown | None:
+    """A tenant sees the versions of Tasks of its organizations (a deletion: what was deleted)."""
+    if who.organizations is None:
+        return None
+    base = ctx.settings.fhir_base
+    return lambda version: may_see(who, version.resource, base)
+
+
+@router.get("/Task/_history", dependencies=[require("Task", "s")])
+async def task_type_history(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Every version of every Task, newest first."""
-    return await _history(ctx, request, "Task", None)
+    return await _history(ctx, request, "Task", None, _tenant_tasks(ctx, who))
 
 
-@router.get("/Task/{task_id}/_history")
-async def task_history(task_id: str, request: Request, ctx: Ctx) -> Response:
+@router.get("/Task/{task_id}/_history", dependencies=[require("Task", "r")])
+async def task_history(task_id: str, request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Every version of one Task (deleted or not), newest first."""
     with contextlib.suppress(ResourceGone):  # a deleted Task keeps its history
-        await writes.read(ctx, "Task", task_id)
-    return await _history(ctx, request, "Task", task_id)
+        task = await writes.read(ctx, "Task", task_id)
+        if not may_see(who, task, ctx.settings.fhir_base):
+            raise ResourceNotFound(f"Task/{task_id} is not known")
+    return await _history(ctx, request, "Task", task_id, _tenant_tasks(ctx, who))
 
 
-@router.get("/Subscription/_history")
-async def subscription_type_history(request: Request, ctx: Ctx) -> Response:
-    """Every version of every Subscription, newest first."""
-    return await _history(ctx, request, "Subscription", None)
+@router.get("/Subscription/_history", dependencies=[require("Subscription", "s")])
+async def subscription_type_history(request: Request, ctx: Ctx, who: CallerDep) -> Response:
+    """Every version of every Subscription the caller owns, newest first."""
+    shown = None
+    if who.client_id is not None:
+        async with ctx.database.read() as connection:
+            stored = await registry.changed_since(connection, 0)
+        own = {s.id for s in stored if owns(who, s.owner)}
+        shown = lambda version: version.id in own  # noqa: E731
+    return await _history(ctx, request, "Subscription", None, shown)
 
 
-@router.get("/Subscription/{subscription_id}/_history")
-async def subscription_history(subscription_id: str, request: Request, ctx: Ctx) -> Response:
-    """Every version of one Subscription (deleted or not), newest first."""
+@router.get("/Subscription/{subscription_id}/_history", dependencies=[require("Subscription", "r")])
+async def subscription_history(
+    subscription_id: str, request: Request, ctx: Ctx, who: CallerDep
+) -> Response:
+    """Every version of one Subscription (deleted or not) the caller owns, newest first."""
     async with ctx.database.read() as connection:
-        if await registry.get(connection, subscription_id) is None:
-            raise ResourceNotFound(f"Subscription/{subscription_id} is not known")
+        found = await registry.get(connection, subscription_id)
+    # Another client's subscription is not known to this one: 404, never 403.
+    if found is None or not owns(who, found.owner):
+        raise ResourceNotFound(f"Subscription/{subscription_id} is not known")
     return await _history(ctx, request, "Subscription", subscription_id)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from herald.core.errors import FhirError, ResourceGone, ResourceNotFound
+from herald.core.errors import FhirError
 from herald.core.fhir import format_instant, new_id, utc_now, whole_number
 from herald.core.notifications import (
     QUERY_EVENT,
@@ -16,8 +18,10 @@ from herald.core.notifications import (
 )
 from herald.core.subscriptions import CONTENT_CODES, STORED_POLICY, parse_subscription
 from herald.core.types import JsonObject
+from herald.ingest.auth.access import CallerDep, may_see, owns, require
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, read_resource
+from herald.ingest.subscriptions import stored_subscription
 from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
@@ -89,18 +93,10 @@ def _searchset(ctx: IngestContext, found: list[StoredSubscription], self_url: st
     }
 
 
-async def _live(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
-    async with ctx.database.read() as connection:
-        found = await registry.get(connection, subscription_id)
-    if found is None:
-        raise ResourceNotFound(f"Subscription/{subscription_id} is not known")
-    if found.deleted:
-        raise ResourceGone(f"Subscription/{subscription_id} was deleted")
-    return found
-
-
-@router.api_route("/Subscription/$status", methods=["GET", "POST"])
-async def status_of_many(request: Request, ctx: Ctx) -> Response:
+@router.api_route(
+    "/Subscription/$status", methods=["GET", "POST"], dependencies=[require("Subscription", "s")]
+)
+async def status_of_many(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Type-level $status: the subscriptions named by `id` (all when none), filtered by `status`."""
     parameters = await _operation_parameters(request)
     ids = parameters.get("id", [])
@@ -110,14 +106,24 @@ async def status_of_many(request: Request, ctx: Ctx) -> Response:
             found = [s for i in dict.fromkeys(ids) if (s := await registry.get(connection, i))]
         else:
             found = await registry.changed_since(connection, 0)
-    found = [s for s in found if not s.deleted and (not statuses or s.status in statuses)]
+    found = [
+        s
+        for s in found
+        if not s.deleted and owns(who, s.owner) and (not statuses or s.status in statuses)
+    ]
     return FhirResponse(_searchset(ctx, found[:MAX_STATUS], str(request.url)))
 
 
-@router.api_route("/Subscription/{subscription_id}/$status", methods=["GET", "POST"])
-async def status_of_one(subscription_id: str, request: Request, ctx: Ctx) -> Response:
+@router.api_route(
+    "/Subscription/{subscription_id}/$status",
+    methods=["GET", "POST"],
+    dependencies=[require("Subscription", "r")],
+)
+async def status_of_one(
+    subscription_id: str, request: Request, ctx: Ctx, who: CallerDep
+) -> Response:
     """Instance-level $status: a searchset Bundle with the subscription's status Parameters."""
-    stored = await _live(ctx, subscription_id)
+    stored = await stored_subscription(ctx, subscription_id, who)
     return FhirResponse(_searchset(ctx, [stored], str(request.url)))
 
 
@@ -130,13 +136,19 @@ def _number(values: list[str], name: str) -> int | None:
     return number
 
 
-@router.api_route("/Subscription/{subscription_id}/$events", methods=["GET", "POST"])
-async def events_of_one(subscription_id: str, request: Request, ctx: Ctx) -> Response:
+@router.api_route(
+    "/Subscription/{subscription_id}/$events",
+    methods=["GET", "POST"],
+    dependencies=[require("Subscription", "r")],
+)
+async def events_of_one(
+    subscription_id: str, request: Request, ctx: Ctx, who: CallerDep
+) -> Response:
     """$events: the stored events of a subscription as a history Bundle (query-event)."""
     parameters = await _operation_parameters(request)
     since = _number(parameters.get("eventsSinceNumber", []), "eventsSinceNumber") or 1
     until = _number(parameters.get("eventsUntilNumber", []), "eventsUntilNumber")
-    stored = await _live(ctx, subscription_id)
+    stored = await stored_subscription(ctx, subscription_id, who)
     own = parse_subscription(stored.resource, ctx.topics, STORED_POLICY).content
     content = (parameters.get("content") or [own])[0]
     if content not in CONTENT_CODES:
@@ -146,6 +158,16 @@ async def events_of_one(subscription_id: str, request: Request, ctx: Ctx) -> Res
         events = await event_log.as_notification_events(
             connection, logged, with_resources=content == "full-resource"
         )
+    base = ctx.settings.fhir_base
+    # What the caller may not read (no read scope on the type, or a Task since moved to another
+    # organization of a tenant) stays id-only.
+    events = [
+        e
+        if e.resource is None
+        or (who.allows(e.resource_type, "r") and may_see(who, e.resource, base))
+        else replace(e, resource=None)
+        for e in events
+    ]
     bundle = notification_bundle(
         ctx.settings.fhir_base,
         _state(stored, content),

@@ -11,7 +11,7 @@ entry (R4's lenient handling, the default), or a 400 with `Prefer: handling=stri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Depends, Request
@@ -22,6 +22,8 @@ from herald.core.errors import PayloadTooLarge, SearchParameterError
 from herald.core.fhir import format_instant, new_id, operation_outcome, utc_now, whole_number
 from herald.core.search import PARAMETERS, parse_query
 from herald.core.types import JsonObject
+from herald.ingest.auth.access import CallerDep, require
+from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body
 from herald.runtime.store.search import Cursor, SearchPage, SearchRequest, Sort, search
@@ -204,14 +206,14 @@ def searchset(base: str, resource_type: str, parsed: ParsedSearch, page: SearchP
     return bundle
 
 
-@router.get("/Task")
-async def search_tasks(request: Request, ctx: Ctx) -> Response:
+@router.get("/Task", dependencies=[require("Task", "s")])
+async def search_tasks(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Search Tasks (the HRex polling query `Task?owner=...&_lastUpdated=gt...`)."""
-    return await _search(ctx, request, request.url.query)
+    return await _search(ctx, request, request.url.query, who)
 
 
-@router.post("/Task/_search")
-async def search_tasks_by_post(request: Request, ctx: Ctx) -> Response:
+@router.post("/Task/_search", dependencies=[require("Task", "s")])
+async def search_tasks_by_post(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Search Tasks with the parameters in a form body (and/or the URL), as FHIR allows."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ("", "application/x-www-form-urlencoded"):
@@ -228,11 +230,13 @@ async def search_tasks_by_post(request: Request, ctx: Ctx) -> Response:
         )
     if query.count("&") + 1 > settings.max_query_parameters:
         raise SearchParameterError(f"more than {settings.max_query_parameters} search parameters")
-    return await _search(ctx, request, query)
+    return await _search(ctx, request, query, who)
 
 
-async def _search(ctx: IngestContext, request: Request, query: str) -> Response:
+async def _search(ctx: IngestContext, request: Request, query: str, who: Caller) -> Response:
     parsed = parse_search("Task", query, strict=is_strict(request.headers.get("prefer")))
+    # A tenant searches its organizations' Tasks only.
+    parsed = replace(parsed, request=replace(parsed.request, organizations=who.organizations))
     base = ctx.settings.fhir_base
     async with ctx.database.read() as connection:
         page = await search(connection, parsed.request, now=utc_now(), base=base)

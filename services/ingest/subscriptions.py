@@ -13,7 +13,10 @@ from herald.core.resources import with_version
 from herald.core.states import CLIENT_STATUSES, SubscriptionStatus
 from herald.core.structure import validate_structure
 from herald.core.subscriptions import endpoint_origin, parse_subscription
+from herald.core.tenancy import check_pinned
 from herald.core.types import JsonObject
+from herald.ingest.auth.access import CallerDep, owns, require
+from herald.ingest.auth.server import ANONYMOUS, Caller
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import check_accept, read_resource, versioned
 from herald.runtime.packaged import fhir_xml
@@ -54,7 +57,10 @@ def _client_status(resource: JsonObject, current: SubscriptionStatus | None) -> 
 
 
 async def save_subscription(
-    ctx: IngestContext, resource: JsonObject, subscription_id: str | None
+    ctx: IngestContext,
+    resource: JsonObject,
+    subscription_id: str | None,
+    who: Caller = ANONYMOUS,
 ) -> JsonObject:
     """Validate and store a new version; queue a handshake when the status is requested.
 
@@ -66,10 +72,14 @@ async def save_subscription(
         current = None
         if subscription_id is not None:
             current = await registry.get(connection, subscription_id, for_update=True)
-            _check_exists(current, subscription_id)
+            _check_exists(current, subscription_id, who)
+        if who.organizations is not None:
+            check_pinned(subscription, who.organizations, ctx.settings.fhir_base)
         status = _client_status(resource, current.status if current else None)
         if status != SubscriptionStatus.OFF:
             await _check_origin_quota(ctx, connection, resource, subscription_id)
+            if who.client_id is not None:
+                await _check_client_quota(ctx, connection, who.client_id, subscription_id)
         stored = with_version(
             {k: v for k, v in resource.items() if k not in ("status", "error")},
             subscription_id or new_id(),
@@ -78,7 +88,11 @@ async def save_subscription(
         )
         if current is None:
             await registry.insert_new(
-                connection, stored, status=status, topic=subscription.topic_url
+                connection,
+                stored,
+                status=status,
+                topic=subscription.topic_url,
+                owner=who.client_id,
             )
         else:
             await registry.replace(
@@ -114,36 +128,59 @@ async def _check_origin_quota(
         )
 
 
-def _check_exists(found: StoredSubscription | None, subscription_id: str) -> StoredSubscription:
-    if found is None:
+async def _check_client_quota(
+    ctx: IngestContext, connection: AsyncConnection, client_id: str, own_id: str | None
+) -> None:
+    """Refuse one more live subscription to a client that owns its quota of them."""
+    most = ctx.settings.max_subscriptions_per_client
+    held = await registry.count_owned(connection, client_id, other_than=own_id or "")
+    if held >= most:
+        raise QuotaExceeded(
+            f"this client already owns {held} live subscriptions, the most this server allows "
+            f"(HERALD_MAX_SUBSCRIPTIONS_PER_CLIENT={most}); delete or turn off some"
+        )
+
+
+def _check_exists(
+    found: StoredSubscription | None, subscription_id: str, who: Caller
+) -> StoredSubscription:
+    # Another client's subscription is not known to this one: 404, never 403.
+    if found is None or not owns(who, found.owner):
         raise ResourceNotFound(f"Subscription/{subscription_id} is not known")
     if found.deleted:
         raise ResourceGone(f"Subscription/{subscription_id} was deleted")
     return found
 
 
-@router.post("/Subscription", status_code=201)
-async def create_subscription(request: Request, ctx: Ctx) -> Response:
+@router.post("/Subscription", status_code=201, dependencies=[require("Subscription", "c")])
+async def create_subscription(request: Request, ctx: Ctx, who: CallerDep) -> Response:
     """Register a subscription as requested; the dispatcher sends the handshake."""
-    saved = await save_subscription(ctx, await read_resource(request), None)
+    saved = await save_subscription(ctx, await read_resource(request), None, who)
     return versioned(ctx.settings.fhir_base, saved, 201, request, write=True)
 
 
-async def stored_subscription(ctx: IngestContext, subscription_id: str) -> StoredSubscription:
-    """A live subscription; ResourceNotFound or ResourceGone otherwise."""
+async def stored_subscription(
+    ctx: IngestContext, subscription_id: str, who: Caller = ANONYMOUS
+) -> StoredSubscription:
+    """A live subscription the caller owns; ResourceNotFound or ResourceGone otherwise."""
     async with ctx.database.read() as connection:
-        return _check_exists(await registry.get(connection, subscription_id), subscription_id)
+        found = await registry.get(connection, subscription_id)
+    return _check_exists(found, subscription_id, who)
 
 
-@router.get("/Subscription/{subscription_id}")
-async def read_subscription(subscription_id: str, request: Request, ctx: Ctx) -> Response:
+@router.get("/Subscription/{subscription_id}", dependencies=[require("Subscription", "r")])
+async def read_subscription(
+    subscription_id: str, request: Request, ctx: Ctx, who: CallerDep
+) -> Response:
     """A subscription with its current status and error (conditional read: 304)."""
-    stored = await stored_subscription(ctx, subscription_id)
+    stored = await stored_subscription(ctx, subscription_id, who)
     return versioned(ctx.settings.fhir_base, stored.resource, 200, request)
 
 
-@router.put("/Subscription/{subscription_id}")
-async def update_subscription(subscription_id: str, request: Request, ctx: Ctx) -> Response:
+@router.put("/Subscription/{subscription_id}", dependencies=[require("Subscription", "u")])
+async def update_subscription(
+    subscription_id: str, request: Request, ctx: Ctx, who: CallerDep
+) -> Response:
     """Change a subscription; status requested asks for a new handshake, off stops it."""
     resource = await read_resource(request)
     if resource.get("id") != subscription_id:
@@ -152,13 +189,20 @@ async def update_subscription(subscription_id: str, request: Request, ctx: Ctx) 
             f"({subscription_id!r})",
             expression="Subscription.id",
         )
-    saved = await save_subscription(ctx, resource, subscription_id)
+    saved = await save_subscription(ctx, resource, subscription_id, who)
     return versioned(ctx.settings.fhir_base, saved, 200, request, write=True)
 
 
-@router.delete("/Subscription/{subscription_id}", status_code=204)
-async def delete_subscription(subscription_id: str, ctx: Ctx) -> Response:
+@router.delete(
+    "/Subscription/{subscription_id}",
+    status_code=204,
+    dependencies=[require("Subscription", "d")],
+)
+async def delete_subscription(subscription_id: str, ctx: Ctx, who: CallerDep) -> Response:
     """Delete a subscription; no notification is sent for it afterwards."""
     async with ctx.database.transaction() as connection:
+        found = await registry.get(connection, subscription_id, for_update=True)
+        if found is not None and not owns(who, found.owner):
+            raise ResourceNotFound(f"Subscription/{subscription_id} is not known")
         await registry.mark_deleted(connection, subscription_id)
     return Response(status_code=204)

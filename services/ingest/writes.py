@@ -42,6 +42,11 @@ Plan = Callable[[StoredResource | None], JsonObject | _Delete | None]
 or None to write nothing; raises a FhirError to refuse the write."""
 
 
+WriteGuard = Callable[[JsonObject | None], None]
+"""Checks, inside the write's transaction, that the caller may replace this current version
+(None: there is none); raises a FhirError to refuse."""
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """The version written: its content (None for a delete) and its interaction."""
@@ -66,18 +71,20 @@ async def write_version(
     *,
     method: str | None = None,
     unless: Criteria | None = None,
+    within: frozenset[str] | None = None,
 ) -> WriteResult | None:
     """Write the version `plan` decides on, with its change event; None when it wrote nothing.
 
     `method`: the HTTP method of the interaction, for history and notifications (None: the
     interaction implies it). `unless`: a conditional create's criteria; when resources match
-    them nothing is written (see WriteResult).
+    them nothing is written (see WriteResult); `within`: a tenant's organizations, the only
+    Tasks its criteria can match.
     """
     try:
-        return await _write_version(ctx, resource_type, resource_id, plan, method, unless)
+        return await _write_version(ctx, resource_type, resource_id, plan, method, unless, within)
     except ConcurrentWrite:
         # Two creates of the same new id raced; the loser decides again on top of the winner.
-        return await _write_version(ctx, resource_type, resource_id, plan, method, unless)
+        return await _write_version(ctx, resource_type, resource_id, plan, method, unless, within)
 
 
 async def _write_version(
@@ -87,11 +94,15 @@ async def _write_version(
     plan: Plan,
     method: str | None,
     unless: Criteria | None,
+    within: frozenset[str] | None,
 ) -> WriteResult | None:
     async with ctx.database.transaction() as connection:
         previous = await resources.current(connection, resource_type, resource_id, for_update=True)
         clock = await resources.write_clock(connection, resource_type)
-        if unless is not None and (found := await search_ids(connection, unless, now=clock)):
+        found = None
+        if unless is not None:
+            found = await search_ids(connection, unless, now=clock, organizations=within)
+        if found:
             match = await resources.current(connection, resource_type, found[0])
             assert match is not None
             return WriteResult(match.resource, "match", matched=len(found))
@@ -133,12 +144,16 @@ async def write(
     resource_id: str | None,
     *,
     if_match: str | None = None,
+    guard: WriteGuard | None = None,
     unless: Criteria | None = None,
+    within: frozenset[str] | None = None,
 ) -> WriteResult:
     """Store a new version of a resource and queue its change event; create when it is new
     (`unless`: a conditional create, see write_version)."""
 
     def plan(previous: StoredResource | None) -> JsonObject:
+        if guard is not None:
+            guard(None if previous is None else previous.resource)
         if if_match is not None:
             current_version = None if previous is None or previous.deleted else previous.version_id
             if if_match.strip().removeprefix("W/").strip('"') != str(current_version):
@@ -149,17 +164,29 @@ async def write(
 
     method = "POST" if resource_id is None else "PUT"
     written = await write_version(
-        ctx, resource["resourceType"], resource_id or new_id(), plan, method=method, unless=unless
+        ctx,
+        resource["resourceType"],
+        resource_id or new_id(),
+        plan,
+        method=method,
+        unless=unless,
+        within=within,
     )
     assert written is not None
     return written
 
 
-async def delete(ctx: IngestContext, resource_type: str, resource_id: str) -> bool:
+async def delete(
+    ctx: IngestContext, resource_type: str, resource_id: str, *, guard: WriteGuard | None = None
+) -> bool:
     """Delete a resource (a new, deleted version) and queue the delete event; False if absent."""
 
     def plan(previous: StoredResource | None) -> _Delete | None:
-        return None if previous is None or previous.deleted else DELETE
+        if previous is None or previous.deleted:
+            return None
+        if guard is not None:
+            guard(previous.resource)
+        return DELETE
 
     written = await write_version(ctx, resource_type, resource_id, plan, method="DELETE")
     return written is not None

@@ -54,6 +54,12 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.token_requests = Counter(
+            "herald_auth_token_requests",
+            "Token endpoint answers: issued, or the OAuth error (invalid_client, invalid_scope, …)",
+            ["outcome"],
+            registry=r,
+        )
         self.canvas_snapshots = Counter(
             "herald_canvas_snapshots",
             "Canvas IntegrationTask snapshots applied, by outcome",

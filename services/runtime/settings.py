@@ -7,12 +7,13 @@ cannot drift from what the code reads.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from herald.core.addresses import parse_networks
@@ -31,7 +32,20 @@ ALL = (*SERVE, "migrate", "subscriptions")
 # so that every role can run on one host at once. `herald receive` listens on 9000.
 DEFAULT_PORTS = {"run": 8080, "ingest": 8080, "matcher": 9101, "dispatcher": 9102}
 
+# /metrics, /healthz, /readyz of run and ingest when authentication is on.
+ADMIN_PORT = 9100
+
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable only from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class LogFormat(StrEnum):
@@ -110,10 +124,12 @@ class Settings(BaseSettings):
     health_port: int | None = setting(
         None,
         "port of /metrics, /healthz, /readyz of matcher (default 9101) and dispatcher "
-        "(default 9102)",
-        roles=("matcher", "dispatcher"),
+        "(default 9102), and of run and ingest with authentication on (default 9100); "
+        "HERALD_ADMIN_PORT is the same setting",
+        roles=SERVE,
         ge=0,
         le=65535,
+        validation_alias=AliasChoices("HERALD_ADMIN_PORT", "HERALD_HEALTH_PORT", "health_port"),
     )
     base_url: str | None = setting(
         None,
@@ -228,6 +244,12 @@ class Settings(BaseSettings):
         roles=FHIR_API,
         ge=1,
     )
+    max_subscriptions_per_client: int = setting(
+        1000,
+        "live subscriptions (not off, not deleted) one authenticated client may own",
+        roles=FHIR_API,
+        ge=1,
+    )
     cors_origins: str = setting(
         "",
         "comma-separated origins whose browser scripts may call the FHIR API; empty: no CORS",
@@ -235,8 +257,44 @@ class Settings(BaseSettings):
     )
     canvas_secret: str | None = setting(
         None,
-        "HMAC-SHA256 key of POST /canvas/integration-tasks; unset: no signature check",
+        "Standard Webhooks secret (whsec_<base64>) of POST /canvas/integration-tasks; required "
+        "with HERALD_AUTH=smart; unset without authentication: no signature check",
         roles=FHIR_API,
+        secret=True,
+    )
+    auth: str | None = setting(
+        None,
+        "smart (SMART Backend Services tokens) or none; default smart, except `herald run` "
+        "bound to a loopback host",
+        roles=FHIR_API,
+        allowed="smart or none",
+        pattern="^(smart|none)$",
+    )
+    auth_token_lifetime: int = setting(
+        300, "seconds an access token Herald issues stays valid", roles=FHIR_API, ge=30, le=3600
+    )
+    auth_signing_key_file: Path | None = setting(
+        None,
+        "JWK set (JSON, private keys) Herald signs access tokens with, first key signing; "
+        "unset: keys kept in the database (`herald keys rotate`)",
+        roles=FHIR_API,
+    )
+    auth_issuer: str | None = setting(
+        None, "issuer (iss) of an external authorization server's tokens", roles=FHIR_API
+    )
+    auth_jwks_url: str | None = setting(
+        None, "JWKS URL of the external authorization server", roles=FHIR_API
+    )
+    auth_audience: str | None = setting(
+        None,
+        "audience (aud) external tokens must carry; default the FHIR base URL",
+        roles=FHIR_API,
+    )
+    secrets_key: str | None = setting(
+        None,
+        "Fernet keys (comma-separated, newest first) that encrypt channel.header values at "
+        "rest; unset: stored as sent",
+        roles=(*SERVE, "subscriptions"),
         secret=True,
     )
     log_format: LogFormat = setting(LogFormat.JSON, "log record format", roles=ALL)
@@ -279,8 +337,19 @@ class Settings(BaseSettings):
         return (self.base_url or f"http://{self.host}:{self.port}/fhir").rstrip("/")
 
     def health_port_of(self, role: str) -> int:
-        """The port of a role's operational endpoints: HERALD_HEALTH_PORT, else its default."""
-        return DEFAULT_PORTS[role] if self.health_port is None else self.health_port
+        """The port of a role's operational endpoints: HERALD_HEALTH_PORT, else its default
+        (for run and ingest, which serve them on the FHIR port unless authentication is on:
+        9100)."""
+        if self.health_port is not None:
+            return self.health_port
+        return ADMIN_PORT if role in FHIR_API else DEFAULT_PORTS[role]
+
+    def auth_mode(self, role: str) -> str:
+        """The authentication mode of a role: as set, else none for `run` on loopback, else
+        smart."""
+        if self.auth is not None:
+            return self.auth
+        return "none" if role == "run" and is_loopback(self.host) else "smart"
 
     @property
     def retry_schedule(self) -> tuple[float, ...]:

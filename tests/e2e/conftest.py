@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.herald import HeraldProcess, herald_env
+from tests.support.herald import HeraldProcess, herald_env, ready_url, with_smart_auth
 from tests.support.services import free_port
 
 StartHerald = Callable[..., httpx.Client]
@@ -20,7 +20,8 @@ StartHerald = Callable[..., httpx.Client]
 
 @pytest.fixture
 def start_herald(tmp_path: Path) -> Iterator[StartHerald]:
-    """Start `herald run` on SQLite with extra HERALD_* settings; yields a client of its /fhir."""
+    """Start `herald run` on SQLite with extra HERALD_* settings; yields a client of its /fhir
+    (authenticated as a client with every scope when the settings say auth="smart")."""
     started: list[tuple[HeraldProcess, httpx.Client]] = []
 
     def start(**settings: str) -> httpx.Client:
@@ -31,9 +32,12 @@ def start_herald(tmp_path: Path) -> Iterator[StartHerald]:
             handshake_delay="0.1",
             **settings,
         )
-        process = HeraldProcess("run", env, tmp_path, f"http://127.0.0.1:{port}/readyz")
+        auth = None
+        if env["HERALD_AUTH"] == "smart":
+            env, auth = with_smart_auth(env, port)
+        process = HeraldProcess("run", env, tmp_path, ready_url(env, port))
         process.wait_ready()
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}/fhir", timeout=10)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}/fhir", timeout=10, auth=auth)
         started.append((process, client))
         return client
 

@@ -10,6 +10,7 @@ import httpx
 
 from tests.support.fhir import BACKPORT, FHIR_JSON, HREX_TOPIC, backport_subscription
 from tests.support.receiver import Receiver
+from tests.support.smart import fhir_client
 
 __all__ = ["BACKPORT", "FHIR_JSON", "HREX_TOPIC"]
 
@@ -60,7 +61,7 @@ def run_backbone(base_url: str, receiver: Receiver) -> None:
     """Subscription, handshake, active, a matching Task notified once as event 1, others not."""
     token = uuid.uuid4().hex
     owner = f"Organization/{uuid.uuid4().hex[:8]}"
-    with httpx.Client(base_url=base_url, timeout=10) as client:
+    with fhir_client(base_url) as client:
         created = client.post(
             "/Subscription",
             json=subscription(receiver.url, owner, token),
@@ -127,7 +128,7 @@ def run_bad_input(base_url: str) -> None:
         b'{"resourceType": "Task", "id": "%s", "status": "bogus", "intent": "order"}'
         % task_id.encode(),
     ]
-    with httpx.Client(base_url=base_url, timeout=10) as client:
+    with fhir_client(base_url) as client:
         for body in cases:
             response = client.put(f"/Task/{task_id}", content=body, headers=headers)
             assert response.status_code == 400, (body, response.text)

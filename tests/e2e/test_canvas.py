@@ -1,10 +1,10 @@
-"""Canvas snapshots posted to `herald run` (signed), read back as Tasks and as notifications."""
+"""Canvas snapshots posted to `herald run` with authentication on (signed the Standard Webhooks
+way), read back as Tasks and as notifications."""
 
 from __future__ import annotations
 
+import base64
 import copy
-import hashlib
-import hmac
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,38 +15,41 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.scenario import FHIR_JSON, subscription, wait_status
+from tests.e2e.scenario import FHIR_JSON, put, subscription, wait_status
 from tests.support.herald import herald_env, serving
 from tests.support.receiver import Receiver
 from tests.support.services import free_port
+from tests.support.smart import CANVAS_SECRET, fhir_client, webhook_headers
 from tests.unit.test_canvas_mapping import STAFF, example
 
 pytestmark = pytest.mark.e2e
 
-SECRET = uuid.uuid4().hex
+OTHER_SECRET = "whsec_" + base64.b64encode(b"another-secret-of-32-bytes-long!").decode()
 
 
 @pytest.fixture
 def herald(tmp_path: Path) -> Iterator[str]:
-    """A `herald run` with a Canvas secret; yields its root URL."""
+    """A `herald run` with authentication on and a Canvas secret; yields its root URL."""
     port = free_port()
     env = herald_env(
         database_url=f"sqlite:///{tmp_path / 'herald.db'}",
         port=str(port),
         handshake_delay="0.1",
-        canvas_secret=SECRET,
+        canvas_secret=CANVAS_SECRET,
+        auth="smart",
     )
     with serving("run", env, tmp_path, port) as root:
         yield root
 
 
-def send(client: httpx.Client, snapshot: Any, *, secret: str = SECRET) -> httpx.Response:
+def send(
+    client: httpx.Client, snapshot: Any, *, secret: str = CANVAS_SECRET, **signing: Any
+) -> httpx.Response:
     body = orjson.dumps(snapshot)
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return client.post(
         "/canvas/integration-tasks",
         content=body,
-        headers={"Content-Type": "application/json", "X-Herald-Signature": f"sha256={digest}"},
+        headers=webhook_headers(body, secret=secret, **signing),
     )
 
 
@@ -60,7 +63,7 @@ def with_task(snapshot: dict[str, Any], task_id: str, **changes: Any) -> dict[st
 def test_canvas_snapshots_become_tasks_and_notifications(herald: str) -> None:
     task_id = str(uuid.uuid4())
     token = uuid.uuid4().hex
-    fhir = httpx.Client(base_url=f"{herald}/fhir", timeout=10)
+    fhir = fhir_client(f"{herald}/fhir")
     canvas = httpx.Client(base_url=herald, timeout=10)
     with Receiver() as receiver, fhir, canvas:
         created = fhir.post(
@@ -87,10 +90,28 @@ def test_canvas_snapshots_become_tasks_and_notifications(herald: str) -> None:
         assert response.headers["X-Herald-Canvas-Outcome"] == "created"
         assert notified(1) == [1]
 
-        # Unsigned or wrongly signed: 401, nothing stored.
+        # Unsigned, wrongly signed, or signed too long ago: 401, nothing stored.
         unsigned = canvas.post("/canvas/integration-tasks", json=new)
         assert unsigned.status_code == 401
-        assert send(canvas, new, secret="wrong").status_code == 401
+        assert send(canvas, new, secret=OTHER_SECRET).status_code == 401
+        assert send(canvas, new, timestamp=time.time() - 400).status_code == 401
+        assert send(canvas, new, timestamp=time.time() + 400).status_code == 401
+
+        # A Task from Canvas changes only through the Canvas endpoint.
+        stored = fhir.get(f"/Task/{task_id}").json()
+        assert stored["meta"]["source"] == "urn:herald:source:canvas"
+        assert put(fhir, {**stored, "status": "cancelled"}).status_code == 403
+        assert fhir.delete(f"/Task/{task_id}").status_code == 403
+
+        # A delivery sent again with its webhook-id is recognised and changes nothing.
+        replay_id = f"msg_{uuid.uuid4().hex}"
+        assert (
+            send(canvas, new, webhook_id=replay_id).headers["X-Herald-Canvas-Outcome"]
+            == "unchanged"
+        )
+        replayed = send(canvas, new, webhook_id=replay_id)
+        assert replayed.status_code == 200
+        assert replayed.headers["X-Herald-Canvas-Outcome"] == "replayed"
 
         # Repeated: no new version, no notification.
         repeat = send(canvas, new)

@@ -27,7 +27,8 @@ def valid(resource: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def client(start_herald: StartHerald) -> httpx.Client:
-    return start_herald()
+    # With authentication on: the CapabilityStatement then has rest.security, validated too.
+    return start_herald(auth="smart")
 
 
 def test_capability_statement_announces_topics_profiles_and_operations(

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.scenario import run_backbone, run_bad_input
-from tests.support.herald import HeraldProcess, herald_env
+from tests.support.herald import HeraldProcess, herald_env, ready_url, with_smart_auth
 from tests.support.receiver import Receiver
 from tests.support.services import free_port
+from tests.support.smart import forget_auth, remember_auth
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
 
@@ -29,13 +30,9 @@ def distributed(kafka_bootstrap: str, postgres_url: str, tmp_path: Path) -> Iter
         "handshake_delay": "0.2",
         "base_url": f"http://127.0.0.1:{port}/fhir",
     }
+    ingest_env, auth = with_smart_auth(herald_env(**common, port=str(port), auth="smart"), port)
     processes = [
-        HeraldProcess(
-            "ingest",
-            herald_env(**common, port=str(port)),
-            tmp_path,
-            f"http://127.0.0.1:{port}/readyz",
-        ),
+        HeraldProcess("ingest", ingest_env, tmp_path, ready_url(ingest_env, port)),
         HeraldProcess(
             "matcher",
             herald_env(**common, health_port=str(matcher_port)),
@@ -52,8 +49,10 @@ def distributed(kafka_bootstrap: str, postgres_url: str, tmp_path: Path) -> Iter
     try:
         for process in processes:
             process.wait_ready()
+        remember_auth(f"http://127.0.0.1:{port}", auth)
         yield f"http://127.0.0.1:{port}/fhir"
     finally:
+        forget_auth(f"http://127.0.0.1:{port}")
         codes = {p.role: p.stop() for p in processes}
         assert all(code == 0 for code in codes.values()), (
             codes,

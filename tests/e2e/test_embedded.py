@@ -17,10 +17,13 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[str]:
-    """A `herald run` process; yields its FHIR base URL."""
+    """A `herald run` process with authentication on; yields its FHIR base URL."""
     port = free_port()
     env = herald_env(
-        database_url=f"sqlite:///{tmp_path / 'herald.db'}", port=str(port), handshake_delay="0.2"
+        database_url=f"sqlite:///{tmp_path / 'herald.db'}",
+        port=str(port),
+        handshake_delay="0.2",
+        auth="smart",
     )
     with serving("run", env, tmp_path, port) as root:
         yield f"{root}/fhir"

@@ -7,10 +7,10 @@ queued in the outbox (what the matcher will see): a snapshot that changes nothin
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
-import hashlib
-import hmac
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,10 +27,10 @@ from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
 from herald.runtime.store.tables import outbox
 from tests.support.matching import REPO
+from tests.support.smart import CANVAS_SECRET, webhook_headers
 from tests.unit.test_canvas_mapping import STAFF, TASK_ID, TEAM, example
 
 BASE = "http://herald.test/fhir"
-SECRET = "canvas-test-secret"
 URL = "/canvas/integration-tasks"
 
 
@@ -169,27 +169,41 @@ async def test_malformed_snapshots_get_400_and_change_nothing(
     assert await changes(database) == []
 
 
-async def test_signature_is_required_when_a_secret_is_set(database: Database) -> None:
+async def test_standard_webhooks_signature_is_required_when_a_secret_is_set(
+    database: Database,
+) -> None:
     body = orjson.dumps(example())
-    good = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    async with _client(database, SECRET) as client:
-        for headers in (
-            {},
-            {"X-Herald-Signature": "sha256=" + "0" * 64},
-            {"X-Herald-Signature": good[7:]},
-        ):
-            response = await client.post(
-                URL, content=body, headers={"Content-Type": "application/json", **headers}
-            )
-            assert response.status_code == 401, response.text
+    good = webhook_headers(body)
+    async with _client(database, CANVAS_SECRET) as client:
+        refused: list[dict[str, str]] = [
+            {"Content-Type": "application/json"},
+            {k: v for k, v in good.items() if k != "webhook-signature"},
+            {**good, "webhook-signature": "v1," + base64.b64encode(b"0" * 32).decode()},
+            {**good, "webhook-signature": "v1,not base64!"},
+            {**good, "webhook-signature": "garbage"},
+            # Signed with another secret, or for another id, or too old / too new (a minute past
+            # the 5-minute window, so that the time these requests take cannot bring it back).
+            webhook_headers(body, secret="whsec_" + base64.b64encode(b"x" * 32).decode()),
+            {**good, "webhook-id": "msg_other"},
+            webhook_headers(body, timestamp=time.time() - 360),
+            webhook_headers(body, timestamp=time.time() + 360),
+        ]
+        for headers in refused:
+            response = await client.post(URL, content=body, headers=headers)
+            assert response.status_code == 401, (headers, response.text)
             assert response.json()["issue"][0]["code"] == "security"
+        # The signature covers the body: another body under the same headers is refused.
+        other = orjson.dumps({**example(), "instance": "elsewhere"})
+        assert (await client.post(URL, content=other, headers=good)).status_code == 401
         assert await changes(database) == []
-        response = await client.post(
-            URL,
-            content=body,
-            headers={"Content-Type": "application/json", "X-Herald-Signature": good},
-        )
+
+        response = await client.post(URL, content=body, headers=good)
         assert response.status_code == 201, response.text
+        # The same delivery again (same webhook-id): recognised, nothing changes.
+        replayed = await client.post(URL, content=body, headers=good)
+        assert replayed.status_code == 200
+        assert replayed.headers["X-Herald-Canvas-Outcome"] == "replayed"
+        assert len(await changes(database)) == 1
 
 
 async def test_concurrent_snapshots_of_one_task_end_in_the_newest(database: Database) -> None:

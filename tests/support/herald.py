@@ -7,18 +7,35 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from tests.support.services import free_port
+from tests.support.smart import (
+    CANVAS_SECRET,
+    ApiClient,
+    SmartAuth,
+    forget_auth,
+    register,
+    remember_auth,
+)
+
 
 def herald_env(**settings: str) -> dict[str, str]:
-    """The process environment: the caller's, without any HERALD_* it had, plus these settings."""
+    """The process environment: the caller's, without any HERALD_* it had, plus these settings.
+
+    Authentication is off unless the test asks for it (`auth="smart"`); `serving` then
+    registers a client and `tests.support.smart.fhir_client` gets tokens for it.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     env.update({f"HERALD_{k.upper()}": v for k, v in settings.items()})
     env.setdefault("HERALD_LOG_FORMAT", "text")
+    env.setdefault("HERALD_AUTH", "none")
     return env
 
 
@@ -70,14 +87,41 @@ class HeraldProcess:
         return self.process.returncode
 
 
+def with_smart_auth(env: dict[str, str], port: int) -> tuple[dict[str, str], Any]:
+    """The environment of a FHIR-serving Herald with HERALD_AUTH=smart (admin port and Canvas
+    secret filled in), and the httpx.Auth of a client registered with every scope."""
+    env = dict(env)
+    env.setdefault("HERALD_ADMIN_PORT", str(free_port()))
+    env.setdefault("HERALD_CANVAS_SECRET", CANVAS_SECRET)
+    client = ApiClient(f"test-{uuid.uuid4().hex[:8]}")
+    register(env, client)
+    base = env.get("HERALD_BASE_URL", f"http://127.0.0.1:{port}/fhir").rstrip("/")
+    return env, SmartAuth(client, f"{base}/auth/token")
+
+
+def ready_url(env: dict[str, str], port: int) -> str:
+    """Where a FHIR-serving Herald answers /readyz: the admin port when authentication is on."""
+    if env.get("HERALD_AUTH") == "smart":
+        port = int(env["HERALD_ADMIN_PORT"])
+    return f"http://127.0.0.1:{port}/readyz"
+
+
 @contextmanager
 def serving(role: str, env: dict[str, str], log_dir: Path, port: int) -> Iterator[str]:
     """A ready `herald <role>` serving HTTP on `port`; yields its root URL. On exit: SIGTERM, and
-    the process must exit 0."""
-    process = HeraldProcess(role, env, log_dir, f"http://127.0.0.1:{port}/readyz")
+    the process must exit 0. With HERALD_AUTH=smart, a client with every scope is registered
+    first and `tests.support.smart.fhir_client(url)` authenticates as it."""
+    root = f"http://127.0.0.1:{port}"
+    auth = None
+    if env.get("HERALD_AUTH") == "smart" and role in ("run", "ingest"):
+        env, auth = with_smart_auth(env, port)
+    process = HeraldProcess(role, env, log_dir, ready_url(env, port))
     try:
         process.wait_ready()
-        yield f"http://127.0.0.1:{port}"
+        if auth is not None:
+            remember_auth(root, auth)
+        yield root
     finally:
+        forget_auth(root)
         code = process.stop()
         assert code == 0, f"herald {role} exited with {code} on SIGTERM:\n{process.log()}"

@@ -79,7 +79,8 @@ def test_each_role_help_lists_the_settings_it_reads(
     for name, _info in read:
         assert f"HERALD_{name.upper()} (default:" in out
     assert ("HERALD_PORT (" in out) == (command in ("run", "ingest"))
-    assert ("HERALD_HEALTH_PORT (" in out) == (command in ("matcher", "dispatcher"))
+    # run and ingest serve /metrics, /healthz, /readyz on it when authentication is on.
+    assert ("HERALD_HEALTH_PORT (" in out) == (command != "migrate")
 
 
 def test_every_setting_is_read_by_some_command() -> None:

@@ -5,11 +5,13 @@ Runs inside Canvas's plugin sandbox: only allowed imports, and no names starting
 
 from __future__ import annotations
 
+from base64 import b64decode, b64encode
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from hmac import new as hmac_new
 from json import dumps
 from typing import Any
+from uuid import uuid4
 
 from canvas_sdk.utils import Http
 from canvas_sdk.v1.data.integration_task import IntegrationTask, IntegrationTaskReview
@@ -17,7 +19,7 @@ from logger import log
 
 SCHEMA = "canvas-integration-task-snapshot/1"
 ENDPOINT_PATH = "/canvas/integration-tasks"
-SIGNATURE_HEADER = "X-Herald-Signature"
+SECRET_PREFIX = "whsec_"
 
 # Variables (CANVAS_MANIFEST.json "variables"), configured per installation.
 URL_VARIABLE = "HERALD_URL"
@@ -139,9 +141,22 @@ def encode(snapshot: dict[str, Any]) -> bytes:
     return dumps(snapshot, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The X-Herald-Signature value: sha256=<hex HMAC-SHA256 of the body>."""
-    return "sha256=" + hmac_new(secret.encode("utf-8"), body, sha256).hexdigest()
+def signature_headers(
+    secret: str, body: bytes, message_id: str | None = None, timestamp: int | None = None
+) -> dict[str, str]:
+    """Standard Webhooks headers: webhook-id, webhook-timestamp (Unix seconds) and
+    webhook-signature `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, keyed with the
+    base64-decoded part of the `whsec_` secret."""
+    message_id = message_id or f"msg_{uuid4().hex}"
+    timestamp = int(datetime.now(UTC).timestamp()) if timestamp is None else timestamp
+    key = b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = b64encode(hmac_new(key, signed, sha256).digest()).decode("ascii")
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": f"v1,{digest}",
+    }
 
 
 class Settings:
@@ -172,7 +187,11 @@ def post_snapshot(settings: Settings, snapshot: dict[str, Any]) -> bool:
     body = encode(snapshot)
     headers = {"Content-Type": "application/json"}
     if settings.secret:
-        headers[SIGNATURE_HEADER] = sign(settings.secret, body)
+        try:
+            headers.update(signature_headers(settings.secret, body))
+        except ValueError:
+            log.error("[herald] HERALD_SECRET is not a whsec_<base64> secret; nothing was sent")
+            return False
     target = snapshot["event"]["target"]
     try:
         response = Http().post(settings.url + ENDPOINT_PATH, data=body, headers=headers)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-SECRET = "plugin-test-secret"
+SECRET = "whsec_cGx1Z2luLXRlc3Qtc2VjcmV0LTMyLWJ5dGVzLWxvbmc="
 
 
 @dataclass

@@ -100,7 +100,7 @@ def test_plugin_snapshots_become_herald_tasks(herald_url: str) -> None:
     assert deleted["status"] == "entered-in-error" and deleted["meta"]["versionId"] == "2"
 
     # A wrong secret is refused (401) and the task is kept for the next run.
-    wrong = {**secrets, "HERALD_SECRET": "wrong"}
+    wrong = {**secrets, "HERALD_SECRET": "whsec_d3Jvbmctc2VjcmV0LW9mLWF0LWxlYXN0LTE2"}
     other = IntegrationTaskFactory.create()
     ForwardDocumentEvents(event("DOCUMENT_RECEIVED", str(other.id)), secrets=wrong).compute()
     assert requests.get(f"{herald_url}/fhir/Task/{other.id}", timeout=10).status_code == 404

@@ -9,6 +9,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.types import JsonObject
+from herald.runtime.store import header_secrets
 from herald.runtime.store.tables import resource_versions
 
 HistoryKey = tuple[str, str, int]
@@ -69,7 +70,8 @@ async def history(
             r.last_updated,
             r.method,
             r.deleted,
-            orjson.loads(r.content),
+            # Subscription versions are kept with channel.header values sealed.
+            header_secrets.cipher().open(orjson.loads(r.content)),
         )
         for r in rows
     ]

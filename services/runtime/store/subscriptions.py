@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.fhir import format_instant, utc_now
 from herald.core.states import SubscriptionStatus
 from herald.core.subscriptions import effective_end, endpoint_origin, heartbeat_period
 from herald.core.types import JsonObject
+from herald.runtime.store import header_secrets
 from herald.runtime.store.tables import counters, resource_versions, subscriptions
 
 
@@ -31,6 +32,8 @@ class StoredSubscription:
     deleted: bool
     stored: JsonObject
     """The resource as the client sent it, stamped with id and meta (status and error overlaid)."""
+    owner: str | None = None
+    """The client that created it (None when it was created without authentication)."""
 
     @property
     def resource(self) -> JsonObject:
@@ -50,9 +53,11 @@ class StoredSubscription:
         return resource
 
 
-def from_row(row: Row[tuple[object, ...]]) -> StoredSubscription:
-    """A subscription row as a StoredSubscription."""
+def from_row(row: Row[tuple[object, ...]], *, open_headers: bool = True) -> StoredSubscription:
+    """A subscription row as a StoredSubscription (channel.header values decrypted unless
+    `open_headers` is False)."""
     m = row._mapping
+    content = orjson.loads(m["content"])
     return StoredSubscription(
         id=m["id"],
         status=SubscriptionStatus(m["status"]),
@@ -64,7 +69,9 @@ def from_row(row: Row[tuple[object, ...]]) -> StoredSubscription:
         delivered_through=m["delivered_through"],
         error=m["error"],
         deleted=m["deleted"],
-        stored=orjson.loads(m["content"]),
+        stored=header_secrets.cipher().open(content) if open_headers else content,
+        # Rows read before migration 0008 have no owner column.
+        owner=m.get("owner"),
     )
 
 
@@ -89,7 +96,7 @@ async def record_version(
     ).first()
     if row is None:
         return
-    stored = from_row(row)
+    stored = from_row(row, open_headers=False)
     version = resource_versions.c
     # A rewrite of the same version (tests, repairs) replaces its history row.
     await connection.execute(
@@ -105,7 +112,8 @@ async def record_version(
             id=stored.id,
             version_id=stored.version_id,
             last_updated=stored.last_updated,
-            content=orjson.dumps(stored.resource).decode(),
+            # Sealed as in the subscriptions row: history keeps no header value in clear.
+            content=orjson.dumps(header_secrets.cipher().seal(stored.resource)).decode(),
             method="DELETE" if stored.deleted else method,
             deleted=stored.deleted,
         )
@@ -141,15 +149,20 @@ async def get(
 
 
 async def insert_new(
-    connection: AsyncConnection, stored: JsonObject, *, status: str, topic: str
+    connection: AsyncConnection,
+    stored: JsonObject,
+    *,
+    status: str,
+    topic: str,
+    owner: str | None = None,
 ) -> None:
-    """Register a new subscription."""
+    """Register a new subscription, owned by the client that created it."""
     await connection.execute(
         insert(subscriptions).values(
             id=stored["id"],
             status=status,
             topic=topic,
-            content=orjson.dumps(stored).decode(),
+            content=orjson.dumps(header_secrets.cipher().seal(stored)).decode(),
             version_id=int(stored["meta"]["versionId"]),
             last_updated=stored["meta"]["lastUpdated"],
             revision=await next_revision(connection),
@@ -157,6 +170,7 @@ async def insert_new(
             delivered_through=0,
             error=None,
             deleted=False,
+            owner=owner,
             **schedule_columns(stored),
             endpoint_origin=endpoint_origin(stored),
         )
@@ -185,7 +199,7 @@ async def replace(
             **extra,
             status=status,
             topic=topic,
-            content=orjson.dumps(stored).decode(),
+            content=orjson.dumps(header_secrets.cipher().seal(stored)).decode(),
             version_id=int(stored["meta"]["versionId"]),
             last_updated=stored["meta"]["lastUpdated"],
             revision=await next_revision(connection),
@@ -200,11 +214,22 @@ async def replace(
 
 async def count_at_origin(connection: AsyncConnection, origin: str, *, other_than: str) -> int:
     """Live subscriptions (not deleted, not off) whose endpoint has this origin."""
+    return await _count_live(connection, subscriptions.c.endpoint_origin == origin, other_than)
+
+
+async def count_owned(connection: AsyncConnection, owner: str, *, other_than: str) -> int:
+    """Live subscriptions (not deleted, not off) this client owns."""
+    return await _count_live(connection, subscriptions.c.owner == owner, other_than)
+
+
+async def _count_live(
+    connection: AsyncConnection, condition: ColumnElement[bool], other_than: str
+) -> int:
     count = await connection.scalar(
         select(func.count())
         .select_from(subscriptions)
         .where(
-            subscriptions.c.endpoint_origin == origin,
+            condition,
             subscriptions.c.deleted.is_(False),
             subscriptions.c.status != SubscriptionStatus.OFF,
             subscriptions.c.id != other_than,
@@ -331,6 +356,44 @@ async def count_by_status(connection: AsyncConnection) -> dict[str, int]:
         .group_by(subscriptions.c.status)
     )
     return {status: int(n) for status, n in rows.tuples()}
+
+
+def _rotated(content: str) -> str | None:
+    """The content with its headers encrypted again with the newest key; None if unchanged."""
+    resource = orjson.loads(content)
+    rotated = header_secrets.cipher().rotate(resource)
+    return None if rotated is resource or rotated == resource else orjson.dumps(rotated).decode()
+
+
+async def rotate_header_secrets(connection: AsyncConnection) -> int:
+    """Encrypt every stored channel.header again with the newest key; how many rows changed."""
+    rows = (await connection.execute(select(subscriptions.c.id, subscriptions.c.content))).all()
+    changed = 0
+    for row in rows:
+        if (content := _rotated(row.content)) is not None:
+            await connection.execute(
+                update(subscriptions).where(subscriptions.c.id == row.id).values(content=content)
+            )
+            changed += 1
+    # The versions history keeps are sealed too.
+    version = resource_versions.c
+    kept = await connection.execute(
+        select(version.id, version.version_id, version.content).where(
+            version.resource_type == "Subscription"
+        )
+    )
+    for kept_row in kept.all():
+        if (content := _rotated(kept_row.content)) is not None:
+            await connection.execute(
+                update(resource_versions)
+                .where(
+                    version.resource_type == "Subscription",
+                    version.id == kept_row.id,
+                    version.version_id == kept_row.version_id,
+                )
+                .values(content=content)
+            )
+    return changed
 
 
 async def live(

@@ -73,8 +73,40 @@ subscriptions = Table(
     # not parse every subscription (0003).
     Column("heartbeat_seconds", Integer),
     Column("ends_at", String(40), index=True),
+    # The client that created it (0008); None without authentication.
+    Column("owner", String(200), index=True),
     # The endpoint's scheme://host:port, for the per-origin quota (0005).
     Column("endpoint_origin", String(300), index=True),
+)
+
+# Clients registered by operators (`herald clients`): key set, scopes, organizations (0008).
+clients = Table(
+    "clients",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("jwks", Text),
+    Column("jwks_url", Text),
+    Column("scopes", Text, nullable=False),
+    Column("organizations", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+# One-time ids seen within their lifetime: client assertion jti, Canvas webhook-id (0008).
+seen_ids = Table(
+    "seen_ids",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("id", String(200), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+)
+
+# Herald's own keys that sign access tokens; the newest signs, all verify (0008).
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(100), primary_key=True),
+    Column("jwk", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
 )
 
 # Numbered events per subscription: the source of $events and of deliveries.

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from herald.core.errors import SearchParameterError
 from herald.core.search import Criteria
 from herald.core.types import JsonObject
-from herald.runtime.store.search.sql import criteria_clause
+from herald.runtime.store.search.sql import criteria_clause, tenant_clause
 from herald.runtime.store.tables import resources, search_dates
 
 
@@ -76,6 +76,8 @@ class SearchRequest:
     total: bool = True
     include_output: bool = False
     cursor: Cursor | None = None
+    organizations: frozenset[str] | None = None
+    """A tenant's organizations: only resources whose owner or requester is one of them."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,8 @@ async def search(
 ) -> SearchPage:
     """Run a search: one page in the sort order, optionally with the total."""
     where = criteria_clause(request.criteria, now)
+    if request.organizations is not None:
+        where = and_(where, tenant_clause(request.criteria.resource_type, request.organizations))
     total = None
     if request.total:
         total = int(
@@ -185,10 +189,17 @@ async def search(
 
 
 async def search_ids(
-    connection: AsyncConnection, criteria: Criteria, *, now: datetime
+    connection: AsyncConnection,
+    criteria: Criteria,
+    *,
+    now: datetime,
+    organizations: frozenset[str] | None = None,
 ) -> list[str]:
-    """The ids of every match, in (last_updated, id) order (for tests and small result sets)."""
+    """The ids of every match, in (last_updated, id) order (for tests and small result sets);
+    `organizations`: a tenant's, as in SearchRequest."""
     where = criteria_clause(criteria, now)
+    if organizations is not None:
+        where = and_(where, tenant_clause(criteria.resource_type, organizations))
     rows = await connection.execute(
         select(resources.c.id).where(where).order_by(resources.c.last_updated, resources.c.id)
     )

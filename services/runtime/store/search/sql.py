@@ -37,6 +37,22 @@ def _exists(
     )
 
 
+def tenant_clause(resource_type: str, organizations: frozenset[str]) -> ColumnElement[bool]:
+    """Owner or requester is one of the organizations (relative references, or under our base;
+    absolute references elsewhere are another server's organizations)."""
+    ids = [o.removeprefix("Organization/") for o in organizations]
+    table = search_references
+    return resources.c.id.in_(
+        select(table.c.resource_id).where(
+            table.c.resource_type == resource_type,
+            table.c.param.in_(("owner", "requester")),
+            table.c.ref_type == "Organization",
+            table.c.ref_id.in_(ids),
+            table.c.base.is_(None),
+        )
+    )
+
+
 def _token(token: Token) -> ColumnElement[bool]:
     parts: list[ColumnElement[bool]] = []
     if token.code is not None:

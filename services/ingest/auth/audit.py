@@ -1,0 +1,106 @@
+"""The audit trail: one structured line per FHIR interaction on the `herald.audit` logger.
+
+Each line names when (UTC, milliseconds), who (client id), what (interaction, resource type and
+id), the answer's status and the request id. It never carries a body, a query string or a
+header value, so no PHI and no secret reaches it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from herald.core.fhir import new_id
+from herald.runtime.logs import request_id
+
+log = logging.getLogger("herald.audit")
+
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+def interaction(method: str, path: str) -> tuple[str, str | None, str | None]:
+    """(interaction, resource type, resource id) of a request to the FHIR API or Canvas."""
+    if path.rstrip("/").endswith("/canvas/integration-tasks"):
+        return "canvas-snapshot", "Task", None
+    parts = [p for p in path.removeprefix("/fhir").split("/") if p]
+    if not parts:
+        return f"{method.lower()}", None, None
+    resource_type, rest = parts[0], parts[1:]
+    if resource_type == "metadata":
+        return "capabilities", None, None
+    if resource_type in (".well-known", "auth"):
+        return {"token": "token", "jwks": "keys"}.get(parts[-1], "smart-configuration"), None, None
+    if rest and rest[-1].startswith("$"):
+        return f"operation:{rest[-1][1:]}", resource_type, rest[0] if len(rest) == 2 else None
+    if rest[:1] == ["_search"]:
+        return "search", resource_type, None
+    if not rest:
+        return {"POST": "create", "GET": "search"}.get(method, method.lower()), resource_type, None
+    if len(rest) >= 3 and rest[1] == "_history":
+        return "vread", resource_type, rest[0]
+    by_method = {"GET": "read", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
+    return by_method.get(method, method.lower()), resource_type, rest[0]
+
+
+def _created_id(headers: list[tuple[bytes, bytes]], resource_type: str | None) -> str | None:
+    for name, value in headers:
+        if name.lower() == b"location" and resource_type:
+            _, _, after = value.decode("latin-1").partition(f"/{resource_type}/")
+            return after.split("/", 1)[0] or None
+    return None
+
+
+class AuditMiddleware:
+    """Writes the audit line of each /fhir and /canvas request once it is answered."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, then record it."""
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(("/fhir", "/canvas")):
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        # The access log's request id when it runs around this middleware, else our own.
+        rid = request_id.get()
+        token = None
+        if rid is None:
+            given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
+            token = request_id.set(given[:100] if given.isprintable() and given else new_id())
+        answer: dict[str, object] = {"status": 500, "headers": []}
+
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                answer["headers"] = message.get("headers", [])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            name, resource_type, resource_id = interaction(scope["method"], path)
+            if resource_id is None and name in ("create", "canvas-snapshot"):
+                resource_id = _created_id(list(answer["headers"]), resource_type)  # type: ignore[call-overload]
+            at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            log.info(
+                "%s %s/%s %s by %s",
+                name,
+                resource_type or "-",
+                resource_id or "-",
+                answer["status"],
+                state.get("client_id") or "-",
+                extra={
+                    "at": at,
+                    "client_id": state.get("client_id"),
+                    "interaction": name,
+                    "resource_type": resource_type,
+                    "resource_id": resource_id,
+                    "status": answer["status"],
+                },
+            )
+            if token is not None:
+                request_id.reset(token)

@@ -1,0 +1,139 @@
+"""`herald clients …`, `herald keys rotate` and the authentication checks at start, as an
+operator runs them (the command in this process, Herald as an OS process beside it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from herald import cli
+from herald.cli import clients as clients_command
+from herald.cli import serve
+from tests.support.herald import herald_env, serving
+from tests.support.services import free_port
+from tests.support.smart import CANVAS_SECRET, ApiClient, SmartAuth
+
+pytestmark = pytest.mark.e2e
+
+Command = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def herald(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Command:
+    """`herald …` with an environment: (exit code, stdout, stderr)."""
+    # The command configures the root logger at start; the test runner's handlers stay.
+    monkeypatch.setattr(serve, "configure", lambda *_: None)
+    monkeypatch.setattr(clients_command, "configure", lambda *_: None)
+
+    def run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+        with monkeypatch.context() as scoped:
+            for name in [n for n in list(os.environ) if n.startswith("HERALD_")]:
+                scoped.delenv(name)
+            for name, value in env.items():
+                if name.startswith("HERALD_"):
+                    scoped.setenv(name, value)
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exit_:
+                code = int(exit_.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+def test_clients_are_added_listed_and_removed_while_herald_runs(
+    tmp_path: Path, herald: Command
+) -> None:
+    run = herald
+    port = free_port()
+    env = herald_env(
+        database_url=f"sqlite:///{tmp_path / 'herald.db'}",
+        port=str(port),
+        auth="smart",
+        admin_port=str(free_port()),
+        canvas_secret=CANVAS_SECRET,
+    )
+    client = ApiClient("payer-1")
+    jwks = str(client.write_jwks(tmp_path))
+    add = ["clients", "add", "payer-1", "--jwks", jwks, "--scope"]
+    add += ["system/Task.read system/Subscription.*", "--organization", "Organization/p1"]
+    add += ["--organization", "Organization/p2"]
+
+    def listed() -> list[dict[str, object]]:
+        # serving() registered a client of its own, named test-….
+        lines = run(env, "clients", "list")[1].splitlines()
+        return [c for c in map(json.loads, lines) if not str(c["id"]).startswith("test-")]
+
+    with serving("run", env, tmp_path, port) as root:
+        assert run(env, *add)[0] == 0
+        payer = listed()
+        assert payer == [
+            {
+                "id": "payer-1",
+                "scope": "system/Subscription.cruds system/Task.rs",
+                "organizations": ["Organization/p1", "Organization/p2"],
+                "keys": "inline JWK set",
+                "created": payer[0]["created"],
+            }
+        ]
+        token_url = f"{root}/fhir/auth/token"
+        with httpx.Client(base_url=f"{root}/fhir", auth=SmartAuth(client, token_url)) as http:
+            assert http.get("/Task").status_code == 200
+            # A new signing key: tokens signed with the old one still verify, new ones too.
+            assert run(env, "keys", "rotate")[0] == 0
+            assert http.get("/Task").status_code == 200
+        with httpx.Client(base_url=f"{root}/fhir", auth=SmartAuth(client, token_url)) as http:
+            assert http.get("/Task").status_code == 200
+        code, _, err = run(env, *add)
+        assert code == 2 and "registered already" in err
+        assert run(env, "clients", "remove", "payer-1")[0] == 0
+        assert listed() == []
+        code, _, err = run(env, "clients", "remove", "payer-1")
+        assert code == 2 and "not registered" in err
+        # Herald learns of the removal within its client cache's 5 seconds.
+        deadline = time.monotonic() + 15
+        while (answer := httpx.post(token_url, data=client.token_form(token_url))).is_success:
+            assert time.monotonic() < deadline, "the removed client still gets tokens"
+            time.sleep(0.5)
+        assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
+
+
+def test_clients_add_refuses_what_cannot_work(tmp_path: Path, herald: Command) -> None:
+    run = herald
+    env = herald_env(database_url=f"sqlite:///{tmp_path / 'herald.db'}")
+    client = ApiClient("x")
+    public = ["--jwks", str(client.write_jwks(tmp_path))]
+    private_file = tmp_path / "private.json"
+    private_file.write_text(json.dumps({"keys": [client.key.as_dict(private=True)]}))
+    private = ["--jwks", str(private_file)]
+    for arguments, complaint in [
+        ([*public, "--scope", "system/Patient.read"], "Herald serves"),
+        ([*public, "--scope", "system/Task.sr"], "in that order"),
+        ([*public, "--scope", "openid"], "not a SMART system scope"),
+        ([*public, "--scope", "system/Task.rs", "--organization", "Practitioner/1"], "<id>"),
+        ([*private, "--scope", "system/Task.rs"], "private key"),
+        (["--jwks-url", "ftp://example.org/jwks", "--scope", "system/Task.rs"], "http(s)"),
+    ]:
+        code, _, err = run(env, "clients", "add", "x", *arguments)
+        assert code == 2, (arguments, err)
+        assert complaint in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_authentication_settings_are_checked_at_start(tmp_path: Path, herald: Command) -> None:
+    run = herald
+    env = herald_env(database_url=f"sqlite:///{tmp_path / 'herald.db'}", auth="smart")
+    code, _, err = run(env, "run")
+    assert code == 2 and "HERALD_CANVAS_SECRET" in err
+    code, _, err = run({**env, "HERALD_CANVAS_SECRET": "plain-secret"}, "run")
+    assert code == 2 and "whsec_" in err
+    # `herald ingest` defaults to smart: without the Canvas secret it does not start either.
+    del env["HERALD_AUTH"]
+    code, _, err = run({**env, "HERALD_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, "ingest")
+    assert code == 2 and "HERALD_AUTH=smart" in err
