@@ -67,7 +67,7 @@ port="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); pr
 "$HELM" template herald "$CHART" --kube-version "${KUBE_VERSIONS[0]}" --set mode=embedded \
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" \
   --set baseUrl="http://127.0.0.1:$port/fhir" --set env.HERALD_ALLOW_PRIVATE_ENDPOINTS=true \
-  --set env.HERALD_ALLOW_HTTP_ENDPOINTS=true \
+  --set env.HERALD_ALLOW_HTTP_ENDPOINTS=true --set auth.mode=none \
   --show-only templates/configmap.yaml --show-only templates/secret.yaml \
   --show-only templates/deployments.yaml >"$work/play.yaml"
 # Only for the smoke: host networking on loopback (the receiver listens there), an emptyDir for

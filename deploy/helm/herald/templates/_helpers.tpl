@@ -31,7 +31,8 @@ app.kubernetes.io/component: {{ .role }}
 
 {{/* The port of /metrics, /healthz, /readyz: the FHIR port for run and ingest. */}}
 {{- define "herald.healthPort" -}}
-{{- if or (eq . "ingest") (eq . "run") -}}8080{{- else -}}9100{{- end -}}
+{{- /* With authentication on, the FHIR roles serve health and metrics on the admin port. */ -}}
+{{- if and (or (eq .role "ingest") (eq .role "run")) (eq .auth "none") -}}8080{{- else -}}9100{{- end -}}
 {{- end -}}
 
 {{/* Environment of every Herald container: the ConfigMap, the chart's Secret, the user's. */}}
