@@ -108,7 +108,7 @@ def test_operator_commands_act_as_the_api_does(
         assert "  status       error\n  error        handshake failed: could not connect" in shown
         assert re.search(r"handshake\s+connection_error: could not connect", shown)
         assert "never-shown" not in shown and "headers      1 (values not shown)" in shown
-        # The dispatcher stores delivered positions and attempts in batches, a moment after the POST.
+        # The dispatcher stores delivered positions and attempts in batches, just after the POST.
         wait(
             lambda: "delivered through #2;" in herald(f"subscriptions show {good}"),
             "delivered position #2 stored",
