@@ -84,9 +84,10 @@ def _client_key(scope: Scope) -> str:
     return f"address:{peer[0] if peer else 'unknown'}"
 
 
-async def _refuse(
+async def refuse(
     send: Send, status: int, diagnostics: str, code: str, headers: list[tuple[bytes, bytes]]
 ) -> None:
+    """Answer from an ASGI middleware with an OperationOutcome (and these extra headers)."""
     body = orjson.dumps(operation_outcome(diagnostics, code=code))
     await send(
         {
@@ -117,7 +118,7 @@ class RequestLimits:
             return
         refusal = self._check(scope)
         if refusal is not None:
-            await _refuse(send, *refusal)
+            await refuse(send, *refusal)
             return
         limit = self.limits.max_body_bytes
         received = 0

@@ -182,6 +182,8 @@ async def test_anonymous_calls_get_401_with_a_bearer_challenge(app: httpx.AsyncC
         response = await app.request(method, path)
         assert response.status_code == 401, (path, response.text)
         assert response.headers["WWW-Authenticate"] == 'Bearer realm="herald"'
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["Content-Type"].startswith(FHIR_JSON)
         assert response.json()["resourceType"] == "OperationOutcome"
     # The admin endpoints are not on the FHIR listener.
     for path in ("/metrics", "/healthz", "/readyz"):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from herald.core.errors import PayloadTooLarge
 from herald.runtime.limits import Limits, RateLimiter, RequestLimits
 
 
@@ -32,6 +36,22 @@ async def test_bodies_queries_and_missing_content_types_are_refused() -> None:
         assert (await client.get("/?q=" + "a" * 512)).status_code == 414
         assert (await client.get("/?" + "&".join(["a=1"] * 101))).status_code == 400
         assert (await client.get("/?a=1")).status_code == 200
+
+
+async def test_a_chunked_body_is_counted_while_it_streams_in() -> None:
+    async def chunks(size: int) -> AsyncIterator[bytes]:
+        for _ in range(size // 256):
+            yield b"x" * 256
+        yield b"x" * (size % 256)
+
+    json = {"Content-Type": "application/fhir+json"}
+    async with _client(Limits(max_body_bytes=1024, rate=0)) as client:
+        fits = await client.post("/", content=chunks(1024), headers=json)
+        assert "content-length" not in fits.request.headers
+        assert fits.text == "1024"
+        # No Content-Length to refuse it early: the app's error handlers answer this with 413.
+        with pytest.raises(PayloadTooLarge):
+            await client.post("/", content=chunks(1025), headers=json)
 
 
 def test_the_rate_limiter_grants_a_burst_then_says_when_to_come_back() -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from herald.core.fhir import new_id
+from herald.runtime.access import HEADER, accepted_request_id
 from herald.runtime.logs import request_id
 
 log = logging.getLogger("herald.audit")
-
-REQUEST_ID_HEADER = b"x-request-id"
 
 
 def interaction(method: str, path: str) -> tuple[str, str | None, str | None]:
@@ -66,11 +65,9 @@ class AuditMiddleware:
             return
         state = scope.setdefault("state", {})
         # The access log's request id when it runs around this middleware, else our own.
-        rid = request_id.get()
         token = None
-        if rid is None:
-            given = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
-            token = request_id.set(given[:100] if given.isprintable() and given else new_id())
+        if request_id.get() is None:
+            token = request_id.set(accepted_request_id(Headers(scope=scope).get(HEADER)))
         answer: dict[str, object] = {"status": 500, "headers": []}
 
         async def recording_send(message: Message) -> None:

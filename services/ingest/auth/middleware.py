@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import re
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from herald.core.errors import Unauthenticated
-from herald.core.fhir import FHIR_JSON, operation_outcome
 from herald.ingest.auth.server import ANONYMOUS, AuthServer
+from herald.runtime.limits import refuse
 from herald.runtime.metrics import Metrics
 
 PUBLIC_PATHS = frozenset(
@@ -73,7 +72,16 @@ class AuthMiddleware:
                 caller = await self.server.authenticate(_bearer(scope))
             except Unauthenticated as exc:
                 self.metrics.rejected_requests.labels("401").inc()
-                await _refuse(exc, send)
+                await refuse(
+                    send,
+                    401,
+                    exc.diagnostics,
+                    exc.issue_code,
+                    [
+                        (b"www-authenticate", challenge(exc).encode("latin-1", "replace")),
+                        (b"cache-control", b"no-store"),
+                    ],
+                )
                 return
             state["caller"] = caller
             state["client_id"] = caller.client_id
@@ -92,20 +100,3 @@ def _bearer(scope: Scope) -> str:
             "the Authorization header must be 'Bearer <access token>'", error="invalid_request"
         )
     return token.strip()
-
-
-async def _refuse(exc: Unauthenticated, send: Send) -> None:
-    body = orjson.dumps(operation_outcome(exc.diagnostics, code=exc.issue_code))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", f"{FHIR_JSON}; charset=utf-8".encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", challenge(exc).encode("latin-1", "replace")),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
