@@ -307,8 +307,14 @@ class Deliverer:
 
     async def handshake(self, subscription_id: str, stop: asyncio.Event) -> None:
         """Send the handshake of a requested subscription and move it to active or error."""
+        noted = self.handshake_origins.get(subscription_id)
         loaded = await self._load(subscription_id)
         if loaded is None or loaded[0].status is not SubscriptionStatus.REQUESTED:
+            # No handshake is pending (sent already after a scan's wake-up, or the subscription
+            # is gone): the origin noted before this read would otherwise stay forever. One
+            # noted during the read is kept: the read may predate the write that asked for it.
+            if noted is not None and self.handshake_origins.get(subscription_id) == noted:
+                del self.handshake_origins[subscription_id]
             return
         # Clients (and conformance suites) are ready for the handshake only after the 201.
         if await sleep_or_stop(stop, self.settings.handshake_delay):

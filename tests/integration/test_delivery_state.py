@@ -291,6 +291,19 @@ async def test_what_is_kept_in_memory_is_bounded(database: Database, deliverer: 
     assert deliverer._recent_count == 0
 
 
+async def test_a_handshake_origin_is_dropped_once_no_handshake_is_pending(
+    database: Database, deliverer: Deliverer
+) -> None:
+    # The scan woke the worker and the handshake was sent before the bus record naming the
+    # Subscription write arrived: nothing will take its origin, so it is not kept.
+    await _add_subscription(database, "s", "http://127.0.0.1:9/")  # active
+    deliverer.handshake_origins["s"] = "r1"
+    deliverer.handshake_origins["gone"] = "r2"
+    await deliverer.handshake("s", asyncio.Event())
+    await deliverer.handshake("gone", asyncio.Event())
+    assert deliverer.handshake_origins == {}
+
+
 async def test_an_endpoint_that_comes_back_is_found_by_a_probe_long_before_the_retry(
     database: Database, receiver: Receiver
 ) -> None:
