@@ -19,7 +19,7 @@ from herald.cli.common import add_command
 from herald.cli.serve import configure_header_secrets
 from herald.cli.settings_help import load_settings
 from herald.core.errors import ClientExists, FhirError
-from herald.core.fhir import format_instant, utc_now
+from herald.core.fhir import format_instant, is_valid_id, utc_now
 from herald.core.scopes import InvalidScope, format_scopes, parse_scopes
 from herald.ingest.auth.jwks import public_key_set
 from herald.ingest.auth.keys import rotate
@@ -30,8 +30,8 @@ from herald.runtime.store import header_secrets, subscriptions
 from herald.runtime.store.clients import Client
 from herald.runtime.store.database import Database
 
-CLIENT_ID = re.compile(r"^[A-Za-z0-9._~:@/-]{1,200}$")
-ORGANIZATION = re.compile(r"^Organization/[A-Za-z0-9.-]{1,64}$")
+# Matched in full: `$` alone would let a trailing newline through.
+CLIENT_ID = re.compile(r"[A-Za-z0-9._~:@/-]{1,200}")
 
 
 class CommandError(Exception):
@@ -77,7 +77,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def client_from_arguments(args: argparse.Namespace, settings: Settings) -> Client:
     """The Client `clients add` describes, checked; CommandError when something is wrong."""
-    if not CLIENT_ID.match(args.client_id):
+    if not CLIENT_ID.fullmatch(args.client_id):
         raise CommandError(f"client id {args.client_id!r}: 1-200 of A-Z a-z 0-9 . _ ~ : @ / -")
     try:
         permissions = parse_scopes(args.scope, strict=True)
@@ -86,7 +86,8 @@ def client_from_arguments(args: argparse.Namespace, settings: Settings) -> Clien
     if not permissions:
         raise CommandError("--scope names no scope")
     for organization in args.organization:
-        if not ORGANIZATION.match(organization):
+        kind, _, organization_id = organization.partition("/")
+        if kind != "Organization" or not is_valid_id(organization_id):
             raise CommandError(f"--organization {organization!r}: write Organization/<id>")
     jwks = None
     if args.jwks is not None:

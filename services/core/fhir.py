@@ -46,12 +46,12 @@ TASK_INTENT_CODES = frozenset(
 
 # http://hl7.org/fhir/R4/datatypes.html#id
 # Matched in full: `$` alone would let a trailing newline through.
-_ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 def is_valid_id(value: object) -> bool:
     """True when value is a FHIR logical id."""
-    return isinstance(value, str) and _ID_PATTERN.fullmatch(value) is not None
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
 # ASCII digits only (str.isdigit also takes "²"), and few enough to fit a 64-bit column.
@@ -80,8 +80,9 @@ def format_instant(moment: datetime) -> str:
     )
 
 
-# Characters neither FHIR strings nor XML 1.0 may hold (a client's input echoed in a message).
-_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+# Characters neither FHIR strings nor XML 1.0 may hold: control characters other than tab, CR
+# and LF, non-characters and lone surrogates (a client's input echoed in a message).
+NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
 
 def operation_outcome(
@@ -95,7 +96,7 @@ def operation_outcome(
     issue: JsonObject = {
         "severity": severity,
         "code": code,
-        "diagnostics": _NOT_TEXT.sub("\ufffd", diagnostics),
+        "diagnostics": NOT_TEXT.sub("\ufffd", diagnostics),
     }
     if expression:
         issue["expression"] = [expression]

@@ -42,7 +42,7 @@ class FhirXml:
     def from_xml(self, data: bytes) -> JsonObject:
         """Parse a FHIR XML resource into FHIR JSON; InvalidResource when it is not one."""
         try:
-            tree = etree.ElementTree(etree.fromstring(data, _parser()))
+            tree = etree.ElementTree(etree.fromstring(data, safe_parser()))
         except etree.XMLSyntaxError as exc:
             raise InvalidResource(f"the body is not well-formed XML: {exc}") from exc
         if getattr(tree.docinfo, "doctype", "") or tree.docinfo.internalDTD is not None:
@@ -55,22 +55,19 @@ class FhirXml:
 
     def is_resource_type(self, type_name: str) -> bool:
         """Whether the name is an R4 resource type."""
-        return self._is_resource(type_name)
-
-    def _is_resource(self, type_name: str) -> bool:
         elements = self._types.get(type_name)
         return elements is not None and elements.get("id") == ("id", False)
 
     def _resource_element(self, resource: JsonObject) -> etree._Element:
         type_name = resource.get("resourceType")
-        if not isinstance(type_name, str) or not self._is_resource(type_name):
+        if not isinstance(type_name, str) or not self.is_resource_type(type_name):
             raise ValueError(f"not a FHIR resource type: {type_name!r}")
         element = etree.Element(f"{{{NS}}}{type_name}", nsmap={None: NS})  # type: ignore[dict-item]
         self._write_content(element, type_name, resource)
         return element
 
     def _write_content(self, element: etree._Element, type_name: str, value: JsonObject) -> None:
-        resource = self._is_resource(type_name)
+        resource = self.is_resource_type(type_name)
         for name, (child_type, _repeats) in self._types[type_name].items():
             if name == "id" and not resource:
                 if isinstance(value.get("id"), str):
@@ -104,7 +101,7 @@ class FhirXml:
             values, extras = [values], [extras]
         for value, extra in zip(values, extras, strict=False):
             if type_name == "xhtml":
-                element.append(etree.fromstring(str(value).encode(), _parser()))
+                element.append(etree.fromstring(str(value).encode(), safe_parser()))
                 continue
             child = etree.SubElement(element, f"{{{NS}}}{name}")
             if isinstance(extra, dict):
@@ -120,7 +117,7 @@ class FhirXml:
         namespace, type_name = _local(element)
         if namespace != NS:
             raise InvalidResource(f"the root element must be in the namespace {NS}")
-        if not self._is_resource(type_name):
+        if not self.is_resource_type(type_name):
             raise InvalidResource(f"{type_name!r} is not a FHIR resource type")
         return {"resourceType": type_name, **self._read_content(element, type_name)}
 
@@ -129,7 +126,7 @@ class FhirXml:
         result: JsonObject = {}
         for key, attribute_value in element.attrib.items():
             attribute = str(key)
-            if attribute == "id" and not self._is_resource(type_name):
+            if attribute == "id" and not self.is_resource_type(type_name):
                 result["id"] = attribute_value
             elif attribute == "url" and type_name == "Extension":
                 result["url"] = attribute_value
@@ -198,10 +195,6 @@ def _is_primitive(type_name: str) -> bool:
 
 def safe_parser() -> etree.XMLParser:
     """An XML parser that loads no DTD, resolves no entity and never touches the network."""
-    return _parser()
-
-
-def _parser() -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,
         no_network=True,

@@ -18,6 +18,7 @@ from typing import Any
 from lxml import etree
 
 from herald.core.errors import InvalidResource
+from herald.core.fhir import ID_PATTERN, NOT_TEXT
 from herald.core.fhirxml import XHTML, FhirXml, safe_parser
 
 MAX_DEPTH = 40
@@ -25,19 +26,16 @@ MAX_DEPTH = 40
 MAX_STRING_LENGTH = 64 * 1024
 """Characters in one string (base64Binary excepted; the body limit bounds it)."""
 
-# FHIR strings: no control characters other than tab, CR and LF; nothing XML 1.0 cannot hold.
-_FORBIDDEN_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
-
 _YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
 _MONTH = r"(0[1-9]|1[0-2])"
 _DAY = r"(0[1-9]|[1-2][0-9]|3[0-1])"
 _TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?"
 _ZONE = r"(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
-# http://hl7.org/fhir/R4/datatypes.html: the regular expression of each primitive type.
-_FORMATS: dict[str, re.Pattern[str]] = {
+# http://hl7.org/fhir/R4/datatypes.html: the regular expression of each primitive type (the
+# id's is the one core.fhir checks logical ids with).
+_FORMATS: dict[str, re.Pattern[str]] = {"id": ID_PATTERN} | {
     name: re.compile(pattern)
     for name, pattern in {
-        "id": r"[A-Za-z0-9\-.]{1,64}",
         "code": r"[^\s]+(\s[^\s]+)*",
         "uri": r"\S+",
         "url": r"\S+",
@@ -206,7 +204,7 @@ def _primitive(value: object, type_name: str, path: str) -> None:
         raise InvalidResource(
             f"{path} is longer than {MAX_STRING_LENGTH} characters", expression=path
         )
-    if _FORBIDDEN_CHARACTERS.search(value):
+    if NOT_TEXT.search(value):
         raise InvalidResource(f"{path} holds a control character", expression=path)
     pattern = _FORMATS.get(type_name)
     if pattern is not None and not pattern.fullmatch(value):

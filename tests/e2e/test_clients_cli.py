@@ -118,6 +118,7 @@ def test_clients_add_refuses_what_cannot_work(tmp_path: Path, herald: Command) -
         ([*public, "--scope", "system/Task.sr"], "in that order"),
         ([*public, "--scope", "openid"], "not a SMART system scope"),
         ([*public, "--scope", "system/Task.rs", "--organization", "Practitioner/1"], "<id>"),
+        ([*public, "--scope", "system/Task.rs", "--organization", "Organization/1\n"], "<id>"),
         ([*private, "--scope", "system/Task.rs"], "private key"),
         (["--jwks-url", "ftp://example.org/jwks", "--scope", "system/Task.rs"], "http(s)"),
     ]:
