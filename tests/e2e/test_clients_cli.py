@@ -124,6 +124,8 @@ def test_clients_add_refuses_what_cannot_work(tmp_path: Path, herald: Command) -
         code, _, err = run(env, "clients", "add", "x", *arguments)
         assert code == 2, (arguments, err)
         assert complaint in err and len(err.strip().splitlines()) == 1, err
+    # None of the refused clients was registered.
+    assert run(env, "clients", "list")[:2] == (0, "")
 
 
 def test_authentication_settings_are_checked_at_start(tmp_path: Path, herald: Command) -> None:
