@@ -59,8 +59,12 @@ def check_notification(client: httpx.Client, receiver: Receiver) -> None:
     )
     assert created.status_code == 201, created.text
     wait_status(client, created.json()["id"], "active", timeout=60)
-    assert put(client, task(f"smoke-{uuid.uuid4().hex[:8]}", owner)).status_code == 201
+    task_id = f"smoke-{uuid.uuid4().hex[:8]}"
+    assert put(client, task(task_id, owner)).status_code == 201
     receiver.wait_for(lambda r: len(r.of_kind("event-notification")) == 1, timeout=60)
+    note = receiver.of_kind("event-notification")[0]
+    focus = note.parameters["notification-event"][0]["focus"]["valueReference"]["reference"]
+    assert focus.endswith(f"Task/{task_id}"), focus
 
 
 def main() -> None:

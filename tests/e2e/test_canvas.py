@@ -102,6 +102,7 @@ def test_canvas_snapshots_become_tasks_and_notifications(herald: str) -> None:
         assert stored["meta"]["source"] == "urn:herald:source:canvas"
         assert put(fhir, {**stored, "status": "cancelled"}).status_code == 403
         assert fhir.delete(f"/Task/{task_id}").status_code == 403
+        assert fhir.get(f"/Task/{task_id}").json() == stored
 
         # A delivery sent again with its webhook-id is recognised and changes nothing.
         replay_id = f"msg_{uuid.uuid4().hex}"
@@ -112,6 +113,7 @@ def test_canvas_snapshots_become_tasks_and_notifications(herald: str) -> None:
         replayed = send(canvas, new, webhook_id=replay_id)
         assert replayed.status_code == 200
         assert replayed.headers["X-Herald-Canvas-Outcome"] == "replayed"
+        assert fhir.get(f"/Task/{task_id}").json()["meta"] == stored["meta"]
 
         # Repeated: no new version, no notification.
         repeat = send(canvas, new)

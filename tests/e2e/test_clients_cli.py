@@ -3,6 +3,7 @@ operator runs them (the command in this process, Herald as an OS process beside 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -48,6 +49,18 @@ def herald(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) 
     return run
 
 
+def _kid(authorization: str) -> str:
+    """The key id in the header of a bearer token (an Authorization header's value)."""
+    header = authorization.removeprefix("Bearer ").split(".")[0]
+    return str(json.loads(base64.urlsafe_b64decode(header + "==="))["kid"])
+
+
+def _token(client: ApiClient, token_url: str) -> str:
+    answer = httpx.post(token_url, data=client.token_form(token_url))
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_token"])
+
+
 def test_clients_are_added_listed_and_removed_while_herald_runs(
     tmp_path: Path, herald: Command
 ) -> None:
@@ -85,12 +98,23 @@ def test_clients_are_added_listed_and_removed_while_herald_runs(
         ]
         token_url = f"{root}/fhir/auth/token"
         with httpx.Client(base_url=f"{root}/fhir", auth=SmartAuth(client, token_url)) as http:
-            assert http.get("/Task").status_code == 200
+            first = http.get("/Task")
+            assert first.status_code == 200
             # A new signing key: tokens signed with the old one still verify, new ones too.
             assert run(env, "keys", "rotate")[0] == 0
             assert http.get("/Task").status_code == 200
         with httpx.Client(base_url=f"{root}/fhir", auth=SmartAuth(client, token_url)) as http:
             assert http.get("/Task").status_code == 200
+        # Herald signs with the new key once it reloads its keys (within 30 s); the token signed
+        # with the old key keeps verifying.
+        signed_before = first.request.headers["Authorization"]
+        deadline = time.monotonic() + 45
+        while _kid(fresh := f"Bearer {_token(client, token_url)}") == _kid(signed_before):
+            assert time.monotonic() < deadline, "new tokens are still signed with the old key"
+            time.sleep(1)
+        for bearer in (fresh, signed_before):
+            answer = httpx.get(f"{root}/fhir/Task", headers={"Authorization": bearer})
+            assert answer.status_code == 200, answer.text
         code, _, err = run(env, *add)
         assert code == 2 and "registered already" in err
         assert run(env, "clients", "remove", "payer-1")[0] == 0
@@ -125,6 +149,8 @@ def test_clients_add_refuses_what_cannot_work(tmp_path: Path, herald: Command) -
         code, _, err = run(env, "clients", "add", "x", *arguments)
         assert code == 2, (arguments, err)
         assert complaint in err and len(err.strip().splitlines()) == 1, err
+    # None of the refused clients was registered.
+    assert run(env, "clients", "list")[:2] == (0, "")
 
 
 def test_authentication_settings_are_checked_at_start(tmp_path: Path, herald: Command) -> None:

@@ -399,13 +399,22 @@ async def test_each_interaction_needs_its_scope(app: httpx.AsyncClient, database
         assert response.json()["issue"][0]["code"] == "forbidden"
 
 
+async def _two_tenants(
+    app: httpx.AsyncClient, database: Database
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The request headers of two clients, of Organization/a and of Organization/b."""
+    a = await register(database, ApiClient("payer-a"), organizations=("Organization/a",))
+    b = await register(database, ApiClient("payer-b"), organizations=("Organization/b",))
+    return (
+        {**bearer(await token(app, a)), "Content-Type": FHIR_JSON},
+        {**bearer(await token(app, b)), "Content-Type": FHIR_JSON},
+    )
+
+
 async def test_two_tenants_cannot_see_change_or_subscribe_to_each_other(
     app: httpx.AsyncClient, database: Database
 ) -> None:
-    a = await register(database, ApiClient("payer-a"), organizations=("Organization/a",))
-    b = await register(database, ApiClient("payer-b"), organizations=("Organization/b",))
-    as_a = {**bearer(await token(app, a)), "Content-Type": FHIR_JSON}
-    as_b = {**bearer(await token(app, b)), "Content-Type": FHIR_JSON}
+    as_a, as_b = await _two_tenants(app, database)
     hook = "https://example.org/hook"
 
     for filters in [(), ("Task?status=requested",), ("Task?owner=Organization/b",)]:
@@ -469,10 +478,7 @@ async def test_two_tenants_cannot_see_change_or_subscribe_to_each_other(
 async def test_history_and_conditional_interactions_keep_to_owner_and_tenant(
     app: httpx.AsyncClient, database: Database
 ) -> None:
-    a = await register(database, ApiClient("payer-a"), organizations=("Organization/a",))
-    b = await register(database, ApiClient("payer-b"), organizations=("Organization/b",))
-    as_a = {**bearer(await token(app, a)), "Content-Type": FHIR_JSON}
-    as_b = {**bearer(await token(app, b)), "Content-Type": FHIR_JSON}
+    as_a, as_b = await _two_tenants(app, database)
     task = {"resourceType": "Task", "status": "requested", "intent": "order"}
     mine = {**task, "id": "ta", "owner": {"reference": "Organization/a"}}
     assert (await app.put("/fhir/Task/ta", json=mine, headers=as_a)).status_code == 201

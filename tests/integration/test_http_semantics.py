@@ -92,14 +92,18 @@ async def test_prefer_return(client: httpx.AsyncClient) -> None:
     assert minimal.headers["ETag"] == 'W/"1"' and minimal.headers["Location"].endswith(
         "/Task/a/_history/1"
     )
+    assert (await client.get("/fhir/Task/a")).json()["meta"]["versionId"] == "1"
     outcome = await client.post(
         "/fhir/Task", json=task(), headers={"Prefer": "return=OperationOutcome"}
     )
     assert outcome.status_code == 201
     assert outcome.json()["resourceType"] == "OperationOutcome"
     assert outcome.json()["issue"][0]["severity"] == "information"
+    stored = outcome.headers["Location"].split("/Task/")[1].split("/")[0]
+    assert (await client.get(f"/fhir/Task/{stored}")).status_code == 200
     full = await client.post("/fhir/Task", json=task(), headers={"Prefer": "return=representation"})
     assert full.json()["resourceType"] == "Task"
+    assert (await client.get(f"/fhir/Task/{full.json()['id']}")).json() == full.json()
 
 
 async def test_conditional_create_makes_no_duplicate(client: httpx.AsyncClient) -> None:
@@ -130,6 +134,10 @@ async def test_conditional_update_and_delete(client: httpx.AsyncClient) -> None:
     await client.post("/fhir/Task", json=body)
     assert (await client.put("/fhir/Task?identifier=c1", json=body)).status_code == 412
     assert (await client.delete("/fhir/Task?identifier=c1")).status_code == 412
+    # The refused update and delete changed neither of the two matches.
+    matches = (await client.get("/fhir/Task?identifier=c1")).json()
+    assert matches["total"] == 2
+    assert (await client.get(f"/fhir/Task/{tid}")).json()["meta"]["versionId"] == "2"
     assert (await client.delete(f"/fhir/Task?_id={tid}")).status_code == 204
     assert (await client.get(f"/fhir/Task/{tid}")).status_code == 410
     assert (await client.delete("/fhir/Task?identifier=nothing")).status_code == 204
