@@ -131,6 +131,8 @@ def ingest_system(
         "HERALD_LOG_FORMAT": "json",
         "HERALD_CANVAS_SECRET": CANVAS_SECRET,
         "HERALD_HEALTH_PORT": str(free_port()),
+        # One client on one address: limited (the limiter's work is measured), never refused.
+        "HERALD_RATE_LIMIT": "1000000",
     }
     with (folder / "server.log").open("wb") as log:
         process = subprocess.Popen(
