@@ -17,8 +17,10 @@ Not a test. Each round starts, one after the other and fresh:
 The load is bench/e2e.py's: W keep-alive connections PUT N new Tasks (closed loop), after a
 warm-up of 200 PUTs. Printed per system: CPU ms per request (user + system of the server process
 from /proc), accepted writes/s, and each Herald variant's CPU ÷ the floor's, measured in the same
-round; then the medians over the rounds. The server logs at HERALD_LOG_LEVEL (--log-level,
-default INFO as Herald's default: one access and one audit line per request, JSON) into a file.
+round; then the medians over the rounds. `--baseline DIR` measures another checkout's Herald
+(e.g. the commit before a change) right after each variant, in the same rounds. The server logs
+at HERALD_LOG_LEVEL (--log-level, default INFO as Herald's default: one access and one audit
+line per request, JSON) into a file.
 
     .venv/bin/python bench/ingest.py --rounds 3 --json bench-ingest.json
 """
@@ -28,8 +30,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -112,11 +116,20 @@ async def _register(url: str, client: ApiClient) -> None:
         await database.aclose()
 
 
+def baseline_path(checkout: Path, folder: Path) -> Path:
+    """A folder to put first on PYTHONPATH so that `herald` is another checkout's (as the
+    package is laid out: services/ is herald, schemas/ is herald.schemas)."""
+    shutil.copytree(checkout / "services", folder / "herald")
+    shutil.copytree(checkout / "schemas", folder / "herald" / "schemas")
+    return folder
+
+
 @contextlib.contextmanager
 def ingest_system(
-    folder: Path, smart: bool, path_only: bool, log_level: str
+    folder: Path, smart: bool, path_only: bool, log_level: str, baseline: Path | None = None
 ) -> Iterator[tuple[System, bytes]]:
-    """Herald's FHIR API in its own process; with the header lines each request must carry."""
+    """Herald's FHIR API in its own process; with the header lines each request must carry
+    (`baseline`: a PYTHONPATH folder holding another version of Herald to run instead)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     database_url = f"sqlite:///{folder / 'herald.db'}"
@@ -134,6 +147,8 @@ def ingest_system(
         # One client on one address: limited (the limiter's work is measured), never refused.
         "HERALD_RATE_LIMIT": "1000000",
     }
+    if baseline is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(baseline), env.get("PYTHONPATH", "")])
     with (folder / "server.log").open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, __file__, "_serve", "smart" if smart else "none", str(path_only)],
@@ -152,6 +167,7 @@ def ingest_system(
             answer.raise_for_status()
             headers = b"Authorization: Bearer %s\r\n" % answer.json()["access_token"].encode()
         name = f"{'path' if path_only else 'ingest'} auth {'smart' if smart else 'none'}"
+        name += " (baseline)" if baseline is not None else ""
         yield System(name, port, lambda: [process.pid]), headers
     finally:
         process.terminate()
@@ -182,9 +198,13 @@ def run_round(args: argparse.Namespace, number: int) -> dict[str, dict[str, Any]
             for path_only in {"full": [False], "path": [True], "both": [False, True]}[args.store]
             for smart in {"none": [False], "smart": [True], "both": [False, True]}[args.auth]
         ]
-        for smart, path_only in variants:
-            place = Path(folder) / f"{smart}-{path_only}"
-            with ingest_system(place, smart, path_only, args.log_level) as (system, head):
+        baseline: Path | None = None
+        if args.baseline is not None:
+            baseline = baseline_path(args.baseline, Path(folder) / "baseline")
+        versions = [None] if baseline is None else [None, baseline]
+        for (smart, path_only), other in itertools.product(variants, versions):
+            place = Path(folder) / f"{smart}-{path_only}-{other is not None}"
+            with ingest_system(place, smart, path_only, args.log_level, other) as (system, head):
                 result = _measure(system, head, args, f"r{number}")
                 result["floor_ratio"] = round(
                     result["cpu_ms_per_task"] / figures["floor"]["cpu_ms_per_task"], 2
@@ -207,6 +227,12 @@ def main() -> None:
         choices=("full", "path", "both"),
         default="both",
         help="full: real writes; path: the store replaced by a dict (the request path alone)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another commit (git worktree add DIR COMMIT): its Herald is measured "
+        "too, right after this one's, in every round",
     )
     parser.add_argument("--log-level", default="INFO", help="HERALD_LOG_LEVEL of the server")
     parser.add_argument("--json", type=Path, help="write all figures to this file")
