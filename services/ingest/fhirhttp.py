@@ -261,7 +261,7 @@ def unsupported_router() -> APIRouter:
     """The last routes under /fhir: 405 for an interaction Herald does not offer on a type it
     serves (or at the system level: batch, transaction, history), else 404; each with an
     OperationOutcome."""
-    router = APIRouter(dependencies=[Depends(check_accept)])
+    router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
 
     @router.api_route("", methods=_METHODS, include_in_schema=False)
     @router.api_route("/{path:path}", methods=_METHODS, include_in_schema=False)
