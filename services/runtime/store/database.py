@@ -14,7 +14,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from herald.runtime.store.sqlite_driver import OneTripDbapi
+from herald.runtime.store.sqlite_driver import BUSY_TIMEOUT_MS, OneTripDbapi
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Connections (and so threads) of an SQLite database: readers share them, writers take one at a
@@ -44,7 +44,7 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30}
+            kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
             kwargs["module"] = OneTripDbapi()
             # A fixed set of connections: each is a thread with its own SQLite cache, and
             # closing overflow connections on return started a new one for every burst.

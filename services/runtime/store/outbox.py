@@ -25,10 +25,13 @@ class OutboxRecord:
     request_id: str | None = None
 
 
+_ADD = insert(outbox)
+
+
 async def add(connection: AsyncConnection, topic: str, key: str, payload: bytes) -> None:
     """Queue a record in the caller's transaction, with the request id of the work in hand."""
     await connection.execute(
-        insert(outbox).values(topic=topic, key=key, payload=payload, request_id=request_id.get())
+        _ADD, {"topic": topic, "key": key, "payload": payload, "request_id": request_id.get()}
     )
 
 

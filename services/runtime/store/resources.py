@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import false, func, insert, select, text, tuple_, update
+from sqlalchemy import bindparam, false, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,16 +30,30 @@ class StoredResource:
     resource: JsonObject
 
 
+# The statements of every write, built once: building one and computing its cache key cost
+# more than executing it (see docs/performance.md).
+_CURRENT = select(resources).where(
+    resources.c.resource_type == bindparam("type"), resources.c.id == bindparam("id")
+)
+_CURRENT_LOCKED = _CURRENT.with_for_update()
+_NEWEST = select(func.max(resources.c.last_updated)).where(
+    resources.c.resource_type == bindparam("type"), resources.c.deleted == false()
+)
+_TYPE_LOCK = text("SELECT pg_advisory_xact_lock(:kind, :key)")
+_INSERT_CURRENT = insert(resources)
+_UPDATE_CURRENT = update(resources).where(
+    resources.c.resource_type == bindparam("key_type"), resources.c.id == bindparam("key_id")
+)
+_INSERT_VERSION = insert(resource_versions)
+
+
 async def current(
     connection: AsyncConnection, resource_type: str, resource_id: str, *, for_update: bool = False
 ) -> StoredResource | None:
     """The current version of a resource, locking its row when asked (PostgreSQL)."""
-    query = select(resources).where(
-        resources.c.resource_type == resource_type, resources.c.id == resource_id
-    )
-    if for_update and connection.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await connection.execute(query)).first()
+    locked = for_update and connection.dialect.name == "postgresql"
+    query = _CURRENT_LOCKED if locked else _CURRENT
+    row = (await connection.execute(query, {"type": resource_type, "id": resource_id})).first()
     if row is None:
         return None
     return StoredResource(
@@ -69,14 +83,8 @@ async def write_clock(connection: AsyncConnection, resource_type: str) -> dateti
     """
     if connection.dialect.name == "postgresql":
         key = zlib.crc32(resource_type.encode()) & 0x7FFFFFFF
-        await connection.execute(
-            text("SELECT pg_advisory_xact_lock(:kind, :key)"), {"kind": _WRITE_LOCK, "key": key}
-        )
-    newest = await connection.scalar(
-        select(func.max(resources.c.last_updated)).where(
-            resources.c.resource_type == resource_type, resources.c.deleted == false()
-        )
-    )
+        await connection.execute(_TYPE_LOCK, {"kind": _WRITE_LOCK, "key": key})
+    newest = await connection.scalar(_NEWEST, {"type": resource_type})
     now = utc_now()
     if newest is not None:
         now = max(now, datetime.fromisoformat(newest) + _TICK)
@@ -163,23 +171,23 @@ async def _save(
     }
     if previous is None:
         await connection.execute(
-            insert(resources).values(resource_type=resource_type, id=resource_id, **values)
+            _INSERT_CURRENT, {"resource_type": resource_type, "id": resource_id, **values}
         )
     else:
         await connection.execute(
-            update(resources)
-            .where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
-            .values(**values)
+            _UPDATE_CURRENT, {"key_type": resource_type, "key_id": resource_id, **values}
         )
     await connection.execute(
-        insert(resource_versions).values(
-            resource_type=resource_type,
-            id=resource_id,
-            version_id=version_id,
-            last_updated=last_updated,
-            content=content,
-            method=method,
-        )
+        _INSERT_VERSION,
+        {
+            "resource_type": resource_type,
+            "id": resource_id,
+            "version_id": version_id,
+            "last_updated": last_updated,
+            "content": content,
+            "method": method,
+            "deleted": False,
+        },
     )
     await search.reindex(connection, stamped, fresh=previous is None or previous.deleted)
 

@@ -37,6 +37,9 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.util.concurrency import await_
 
+BUSY_TIMEOUT_MS = 30_000
+"""How long a connection waits for another process's write lock."""
+
 # description, rows, rowcount, lastrowid
 _Outcome = tuple[Any, list[Any], int, int | None]
 
@@ -60,6 +63,28 @@ def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: 
 
 async def _done(outcome: _Outcome) -> _Outcome:
     return outcome
+
+
+_NOTHING: _Outcome = (None, [], -1, None)
+
+
+def _begin_at_once(connection: sqlite3.Connection) -> bool:
+    """Take the write lock on the event loop if no other process holds it (no waiting).
+
+    The process's own writers take turns before they get here (Database's write lock), so the
+    lock is almost always free; when another process holds it, False, and BEGIN IMMEDIATE goes
+    to the connection's thread, to wait there up to the connection's busy timeout.
+    """
+    connection.execute("PRAGMA busy_timeout = 0")
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        if connection.in_transaction or "locked" not in str(error):
+            raise
+        return False
+    finally:
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return True
 
 
 class OneTripCursor:
@@ -86,16 +111,20 @@ class OneTripCursor:
 
     def _trip(self, operation: str, parameters: Any, *, many: bool) -> None:
         connection = self._adapt_connection
+        sqlite = self._connection._conn
         try:
-            if connection.writing:
+            if connection.writing or operation == "BEGIN":
                 # SQLAlchemy's async API insists on an await per statement: a coroutine that
-                # is already done costs two greenlet switches, not a trip.
-                outcome = await_(_done(_run(self._connection._conn, operation, parameters, many)))
+                # is already done costs two greenlet switches, not a trip. A deferred BEGIN
+                # takes no lock, so it cannot wait either.
+                outcome = await_(_done(_run(sqlite, operation, parameters, many)))
+            elif operation == "BEGIN IMMEDIATE" and _begin_at_once(sqlite):
+                outcome = _NOTHING
             else:
                 outcome = await_(self._execute_async(operation, parameters, many))
         except Exception as error:  # noqa: BLE001 - mapped to the DBAPI's errors, as SQLAlchemy does
             connection._handle_exception(error)
-        if operation.startswith("BEGIN IMMEDIATE"):
+        if operation == "BEGIN IMMEDIATE":
             connection.writing = True
         self.description, rows, self.rowcount, self.lastrowid = outcome
         self._rows = deque(rows)
@@ -155,14 +184,27 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         """Inside BEGIN IMMEDIATE ... COMMIT/ROLLBACK: statements run on the event loop."""
 
     def commit(self) -> None:
-        """Commit on the connection's thread (a commit may checkpoint the WAL)."""
-        self.writing = False
-        super().commit()
+        """Commit a write on the connection's thread (it may checkpoint the WAL); end a read
+        on the event loop (it only releases the snapshot)."""
+        writing, self.writing = self.writing, False
+        if writing:
+            super().commit()
+        else:
+            self._end_here("COMMIT")
 
     def rollback(self) -> None:
-        """Roll back on the connection's thread."""
+        """Roll back on the event loop: nothing is written, pages are dropped from memory."""
         self.writing = False
-        super().rollback()
+        self._end_here("ROLLBACK")
+
+    def _end_here(self, statement: str) -> None:
+        sqlite = self._connection._connection
+        if sqlite is None or not sqlite.in_transaction:
+            return  # e.g. the pool's reset of a connection whose transaction has ended
+        try:
+            sqlite.execute(statement)
+        except Exception as error:  # noqa: BLE001 - mapped as SQLAlchemy does
+            self._handle_exception(error)
 
 
 class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Table, delete, false, insert, select
+from sqlalchemy import Connection, Table, bindparam, delete, false, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.search import DATABASE_SEARCHED, PARAMETERS, IndexEntries, index_entries
@@ -49,18 +49,22 @@ def index_rows(resource: JsonObject) -> dict[Table, list[dict[str, Any]]]:
 
 
 _ALL_TABLES = (search_tokens, search_references, search_dates)
+# Built once: building a statement costs more than running it (see docs/performance.md).
+_UNINDEX = [
+    delete(table).where(
+        table.c.resource_type == bindparam("type"), table.c.resource_id == bindparam("id")
+    )
+    for table in _ALL_TABLES
+]
+_INSERT = {table: insert(table) for table in _ALL_TABLES}
 
 
 async def unindex(connection: AsyncConnection, resource_type: str, resource_id: str) -> None:
     """Remove a resource's index rows."""
     if resource_type not in DATABASE_SEARCHED:
         return
-    for table in _ALL_TABLES:
-        await connection.execute(
-            delete(table).where(
-                table.c.resource_type == resource_type, table.c.resource_id == resource_id
-            )
-        )
+    for statement in _UNINDEX:
+        await connection.execute(statement, {"type": resource_type, "id": resource_id})
 
 
 async def reindex(connection: AsyncConnection, resource: JsonObject, *, fresh: bool) -> None:
@@ -74,7 +78,7 @@ async def reindex(connection: AsyncConnection, resource: JsonObject, *, fresh: b
         await unindex(connection, resource["resourceType"], resource["id"])
     for table, rows in index_rows(resource).items():
         if rows:
-            await connection.execute(insert(table), rows)
+            await connection.execute(_INSERT[table], rows)
 
 
 def backfill(connection: Connection, batch: int = 500) -> int:
