@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.runtime.store import direct
+from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import delivery_attempts
 
 # Attempts kept per subscription.
@@ -29,7 +31,7 @@ class Attempt:
     seconds: float
 
 
-_INSERT = insert(delivery_attempts)
+_INSERT = Prepared(insert(delivery_attempts))
 _NEWEST_KEPT = (
     select(delivery_attempts.c.id)
     .where(delivery_attempts.c.subscription_id == bindparam("subscription"))
@@ -38,9 +40,11 @@ _NEWEST_KEPT = (
     .limit(1)
     .scalar_subquery()
 )
-_PRUNE = delete(delivery_attempts).where(
-    delivery_attempts.c.subscription_id == bindparam("subscription"),
-    delivery_attempts.c.id < _NEWEST_KEPT,
+_PRUNE = Prepared(
+    delete(delivery_attempts).where(
+        delivery_attempts.c.subscription_id == bindparam("subscription"),
+        delivery_attempts.c.id < _NEWEST_KEPT,
+    )
 )
 
 
@@ -48,9 +52,11 @@ async def record_many(connection: AsyncConnection, attempts: Sequence[Attempt]) 
     """Store attempts, then drop all but the newest KEEP of each subscription concerned."""
     if not attempts:
         return
-    await connection.execute(_INSERT, [asdict(a) for a in attempts])
-    await connection.execute(
-        _PRUNE, [{"subscription": s} for s in sorted({a.subscription_id for a in attempts})]
+    await direct.run_many(connection, _INSERT, [asdict(a) for a in attempts])
+    await direct.run_many(
+        connection,
+        _PRUNE,
+        [{"subscription": s} for s in sorted({a.subscription_id for a in attempts})],
     )
 
 

@@ -43,9 +43,10 @@ class Database:
         self.url = async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
+        self._sqlite_module: OneTripDbapi | None = None
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
-            kwargs["module"] = OneTripDbapi()
+            kwargs["module"] = self._sqlite_module = OneTripDbapi()
             # A fixed set of connections: each is a thread with its own SQLite cache, and
             # closing overflow connections on return started a new one for every burst.
             kwargs["pool_size"] = SQLITE_CONNECTIONS
@@ -59,11 +60,17 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)
-        self.statements = 0
-        """SQL statements sent (BEGIN excluded), for herald_database_statements_total."""
+        self.executed = 0
+        """SQL statements SQLAlchemy sent (BEGIN excluded)."""
         self.transactions = 0
         """Transactions ended (committed or rolled back), for herald_database_transactions_total."""
         _count_work(self)
+
+    @property
+    def statements(self) -> int:
+        """SQL statements sent (BEGIN excluded), for herald_database_statements_total."""
+        direct = self._sqlite_module.direct_statements if self._sqlite_module else 0
+        return self.executed + direct
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -113,7 +120,7 @@ def _count_work(database: Database) -> None:
     @event.listens_for(engine, "before_cursor_execute")
     def _statement(*args: Any) -> None:
         if not args[2].startswith("BEGIN"):  # SQLite's explicit BEGIN is part of the transaction
-            database.statements += 1
+            database.executed += 1
 
     @event.listens_for(engine, "commit")
     @event.listens_for(engine, "rollback")

@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.notifications import NotificationEvent
 from herald.core.types import JsonObject
-from herald.runtime.store import resources
+from herald.runtime.store import direct, resources
+from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import event_log, subscriptions
 
 
@@ -47,21 +48,23 @@ def _logged(row: Row[Any]) -> LoggedEvent:
     )
 
 
-# Built once: building a statement costs more than running it (see docs/performance.md).
+# Built once (see store/direct.py).
 _LOCK_LIVE = (
     select(subscriptions.c.id)
     .where(subscriptions.c.id == bindparam("id"), subscriptions.c.deleted.is_(False))
     .with_for_update()
 )
-_SEEN = select(event_log.c.number).where(event_log.c.request_id == bindparam("request_id"))
-_NEXT_NUMBER = (
+_SEEN = Prepared(
+    select(event_log.c.number).where(event_log.c.request_id == bindparam("request_id"))
+)
+_NEXT_NUMBER = Prepared(
     update(subscriptions)
     .where(subscriptions.c.id == bindparam("subscription"), subscriptions.c.deleted.is_(False))
     .values(events_count=subscriptions.c.events_count + 1)
     .returning(subscriptions.c.events_count)
 )
-_INSERT = insert(event_log)
-_MARK_DELIVERED = (
+_INSERT = Prepared(insert(event_log))
+_MARK_DELIVERED = Prepared(
     update(subscriptions)
     .where(
         subscriptions.c.id == bindparam("subscription"),
@@ -85,13 +88,14 @@ async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: s
         live = await connection.scalar(_LOCK_LIVE, {"id": event.subscription_id})
         if live is None:
             return None
-    seen = await connection.scalar(_SEEN, {"request_id": event.request_id})
+    seen = await direct.scalar(connection, _SEEN, {"request_id": event.request_id})
     if seen is not None:
         return None
-    number = await connection.scalar(_NEXT_NUMBER, {"subscription": event.subscription_id})
+    number = await direct.scalar(connection, _NEXT_NUMBER, {"subscription": event.subscription_id})
     if number is None:
         return None
-    await connection.execute(
+    await direct.run(
+        connection,
         _INSERT,
         {
             "subscription_id": event.subscription_id,
@@ -122,7 +126,8 @@ async def mark_delivered_many(connection: AsyncConnection, positions: dict[str, 
     if not positions:
         return
     # Rows are locked in id order, as `record` does, so concurrent writers cannot deadlock.
-    await connection.execute(
+    await direct.run_many(
+        connection,
         _MARK_DELIVERED,
         [{"subscription": s, "through": positions[s]} for s in sorted(positions)],
     )

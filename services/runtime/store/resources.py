@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from herald.core.errors import ConcurrentWrite
 from herald.core.fhir import utc_now
 from herald.core.types import JsonObject
-from herald.runtime.store import search
+from herald.runtime.store import direct, search
+from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import resource_versions, resources
 
 
@@ -30,21 +31,33 @@ class StoredResource:
     resource: JsonObject
 
 
-# The statements of every write, built once: building one and computing its cache key cost
-# more than executing it (see docs/performance.md).
-_CURRENT = select(resources).where(
+# The statements of every write, built once (see store/direct.py).
+_COLUMNS = (
+    resources.c.resource_type,
+    resources.c.id,
+    resources.c.version_id,
+    resources.c.last_updated,
+    resources.c.deleted,
+    resources.c.content,
+)
+_CURRENT_QUERY = select(*_COLUMNS).where(
     resources.c.resource_type == bindparam("type"), resources.c.id == bindparam("id")
 )
-_CURRENT_LOCKED = _CURRENT.with_for_update()
-_NEWEST = select(func.max(resources.c.last_updated)).where(
-    resources.c.resource_type == bindparam("type"), resources.c.deleted == false()
+_CURRENT = Prepared(_CURRENT_QUERY)
+_CURRENT_LOCKED = Prepared(_CURRENT_QUERY.with_for_update())
+_NEWEST = Prepared(
+    select(func.max(resources.c.last_updated)).where(
+        resources.c.resource_type == bindparam("type"), resources.c.deleted == false()
+    )
 )
 _TYPE_LOCK = text("SELECT pg_advisory_xact_lock(:kind, :key)")
-_INSERT_CURRENT = insert(resources)
-_UPDATE_CURRENT = update(resources).where(
-    resources.c.resource_type == bindparam("key_type"), resources.c.id == bindparam("key_id")
+_INSERT_CURRENT = Prepared(insert(resources))
+_UPDATE_CURRENT = Prepared(
+    update(resources).where(
+        resources.c.resource_type == bindparam("key_type"), resources.c.id == bindparam("key_id")
+    )
 )
-_INSERT_VERSION = insert(resource_versions)
+_INSERT_VERSION = Prepared(insert(resource_versions))
 
 
 async def current(
@@ -52,17 +65,16 @@ async def current(
 ) -> StoredResource | None:
     """The current version of a resource, locking its row when asked (PostgreSQL)."""
     locked = for_update and connection.dialect.name == "postgresql"
-    query = _CURRENT_LOCKED if locked else _CURRENT
-    row = (await connection.execute(query, {"type": resource_type, "id": resource_id})).first()
-    if row is None:
+    found = await direct.rows(
+        connection,
+        _CURRENT_LOCKED if locked else _CURRENT,
+        {"type": resource_type, "id": resource_id},
+    )
+    if not found:
         return None
+    type_, id_, version_id, last_updated, deleted, content = found[0]
     return StoredResource(
-        row.resource_type,
-        row.id,
-        row.version_id,
-        row.last_updated,
-        row.deleted,
-        orjson.loads(row.content),
+        type_, id_, version_id, last_updated, bool(deleted), orjson.loads(content)
     )
 
 
@@ -84,7 +96,7 @@ async def write_clock(connection: AsyncConnection, resource_type: str) -> dateti
     if connection.dialect.name == "postgresql":
         key = zlib.crc32(resource_type.encode()) & 0x7FFFFFFF
         await connection.execute(_TYPE_LOCK, {"kind": _WRITE_LOCK, "key": key})
-    newest = await connection.scalar(_NEWEST, {"type": resource_type})
+    newest = await direct.scalar(connection, _NEWEST, {"type": resource_type})
     now = utc_now()
     if newest is not None:
         now = max(now, datetime.fromisoformat(newest) + _TICK)
@@ -170,14 +182,19 @@ async def _save(
         "content": content,
     }
     if previous is None:
-        await connection.execute(
-            _INSERT_CURRENT, {"resource_type": resource_type, "id": resource_id, **values}
+        await direct.run(
+            connection,
+            _INSERT_CURRENT,
+            {"resource_type": resource_type, "id": resource_id, **values},
         )
     else:
-        await connection.execute(
-            _UPDATE_CURRENT, {"key_type": resource_type, "key_id": resource_id, **values}
+        await direct.run(
+            connection,
+            _UPDATE_CURRENT,
+            {"key_type": resource_type, "key_id": resource_id, **values},
         )
-    await connection.execute(
+    await direct.run(
+        connection,
         _INSERT_VERSION,
         {
             "resource_type": resource_type,

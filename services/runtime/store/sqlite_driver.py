@@ -183,6 +183,11 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self.writing = False
         """Inside BEGIN IMMEDIATE ... COMMIT/ROLLBACK: statements run on the event loop."""
 
+    @property
+    def sqlite(self) -> sqlite3.Connection:
+        """The sqlite3 connection (for the event loop's use only while `writing`)."""
+        return self._connection._conn  # type: ignore[no-any-return]
+
     def commit(self) -> None:
         """Commit a write on the connection's thread (it may checkpoint the WAL); end a read
         on the event loop (it only releases the snapshot)."""
@@ -212,6 +217,8 @@ class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
 
     def __init__(self) -> None:
         super().__init__(aiosqlite, sqlite3)
+        self.direct_statements = 0
+        """Statements run on sqlite3 directly, bypassing the cursor (see store/direct.py)."""
 
     def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
         """Open an aiosqlite connection (its thread a daemon, as SQLAlchemy's adapter does)."""

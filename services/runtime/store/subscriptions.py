@@ -12,7 +12,8 @@ from herald.core.fhir import format_instant, utc_now
 from herald.core.states import SubscriptionStatus
 from herald.core.subscriptions import effective_end, endpoint_origin, heartbeat_period
 from herald.core.types import JsonObject
-from herald.runtime.store import header_secrets
+from herald.runtime.store import direct, header_secrets
+from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import counters, resource_versions, subscriptions
 
 
@@ -131,12 +132,12 @@ async def next_revision(connection: AsyncConnection) -> int:
     return int(value or 0)
 
 
-_REVISION = select(counters.c.value).where(counters.c.name == "registry")
+_REVISION = Prepared(select(counters.c.value).where(counters.c.name == "registry"))
 
 
 async def revision(connection: AsyncConnection) -> int:
     """The current registry revision."""
-    value = await connection.scalar(_REVISION)
+    value = await direct.scalar(connection, _REVISION, {})
     return int(value or 0)
 
 
