@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from herald.runtime.store.database import Database
+from herald.runtime.store.wal import CHECKPOINT_EVERY
 
 
 @pytest.fixture
@@ -85,3 +86,32 @@ async def test_reads_see_commits_and_every_pooled_connection_ends_its_transactio
     other.commit()
     other.close()
     assert (await _values(database))[-1] == 100
+
+
+async def test_the_wal_is_checkpointed_off_the_loop_not_on_commit(
+    database: Database, tmp_path: Path
+) -> None:
+    assert database._checkpointer is not None
+    checkpointer = database._checkpointer
+
+    async def write_batch(first: int) -> None:
+        for value in range(first, first + CHECKPOINT_EVERY):
+            async with database.transaction() as connection:
+                await connection.execute(text("INSERT INTO t VALUES (:v)"), {"v": value})
+        for _ in range(100):  # the background checkpoint the batch started
+            if checkpointer.checkpoints * CHECKPOINT_EVERY >= first + CHECKPOINT_EVERY:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("no checkpoint after a batch of commits")
+
+    def wal_frames() -> int:
+        with sqlite3.connect(tmp_path / "herald.db") as other:
+            busy, frames, done = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames == done  # everything was checkpointed already
+        return int(frames)
+
+    await write_batch(0)
+    one_batch = wal_frames()
+    await write_batch(CHECKPOINT_EVERY)
+    # The first writer after a checkpoint starts the WAL over: it holds one batch, not two.
+    assert one_batch > 0 and wal_frames() <= one_batch * 1.2

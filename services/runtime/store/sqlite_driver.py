@@ -65,9 +65,6 @@ async def _done(outcome: _Outcome) -> _Outcome:
     return outcome
 
 
-_NOTHING: _Outcome = (None, [], -1, None)
-
-
 def _begin_at_once(connection: sqlite3.Connection) -> bool:
     """Take the write lock on the event loop if no other process holds it (no waiting).
 
@@ -111,21 +108,15 @@ class OneTripCursor:
 
     def _trip(self, operation: str, parameters: Any, *, many: bool) -> None:
         connection = self._adapt_connection
-        sqlite = self._connection._conn
         try:
-            if connection.writing or operation == "BEGIN":
+            if connection.writing:
                 # SQLAlchemy's async API insists on an await per statement: a coroutine that
-                # is already done costs two greenlet switches, not a trip. A deferred BEGIN
-                # takes no lock, so it cannot wait either.
-                outcome = await_(_done(_run(sqlite, operation, parameters, many)))
-            elif operation == "BEGIN IMMEDIATE" and _begin_at_once(sqlite):
-                outcome = _NOTHING
+                # is already done costs two greenlet switches, not a trip.
+                outcome = await_(_done(_run(connection.sqlite, operation, parameters, many)))
             else:
                 outcome = await_(self._execute_async(operation, parameters, many))
         except Exception as error:  # noqa: BLE001 - mapped to the DBAPI's errors, as SQLAlchemy does
             connection._handle_exception(error)
-        if operation == "BEGIN IMMEDIATE":
-            connection.writing = True
         self.description, rows, self.rowcount, self.lastrowid = outcome
         self._rows = deque(rows)
 
@@ -188,14 +179,31 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         """The sqlite3 connection (for the event loop's use only while `writing`)."""
         return self._connection._conn  # type: ignore[no-any-return]
 
+    def begin(self, *, write: bool) -> None:
+        """Open a transaction; a write takes the database's write lock (BEGIN IMMEDIATE).
+
+        A deferred BEGIN takes no lock, so it runs on the event loop; so does BEGIN IMMEDIATE
+        when no other process holds the lock, else it waits on the connection's thread.
+        """
+        sqlite = self.sqlite
+        try:
+            if not write:
+                sqlite.execute("BEGIN")
+            elif not _begin_at_once(sqlite):
+                await_(self._begin_waiting())
+        except Exception as error:  # noqa: BLE001 - mapped as SQLAlchemy does
+            self._handle_exception(error)
+        self.writing = write
+
+    async def _begin_waiting(self) -> None:
+        async with self._execute_mutex:
+            await self._connection._execute(self.sqlite.execute, "BEGIN IMMEDIATE")
+
     def commit(self) -> None:
-        """Commit a write on the connection's thread (it may checkpoint the WAL); end a read
-        on the event loop (it only releases the snapshot)."""
-        writing, self.writing = self.writing, False
-        if writing:
-            super().commit()
-        else:
-            self._end_here("COMMIT")
+        """Commit on the event loop: the pages are appended to the WAL, which the connection
+        never checkpoints on commit (see store/wal.py)."""
+        self.writing = False
+        self._end_here("COMMIT")
 
     def rollback(self) -> None:
         """Roll back on the event loop: nothing is written, pages are dropped from memory."""
