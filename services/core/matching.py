@@ -248,33 +248,35 @@ class SubscriptionIndex:
         return len(self._entries)
 
     def _buckets_of(self, plan: Plan) -> list[_Bucket]:
-        """The buckets a plan is filed in (its topic must be in the catalog)."""
+        """The buckets a plan is filed in; none when its topic is not served."""
         where = (plan.topic_url, plan.resource_type)
         found = self._filing.get(where)
         if found is None:
-            topic = self.topics[plan.topic_url]
-            types = [plan.resource_type] if plan.resource_type else sorted(topic.resource_types)
-            found = self._filing[where] = [
-                self._buckets.setdefault((topic.url, kind), _Bucket()) for kind in types
-            ]
+            found = []
+            if plan.topic_url in self.topics:
+                topic = self.topics[plan.topic_url]
+                kinds = [plan.resource_type] if plan.resource_type else topic.resource_types
+                found = [
+                    self._buckets.setdefault((topic.url, kind), _Bucket()) for kind in sorted(kinds)
+                ]
+            self._filing[where] = found
         return found
 
     def put(self, subscription: Subscription) -> None:
         """Add or replace a subscription; one that is not live is removed."""
-        if subscription.topic_url not in self.topics:
-            self.remove(subscription.id)
-            return
         plan = plan_of(subscription.topic_url, subscription.criteria)
         self.put_plan(subscription.id, subscription.status, plan)
 
     def put_plan(self, subscription_id: str, status: str, plan: Plan) -> None:
-        """Add or replace a subscription by its plan; one that is not live is removed."""
+        """Add or replace a subscription by its plan; one that is not live (or whose topic is
+        not served) is removed."""
         if subscription_id in self._entries:
             self.remove(subscription_id)
-        if status not in LIVE_STATUSES or plan.topic_url not in self.topics:
+        buckets = self._buckets_of(plan)
+        if status not in LIVE_STATUSES or not buckets:
             return
         entry = self._entries[subscription_id] = _Entry(subscription_id, plan)
-        for bucket in self._buckets_of(plan):
+        for bucket in buckets:
             bucket.add(entry)
 
     def remove(self, subscription_id: str) -> None:

@@ -6,9 +6,10 @@ seconds), so it reads of a stored Subscription only what matching depends on: it
 with the same errors. The channel is not read: it was checked when the subscription was written,
 and the dispatcher checks it again against today's rules before each delivery.
 
-Filters are parsed once per distinct set (a bounded memo), and the most common filter by far —
-one reference to a `Type/id`, as in `Task?owner=Organization/123` — is recognised without the
-general parser: its plan is the one the parser would give (tests/unit/test_matching_stored.py
+Filters are parsed once per distinct set (a bounded memo), and the most common filters by far —
+a reference to a `Type/id` first, as in `Task?owner=Organization/123` (or `…&status=completed`)
+— are recognised without running the general parser on that reference, which would then be
+filed under it: their plan is the one the parser would give (tests/unit/test_matching_stored.py
 checks that they agree).
 """
 
@@ -18,8 +19,9 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 
+from herald.core.errors import SearchParameterError
 from herald.core.matching import Plan, plan_of
-from herald.core.search import PARAMETERS, SearchParameter
+from herald.core.search import PARAMETERS, Condition, SearchParameter, parse_filter
 from herald.core.subscriptions import (
     compile_filters,
     filter_texts,
@@ -28,11 +30,13 @@ from herald.core.subscriptions import (
 )
 from herald.core.topics import Topic, TopicCatalog
 
-# One filter, one parameter, one relative reference without escapes or history:
-# `owner=Organization/1`, `Task?owner=Organization/1`, `Task.owner=Organization/1`.
-_ONE_REFERENCE = re.compile(
+# One filter whose first parameter is one relative reference without escapes or history
+# (`owner=Organization/1`, `Task?owner=Organization/1`, `Task.owner=Organization/1`), possibly
+# followed by more parameters without `?` or white space (`&status=completed`).
+_REFERENCE_FIRST = re.compile(
     r"(?:(?P<head>[A-Z][A-Za-z]*)[?.])?"
     r"(?P<name>[a-z][a-z0-9-]*)=(?P<value>(?P<type>[A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64})"
+    r"(?:&(?P<rest>[^?\s]*))?"
 )
 # Distinct filter sets whose plans are remembered while a registry loads.
 PLAN_MEMO_SIZE = 65_536
@@ -45,6 +49,7 @@ class PlanCompiler:
         self.topics = topics
         self._topics = {url: topics[url] for url in topics}
         self._compile = lru_cache(maxsize=PLAN_MEMO_SIZE)(self._compile_uncached)
+        self._others = lru_cache(maxsize=PLAN_MEMO_SIZE)(self._others_uncached)
         # (topic url, type named by the filter) -> (its resource type, reference parameters)
         self._references: dict[
             tuple[str, str | None], tuple[str, Mapping[str, SearchParameter]]
@@ -60,7 +65,7 @@ class PlanCompiler:
             topic = subscription_topic(resource, self.topics)  # raises why it is not served
         texts = filter_texts(resource)
         if len(texts) == 1:
-            plan = self._one_reference(topic, texts[0])
+            plan = self._reference_first(topic, texts[0])
             if plan is not None:
                 return plan
         return self._compile(topic.url, texts)
@@ -68,10 +73,11 @@ class PlanCompiler:
     def _compile_uncached(self, topic_url: str, texts: tuple[str, ...]) -> Plan:
         return plan_of(topic_url, compile_filters(self.topics[topic_url], texts))
 
-    def _one_reference(self, topic: Topic, text: str) -> Plan | None:
-        """The plan of `[Type?|Type.]param=Type/id` without the general parser, or None when
-        the filter has another form (or is invalid: the parser then says why)."""
-        found = _ONE_REFERENCE.fullmatch(text)
+    def _reference_first(self, topic: Topic, text: str) -> Plan | None:
+        """The plan of a filter whose first parameter is a `Type/id` reference, filed under it,
+        without the general parser for that reference; None when the filter has another form
+        (or is invalid: the parser then says why)."""
+        found = _REFERENCE_FIRST.fullmatch(text)
         if found is None:
             return None
         head = found["head"]
@@ -84,14 +90,37 @@ class PlanCompiler:
             parameter.target_types and found["type"] not in parameter.target_types
         ):
             return None
+        rest = found["rest"]
+        residual = () if rest is None else self._others(topic.url, resource_type, rest)
+        if residual is None:
+            return None
         return Plan(
             topic_url=topic.url,
             resource_type=resource_type,
             parameter=parameter,
             keys=(found["value"],),
-            residual=(),
+            residual=residual,
             possible=True,
         )
+
+    def _others_uncached(
+        self, topic_url: str, resource_type: str, rest: str
+    ) -> tuple[Condition, ...] | None:
+        """The conditions of the parameters after the first, parsed one by one (as the parser
+        does); None when one is invalid or a reference, which could be filed instead."""
+        allowed = self.topics[topic_url].filter_parameters(resource_type)
+        conditions: list[Condition] = []
+        for segment in rest.split("&"):
+            if not segment:
+                continue
+            try:
+                (condition,) = parse_filter(resource_type, segment, allowed=allowed).conditions
+            except SearchParameterError:
+                return None
+            if condition.parameter.type == "reference":
+                return None
+            conditions.append(condition)
+        return tuple(conditions)
 
 
 def _reference_rules(topic: Topic, head: str | None) -> tuple[str, Mapping[str, SearchParameter]]:
