@@ -94,14 +94,8 @@ class PlanCompiler:
         residual = () if rest is None else self._others(topic.url, resource_type, rest)
         if residual is None:
             return None
-        return Plan(
-            topic_url=topic.url,
-            resource_type=resource_type,
-            parameter=parameter,
-            keys=(found["value"],),
-            residual=residual,
-            possible=True,
-        )
+        # topic_url, resource_type, parameter, keys, residual, possible
+        return Plan(topic.url, resource_type, parameter, (found["value"],), residual, True)
 
     def _others_uncached(
         self, topic_url: str, resource_type: str, rest: str

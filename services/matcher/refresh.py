@@ -64,12 +64,13 @@ async def refresh(index: SubscriptionIndex, database: Database, *, page: int = P
 def _apply(
     index: SubscriptionIndex, compiler: PlanCompiler, rows: Sequence[Row[str, str, bool, int, str]]
 ) -> None:
+    plan_of, loads, put = compiler.plan, orjson.loads, index.put_plan  # a million times over
     for subscription_id, status, deleted, _, content in rows:
         if deleted or status == SubscriptionStatus.OFF:
             index.remove(subscription_id)
             continue
         try:
-            plan = compiler.plan(orjson.loads(content))
+            plan = plan_of(loads(content))
         except HeraldError as exc:
             log.warning(
                 "stored subscription no longer valid; not matched",
@@ -77,4 +78,4 @@ def _apply(
             )
             index.remove(subscription_id)
             continue
-        index.put_plan(subscription_id, status, plan)
+        put(subscription_id, status, plan)
