@@ -6,14 +6,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import ColumnElement, Row, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.fhir import format_instant, utc_now
 from herald.core.states import SubscriptionStatus
 from herald.core.subscriptions import effective_end, endpoint_origin, heartbeat_period
 from herald.core.types import JsonObject
-from herald.runtime.store import header_secrets
+from herald.runtime.store import direct, header_secrets
+from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import counters, resource_versions, subscriptions
 
 
@@ -132,20 +133,26 @@ async def next_revision(connection: AsyncConnection) -> int:
     return int(value or 0)
 
 
+_REVISION = Prepared(select(counters.c.value).where(counters.c.name == "registry"))
+
+
 async def revision(connection: AsyncConnection) -> int:
     """The current registry revision."""
-    value = await connection.scalar(select(counters.c.value).where(counters.c.name == "registry"))
+    value = await direct.scalar(connection, _REVISION, {})
     return int(value or 0)
+
+
+_ONE = select(subscriptions).where(subscriptions.c.id == bindparam("id"))
+_ONE_LOCKED = _ONE.with_for_update()
 
 
 async def get(
     connection: AsyncConnection, subscription_id: str, *, for_update: bool = False
 ) -> StoredSubscription | None:
     """One subscription, deleted or not."""
-    query = select(subscriptions).where(subscriptions.c.id == subscription_id)
-    if for_update and connection.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await connection.execute(query)).first()
+    locked = for_update and connection.dialect.name == "postgresql"
+    query = _ONE_LOCKED if locked else _ONE
+    row = (await connection.execute(query, {"id": subscription_id})).first()
     return None if row is None else from_row(row)
 
 
