@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -303,6 +304,25 @@ async def changed_since(connection: AsyncConnection, since: int) -> list[StoredS
         .order_by(subscriptions.c.revision)
     )
     return [from_row(r) for r in rows]
+
+
+async def registry_page(
+    connection: AsyncConnection, since: int, after_id: str | None, limit: int
+) -> Sequence[Row[str, str, bool, int, str]]:
+    """Up to `limit` rows (id, status, deleted, revision, content) in (revision, id) order:
+    those above revision `since`, or at `since` with an id above `after_id` when given — the
+    pages in which a matcher loads the registry. channel.header values stay sealed."""
+    columns = subscriptions.c
+    after = columns.revision > since
+    if after_id is not None:
+        after = (columns.revision >= since) & (after | (columns.id > after_id))
+    rows = await connection.execute(
+        select(columns.id, columns.status, columns.deleted, columns.revision, columns.content)
+        .where(after)
+        .order_by(columns.revision, columns.id)
+        .limit(limit)
+    )
+    return rows.all()
 
 
 async def changed_ids_since(connection: AsyncConnection, since: int) -> list[tuple[str, int]]:
