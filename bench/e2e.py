@@ -231,17 +231,20 @@ def _floor_main(port: int, path: str) -> None:
 class Connection:
     """A keep-alive HTTP/1.1 client connection, as small as a load generator can be."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: bytes = b""
+    ) -> None:
         self.reader, self.writer = reader, writer
+        self.headers = headers  # extra header lines sent with every request, each ending in CRLF
 
     @classmethod
-    async def open(cls, port: int) -> Connection:
-        return cls(*await asyncio.open_connection("127.0.0.1", port))
+    async def open(cls, port: int, headers: bytes = b"") -> Connection:
+        return cls(*await asyncio.open_connection("127.0.0.1", port), headers)
 
     async def put(self, path: str, body: bytes) -> int:
         self.writer.write(
             b"PUT %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body)
+            b"%sContent-Length: %d\r\n\r\n%s" % (path.encode(), self.headers, len(body), body)
         )
         head, _ = await read_message(self.reader)
         return int(head[9:12])
@@ -279,13 +282,16 @@ async def _put(connection: Connection, task_id: str, owner: str, load: Load) -> 
         load.failed += 1
 
 
-async def closed_loop(port: int, tasks: list[tuple[str, str]], writers: int) -> Load:
-    """`writers` connections, each writing its next Task as soon as the previous one is answered."""
+async def closed_loop(
+    port: int, tasks: list[tuple[str, str]], writers: int, headers: bytes = b""
+) -> Load:
+    """`writers` connections, each writing its next Task as soon as the previous one is answered
+    (`headers`: extra header lines, e.g. an Authorization)."""
     load = Load()
     queue = iter(tasks)
 
     async def writer() -> None:
-        connection = await Connection.open(port)
+        connection = await Connection.open(port, headers)
         try:
             for task_id, owner in queue:
                 await _put(connection, task_id, owner, load)

@@ -68,21 +68,25 @@ _URL_ATTRIBUTES = frozenset({"href", "src", "cite", "longdesc", "usemap"})
 _SAFE_URL = re.compile(r"(https?:|mailto:|#|/|\.|[A-Za-z0-9_\-]+(/|$|\.|#|\?))", re.IGNORECASE)
 
 
+_CONTAINERS = (dict, list)
+
+
 def check_depth(value: object, limit: int = MAX_DEPTH) -> None:
     """Refuse a JSON value nested deeper than `limit` objects and arrays (iteratively)."""
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
-        children: list[Any]
-        if isinstance(current, dict):
-            children = list(current.values())
-        elif isinstance(current, list):
-            children = current
-        else:
-            continue
+    # Level by level, keeping only the objects and arrays: strings and numbers, most of a
+    # resource, are looked at once and never queued.
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             raise InvalidResource(f"the resource is nested deeper than {limit} levels")
-        stack.extend((child, depth + 1) for child in children)
+        level = [
+            child
+            for current in level
+            for child in (current.values() if isinstance(current, dict) else current)
+            if isinstance(child, _CONTAINERS)
+        ]
 
 
 def validate_structure(resource: dict[str, Any], definitions: FhirXml) -> None:

@@ -29,7 +29,9 @@ class IngestContext:
     """Set after a write queued outbox records, so the relay publishes without waiting."""
 
 
-def context(request: Request) -> IngestContext:
+# Dependencies are coroutines: FastAPI runs a plain function in a worker thread, a thread hop
+# per dependency and request.
+async def context(request: Request) -> IngestContext:
     """The IngestContext of the app serving this request."""
     ctx: IngestContext = request.app.state.herald
     return ctx

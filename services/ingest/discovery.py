@@ -20,7 +20,7 @@ from herald.ingest.fhirhttp import FhirResponse, check_accept, searchset
 from herald.ingest.search import is_strict
 from herald.runtime.store import subscriptions as registry
 
-router = APIRouter(dependencies=[Depends(check_accept)])
+router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
 
 FHIR_TYPES = "http://hl7.org/fhir/fhir-types"
 CROSS_VERSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."

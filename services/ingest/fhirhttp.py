@@ -226,17 +226,21 @@ async def read_resource(request: Request) -> JsonObject:
         raise InvalidResource("the body must be a JSON object")
     check_depth(resource)
     # orjson keeps the last of duplicate keys; a proxy in front may keep the first and see
-    # another resource. The (bounded-depth) body is read once more to find them.
-    json.loads(body, object_pairs_hook=_without_duplicates)
+    # another resource. A body that is exactly what orjson writes for what it read has none
+    # (orjson never writes a key twice): the common, compact body costs one more orjson call.
+    # Any other body (spaces, escapes, other number forms) is read once more to find them.
+    if orjson.dumps(resource) != body:
+        json.loads(body, object_pairs_hook=_without_duplicates)
     return resource
 
 
 def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
+    unique = dict(pairs)
+    if len(unique) != len(pairs):
+        keys = [key for key, _ in pairs]
         twice = next(key for key in keys if keys.count(key) > 1)
         raise InvalidResource(f"the JSON object holds the key {twice[:64]!r} more than once")
-    return dict(pairs)
+    return unique
 
 
 def outcome_response(
@@ -257,7 +261,7 @@ def unsupported_router() -> APIRouter:
     """The last routes under /fhir: 405 for an interaction Herald does not offer on a type it
     serves (or at the system level: batch, transaction, history), else 404; each with an
     OperationOutcome."""
-    router = APIRouter(dependencies=[Depends(check_accept)])
+    router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
 
     @router.api_route("", methods=_METHODS, include_in_schema=False)
     @router.api_route("/{path:path}", methods=_METHODS, include_in_schema=False)

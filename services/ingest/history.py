@@ -31,7 +31,7 @@ from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.history import HistoryKey, HistoryVersion, history
 from herald.runtime.store.search import Cursor
 
-router = APIRouter(dependencies=[Depends(check_accept)])
+router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
 
 _PARAMETERS = frozenset({"_count", "_since", "_cursor", "_format", "_pretty"})
 _STATUS = {"POST": "201", "PUT": "200", "DELETE": "204", "PATCH": "200"}

@@ -26,7 +26,7 @@ from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
 
-router = APIRouter(dependencies=[Depends(check_accept)])
+router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
 
 # One $events answer carries at most this many events; ask again from the last number + 1.
 MAX_EVENTS = 1000

@@ -28,7 +28,7 @@ from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body
 from herald.runtime.store.search import Cursor, SearchPage, SearchRequest, Sort, search
 
-router = APIRouter(dependencies=[Depends(check_accept)])
+router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000

@@ -24,7 +24,7 @@ from herald.runtime.store import outbox
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
 
-router = APIRouter(dependencies=[Depends(check_accept)])
+router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
 
 
 async def _queue_handshake(

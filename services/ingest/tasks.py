@@ -33,7 +33,7 @@ from herald.ingest.writes import WriteGuard
 from herald.runtime.packaged import fhir_xml
 from herald.runtime.store.search import search_ids
 
-router = APIRouter(dependencies=[Depends(check_accept)])
+router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
 
 JSON_PATCH = "application/json-patch+json"
 PATCH_TYPES = (JSON_PATCH, "application/merge-patch+json", "application/json", FHIR_JSON)

@@ -18,7 +18,6 @@ import time
 import uuid
 from urllib.parse import parse_qsl
 
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herald.runtime.logs import request_id
@@ -26,6 +25,7 @@ from herald.runtime.logs import request_id
 log = logging.getLogger("herald.access")
 
 HEADER = "X-Request-ID"
+_HEADER_KEY = HEADER.lower().encode("latin-1")  # ASGI header names are lower case
 _VALID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Probes and scrapes come every few seconds: logged at DEBUG only.
 QUIET_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
@@ -36,6 +36,14 @@ def accepted_request_id(given: str | None) -> str:
     if given is not None and _VALID.fullmatch(given):
         return given
     return uuid.uuid4().hex
+
+
+def given_request_id(scope: Scope) -> str | None:
+    """The request's X-Request-ID header, as sent (the first one)."""
+    for name, value in scope["headers"]:
+        if name == _HEADER_KEY:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
 
 
 class AccessLog:
@@ -49,7 +57,8 @@ class AccessLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = accepted_request_id(Headers(scope=scope).get(HEADER))
+        rid = accepted_request_id(given_request_id(scope))
+        answered = (_HEADER_KEY, rid.encode("latin-1"))
         token = request_id.set(rid)
         status = 500  # what the client gets when the app fails before answering
         started = time.perf_counter()
@@ -58,25 +67,30 @@ class AccessLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[HEADER] = rid
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != _HEADER_KEY]
+                headers.append(answered)
+                message["headers"] = headers
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            path = scope.get("path", "")
-            query = scope.get("query_string", b"").decode("latin-1")
-            state = scope.get("state") or {}
-            log.log(
-                logging.DEBUG if path in QUIET_PATHS else logging.INFO,
-                "request",
-                extra={
-                    "method": scope.get("method"),
-                    "path": path,
-                    "query_keys": ",".join(dict.fromkeys(k for k, _ in parse_qsl(query))),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    "client_id": state.get("client_id"),
-                },
-            )
+            path = scope["path"]
+            level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+            # The record's fields are worked out only when it is written.
+            if log.isEnabledFor(level):
+                query = scope.get("query_string", b"").decode("latin-1")
+                state = scope.get("state") or {}
+                log.log(
+                    level,
+                    "request",
+                    extra={
+                        "method": scope.get("method"),
+                        "path": path,
+                        "query_keys": ",".join(dict.fromkeys(k for k, _ in parse_qsl(query))),
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                        "client_id": state.get("client_id"),
+                    },
+                )
             request_id.reset(token)

@@ -1,13 +1,15 @@
-"""Logs are bounded in size and never carry SQL statements or their parameters."""
+"""Logs are bounded in size, never carry SQL statements or their parameters, and say when in UTC."""
 
 from __future__ import annotations
 
 import logging
+import random
+from datetime import UTC, datetime
 
 import orjson
 from sqlalchemy.exc import OperationalError
 
-from herald.runtime.logs import MAX_EXCEPTION, MAX_MESSAGE, JsonFormatter
+from herald.runtime.logs import MAX_EXCEPTION, MAX_MESSAGE, JsonFormatter, utc_time
 
 
 def _record(message: str, exc: Exception) -> logging.LogRecord:
@@ -30,3 +32,18 @@ def test_huge_messages_and_exceptions_are_cut() -> None:
     entry = orjson.loads(JsonFormatter().format(_record("x" * 100_000, ValueError("y" * 100_000))))
     assert len(entry["message"]) < MAX_MESSAGE + 50
     assert len(entry["exception"]) < MAX_EXCEPTION + 50
+
+
+def test_record_times_read_as_datetime_writes_them() -> None:
+    def reference(created: float) -> str:
+        return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+    edges = [0.0, 1.9999995, 1.9999996, 1.0000005, 1764790000.9999999, 1764790000.0004995]
+    rng = random.Random(15)
+    # Around the rounding boundaries of microseconds and milliseconds, and anywhere.
+    near = [
+        1764790000 + rng.randrange(10**7) / 1e6 + rng.choice((0, 5e-7, -5e-7)) for _ in range(5000)
+    ]
+    anywhere = [rng.uniform(0, 4e9) for _ in range(5000)]
+    for created in [*edges, *near, *anywhere]:
+        assert utc_time(created) == reference(created), created

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from herald.runtime.access import HEADER, accepted_request_id
+from herald.runtime.access import accepted_request_id, given_request_id
 from herald.runtime.logs import request_id
 
 log = logging.getLogger("herald.audit")
@@ -59,36 +58,47 @@ class AuditMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request on, then record it."""
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith(("/fhir", "/canvas")):
+        if scope["type"] != "http" or not scope["path"].startswith(("/fhir", "/canvas")):
             await self.app(scope, receive, send)
             return
-        state = scope.setdefault("state", {})
         # The access log's request id when it runs around this middleware, else our own.
         token = None
         if request_id.get() is None:
-            token = request_id.set(accepted_request_id(Headers(scope=scope).get(HEADER)))
-        answer: dict[str, object] = {"status": 500, "headers": []}
+            token = request_id.set(accepted_request_id(given_request_id(scope)))
+        try:
+            if log.isEnabledFor(logging.INFO):
+                await self._recorded(scope, receive, send)
+            else:  # nothing to record: nothing to watch
+                await self.app(scope, receive, send)
+        finally:
+            if token is not None:
+                request_id.reset(token)
+
+    async def _recorded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = scope.setdefault("state", {})
+        status = 500
+        headers: list[tuple[bytes, bytes]] = []
 
         async def recording_send(message: Message) -> None:
+            nonlocal status, headers
             if message["type"] == "http.response.start":
-                answer["status"] = message["status"]
-                answer["headers"] = message.get("headers", [])
+                status = message["status"]
+                headers = message.get("headers", [])
             await send(message)
 
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            name, resource_type, resource_id = interaction(scope["method"], path)
+            name, resource_type, resource_id = interaction(scope["method"], scope["path"])
             if resource_id is None and name in ("create", "canvas-snapshot"):
-                resource_id = _created_id(list(answer["headers"]), resource_type)  # type: ignore[call-overload]
+                resource_id = _created_id(list(headers), resource_type)
             at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
             log.info(
                 "%s %s/%s %s by %s",
                 name,
                 resource_type or "-",
                 resource_id or "-",
-                answer["status"],
+                status,
                 state.get("client_id") or "-",
                 extra={
                     "at": at,
@@ -96,8 +106,6 @@ class AuditMiddleware:
                     "interaction": name,
                     "resource_type": resource_type,
                     "resource_id": resource_id,
-                    "status": answer["status"],
+                    "status": status,
                 },
             )
-            if token is not None:
-                request_id.reset(token)

@@ -1,0 +1,100 @@
+"""The request path of the FHIR API: nothing runs in a worker thread, one JSON read that still
+refuses a key given twice, the depth limit."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.requests import Request
+from starlette.types import Message
+
+from herald.core.errors import InvalidResource
+from herald.core.structure import MAX_DEPTH, check_depth
+from herald.ingest.app import create_app
+from herald.ingest.context import IngestContext
+from herald.ingest.fhirhttp import read_resource
+from herald.runtime.metrics import Metrics
+from herald.runtime.packaged import load_topics
+from herald.runtime.settings import Settings
+
+
+async def _no_readiness() -> dict[str, bool]:
+    return {}
+
+
+def _calls(dependant: Dependant) -> Iterator[object]:
+    if dependant.call is not None:
+        yield dependant.call
+    for sub in dependant.dependencies:
+        yield from _calls(sub)
+
+
+def test_every_route_and_dependency_is_a_coroutine() -> None:
+    # FastAPI runs a plain function (route or dependency) in a worker thread: a thread hop and
+    # a GIL hand-off per call and request.
+    settings = Settings(auth="smart", canvas_secret="whsec_" + "A" * 44)
+    ctx = IngestContext(settings, None, load_topics(settings.topics_dir), Metrics())  # type: ignore[arg-type]
+    app = create_app(ctx, _no_readiness)
+    routes = [r for r in iter_route_contexts(app.routes) if isinstance(r.original_route, APIRoute)]
+    calls = {(route.path, call) for route in routes for call in _calls(route.dependant)}
+    assert len(routes) > 30 and len(calls) > 3 * len(routes)
+    plain = {f"{path} {call}" for path, call in calls if not inspect.iscoroutinefunction(call)}
+    assert not plain
+
+
+def _request(body: bytes) -> Request:
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    headers = [(b"content-type", b"application/fhir+json")]
+    return Request({"type": "http", "method": "PUT", "headers": headers}, receive)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"resourceType":"Task","status":"draft","status":"requested"}',
+        b'{"resourceType": "Task", "status": "draft", "status": "requested"}',
+        b'{"resourceType":"Task","owner":{"reference":"a","reference":"b"}}',
+        b'{"resourceType":"Task","input":[{"valueString":"x","valueString":"y"}]}',
+        b'{"resourceType":"Task","note":[{"text":"\\u00e9"}],"status":"a","status":"b"}',
+    ],
+    ids=["compact", "spaced", "nested", "in an array", "escaped"],
+)
+async def test_a_key_given_twice_is_refused_wherever_it_is(body: bytes) -> None:
+    with pytest.raises(
+        InvalidResource, match=r"holds the key '(status|reference|valueString)' more than once"
+    ):
+        await read_resource(_request(body))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"resourceType":"Task","status":"requested","owner":{"reference":"Organization/1"}}',
+        b'{ "resourceType" : "Task",\n  "note": [{"text": "caf\\u00e9"}], "priority": 1E2 }',
+    ],
+    ids=["compact", "spaced"],
+)
+async def test_a_body_without_repeated_keys_reads_as_sent(body: bytes) -> None:
+    assert await read_resource(_request(body)) == json.loads(body)
+
+
+def test_the_depth_limit_counts_objects_and_arrays() -> None:
+    def nested(depth: int) -> object:
+        value: object = "leaf"
+        for level in range(depth):
+            value = [value] if level % 2 else {"a": value, "b": 1}
+        return value
+
+    check_depth(nested(MAX_DEPTH))
+    check_depth({"a": [1, "x", None]}, limit=2)
+    with pytest.raises(InvalidResource, match=f"nested deeper than {MAX_DEPTH} levels"):
+        check_depth(nested(MAX_DEPTH + 1))
+    with pytest.raises(InvalidResource, match="nested deeper than 2 levels"):
+        check_depth({"a": [1, {"b": {}}], "c": "x"}, limit=2)
