@@ -41,9 +41,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 
@@ -57,8 +59,10 @@ from herald.core.notifications import (  # noqa: E402
     SubscriptionState,
     notification_bundle,
 )
+from herald.core.subscriptions import EndpointPolicy  # noqa: E402
 from herald.dispatcher.circuit_breakers import CircuitBreakers  # noqa: E402
 from herald.dispatcher.delivery import Deliverer  # noqa: E402
+from herald.runtime.lifecycle import run  # noqa: E402
 from herald.runtime.metrics import Metrics  # noqa: E402
 from herald.runtime.packaged import load_topics  # noqa: E402
 from herald.runtime.sender import USER_AGENT, HttpSender  # noqa: E402
@@ -101,6 +105,164 @@ def start_receiver() -> tuple[multiprocessing.Process, str]:
     process.start()
     port = parent.recv()
     return process, f"http://127.0.0.1:{port}/notify"
+
+
+# --- part 0: the HTTP client alone: CPU per POST -------------------------------------------
+
+ClientFactory = Callable[
+    [str, bytes], contextlib.AbstractAsyncContextManager[Callable[[], Awaitable[None]]]
+]
+
+
+@contextlib.asynccontextmanager
+async def _herald_sender(
+    endpoint: str, body: bytes
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    sender = HttpSender(EndpointPolicy(allow_http=True, allow_private=True))
+
+    async def post() -> None:
+        outcome, _ = await sender.post(
+            endpoint, body, content_type=FHIR_JSON, headers=BENCH_HEADERS, timeout=10
+        )
+        assert outcome.ok, outcome
+
+    try:
+        yield post
+    finally:
+        await sender.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _httpx_on(
+    endpoint: str, body: bytes, transport: httpx.AsyncBaseTransport | None
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    async with httpx.AsyncClient(
+        transport=transport,
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        headers={"User-Agent": USER_AGENT, "Content-Type": FHIR_JSON, **dict(BENCH_HEADERS)},
+    ) as client:
+
+        async def post() -> None:
+            response = await client.post(endpoint, content=body, timeout=10)
+            assert response.status_code == 200
+
+        yield post
+
+
+def _bare_httpx(
+    endpoint: str, body: bytes
+) -> contextlib.AbstractAsyncContextManager[Callable[[], Awaitable[None]]]:
+    return _httpx_on(endpoint, body, None)
+
+
+def _httpx_aiohttp(
+    endpoint: str, body: bytes
+) -> contextlib.AbstractAsyncContextManager[Callable[[], Awaitable[None]]]:
+    from httpx_aiohttp import AiohttpTransport  # optional: pip install httpx-aiohttp
+
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    return _httpx_on(endpoint, body, AiohttpTransport(limits=limits, trust_env=False))
+
+
+@contextlib.asynccontextmanager
+async def _bare_aiohttp(endpoint: str, body: bytes) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=200),
+        headers={"User-Agent": USER_AGENT, "Content-Type": FHIR_JSON, **dict(BENCH_HEADERS)},
+    ) as session:
+
+        async def post() -> None:
+            async with session.post(endpoint, data=body) as response:
+                await response.read()
+                assert response.status == 200
+
+        yield post
+
+
+CLIENTS: dict[str, ClientFactory] = {
+    "HttpSender": _herald_sender,
+    "httpx": _bare_httpx,
+    "httpx+httpx-aiohttp": _httpx_aiohttp,
+    "aiohttp": _bare_aiohttp,
+}
+
+
+async def _client_cost(
+    factory: ClientFactory, endpoint: str, body: bytes, total: int, concurrency: int
+) -> tuple[float, float]:
+    """(CPU ms per POST of this process, POSTs/s) for `total` POSTs at `concurrency` in flight."""
+    async with factory(endpoint, body) as post:
+        await asyncio.gather(*(post() for _ in range(concurrency)))  # connections warmed
+        left = total
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await post()
+
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return cpu * 1000 / total, total / wall
+
+
+def clients(args: argparse.Namespace) -> dict[str, Any]:
+    """CPU per POST of Herald's sender and of bare clients, interleaved, on Herald's loop."""
+    receiver, endpoint = start_receiver()
+    body = _bundle_bytes()
+    names = [n for n in CLIENTS if n != "httpx+httpx-aiohttp" or _importable("httpx_aiohttp")]
+    costs: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    try:
+        for round_ in range(args.repeat):
+            for concurrency in args.client_concurrency:
+                for name in names:
+                    cost = run(_client_cost(CLIENTS[name], endpoint, body, args.posts, concurrency))
+                    costs.setdefault((name, concurrency), []).append(cost)
+            print(f"  client round {round_ + 1} done", flush=True)
+    finally:
+        receiver.terminate()
+    result: dict[str, Any] = {"posts": args.posts, "rounds": args.repeat, "clients": {}}
+    print(f"HTTP clients alone, {args.posts} POSTs each, median of {args.repeat} rounds:")
+    for concurrency in args.client_concurrency:
+        base = statistics.median(c for c, _ in costs[("httpx", concurrency)])
+        for name in names:
+            cpu = statistics.median(c for c, _ in costs[(name, concurrency)])
+            rate = statistics.median(r for _, r in costs[(name, concurrency)])
+            result["clients"][f"{name}@{concurrency}"] = {
+                "cpu_ms_per_post": round(cpu, 3),
+                "posts_per_second": round(rate, 1),
+                "cpu_vs_httpx": round(cpu / base, 3),
+            }
+            print(
+                f"  {name:>20} at {concurrency:>3} in flight: {cpu:.3f} ms CPU/POST "
+                f"({cpu / base:.2f}x httpx), {rate:,.0f} POSTs/s"
+            )
+    return result
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _bundle_bytes() -> bytes:
+    """A notification Bundle as the dispatcher sends it (id-only, one event)."""
+    state = SubscriptionState("bench-0", HREX_TOPIC, "active", 1, "id-only")
+    event = NotificationEvent(1, format_instant(utc_now()), "Task", "t-1", "create")
+    return orjson.dumps(
+        notification_bundle(
+            "http://127.0.0.1:8080/fhir",
+            state,
+            EVENT_NOTIFICATION,
+            [event],
+            timestamp=format_instant(utc_now()),
+        )
+    )
+
+
+BENCH_HEADERS = [("Authorization", "Bearer benchmark")]
 
 
 # --- part 1: throughput ---------------------------------------------------------------------
@@ -186,17 +348,7 @@ async def herald_throughput(
 
 async def raw_throughput(endpoint: str, total: int, concurrency: int) -> float:
     """POSTs/s of a bare httpx loop (same Bundle bytes, same pool limits, same concurrency)."""
-    state = SubscriptionState("bench-0", HREX_TOPIC, "active", 1, "id-only")
-    event = NotificationEvent(1, format_instant(utc_now()), "Task", "t-1", "create")
-    body = orjson.dumps(
-        notification_bundle(
-            "http://127.0.0.1:8080/fhir",
-            state,
-            EVENT_NOTIFICATION,
-            [event],
-            timestamp=format_instant(utc_now()),
-        )
-    )
+    body = _bundle_bytes()
     headers = {"Content-Type": FHIR_JSON, "Authorization": "Bearer benchmark"}
     left = total
     async with httpx.AsyncClient(
@@ -380,6 +532,13 @@ def main() -> None:
     parser.add_argument("--latency-subscriptions", type=int, default=100)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--clients", action="store_true", help="also: CPU per POST of HttpSender and bare clients"
+    )
+    parser.add_argument("--posts", type=int, default=3000, help="POSTs per client and round")
+    parser.add_argument(
+        "--client-concurrency", type=int, nargs="+", default=[8, 32], help="POSTs in flight"
+    )
     parser.add_argument("--json", type=Path, help="write the results to this file")
     args = parser.parse_args()
     os.environ.setdefault("HERALD_LOG_LEVEL", "WARNING")
@@ -388,6 +547,8 @@ def main() -> None:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
     }
+    if args.clients:
+        results["clients"] = clients(args)
     if not args.skip_throughput:
         results["throughput"] = throughput(args)
     if not args.skip_latency:
