@@ -43,8 +43,20 @@ DETAIL_LIMIT = 300
 
 def describe(exc: BaseException) -> str:
     """An exception as a short, single-line text."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    text = " ".join(f"{type(exc).__name__}: {_without_url(exc)}".split())
     return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 1] + "…"
+
+
+def _without_url(exc: BaseException) -> object:
+    """What an exception says, less the URL some of aiohttp's errors quote (its query may hold
+    a token, and details are stored and logged)."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{exc.status}, {exc.message}"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return exc.description or "not a usable URL"
+    if isinstance(exc, aiohttp.NonHttpUrlClientError):
+        return "not an http(s) URL"
+    return exc
 
 
 # Up to this many bytes of a response body are read (and thrown away, never parsed) so that the

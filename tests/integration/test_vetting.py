@@ -1,13 +1,15 @@
-"""Connect-time endpoint vetting on the sender's connector: TLS by name, rebinding, literals."""
+"""The sender's transport: connect-time vetting (TLS by name, rebinding, literal addresses) and
+what it never does (follow redirects, keep cookies, use proxies, quote the URL in errors)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_network
 from typing import Any
@@ -21,7 +23,8 @@ from herald.core.states import DeliveryResult
 from herald.core.subscriptions import EndpointPolicy
 from herald.runtime.sender import HttpSender
 from herald.runtime.vetting import EndpointRefused, VettingResolver, vetting_connector
-from tests.integration.test_sender import Server
+from tests.integration.test_sender import OPEN, Server
+from tests.support.wire import read_message
 
 # Loopback stands in for a private partner: allowed by network, so every host is vetted.
 PARTNER = EndpointPolicy(allow_networks=(ip_network("127.0.0.0/8"),))
@@ -196,3 +199,86 @@ async def test_the_resolver_hands_over_only_allowed_addresses_as_numbers() -> No
     assert all(r["flags"] & socket.AI_NUMERICHOST for r in results)
     with pytest.raises(EndpointRefused, match="private"):
         await VettingResolver(STRICT, RebindingDns("10.1.2.3")).resolve("intranet.example", 80)
+
+
+# --- what the sender never does on its transport ------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def raw_endpoint(
+    answer: bytes, *, drip: float = 0.0
+) -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A loopback endpoint that answers every request with `answer` (a byte at a time every
+    `drip` seconds when set) and notes the request heads it received."""
+    heads: list[bytes] = []
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            while True:
+                head, _ = await read_message(reader)
+                heads.append(head)
+                for i in range(len(answer)) if drip else [0]:
+                    writer.write(answer[i : i + 1] if drip else answer)
+                    await writer.drain()
+                    await asyncio.sleep(drip)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook?token=SECRET", heads
+    finally:
+        server.close()
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+
+
+async def test_a_malformed_answer_is_a_connection_error_that_never_quotes_the_url() -> None:
+    async with raw_endpoint(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n") as (url, _):
+        sender = HttpSender(OPEN)
+        try:
+            outcome = await _post(sender, url)
+        finally:
+            await sender.aclose()
+    assert outcome.outcome is DeliveryResult.CONNECTION_ERROR
+    assert "Content-Length" in outcome.detail and "SECRET" not in outcome.detail
+
+
+async def test_the_timeout_bounds_the_whole_answer_not_each_read() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"
+    async with raw_endpoint(answer, drip=0.05) as (url, _):
+        sender = HttpSender(OPEN)
+        try:
+            outcome, seconds = await sender.post(
+                url, b"{}", content_type="application/fhir+json", headers=[], timeout=0.5
+            )
+        finally:
+            await sender.aclose()
+    assert outcome.outcome is DeliveryResult.TIMEOUT
+    assert seconds < 1.5  # each byte came within 0.05 s; the drip would take 2.5 s
+
+
+async def test_redirects_cookies_and_proxy_settings_are_not_followed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+    async with raw_endpoint(b"") as (elsewhere, elsewhere_heads):
+        answer = (
+            f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {elsewhere}\r\n"
+            "Set-Cookie: session=abc; Path=/\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        async with raw_endpoint(answer) as (url, heads):
+            sender = HttpSender(OPEN)
+            try:
+                outcomes = [await _post(sender, url) for _ in range(2)]
+            finally:
+                await sender.aclose()
+    assert [(o.outcome, o.status_code) for o in outcomes] == [(DeliveryResult.HTTP_ERROR, 307)] * 2
+    assert elsewhere_heads == []
+    assert len(heads) == 2 and all(b"cookie" not in h.lower() for h in heads)
