@@ -118,22 +118,16 @@ class HttpSender:
         policy: EndpointPolicy,
         *,
         ssl_context: ssl.SSLContext | None = None,
-        max_connections: int = 200,
     ) -> None:
         self.policy = policy
-        self._ssl_context = ssl_context
-        self._max_connections = max_connections
+        self._ssl_context = ssl_context  # the CAs endpoints' certificates must chain to
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         """The session, made on first use (aiohttp binds it to the running loop)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=vetting_connector(
-                    self.policy,
-                    ssl_context=self._ssl_context,
-                    max_connections=self._max_connections,
-                ),
+                connector=vetting_connector(self.policy, ssl_context=self._ssl_context),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 headers={"User-Agent": USER_AGENT},
                 auto_decompress=False,
