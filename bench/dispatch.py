@@ -38,6 +38,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -165,10 +167,10 @@ def _bare_httpx(
 def _httpx_aiohttp(
     endpoint: str, body: bytes
 ) -> contextlib.AbstractAsyncContextManager[Callable[[], Awaitable[None]]]:
-    from httpx_aiohttp import AiohttpTransport  # optional: pip install httpx-aiohttp
-
+    # Optional (pip install httpx-aiohttp), so not imported by name: mypy runs without it.
+    transport = importlib.import_module("httpx_aiohttp").AiohttpTransport
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    return _httpx_on(endpoint, body, AiohttpTransport(limits=limits, trust_env=False))
+    return _httpx_on(endpoint, body, transport(limits=limits, trust_env=False))
 
 
 @contextlib.asynccontextmanager
@@ -249,8 +251,6 @@ def clients(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _importable(module: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 
