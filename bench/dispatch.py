@@ -1,6 +1,12 @@
-"""Dispatch benchmark: delivery throughput against a raw httpx loop, and end-to-end latency.
+"""Dispatch benchmark: delivery throughput against a raw client loop, and end-to-end latency.
 
-Not a test. Two parts, in one run:
+Not a test. Up to three parts, in one run:
+
+0. **HTTP clients** (`--clients`, `--posts`, `--client-concurrency`). CPU per POST of this
+   process for Herald's HttpSender and bare clients (httpx, httpx on the `httpx-aiohttp`
+   transport when that package is installed, aiohttp), each posting the same Bundle to the
+   same receiver at 8 and 32 in flight, on Herald's event loop (uvloop), interleaved over
+   `--repeat` rounds; medians and the ratio to httpx are printed.
 
 1. **Throughput** (`--subscriptions`, `--events`, `--concurrency`, `--store`). The dispatcher's
    delivery path itself: `Deliverer.deliver_pending` (the code a dispatcher worker runs) over
@@ -9,13 +15,13 @@ Not a test. Two parts, in one run:
    Every delivery loads the subscription, reads its next event, builds and serialises the
    notification Bundle, passes the per-endpoint limit, the circuit breaker and the global
    in-flight bound, POSTs it through Herald's HttpSender and marks it delivered in the store.
-   The baseline is a raw httpx POST loop of the same number of POSTs, with the same Bundle
-   bytes, at the same concurrency, through an httpx client with the same pool limits. Both POST
-   to the same loopback receiver, a separate process (a minimal asyncio HTTP/1.1 server) so
-   that it does not compete with the measured loop for the GIL. The ratio Herald / raw is
-   reported (goal >= 0.7). Why not the embedded process end to end: there the clock would also
-   include ingest and matching, which the raw loop does not do; this measures exactly what the
-   dispatcher adds to a POST.
+   The baseline is a raw POST loop of the same number of POSTs, with the same Bundle bytes, at
+   the same concurrency, through a bare client of the library HttpSender is built on (aiohttp)
+   with the same pool limit. Both POST to the same loopback receiver, a separate process (a
+   minimal asyncio HTTP/1.1 server) so that it does not compete with the measured loop for the
+   GIL. The ratio Herald / raw is reported (goal >= 0.7). Why not the embedded process end to
+   end: there the clock would also include ingest and matching, which the raw loop does not do;
+   this measures exactly what the dispatcher adds to a POST.
 
 2. **Latency** (`--rate`, `--seconds`, `--latency-subscriptions`). Distributed mode: a real
    Kafka broker and PostgreSQL server from deploy/local (own ports), the three Herald processes,
@@ -24,6 +30,7 @@ Not a test. Two parts, in one run:
    notification - time the client got the 201 (both on this machine's monotonic clock).
 
     .venv/bin/python bench/dispatch.py --json bench-dispatch.json
+    .venv/bin/python bench/dispatch.py --clients --skip-latency --repeat 3 --posts 2000
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -41,9 +50,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 
@@ -57,8 +68,10 @@ from herald.core.notifications import (  # noqa: E402
     SubscriptionState,
     notification_bundle,
 )
+from herald.core.subscriptions import EndpointPolicy  # noqa: E402
 from herald.dispatcher.circuit_breakers import CircuitBreakers  # noqa: E402
 from herald.dispatcher.delivery import Deliverer  # noqa: E402
+from herald.runtime.lifecycle import run  # noqa: E402
 from herald.runtime.metrics import Metrics  # noqa: E402
 from herald.runtime.packaged import load_topics  # noqa: E402
 from herald.runtime.sender import USER_AGENT, HttpSender  # noqa: E402
@@ -101,6 +114,162 @@ def start_receiver() -> tuple[multiprocessing.Process, str]:
     process.start()
     port = parent.recv()
     return process, f"http://127.0.0.1:{port}/notify"
+
+
+# --- part 0: the HTTP client alone: CPU per POST -------------------------------------------
+
+ClientFactory = Callable[
+    [str, bytes], contextlib.AbstractAsyncContextManager[Callable[[], Awaitable[None]]]
+]
+
+
+@contextlib.asynccontextmanager
+async def _herald_sender(
+    endpoint: str, body: bytes
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    sender = HttpSender(EndpointPolicy(allow_http=True, allow_private=True))
+
+    async def post() -> None:
+        outcome, _ = await sender.post(
+            endpoint, body, content_type=FHIR_JSON, headers=BENCH_HEADERS, timeout=10
+        )
+        assert outcome.ok, outcome
+
+    try:
+        yield post
+    finally:
+        await sender.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _httpx_on(
+    endpoint: str, body: bytes, transport: httpx.AsyncBaseTransport | None
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    async with httpx.AsyncClient(
+        transport=transport,
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        headers={"User-Agent": USER_AGENT, "Content-Type": FHIR_JSON, **dict(BENCH_HEADERS)},
+    ) as client:
+
+        async def post() -> None:
+            response = await client.post(endpoint, content=body, timeout=10)
+            assert response.status_code == 200
+
+        yield post
+
+
+def _bare_httpx(
+    endpoint: str, body: bytes
+) -> contextlib.AbstractAsyncContextManager[Callable[[], Awaitable[None]]]:
+    return _httpx_on(endpoint, body, None)
+
+
+def _httpx_aiohttp(
+    endpoint: str, body: bytes
+) -> contextlib.AbstractAsyncContextManager[Callable[[], Awaitable[None]]]:
+    # Optional (pip install httpx-aiohttp), so not imported by name: mypy runs without it.
+    transport = importlib.import_module("httpx_aiohttp").AiohttpTransport
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    return _httpx_on(endpoint, body, transport(limits=limits, trust_env=False))
+
+
+@contextlib.asynccontextmanager
+async def _bare_aiohttp(endpoint: str, body: bytes) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=200),
+        headers={"User-Agent": USER_AGENT, "Content-Type": FHIR_JSON, **dict(BENCH_HEADERS)},
+    ) as session:
+
+        async def post() -> None:
+            async with session.post(endpoint, data=body) as response:
+                await response.read()
+                assert response.status == 200
+
+        yield post
+
+
+CLIENTS: dict[str, ClientFactory] = {
+    "HttpSender": _herald_sender,
+    "httpx": _bare_httpx,
+    "httpx+httpx-aiohttp": _httpx_aiohttp,
+    "aiohttp": _bare_aiohttp,
+}
+
+
+async def _client_cost(
+    factory: ClientFactory, endpoint: str, body: bytes, total: int, concurrency: int
+) -> tuple[float, float]:
+    """(CPU ms per POST of this process, POSTs/s) for `total` POSTs at `concurrency` in flight."""
+    async with factory(endpoint, body) as post:
+        await asyncio.gather(*(post() for _ in range(concurrency)))  # connections warmed
+        left = total
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await post()
+
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return cpu * 1000 / total, total / wall
+
+
+def clients(args: argparse.Namespace) -> dict[str, Any]:
+    """CPU per POST of Herald's sender and of bare clients, interleaved, on Herald's loop."""
+    receiver, endpoint = start_receiver()
+    body = _bundle_bytes()
+    names = [n for n in CLIENTS if n != "httpx+httpx-aiohttp" or _importable("httpx_aiohttp")]
+    costs: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    try:
+        for round_ in range(args.repeat):
+            for concurrency in args.client_concurrency:
+                for name in names:
+                    cost = run(_client_cost(CLIENTS[name], endpoint, body, args.posts, concurrency))
+                    costs.setdefault((name, concurrency), []).append(cost)
+            print(f"  client round {round_ + 1} done", flush=True)
+    finally:
+        receiver.terminate()
+    result: dict[str, Any] = {"posts": args.posts, "rounds": args.repeat, "clients": {}}
+    print(f"HTTP clients alone, {args.posts} POSTs each, median of {args.repeat} rounds:")
+    for concurrency in args.client_concurrency:
+        base = statistics.median(c for c, _ in costs[("httpx", concurrency)])
+        for name in names:
+            cpu = statistics.median(c for c, _ in costs[(name, concurrency)])
+            rate = statistics.median(r for _, r in costs[(name, concurrency)])
+            result["clients"][f"{name}@{concurrency}"] = {
+                "cpu_ms_per_post": round(cpu, 3),
+                "posts_per_second": round(rate, 1),
+                "cpu_vs_httpx": round(cpu / base, 3),
+            }
+            print(
+                f"  {name:>20} at {concurrency:>3} in flight: {cpu:.3f} ms CPU/POST "
+                f"({cpu / base:.2f}x httpx), {rate:,.0f} POSTs/s"
+            )
+    return result
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _bundle_bytes() -> bytes:
+    """A notification Bundle as the dispatcher sends it (id-only, one event)."""
+    state = SubscriptionState("bench-0", HREX_TOPIC, "active", 1, "id-only")
+    event = NotificationEvent(1, format_instant(utc_now()), "Task", "t-1", "create")
+    return orjson.dumps(
+        notification_bundle(
+            "http://127.0.0.1:8080/fhir",
+            state,
+            EVENT_NOTIFICATION,
+            [event],
+            timestamp=format_instant(utc_now()),
+        )
+    )
+
+
+BENCH_HEADERS = [("Authorization", "Bearer benchmark")]
 
 
 # --- part 1: throughput ---------------------------------------------------------------------
@@ -185,36 +354,9 @@ async def herald_throughput(
 
 
 async def raw_throughput(endpoint: str, total: int, concurrency: int) -> float:
-    """POSTs/s of a bare httpx loop (same Bundle bytes, same pool limits, same concurrency)."""
-    state = SubscriptionState("bench-0", HREX_TOPIC, "active", 1, "id-only")
-    event = NotificationEvent(1, format_instant(utc_now()), "Task", "t-1", "create")
-    body = orjson.dumps(
-        notification_bundle(
-            "http://127.0.0.1:8080/fhir",
-            state,
-            EVENT_NOTIFICATION,
-            [event],
-            timestamp=format_instant(utc_now()),
-        )
-    )
-    headers = {"Content-Type": FHIR_JSON, "Authorization": "Bearer benchmark"}
-    left = total
-    async with httpx.AsyncClient(
-        follow_redirects=False,
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        headers={"User-Agent": USER_AGENT},
-    ) as client:
-
-        async def worker() -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                response = await client.post(endpoint, content=body, headers=headers, timeout=10)
-                assert response.status_code == 200
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return total / (time.perf_counter() - started)
+    """POSTs/s of a bare aiohttp loop (the sender's client; same Bundle bytes, same concurrency)."""
+    _, rate = await _client_cost(_bare_aiohttp, endpoint, _bundle_bytes(), total, concurrency)
+    return rate
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
@@ -241,7 +383,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
                 )
             raw.append(asyncio.run(raw_throughput(endpoint, total, args.concurrency)))
             print(
-                f"  round {round_ + 1}: herald {herald[-1]:,.0f}/s, raw httpx {raw[-1]:,.0f}/s",
+                f"  round {round_ + 1}: herald {herald[-1]:,.0f}/s, raw aiohttp {raw[-1]:,.0f}/s",
                 flush=True,
             )
     best_herald, best_raw = max(herald), max(raw)
@@ -254,14 +396,14 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "notifications": total,
         "concurrency": args.concurrency,
         "herald_notifications_per_second": round(best_herald, 1),
-        "raw_httpx_posts_per_second": round(best_raw, 1),
+        "raw_aiohttp_posts_per_second": round(best_raw, 1),
         "ratio": round(best_herald / best_raw, 3),
         "paired_ratio_median": round(paired, 3),
     }
     print(
         f"throughput ({args.store} store): {args.subscriptions} subscriptions x {args.events} "
         f"events, one event per POST, concurrency {args.concurrency}: "
-        f"herald {best_herald:,.0f} notifications/s, raw httpx {best_raw:,.0f} POSTs/s, "
+        f"herald {best_herald:,.0f} notifications/s, raw aiohttp {best_raw:,.0f} POSTs/s, "
         f"ratio {best_herald / best_raw:.2f} (best of {args.repeat}; median of the rounds' "
         f"ratios {paired:.2f})"
     )
@@ -380,6 +522,13 @@ def main() -> None:
     parser.add_argument("--latency-subscriptions", type=int, default=100)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--clients", action="store_true", help="also: CPU per POST of HttpSender and bare clients"
+    )
+    parser.add_argument("--posts", type=int, default=3000, help="POSTs per client and round")
+    parser.add_argument(
+        "--client-concurrency", type=int, nargs="+", default=[8, 32], help="POSTs in flight"
+    )
     parser.add_argument("--json", type=Path, help="write the results to this file")
     args = parser.parse_args()
     os.environ.setdefault("HERALD_LOG_LEVEL", "WARNING")
@@ -388,6 +537,8 @@ def main() -> None:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
     }
+    if args.clients:
+        results["clients"] = clients(args)
     if not args.skip_throughput:
         results["throughput"] = throughput(args)
     if not args.skip_latency:

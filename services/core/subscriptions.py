@@ -93,7 +93,7 @@ class EndpointPolicy:
         if port == 0:
             raise InvalidSubscription("channel.endpoint names port 0", expression=where)
         host = parts.hostname
-        if _literal_address(host) is None and not _HOST_NAME.fullmatch(host):
+        if literal_address(host) is None and not _HOST_NAME.fullmatch(host):
             raise InvalidSubscription(
                 f"channel.endpoint has an invalid host {host!r}", expression=where
             )
@@ -116,7 +116,7 @@ class EndpointPolicy:
         name = host.lower().rstrip(".")
         if name in _LOCAL_NAMES or name.endswith(".localhost"):
             return f"{host} is a loopback name"
-        address = _literal_address(host)
+        address = literal_address(host)
         return None if address is None else self.address_refusal(host, address)
 
     def address_refusal(self, host: str, address: Address) -> str | None:
@@ -128,7 +128,7 @@ class EndpointPolicy:
         return refusal(address)
 
 
-def _literal_address(host: str) -> Address | None:
+def literal_address(host: str) -> Address | None:
     """The address a host written as an IP literal (or an IPv4 shorthand) stands for."""
     try:
         return ipaddress.ip_address(host.strip("[]").rstrip("."))

@@ -182,7 +182,8 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(str(level).upper())
-    # httpx logs request URLs at INFO; endpoints may carry tokens. Herald writes its own
-    # access log (herald.access) instead of uvicorn's.
-    for noisy in ("httpx", "httpcore", "aiokafka", "uvicorn.access", "alembic"):
+    # httpx logs request URLs at INFO; endpoints may carry tokens, so the HTTP clients (aiohttp
+    # is the sender's) say only warnings. Herald writes its own access log (herald.access)
+    # instead of uvicorn's.
+    for noisy in ("httpx", "httpcore", "aiohttp", "aiokafka", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
