@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -117,15 +118,32 @@ def _request_id(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
     return None if value is None else value.decode("utf-8", "replace")
 
 
+@dataclass(frozen=True)
+class Membership:
+    """How a consumer takes part in its group: static name, session timeout, heartbeats."""
+
+    instance_id: str | None = None
+    """group.instance.id (KIP-345): a member restarted under it gets its partitions back without
+    a rebalance, instead of waiting for the session of its dead predecessor to expire."""
+    session_timeout: float = 6.0
+    heartbeat_interval: float = 1.0
+
+
 class KafkaConsumer:
     """A consumer-group member of one topic, committing offsets only when told."""
 
-    def __init__(self, bootstrap: str, group_id: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap: str, group_id: str, topic: str, membership: Membership = Membership()
+    ) -> None:
         self.topic = topic
+        self._static = membership.instance_id is not None
         self._consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
             group_id=group_id,
+            group_instance_id=membership.instance_id,
+            session_timeout_ms=int(membership.session_timeout * 1000),
+            heartbeat_interval_ms=int(membership.heartbeat_interval * 1000),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
@@ -136,7 +154,19 @@ class KafkaConsumer:
         await self._consumer.start()
 
     async def aclose(self) -> None:
-        """Leave the group."""
+        """Leave the group, static member or not.
+
+        aiokafka (like Kafka's Java client before KIP-1092) keeps a static member in the group
+        when it closes, betting on a restart under the same name; an instance that is stopped
+        for good, or replaced under another name (a rolling update of a Deployment), would then
+        hold its partitions idle for the session timeout. A graceful stop hands them over at
+        once; only a crash relies on the static name.
+        """
+        coordinator = self._consumer._coordinator
+        if self._static and coordinator is not None:
+            # The leave request names the member by its member id, which the broker accepts
+            # for a static member too; aiokafka skips it only because of the instance id.
+            coordinator._group_instance_id = None
         await self._consumer.stop()
 
     async def fetch(self, timeout: float, max_records: int) -> list[Record]:
