@@ -133,6 +133,13 @@ class Settings(BaseSettings):
         roles=CONSUMERS,
         gt=0,
     )
+    kafka_commit_interval: float = setting(
+        0.5,
+        "seconds between Kafka offset commits of a matcher or dispatcher (0: after every "
+        "batch); only offsets of durable work are committed, a crash re-reads at most this much",
+        roles=CONSUMERS,
+        ge=0,
+    )
     kafka_heartbeat_interval: float = setting(
         1.0,
         "seconds between consumer-group heartbeats (also how soon a member notices a "

@@ -11,7 +11,7 @@ import pytest
 
 from herald.runtime.bus.base import Consumer, Outgoing, Record
 from herald.runtime.bus.connect import Bus
-from herald.runtime.bus.kafka import KafkaConsumer, Membership, ensure_topics
+from herald.runtime.bus.kafka import KafkaConsumer, KafkaPublisher, Membership, ensure_topics
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
 
@@ -128,3 +128,37 @@ async def test_a_static_member_that_stops_hands_its_partitions_over_at_once(
     finally:
         await first.aclose()
         await second.aclose()
+
+
+@pytest.mark.kafka
+async def test_kafka_commits_are_deferred_to_the_interval_and_made_on_close(
+    kafka_bootstrap: str,
+) -> None:
+    """Offsets of processed records wait for the commit interval (one round trip per interval,
+    not per batch), and a member that closes commits them, so the next one resumes after them."""
+    prefix = f"herald-test-{uuid.uuid4().hex[:8]}."
+    topic, group = f"{prefix}{TOPIC}", f"{prefix}group"
+    await ensure_topics(kafka_bootstrap, [topic], partitions=1, replication_factor=1)
+    publisher = KafkaPublisher(kafka_bootstrap)
+    await publisher.start()
+    await publisher.publish([Outgoing(topic, "k", f"{i}".encode()) for i in range(5)])
+    lazy = Membership(commit_interval=3600.0)
+    first = KafkaConsumer(kafka_bootstrap, group, topic, lazy)
+    await first.start()
+    try:
+        await first.commit([])  # the first commit is due at once; make the next one wait
+        got = await _drain(first, 5)
+        await first.commit(got)
+        assert await first.lag() == 5, "committed before the interval"
+    finally:
+        await first.aclose()
+    await publisher.publish([Outgoing(topic, "k", b"5")])
+    await publisher.aclose()
+    eager = KafkaConsumer(kafka_bootstrap, group, topic, Membership(commit_interval=0))
+    await eager.start()
+    try:
+        assert [r.value for r in await _drain(eager, 1)] == [b"5"]  # resumed after the close
+        await eager.commit(got[-1:])
+        assert await eager.lag() == 1
+    finally:
+        await eager.aclose()

@@ -68,6 +68,7 @@ class Bus:
             self.settings.instance_id,
             self.settings.kafka_session_timeout,
             self.settings.kafka_heartbeat_interval,
+            self.settings.kafka_commit_interval,
         )
         consumer = KafkaConsumer(self.settings.kafka_bootstrap, group_id, topic, membership)
         await consumer.start()
