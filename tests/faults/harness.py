@@ -554,16 +554,16 @@ def check_subscription(
 
 
 def resumed(subscriber: Subscriber, load: Load, since: float) -> float | None:
-    """Seconds from `since` (a kill) to the first notification of a write acknowledged after
-    it: how long notifications paused; None if no such write was notified."""
+    """Seconds from `since` (a kill) until notifications of writes acknowledged after it had
+    reached every subscription that got any (the longest pause of one subscription; the others
+    may be served by surviving instances meanwhile); None if no such write was notified."""
     later = {t for t, at in zip(load.acknowledged, load.acknowledged_at, strict=True) if at > since}
+    first: dict[str, float] = {}
     with subscriber._lock:
-        arrivals = [
-            d.at
-            for d in subscriber.deliveries
-            if d.at > since and any(task in later for _, task in d.events)
-        ]
-    return min(arrivals) - since if arrivals else None
+        for d in subscriber.deliveries:
+            if d.at > since and any(task in later for _, task in d.events):
+                first[d.subscription_id] = min(first.get(d.subscription_id, d.at), d.at)
+    return max(first.values()) - since if first else None
 
 
 def print_pauses(processes: Processes, subscriber: Subscriber, load: Load) -> None:
