@@ -124,6 +124,10 @@ def _request_id(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
     return None if value is None else value.decode("utf-8", "replace")
 
 
+# Seconds a closing consumer tries to commit its pending offsets.
+CLOSE_COMMIT_TIMEOUT = 5.0
+
+
 @dataclass(frozen=True)
 class Membership:
     """How a consumer takes part in its group: static name, session timeout, heartbeats."""
@@ -166,7 +170,7 @@ class KafkaConsumer:
         await self._consumer.start()
 
     async def aclose(self) -> None:
-        """Leave the group, static member or not.
+        """Commit the pending offsets and leave the group, static member or not.
 
         aiokafka (like Kafka's Java client before KIP-1092) keeps a static member in the group
         when it closes, betting on a restart under the same name; an instance that is stopped
@@ -175,9 +179,12 @@ class KafkaConsumer:
         once; only a crash relies on the static name.
         """
         try:
-            await self._commit_pending()  # the next owner starts exactly where this one stopped
-        except KafkaError as exc:
-            log.warning("offsets not committed on close", extra={"reason": str(exc)})
+            # The next owner starts exactly where this one stopped; a broker that is away must
+            # not keep the process from exiting (the records are read again instead).
+            async with asyncio.timeout(CLOSE_COMMIT_TIMEOUT):
+                await self._commit_pending()
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("offsets not committed on close", extra={"reason": repr(exc)})
         coordinator = self._consumer._coordinator
         if self._static and coordinator is not None:
             # The leave request names the member by its member id, which the broker accepts
