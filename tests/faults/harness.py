@@ -557,23 +557,50 @@ def resumed(subscriber: Subscriber, load: Load, since: float) -> float | None:
     """Seconds from `since` (a kill) until notifications of writes acknowledged after it had
     reached every subscription that got any (the longest pause of one subscription; the others
     may be served by surviving instances meanwhile); None if no such write was notified."""
-    later = {t for t, at in zip(load.acknowledged, load.acknowledged_at, strict=True) if at > since}
     first: dict[str, float] = {}
-    with subscriber._lock:
-        for d in subscriber.deliveries:
-            if d.at > since and any(task in later for _, task in d.events):
-                first[d.subscription_id] = min(first.get(d.subscription_id, d.at), d.at)
+    for subscription_id, _, arrived in _later_notifications(subscriber, load, since):
+        first[subscription_id] = min(first.get(subscription_id, arrived), arrived)
     return max(first.values()) - since if first else None
 
 
+def longest_delay(subscriber: Subscriber, load: Load, since: float) -> float | None:
+    """The longest time from the acknowledgement of a write made after `since` to its first
+    notification: also catches the partitions that waited while others went on."""
+    acknowledged = dict(zip(load.acknowledged, load.acknowledged_at, strict=True))
+    first: dict[str, float] = {}
+    for _, task_id, arrived in _later_notifications(subscriber, load, since):
+        first[task_id] = min(first.get(task_id, arrived), arrived)
+    return max((at - acknowledged[t] for t, at in first.items()), default=None)
+
+
+def _later_notifications(
+    subscriber: Subscriber, load: Load, since: float
+) -> list[tuple[str, str, float]]:
+    """(subscription id, Task id, arrival) of each notified write acknowledged after `since`."""
+    later = {t for t, at in zip(load.acknowledged, load.acknowledged_at, strict=True) if at > since}
+    with subscriber._lock:
+        return [
+            (d.subscription_id, task_id, d.at)
+            for d in subscriber.deliveries
+            if d.at > since
+            for _, task_id in d.events
+            if task_id in later
+        ]
+
+
 def print_pauses(processes: Processes, subscriber: Subscriber, load: Load) -> None:
-    """Print, for each kill, how long notifications paused (a figure, not a check)."""
+    """Print, for each kill, how long notifications paused (figures, not checks)."""
     for name, killed in zip(processes.kills, processes.killed_at, strict=True):
         pause = resumed(subscriber, load, killed)
         figure = "never" if pause is None else f"{pause:.2f} s after the kill"
         ready = next((at for n, at in processes.ready_at if n == name and at > killed), None)
         restart = "" if ready is None else f", restarted and ready after {ready - killed:.2f} s"
-        print(f"pause: {name} SIGKILLed{restart}; notifications of later writes resumed {figure}")
+        delay = longest_delay(subscriber, load, killed)
+        longest = "" if delay is None else f", the longest delay of one {delay:.2f} s"
+        print(
+            f"pause: {name} SIGKILLed{restart}; notifications of later writes resumed {figure}"
+            f"{longest}"
+        )
 
 
 def check_load(base_url: str, subscriber: Subscriber, load: Load, subs: dict[str, str]) -> None:
