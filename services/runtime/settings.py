@@ -124,6 +124,7 @@ class Settings(BaseSettings):
         "timeout, it takes its partitions back at once; unique per running instance; unset: "
         "dynamic membership",
         roles=CONSUMERS,
+        allowed="1 to 249 letters, digits, '.', '_' or '-' (e.g. the pod name), or unset",
         pattern=r"^[A-Za-z0-9._-]{1,249}$",
     )
     kafka_session_timeout: float = setting(
