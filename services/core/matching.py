@@ -20,10 +20,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from herald.core.contracts import ResourceChange
-from herald.core.search import Condition, SearchParameter, normalize_reference
+from herald.core.search import Condition, Criteria, SearchParameter, normalize_reference
 from herald.core.search._token import codes, parse_token
 from herald.core.search._values import resolve, unescape
 from herald.core.states import SubscriptionStatus
@@ -92,14 +92,17 @@ def _token_keys(condition: Condition) -> tuple[tuple[str, ...], bool] | None:
     return tuple(keys), exact
 
 
-def index_key(subscription: Subscription) -> IndexKey | None:
-    """The filter to index a subscription under (a reference first, then a code), if any."""
-    conditions = [c for criteria in subscription.criteria for c in criteria.conditions]
+def _index_key(conditions: list[Condition]) -> IndexKey | None:
     for kind, extract in (("reference", _reference_keys), ("token", _token_keys)):
         for condition in conditions:
             if condition.parameter.type == kind and (found := extract(condition)) is not None:
                 return IndexKey(condition, *found)
     return None
+
+
+def index_key(subscription: Subscription) -> IndexKey | None:
+    """The filter to index a subscription under (a reference first, then a code), if any."""
+    return _index_key([c for criteria in subscription.criteria for c in criteria.conditions])
 
 
 def _event_keys(parameter: SearchParameter, resource: JsonObject) -> Iterator[str]:
@@ -117,69 +120,116 @@ def _event_keys(parameter: SearchParameter, resource: JsonObject) -> Iterator[st
                     yield code
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """A subscription as filed: what is left to test once the index has selected it."""
+class Plan(NamedTuple):
+    """What matching needs of a subscription: where it is filed and what is left to test.
 
-    subscription: Subscription
+    Nothing else of the subscription is kept (a million of them must fit in memory), and
+    subscriptions with the same filters may share one plan. A tuple: cheap to create and small.
+    """
+
+    topic_url: str
+    resource_type: str
+    """The resource type its filters name; "" for every resource type of the topic."""
+    parameter: SearchParameter | None
+    """The indexed parameter; None when the subscription is considered for every event."""
+    keys: tuple[str, ...]
     residual: tuple[Condition, ...]
-    # Filters on two resource types can never both hold (Subscription.matches is then False).
+    """The conditions the lookup does not decide, tested on each candidate."""
     possible: bool
+    """False when its filters name two resource types (nothing can then match)."""
 
 
-def _entry(subscription: Subscription, key: IndexKey | None) -> _Entry:
-    conditions = tuple(c for criteria in subscription.criteria for c in criteria.conditions)
+def plan_of(topic_url: str, criteria: tuple[Criteria, ...]) -> Plan:
+    """The plan of a subscription to a topic with these filters."""
+    subscription_conditions = [c for item in criteria for c in item.conditions]
+    key = _index_key(subscription_conditions)
+    residual = tuple(subscription_conditions)
     if key is not None and key.exact:
-        skip = key.condition
-        conditions = tuple(c for c in conditions if c is not skip)
-    types = {criteria.resource_type for criteria in subscription.criteria}
-    return _Entry(subscription, conditions, len(types) <= 1)
+        residual = tuple(c for c in residual if c is not key.condition)
+    return Plan(
+        topic_url=topic_url,
+        resource_type=criteria[0].resource_type if criteria else "",
+        parameter=None if key is None else key.parameter,
+        keys=() if key is None else key.keys,
+        residual=residual,
+        possible=len({item.resource_type for item in criteria}) <= 1,
+    )
+
+
+class _Entry:
+    """A subscription as filed: its id and its (possibly shared) plan."""
+
+    __slots__ = ("id", "plan")
+
+    def __init__(self, subscription_id: str, plan: Plan) -> None:
+        self.id = subscription_id
+        self.plan = plan
+
+
+# The subscriptions filed under one key: one entry (the common case, and the cheapest in
+# memory), or several by id.
+_Filed = _Entry | dict[str, _Entry]
 
 
 class _Bucket:
     """The subscriptions of one topic and resource type."""
 
     def __init__(self) -> None:
-        # parameter name -> (parameter, key -> {subscription id: entry})
-        self.indexed: dict[str, tuple[SearchParameter, dict[str, dict[str, _Entry]]]] = {}
+        # parameter name -> (parameter, key -> what is filed under it)
+        self.indexed: dict[str, tuple[SearchParameter, dict[str, _Filed]]] = {}
         self.unindexed: dict[str, _Entry] = {}
 
-    def add(self, entry: _Entry, key: IndexKey | None) -> None:
-        subscription_id = entry.subscription.id
-        if key is None:
-            self.unindexed[subscription_id] = entry
+    def add(self, entry: _Entry) -> None:
+        parameter = entry.plan.parameter
+        if parameter is None:
+            self.unindexed[entry.id] = entry
             return
-        name = key.parameter.name
-        if name not in self.indexed:
-            self.indexed[name] = (key.parameter, {})
-        by_key = self.indexed[name][1]
-        for value in key.keys:
-            by_key.setdefault(value, {})[subscription_id] = entry
+        found = self.indexed.get(parameter.name)
+        if found is None:
+            found = self.indexed[parameter.name] = (parameter, {})
+        by_key = found[1]
+        for value in entry.plan.keys:
+            filed = by_key.get(value)
+            if filed is None:
+                by_key[value] = entry
+            elif isinstance(filed, dict):
+                filed[entry.id] = entry
+            elif filed.id == entry.id:
+                by_key[value] = entry
+            else:
+                by_key[value] = {filed.id: filed, entry.id: entry}
 
-    def discard(self, subscription_id: str, key: IndexKey | None) -> None:
-        if key is None:
-            self.unindexed.pop(subscription_id, None)
+    def discard(self, entry: _Entry) -> None:
+        parameter = entry.plan.parameter
+        if parameter is None:
+            self.unindexed.pop(entry.id, None)
             return
-        found = self.indexed.get(key.parameter.name)
+        found = self.indexed.get(parameter.name)
         if found is None:
             return
         by_key = found[1]
-        for value in key.keys:
-            entries = by_key.get(value)
-            if entries is not None:
-                entries.pop(subscription_id, None)
-                if not entries:
-                    del by_key[value]
+        for value in entry.plan.keys:
+            filed = by_key.get(value)
+            if isinstance(filed, dict):
+                filed.pop(entry.id, None)
+                if len(filed) == 1:
+                    by_key[value] = next(iter(filed.values()))
+            elif filed is not None and filed.id == entry.id:
+                del by_key[value]
         if not by_key:
-            del self.indexed[key.parameter.name]
+            del self.indexed[parameter.name]
 
     def candidates(self, resource: JsonObject) -> dict[str, _Entry]:
         found = dict(self.unindexed)
         for parameter, by_key in self.indexed.values():
             for key in _event_keys(parameter, resource):
-                entries = by_key.get(key)
-                if entries:
-                    found.update(entries)
+                filed = by_key.get(key)
+                if filed is None:
+                    continue
+                if isinstance(filed, dict):
+                    found.update(filed)
+                else:
+                    found[filed.id] = filed
         return found
 
 
@@ -189,41 +239,52 @@ class SubscriptionIndex:
     def __init__(self, topics: TopicCatalog) -> None:
         self.topics = topics
         self.revision = 0
-        self._subscriptions: dict[str, tuple[Subscription, IndexKey | None]] = {}
+        self._entries: dict[str, _Entry] = {}
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+        # (topic url, resource type) -> the buckets a plan is filed in
+        self._filing: dict[tuple[str, str], list[_Bucket]] = {}
 
     def __len__(self) -> int:
-        return len(self._subscriptions)
+        return len(self._entries)
 
-    def _bucket_keys(self, subscription: Subscription) -> list[tuple[str, str]]:
-        topic = self.topics[subscription.topic_url]
-        if subscription.resource_type:
-            return [(topic.url, subscription.resource_type)]
-        return [(topic.url, resource_type) for resource_type in sorted(topic.resource_types)]
+    def _buckets_of(self, plan: Plan) -> list[_Bucket]:
+        """The buckets a plan is filed in; none when its topic is not served."""
+        where = (plan.topic_url, plan.resource_type)
+        found = self._filing.get(where)
+        if found is None:
+            found = []
+            if plan.topic_url in self.topics:
+                topic = self.topics[plan.topic_url]
+                kinds = [plan.resource_type] if plan.resource_type else topic.resource_types
+                found = [
+                    self._buckets.setdefault((topic.url, kind), _Bucket()) for kind in sorted(kinds)
+                ]
+            self._filing[where] = found
+        return found
 
     def put(self, subscription: Subscription) -> None:
         """Add or replace a subscription; one that is not live is removed."""
-        self.remove(subscription.id)
-        if subscription.status not in LIVE_STATUSES or subscription.topic_url not in self.topics:
+        plan = plan_of(subscription.topic_url, subscription.criteria)
+        self.put_plan(subscription.id, subscription.status, plan)
+
+    def put_plan(self, subscription_id: str, status: str, plan: Plan) -> None:
+        """Add or replace a subscription by its plan; one that is not live (or whose topic is
+        not served) is removed."""
+        if subscription_id in self._entries:
+            self.remove(subscription_id)
+        buckets = self._buckets_of(plan)
+        if status not in LIVE_STATUSES or not buckets:
             return
-        key = index_key(subscription)
-        entry = _entry(subscription, key)
-        self._subscriptions[subscription.id] = (subscription, key)
-        for bucket_key in self._bucket_keys(subscription):
-            bucket = self._buckets.get(bucket_key)
-            if bucket is None:
-                bucket = self._buckets[bucket_key] = _Bucket()
-            bucket.add(entry, key)
+        entry = self._entries[subscription_id] = _Entry(subscription_id, plan)
+        for bucket in buckets:
+            bucket.add(entry)
 
     def remove(self, subscription_id: str) -> None:
         """Forget a subscription."""
-        entry = self._subscriptions.pop(subscription_id, None)
+        entry = self._entries.pop(subscription_id, None)
         if entry is not None:
-            old, key = entry
-            for bucket_key in self._bucket_keys(old):
-                bucket = self._buckets.get(bucket_key)
-                if bucket is not None:
-                    bucket.discard(old.id, key)
+            for bucket in self._buckets_of(entry.plan):
+                bucket.discard(entry)
 
     def load(self, subscriptions: Iterable[Subscription], revision: int) -> None:
         """Apply a batch of subscription changes up to a registry revision."""
@@ -241,9 +302,9 @@ class SubscriptionIndex:
                 found.update(bucket.candidates(resource))
         return sorted(found)
 
-    def match(self, change: ResourceChange) -> list[Subscription]:
-        """The subscriptions this change notifies, in a stable order."""
-        matched: list[Subscription] = []
+    def match(self, change: ResourceChange) -> list[str]:
+        """The ids of the subscriptions this change notifies, in a stable order."""
+        matched: list[str] = []
         resource = change.current if change.current is not None else change.previous
         if resource is None:
             return matched
@@ -259,7 +320,7 @@ class SubscriptionIndex:
             cache: dict[str, list[Any]] = {}
             found = bucket.candidates(resource)
             for subscription_id in sorted(found):
-                entry = found[subscription_id]
-                if entry.possible and all(c.matches(resource, cache=cache) for c in entry.residual):
-                    matched.append(entry.subscription)
+                plan = found[subscription_id].plan
+                if plan.possible and all(c.matches(resource, cache=cache) for c in plan.residual):
+                    matched.append(subscription_id)
         return matched

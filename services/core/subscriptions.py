@@ -205,7 +205,8 @@ def _unsigned(extension: JsonObject, key: str, bounds: tuple[int, int], name: st
     return value
 
 
-def _topic(resource: JsonObject, topics: TopicCatalog) -> Topic:
+def subscription_topic(resource: JsonObject, topics: TopicCatalog) -> Topic:
+    """The topic a Subscription names in `criteria` (InvalidSubscription if unsupported)."""
     criteria = resource.get("criteria")
     if not isinstance(criteria, str) or not criteria:
         raise InvalidSubscription(
@@ -221,7 +222,8 @@ def _topic(resource: JsonObject, topics: TopicCatalog) -> Topic:
     return topics[criteria]
 
 
-def _filters(resource: JsonObject, topic: Topic) -> tuple[tuple[str, ...], tuple[Criteria, ...]]:
+def filter_texts(resource: JsonObject) -> tuple[str, ...]:
+    """The backport filter-criteria strings of a Subscription, checked for form and size."""
     texts: list[str] = []
     extensions = _extensions(resource.get("_criteria"), "Subscription._criteria")
     if len(extensions) > MAX_FILTERS:
@@ -243,8 +245,9 @@ def _filters(resource: JsonObject, topic: Topic) -> tuple[tuple[str, ...], tuple
                 "backport-filter-criteria needs a non-empty valueString",
                 expression="Subscription._criteria",
             )
-        if len(text) > MAX_FILTER_LENGTH or any(
-            part.count(",") >= MAX_FILTER_VALUES for part in text.split("&")
+        if len(text) > MAX_FILTER_LENGTH or (
+            text.count(",") >= MAX_FILTER_VALUES
+            and any(part.count(",") >= MAX_FILTER_VALUES for part in text.split("&"))
         ):
             raise InvalidSubscription(
                 f"a filter may be at most {MAX_FILTER_LENGTH} characters long, with at most "
@@ -252,6 +255,11 @@ def _filters(resource: JsonObject, topic: Topic) -> tuple[tuple[str, ...], tuple
                 expression="Subscription._criteria",
             )
         texts.append(text)
+    return tuple(texts)
+
+
+def compile_filters(topic: Topic, texts: tuple[str, ...]) -> tuple[Criteria, ...]:
+    """Filter-criteria strings parsed as criteria on the topic's resource types."""
     resource_types = sorted(topic.resource_types)
     criteria = []
     for text in texts:
@@ -265,7 +273,7 @@ def _filters(resource: JsonObject, topic: Topic) -> tuple[tuple[str, ...], tuple
                 f"filter {text!r} is not supported: {exc.diagnostics}",
                 expression="Subscription._criteria",
             ) from exc
-    return tuple(texts), tuple(criteria)
+    return tuple(criteria)
 
 
 def _filter_resource_type(text: str, resource_types: list[str]) -> str:
@@ -397,6 +405,17 @@ def _headers(channel: JsonObject) -> tuple[str, ...]:
     return tuple(headers)
 
 
+def subscription_object(resource: object) -> JsonObject:
+    """The resource, if it is a JSON object of resourceType Subscription."""
+    if not isinstance(resource, dict):
+        raise InvalidSubscription("the body must be a JSON object")
+    if resource.get("resourceType") != "Subscription":
+        raise InvalidSubscription(
+            f"expected resourceType Subscription, got {resource.get('resourceType')!r}"
+        )
+    return resource
+
+
 def parse_subscription(
     resource: object,
     topics: TopicCatalog,
@@ -408,12 +427,7 @@ def parse_subscription(
 
     `status` overrides the resource's status (the server decides it on create).
     """
-    if not isinstance(resource, dict):
-        raise InvalidSubscription("the body must be a JSON object")
-    if resource.get("resourceType") != "Subscription":
-        raise InvalidSubscription(
-            f"expected resourceType Subscription, got {resource.get('resourceType')!r}"
-        )
+    resource = subscription_object(resource)
     resource_id = resource.get("id")
     if resource_id is not None and not is_valid_id(resource_id):
         raise InvalidSubscription(f"invalid id {resource_id!r}", expression="Subscription.id")
@@ -423,8 +437,9 @@ def parse_subscription(
             f"status must be one of {', '.join(sorted(STATUSES))}, got {given_status!r}",
             expression="Subscription.status",
         )
-    topic = _topic(resource, topics)
-    filters, criteria = _filters(resource, topic)
+    topic = subscription_topic(resource, topics)
+    filters = filter_texts(resource)
+    criteria = compile_filters(topic, filters)
     channel = resource.get("channel")
     if not isinstance(channel, dict):
         raise InvalidSubscription("channel is required", expression="Subscription.channel")

@@ -2,40 +2,80 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import orjson
+from sqlalchemy import Row
 
 from herald.core.errors import HeraldError
 from herald.core.matching import SubscriptionIndex
+from herald.core.matching_stored import PlanCompiler
 from herald.core.states import SubscriptionStatus
-from herald.core.subscriptions import STORED_POLICY, parse_subscription
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.database import Database
 
 log = logging.getLogger(__name__)
 
+# Registry rows read per query: a matcher loading a million subscriptions holds one page of rows
+# at a time, not the whole table.
+PAGE_ROWS = 5_000
 
-async def refresh(index: SubscriptionIndex, database: Database) -> int:
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while the index grows: a load files a million small
+    objects, none of them in cycles, and every full collection would walk all of them again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+async def refresh(index: SubscriptionIndex, database: Database, *, page: int = PAGE_ROWS) -> int:
     """Apply every registry change since the index's revision; return how many were applied."""
     async with database.read() as connection:
         # Every revision up to the counter read first is committed (revisions are handed out
-        # under the counter's row lock), so the index is at least that fresh afterwards.
+        # under the counter's row lock), so the index is at least that fresh afterwards. A row
+        # changed again while the pages are read comes back at its new revision, further on.
         current = await registry.revision(connection)
-        changed = await registry.changed_since(connection, index.revision)
-    for stored in changed:
-        if stored.deleted or stored.status is SubscriptionStatus.OFF:
-            index.remove(stored.id)
+    compiler = PlanCompiler(index.topics)
+    since, after_id = index.revision, None
+    applied = 0
+    with _collector_paused():
+        while True:
+            async with database.read() as connection:
+                rows = await registry.registry_page(connection, since, after_id, page)
+            _apply(index, compiler, rows)
+            applied += len(rows)
+            if rows:
+                since, after_id = rows[-1].revision, rows[-1].id
+            if len(rows) < page:
+                break
+    index.revision = max(index.revision, current, since)
+    return applied
+
+
+def _apply(
+    index: SubscriptionIndex, compiler: PlanCompiler, rows: Sequence[Row[str, str, bool, int, str]]
+) -> None:
+    plan_of, loads, put = compiler.plan, orjson.loads, index.put_plan  # a million times over
+    for subscription_id, status, deleted, _, content in rows:
+        if deleted or status == SubscriptionStatus.OFF:
+            index.remove(subscription_id)
             continue
         try:
-            subscription = parse_subscription(
-                stored.resource, index.topics, STORED_POLICY, status=stored.status
-            )
+            plan = plan_of(loads(content))
         except HeraldError as exc:
             log.warning(
                 "stored subscription no longer valid; not matched",
-                extra={"subscription_id": stored.id, "reason": str(exc)},
+                extra={"subscription_id": subscription_id, "reason": str(exc)},
             )
-            index.remove(stored.id)
+            index.remove(subscription_id)
             continue
-        index.put(subscription)
-    index.revision = max(index.revision, current, *(s.revision for s in changed[-1:]))
-    return len(changed)
+        put(subscription_id, status, plan)

@@ -38,9 +38,9 @@ def notification_requests(
     now = format_instant(utc_now())
     return [
         NotificationRequest(
-            request_id=f"{change.event_id}:{subscription.id}",
+            request_id=f"{change.event_id}:{subscription_id}",
             kind="event",
-            subscription_id=subscription.id,
+            subscription_id=subscription_id,
             source_event_id=change.event_id,
             requested_at=now,
             resource_type=change.resource_type,
@@ -50,7 +50,7 @@ def notification_requests(
             occurred_at=change.occurred_at,
             method=change.method,
         )
-        for subscription in index.match(change)
+        for subscription_id in index.match(change)
     ]
 
 

@@ -171,8 +171,13 @@ class Metrics:
 class DatabaseWork(Protocol):
     """What a database handle counts (herald.runtime.store.database.Database)."""
 
-    statements: int
-    transactions: int
+    @property
+    def statements(self) -> int:
+        """SQL statements sent."""
+
+    @property
+    def transactions(self) -> int:
+        """Transactions ended."""
 
 
 class _DatabaseCollector(Collector):

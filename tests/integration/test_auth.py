@@ -474,6 +474,17 @@ async def test_two_tenants_cannot_see_change_or_subscribe_to_each_other(
             assert [e["resource"]["id"] for e in bundle["entry"]] == expected
             assert bundle["total"] == 1
 
+    # Task.output may name anything; _include returns only Tasks the searcher may see.
+    leak = [
+        {"type": {"text": "r"}, "valueReference": {"reference": r}}
+        for r in ("Task/ta", f"Subscription/{sid}")
+    ]
+    pointing = {**theirs, "id": "tb2", "output": leak}
+    assert (await app.put("/fhir/Task/tb2", json=pointing, headers=as_b)).status_code == 201
+    included = (await app.get("/fhir/Task?_id=tb2&_include=Task:output", headers=as_b)).json()
+    assert [e["resource"]["id"] for e in included["entry"]] == ["tb2"]
+    assert "secret-a" not in orjson.dumps(included).decode()
+
 
 async def test_history_and_conditional_interactions_keep_to_owner_and_tenant(
     app: httpx.AsyncClient, database: Database

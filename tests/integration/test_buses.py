@@ -71,6 +71,9 @@ async def test_publish_consume_commit_resume(bus: Bus) -> None:
         values = sorted(int(r.value) for r in again)
         # Kafka committed all 30; the embedded consumer committed the first 10 it was given.
         assert values == ([30] if not bus.embedded else list(range(10, 31)))
+        await consumer.commit(again)  # moves a stored position
+    async with bus.consumer(group, TOPIC) as consumer:
+        assert await consumer.fetch(timeout=1, max_records=100) == []
 
 
 async def test_a_record_carries_its_request_id(bus: Bus) -> None:

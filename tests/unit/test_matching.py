@@ -42,7 +42,7 @@ def task(
 
 
 def ids(index: SubscriptionIndex, event: ResourceChange) -> list[str]:
-    return [s.id for s in index.match(event)]
+    return index.match(event)
 
 
 # --- owner filters ------------------------------------------------------------------------

@@ -6,12 +6,32 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy import bindparam, delete, event, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.runtime.bus.base import Outgoing, Record, Transaction
+from herald.runtime.store import direct
 from herald.runtime.store.database import Database
+from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import bus_log, bus_offsets
+
+# Built once (see store/direct.py).
+_APPEND = Prepared(insert(bus_log))
+_GROUP = (bus_offsets.c.group_id == bindparam("of_group")) & (
+    bus_offsets.c.topic == bindparam("of_topic")
+)
+_POSITION = Prepared(select(bus_offsets.c.position).where(_GROUP))
+_ADD_POSITION = Prepared(insert(bus_offsets))
+_MOVE_POSITION = Prepared(update(bus_offsets).where(_GROUP).values(position=bindparam("to")))
+_READ = Prepared(
+    select(bus_log.c.id, bus_log.c.key, bus_log.c.payload, bus_log.c.request_id)
+    .where(bus_log.c.topic == bindparam("topic"), bus_log.c.id > bindparam("after"))
+    .order_by(bus_log.c.id)
+    .limit(bindparam("limit"))
+)
+_FORGET = Prepared(
+    delete(bus_log).where(bus_log.c.topic == bindparam("topic"), bus_log.c.id <= bindparam("to"))
+)
 
 
 class EmbeddedBus:
@@ -36,10 +56,10 @@ class EmbeddedBus:
         ]
         if connection is None:
             async with self.database.transaction() as own:
-                await own.execute(insert(bus_log), rows)
+                await direct.run_many(own, _APPEND, rows)
             self._wake(topics)
             return
-        await connection.execute(insert(bus_log), rows)
+        await direct.run_many(connection, _APPEND, rows)
         # Readers must look only once the records are committed.
         event.listen(connection.sync_connection, "commit", lambda _c: self._wake(topics), once=True)
 
@@ -59,15 +79,12 @@ class EmbeddedConsumer:
         self.bus = bus
         self.group_id = group_id
         self.topic = topic
+        self._group = {"of_group": group_id, "of_topic": topic}
         self._position: int | None = None
 
     async def _committed(self) -> int:
         async with self.bus.database.read() as connection:
-            value = await connection.scalar(
-                select(bus_offsets.c.position).where(
-                    bus_offsets.c.group_id == self.group_id, bus_offsets.c.topic == self.topic
-                )
-            )
+            value = await direct.scalar(connection, _POSITION, self._group)
         return int(value or 0)
 
     async def fetch(self, timeout: float, max_records: int) -> list[Record]:
@@ -77,20 +94,14 @@ class EmbeddedConsumer:
         wakeup = self.bus._wakeups[self.topic]
         for attempt in range(2):
             wakeup.clear()
+            after = {"topic": self.topic, "after": self._position, "limit": max_records}
             async with self.bus.database.read() as connection:
-                rows = (
-                    await connection.execute(
-                        select(bus_log)
-                        .where(bus_log.c.topic == self.topic, bus_log.c.id > self._position)
-                        .order_by(bus_log.c.id)
-                        .limit(max_records)
-                    )
-                ).all()
+                rows = await direct.rows(connection, _READ, after)
             if rows:
-                self._position = rows[-1].id
+                self._position = rows[-1][0]
                 return [
-                    Record(self.topic, 0, r.id, r.key, bytes(r.payload), None, r.request_id)
-                    for r in rows
+                    Record(self.topic, 0, offset, key, bytes(payload), None, request_id)
+                    for offset, key, payload, request_id in rows
                 ]
             if attempt == 0:
                 try:
@@ -104,21 +115,15 @@ class EmbeddedConsumer:
         if not records:
             return
         position = max(r.offset for r in records)
-        where = (bus_offsets.c.group_id == self.group_id) & (bus_offsets.c.topic == self.topic)
         async with self.bus.database.transaction() as connection:
-            existing = await connection.scalar(select(bus_offsets.c.position).where(where))
+            existing = await direct.scalar(connection, _POSITION, self._group)
             if existing is None:
-                await connection.execute(
-                    insert(bus_offsets).values(
-                        group_id=self.group_id, topic=self.topic, position=position
-                    )
-                )
+                new = {"group_id": self.group_id, "topic": self.topic, "position": position}
+                await direct.run(connection, _ADD_POSITION, new)
             elif position > existing:
-                await connection.execute(update(bus_offsets).where(where).values(position=position))
+                await direct.run(connection, _MOVE_POSITION, {**self._group, "to": position})
             # Embedded mode has one consumer group per topic, so committed records are done with.
-            await connection.execute(
-                delete(bus_log).where(bus_log.c.topic == self.topic, bus_log.c.id <= position)
-            )
+            await direct.run(connection, _FORGET, {"topic": self.topic, "to": position})
 
     def owns(self, key: str) -> bool:
         """A single embedded member owns every key."""

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.runtime.store import direct
+from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import delivery_attempts
 
 # Attempts kept per subscription.
@@ -29,24 +31,31 @@ class Attempt:
     seconds: float
 
 
+_INSERT = Prepared(insert(delivery_attempts))
+_NEWEST_KEPT = (
+    select(delivery_attempts.c.id)
+    .where(delivery_attempts.c.subscription_id == bindparam("subscription"))
+    .order_by(delivery_attempts.c.id.desc())
+    .offset(KEEP - 1)
+    .limit(1)
+    .scalar_subquery()
+)
+_PRUNE = Prepared(
+    delete(delivery_attempts).where(
+        delivery_attempts.c.subscription_id == bindparam("subscription"),
+        delivery_attempts.c.id < _NEWEST_KEPT,
+    )
+)
+
+
 async def record_many(connection: AsyncConnection, attempts: Sequence[Attempt]) -> None:
     """Store attempts, then drop all but the newest KEEP of each subscription concerned."""
     if not attempts:
         return
-    await connection.execute(insert(delivery_attempts), [asdict(a) for a in attempts])
-    newest_kept = (
-        select(delivery_attempts.c.id)
-        .where(delivery_attempts.c.subscription_id == bindparam("subscription"))
-        .order_by(delivery_attempts.c.id.desc())
-        .offset(KEEP - 1)
-        .limit(1)
-        .scalar_subquery()
-    )
-    await connection.execute(
-        delete(delivery_attempts).where(
-            delivery_attempts.c.subscription_id == bindparam("subscription"),
-            delivery_attempts.c.id < newest_kept,
-        ),
+    await direct.run_many(connection, _INSERT, [asdict(a) for a in attempts])
+    await direct.run_many(
+        connection,
+        _PRUNE,
         [{"subscription": s} for s in sorted({a.subscription_id for a in attempts})],
     )
 

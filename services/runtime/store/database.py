@@ -14,7 +14,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from herald.runtime.store.sqlite_driver import OneTripDbapi
+from herald.runtime.store.sqlite_driver import BUSY_TIMEOUT_MS, OneTripDbapi
+from herald.runtime.store.wal import NO_AUTOCHECKPOINT, Checkpointer
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Connections (and so threads) of an SQLite database: readers share them, writers take one at a
@@ -43,9 +44,10 @@ class Database:
         self.url = async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
+        self._sqlite_module: OneTripDbapi | None = None
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30}
-            kwargs["module"] = OneTripDbapi()
+            kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
+            kwargs["module"] = self._sqlite_module = OneTripDbapi()
             # A fixed set of connections: each is a thread with its own SQLite cache, and
             # closing overflow connections on return started a new one for every burst.
             kwargs["pool_size"] = SQLITE_CONNECTIONS
@@ -57,19 +59,29 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         # SQLite allows one writer; taking the lock here avoids "database is locked" retries.
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._checkpointer: Checkpointer | None = None
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)
-        self.statements = 0
-        """SQL statements sent (BEGIN excluded), for herald_database_statements_total."""
+            self._checkpointer = Checkpointer(Path(make_url(self.url).database or ":memory:"))
+        self.executed = 0
+        """SQL statements SQLAlchemy sent."""
         self.transactions = 0
         """Transactions ended (committed or rolled back), for herald_database_transactions_total."""
         _count_work(self)
+
+    @property
+    def statements(self) -> int:
+        """SQL statements sent (BEGIN excluded), for herald_database_statements_total."""
+        direct = self._sqlite_module.direct_statements if self._sqlite_module else 0
+        return self.executed + direct
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection inside a transaction, committed on success and rolled back on error."""
         async with self._write_lock or nullcontext(), self.engine.begin() as connection:
             yield connection
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -96,7 +108,9 @@ class Database:
         return True
 
     async def aclose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (SQLite: after a last checkpoint)."""
+        if self._checkpointer is not None:
+            await self._checkpointer.aclose()
         await self.engine.dispose()
 
 
@@ -111,9 +125,8 @@ def _count_work(database: Database) -> None:
     engine = database.engine.sync_engine
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _statement(*args: Any) -> None:
-        if not args[2].startswith("BEGIN"):  # SQLite's explicit BEGIN is part of the transaction
-            database.statements += 1
+    def _statement(*_args: Any) -> None:
+        database.executed += 1  # SQLite's BEGIN is issued by its adapter, not counted
 
     @event.listens_for(engine, "commit")
     @event.listens_for(engine, "rollback")
@@ -130,9 +143,10 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(NO_AUTOCHECKPOINT)
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         read_only = connection.get_execution_options().get("herald_read_only", False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        connection.connection.dbapi_connection.begin(write=not read_only)  # type: ignore[union-attr]

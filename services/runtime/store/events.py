@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.notifications import NotificationEvent
 from herald.core.types import JsonObject
-from herald.runtime.store import resources
+from herald.runtime.store import direct, resources
+from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import event_log, subscriptions
 
 
@@ -47,6 +48,32 @@ def _logged(row: Row[Any]) -> LoggedEvent:
     )
 
 
+# Built once (see store/direct.py).
+_LOCK_LIVE = (
+    select(subscriptions.c.id)
+    .where(subscriptions.c.id == bindparam("id"), subscriptions.c.deleted.is_(False))
+    .with_for_update()
+)
+_SEEN = Prepared(
+    select(event_log.c.number).where(event_log.c.request_id == bindparam("request_id"))
+)
+_NEXT_NUMBER = Prepared(
+    update(subscriptions)
+    .where(subscriptions.c.id == bindparam("subscription"), subscriptions.c.deleted.is_(False))
+    .values(events_count=subscriptions.c.events_count + 1)
+    .returning(subscriptions.c.events_count)
+)
+_INSERT = Prepared(insert(event_log))
+_MARK_DELIVERED = Prepared(
+    update(subscriptions)
+    .where(
+        subscriptions.c.id == bindparam("subscription"),
+        subscriptions.c.delivered_through < bindparam("through"),
+    )
+    .values(delivered_through=bindparam("through"))
+)
+
+
 async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: str) -> int | None:
     """Number and store an event; None when it was recorded before or the subscription is gone.
 
@@ -58,40 +85,31 @@ async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: s
         # a rebalance between dispatchers) then see each other's committed events. SQLite
         # writers are serialised by the database lock already; the update below checks that
         # the subscription is live.
-        live = await connection.scalar(
-            select(subscriptions.c.id)
-            .where(subscriptions.c.id == event.subscription_id, subscriptions.c.deleted.is_(False))
-            .with_for_update()
-        )
+        live = await connection.scalar(_LOCK_LIVE, {"id": event.subscription_id})
         if live is None:
             return None
-    seen = await connection.scalar(
-        select(event_log.c.number).where(event_log.c.request_id == event.request_id)
-    )
+    seen = await direct.scalar(connection, _SEEN, {"request_id": event.request_id})
     if seen is not None:
         return None
-    number = await connection.scalar(
-        update(subscriptions)
-        .where(subscriptions.c.id == event.subscription_id, subscriptions.c.deleted.is_(False))
-        .values(events_count=subscriptions.c.events_count + 1)
-        .returning(subscriptions.c.events_count)
-    )
+    number = await direct.scalar(connection, _NEXT_NUMBER, {"subscription": event.subscription_id})
     if number is None:
         return None
-    await connection.execute(
-        insert(event_log).values(
-            subscription_id=event.subscription_id,
-            number=number,
-            request_id=event.request_id,
-            resource_type=event.resource_type,
-            resource_id=event.resource_id,
-            version_id=event.version_id,
-            interaction=event.interaction,
-            occurred_at=event.occurred_at,
-            recorded_at=recorded_at,
-            origin_request_id=event.origin_request_id,
-            method=event.method,
-        )
+    await direct.run(
+        connection,
+        _INSERT,
+        {
+            "subscription_id": event.subscription_id,
+            "number": number,
+            "request_id": event.request_id,
+            "resource_type": event.resource_type,
+            "resource_id": event.resource_id,
+            "version_id": event.version_id,
+            "interaction": event.interaction,
+            "occurred_at": event.occurred_at,
+            "recorded_at": recorded_at,
+            "origin_request_id": event.origin_request_id,
+            "method": event.method,
+        },
     )
     return int(number)
 
@@ -108,13 +126,9 @@ async def mark_delivered_many(connection: AsyncConnection, positions: dict[str, 
     if not positions:
         return
     # Rows are locked in id order, as `record` does, so concurrent writers cannot deadlock.
-    await connection.execute(
-        update(subscriptions)
-        .where(
-            subscriptions.c.id == bindparam("subscription"),
-            subscriptions.c.delivered_through < bindparam("through"),
-        )
-        .values(delivered_through=bindparam("through")),
+    await direct.run_many(
+        connection,
+        _MARK_DELIVERED,
         [{"subscription": s, "through": positions[s]} for s in sorted(positions)],
     )
 

@@ -8,6 +8,8 @@ from sqlalchemy import delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.runtime.logs import request_id
+from herald.runtime.store import direct
+from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import outbox
 
 # Key of the PostgreSQL advisory lock that makes one relay at a time publish, keeping per-key order.
@@ -25,10 +27,15 @@ class OutboxRecord:
     request_id: str | None = None
 
 
+_ADD = Prepared(insert(outbox))
+
+
 async def add(connection: AsyncConnection, topic: str, key: str, payload: bytes) -> None:
     """Queue a record in the caller's transaction, with the request id of the work in hand."""
-    await connection.execute(
-        insert(outbox).values(topic=topic, key=key, payload=payload, request_id=request_id.get())
+    await direct.run(
+        connection,
+        _ADD,
+        {"topic": topic, "key": key, "payload": payload, "request_id": request_id.get()},
     )
 
 

@@ -7,14 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import false, func, insert, select, text, tuple_, update
+from sqlalchemy import bindparam, false, func, insert, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.errors import ConcurrentWrite
 from herald.core.fhir import utc_now
 from herald.core.types import JsonObject
-from herald.runtime.store import search
+from herald.runtime.store import direct, search
+from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import resource_versions, resources
 
 
@@ -30,25 +31,50 @@ class StoredResource:
     resource: JsonObject
 
 
+# The statements of every write, built once (see store/direct.py).
+_COLUMNS = (
+    resources.c.resource_type,
+    resources.c.id,
+    resources.c.version_id,
+    resources.c.last_updated,
+    resources.c.deleted,
+    resources.c.content,
+)
+_CURRENT_QUERY = select(*_COLUMNS).where(
+    resources.c.resource_type == bindparam("type"), resources.c.id == bindparam("id")
+)
+_CURRENT = Prepared(_CURRENT_QUERY)
+_CURRENT_LOCKED = Prepared(_CURRENT_QUERY.with_for_update())
+_NEWEST = Prepared(
+    select(func.max(resources.c.last_updated)).where(
+        resources.c.resource_type == bindparam("type"), resources.c.deleted == false()
+    )
+)
+_TYPE_LOCK = text("SELECT pg_advisory_xact_lock(:kind, :key)")
+_INSERT_CURRENT = Prepared(insert(resources))
+_UPDATE_CURRENT = Prepared(
+    update(resources).where(
+        resources.c.resource_type == bindparam("key_type"), resources.c.id == bindparam("key_id")
+    )
+)
+_INSERT_VERSION = Prepared(insert(resource_versions))
+
+
 async def current(
     connection: AsyncConnection, resource_type: str, resource_id: str, *, for_update: bool = False
 ) -> StoredResource | None:
     """The current version of a resource, locking its row when asked (PostgreSQL)."""
-    query = select(resources).where(
-        resources.c.resource_type == resource_type, resources.c.id == resource_id
+    locked = for_update and connection.dialect.name == "postgresql"
+    found = await direct.rows(
+        connection,
+        _CURRENT_LOCKED if locked else _CURRENT,
+        {"type": resource_type, "id": resource_id},
     )
-    if for_update and connection.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await connection.execute(query)).first()
-    if row is None:
+    if not found:
         return None
+    type_, id_, version_id, last_updated, deleted, content = found[0]
     return StoredResource(
-        row.resource_type,
-        row.id,
-        row.version_id,
-        row.last_updated,
-        row.deleted,
-        orjson.loads(row.content),
+        type_, id_, version_id, last_updated, bool(deleted), orjson.loads(content)
     )
 
 
@@ -69,14 +95,8 @@ async def write_clock(connection: AsyncConnection, resource_type: str) -> dateti
     """
     if connection.dialect.name == "postgresql":
         key = zlib.crc32(resource_type.encode()) & 0x7FFFFFFF
-        await connection.execute(
-            text("SELECT pg_advisory_xact_lock(:kind, :key)"), {"kind": _WRITE_LOCK, "key": key}
-        )
-    newest = await connection.scalar(
-        select(func.max(resources.c.last_updated)).where(
-            resources.c.resource_type == resource_type, resources.c.deleted == false()
-        )
-    )
+        await connection.execute(_TYPE_LOCK, {"kind": _WRITE_LOCK, "key": key})
+    newest = await direct.scalar(connection, _NEWEST, {"type": resource_type})
     now = utc_now()
     if newest is not None:
         now = max(now, datetime.fromisoformat(newest) + _TICK)
@@ -162,24 +182,29 @@ async def _save(
         "content": content,
     }
     if previous is None:
-        await connection.execute(
-            insert(resources).values(resource_type=resource_type, id=resource_id, **values)
+        await direct.run(
+            connection,
+            _INSERT_CURRENT,
+            {"resource_type": resource_type, "id": resource_id, **values},
         )
     else:
-        await connection.execute(
-            update(resources)
-            .where(resources.c.resource_type == resource_type, resources.c.id == resource_id)
-            .values(**values)
+        await direct.run(
+            connection,
+            _UPDATE_CURRENT,
+            {"key_type": resource_type, "key_id": resource_id, **values},
         )
-    await connection.execute(
-        insert(resource_versions).values(
-            resource_type=resource_type,
-            id=resource_id,
-            version_id=version_id,
-            last_updated=last_updated,
-            content=content,
-            method=method,
-        )
+    await direct.run(
+        connection,
+        _INSERT_VERSION,
+        {
+            "resource_type": resource_type,
+            "id": resource_id,
+            "version_id": version_id,
+            "last_updated": last_updated,
+            "content": content,
+            "method": method,
+            "deleted": False,
+        },
     )
     await search.reindex(connection, stamped, fresh=previous is None or previous.deleted)
 

@@ -37,6 +37,9 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.util.concurrency import await_
 
+BUSY_TIMEOUT_MS = 30_000
+"""How long a connection waits for another process's write lock."""
+
 # description, rows, rowcount, lastrowid
 _Outcome = tuple[Any, list[Any], int, int | None]
 
@@ -60,6 +63,25 @@ def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: 
 
 async def _done(outcome: _Outcome) -> _Outcome:
     return outcome
+
+
+def _begin_at_once(connection: sqlite3.Connection) -> bool:
+    """Take the write lock on the event loop if no other process holds it (no waiting).
+
+    The process's own writers take turns before they get here (Database's write lock), so the
+    lock is almost always free; when another process holds it, False, and BEGIN IMMEDIATE goes
+    to the connection's thread, to wait there up to the connection's busy timeout.
+    """
+    connection.execute("PRAGMA busy_timeout = 0")
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        if connection.in_transaction or "locked" not in str(error):
+            raise
+        return False
+    finally:
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return True
 
 
 class OneTripCursor:
@@ -90,13 +112,11 @@ class OneTripCursor:
             if connection.writing:
                 # SQLAlchemy's async API insists on an await per statement: a coroutine that
                 # is already done costs two greenlet switches, not a trip.
-                outcome = await_(_done(_run(self._connection._conn, operation, parameters, many)))
+                outcome = await_(_done(_run(connection.sqlite, operation, parameters, many)))
             else:
                 outcome = await_(self._execute_async(operation, parameters, many))
         except Exception as error:  # noqa: BLE001 - mapped to the DBAPI's errors, as SQLAlchemy does
             connection._handle_exception(error)
-        if operation.startswith("BEGIN IMMEDIATE"):
-            connection.writing = True
         self.description, rows, self.rowcount, self.lastrowid = outcome
         self._rows = deque(rows)
 
@@ -154,15 +174,50 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self.writing = False
         """Inside BEGIN IMMEDIATE ... COMMIT/ROLLBACK: statements run on the event loop."""
 
+    @property
+    def sqlite(self) -> sqlite3.Connection:
+        """The sqlite3 connection (for the event loop's use only while `writing`)."""
+        return self._connection._conn  # type: ignore[no-any-return]
+
+    def begin(self, *, write: bool) -> None:
+        """Open a transaction; a write takes the database's write lock (BEGIN IMMEDIATE).
+
+        A deferred BEGIN takes no lock, so it runs on the event loop; so does BEGIN IMMEDIATE
+        when no other process holds the lock, else it waits on the connection's thread.
+        """
+        sqlite = self.sqlite
+        try:
+            if not write:
+                sqlite.execute("BEGIN")
+            elif not _begin_at_once(sqlite):
+                await_(self._begin_waiting())
+        except Exception as error:  # noqa: BLE001 - mapped as SQLAlchemy does
+            self._handle_exception(error)
+        self.writing = write
+
+    async def _begin_waiting(self) -> None:
+        async with self._execute_mutex:
+            await self._connection._execute(self.sqlite.execute, "BEGIN IMMEDIATE")
+
     def commit(self) -> None:
-        """Commit on the connection's thread (a commit may checkpoint the WAL)."""
+        """Commit on the event loop: the pages are appended to the WAL, which the connection
+        never checkpoints on commit (see store/wal.py)."""
         self.writing = False
-        super().commit()
+        self._end_here("COMMIT")
 
     def rollback(self) -> None:
-        """Roll back on the connection's thread."""
+        """Roll back on the event loop: nothing is written, pages are dropped from memory."""
         self.writing = False
-        super().rollback()
+        self._end_here("ROLLBACK")
+
+    def _end_here(self, statement: str) -> None:
+        sqlite = self._connection._connection
+        if sqlite is None or not sqlite.in_transaction:
+            return  # e.g. the pool's reset of a connection whose transaction has ended
+        try:
+            sqlite.execute(statement)
+        except Exception as error:  # noqa: BLE001 - mapped as SQLAlchemy does
+            self._handle_exception(error)
 
 
 class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
@@ -170,6 +225,8 @@ class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
 
     def __init__(self) -> None:
         super().__init__(aiosqlite, sqlite3)
+        self.direct_statements = 0
+        """Statements run on sqlite3 directly, bypassing the cursor (see store/direct.py)."""
 
     def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
         """Open an aiosqlite connection (its thread a daemon, as SQLAlchemy's adapter does)."""

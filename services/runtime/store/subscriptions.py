@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import ColumnElement, Row, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.fhir import format_instant, utc_now
 from herald.core.states import SubscriptionStatus
 from herald.core.subscriptions import effective_end, endpoint_origin, heartbeat_period
 from herald.core.types import JsonObject
-from herald.runtime.store import header_secrets
+from herald.runtime.store import direct, header_secrets
+from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import counters, resource_versions, subscriptions
 
 
@@ -131,20 +133,26 @@ async def next_revision(connection: AsyncConnection) -> int:
     return int(value or 0)
 
 
+_REVISION = Prepared(select(counters.c.value).where(counters.c.name == "registry"))
+
+
 async def revision(connection: AsyncConnection) -> int:
     """The current registry revision."""
-    value = await connection.scalar(select(counters.c.value).where(counters.c.name == "registry"))
+    value = await direct.scalar(connection, _REVISION, {})
     return int(value or 0)
+
+
+_ONE = select(subscriptions).where(subscriptions.c.id == bindparam("id"))
+_ONE_LOCKED = _ONE.with_for_update()
 
 
 async def get(
     connection: AsyncConnection, subscription_id: str, *, for_update: bool = False
 ) -> StoredSubscription | None:
     """One subscription, deleted or not."""
-    query = select(subscriptions).where(subscriptions.c.id == subscription_id)
-    if for_update and connection.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await connection.execute(query)).first()
+    locked = for_update and connection.dialect.name == "postgresql"
+    query = _ONE_LOCKED if locked else _ONE
+    row = (await connection.execute(query, {"id": subscription_id})).first()
     return None if row is None else from_row(row)
 
 
@@ -296,6 +304,25 @@ async def changed_since(connection: AsyncConnection, since: int) -> list[StoredS
         .order_by(subscriptions.c.revision)
     )
     return [from_row(r) for r in rows]
+
+
+async def registry_page(
+    connection: AsyncConnection, since: int, after_id: str | None, limit: int
+) -> Sequence[Row[str, str, bool, int, str]]:
+    """Up to `limit` rows (id, status, deleted, revision, content) in (revision, id) order:
+    those above revision `since`, or at `since` with an id above `after_id` when given — the
+    pages in which a matcher loads the registry. channel.header values stay sealed."""
+    columns = subscriptions.c
+    after = columns.revision > since
+    if after_id is not None:
+        after = (columns.revision >= since) & (after | (columns.id > after_id))
+    rows = await connection.execute(
+        select(columns.id, columns.status, columns.deleted, columns.revision, columns.content)
+        .where(after)
+        .order_by(columns.revision, columns.id)
+        .limit(limit)
+    )
+    return rows.all()
 
 
 async def changed_ids_since(connection: AsyncConnection, since: int) -> list[tuple[str, int]]:

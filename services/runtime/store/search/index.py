@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Table, delete, false, insert, select
+from sqlalchemy import Connection, Table, bindparam, delete, false, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.search import DATABASE_SEARCHED, PARAMETERS, IndexEntries, index_entries
 from herald.core.types import JsonObject
+from herald.runtime.store import direct
+from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import resources, search_dates, search_references, search_tokens
 
 # The table of each parameter type (a uri is a token row without a system).
@@ -49,18 +51,24 @@ def index_rows(resource: JsonObject) -> dict[Table, list[dict[str, Any]]]:
 
 
 _ALL_TABLES = (search_tokens, search_references, search_dates)
+# Built once (see store/direct.py).
+_UNINDEX = [
+    Prepared(
+        delete(table).where(
+            table.c.resource_type == bindparam("type"), table.c.resource_id == bindparam("id")
+        )
+    )
+    for table in _ALL_TABLES
+]
+_INSERT = {table: Prepared(insert(table)) for table in _ALL_TABLES}
 
 
 async def unindex(connection: AsyncConnection, resource_type: str, resource_id: str) -> None:
     """Remove a resource's index rows."""
     if resource_type not in DATABASE_SEARCHED:
         return
-    for table in _ALL_TABLES:
-        await connection.execute(
-            delete(table).where(
-                table.c.resource_type == resource_type, table.c.resource_id == resource_id
-            )
-        )
+    for statement in _UNINDEX:
+        await direct.run(connection, statement, {"type": resource_type, "id": resource_id})
 
 
 async def reindex(connection: AsyncConnection, resource: JsonObject, *, fresh: bool) -> None:
@@ -74,7 +82,7 @@ async def reindex(connection: AsyncConnection, resource: JsonObject, *, fresh: b
         await unindex(connection, resource["resourceType"], resource["id"])
     for table, rows in index_rows(resource).items():
         if rows:
-            await connection.execute(insert(table), rows)
+            await direct.run_many(connection, _INSERT[table], rows)
 
 
 def backfill(connection: Connection, batch: int = 500) -> int:

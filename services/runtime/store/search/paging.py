@@ -109,20 +109,26 @@ def _output_references(tasks: Sequence[JsonObject], base: str) -> list[tuple[str
 
 
 async def _included(
-    connection: AsyncConnection, tasks: Sequence[JsonObject], base: str
+    connection: AsyncConnection,
+    tasks: Sequence[JsonObject],
+    base: str,
+    organizations: frozenset[str] | None,
 ) -> list[JsonObject]:
-    wanted = _output_references(tasks, base)
-    matched = {(t["resourceType"], t["id"]) for t in tasks}
-    wanted = [key for key in wanted if key not in matched]
+    """The Tasks that the page's Task.output references name, under the same tenancy as the
+    search: never a resource of another type (a Subscription is its owner's alone)."""
+    matched = {t["id"] for t in tasks}
+    wanted = [i for t, i in _output_references(tasks, base) if t == "Task" and i not in matched]
     if not wanted:
         return []
+    where = and_(
+        resources.c.resource_type == "Task",
+        resources.c.id.in_(wanted),
+        resources.c.deleted == false(),
+    )
+    if organizations is not None:
+        where = and_(where, tenant_clause("Task", organizations))
     rows = await connection.execute(
-        select(resources.c.content)
-        .where(
-            resources.c.deleted == false(),
-            or_(*(and_(resources.c.resource_type == t, resources.c.id == i) for t, i in wanted)),
-        )
-        .order_by(resources.c.resource_type, resources.c.id)
+        select(resources.c.content).where(where).order_by(resources.c.id)
     )
     return [orjson.loads(row.content) for row in rows]
 
@@ -184,7 +190,9 @@ async def search(
     page = rows[: request.count]
     next_cursor = Cursor(page[-1].sort_key, page[-1].id) if len(rows) > request.count else None
     matches = [orjson.loads(row.content) for row in page]
-    included = await _included(connection, matches, base) if request.include_output else []
+    included = []
+    if request.include_output:
+        included = await _included(connection, matches, base, request.organizations)
     return SearchPage(matches, included, total, next_cursor)
 
 

@@ -1,0 +1,136 @@
+"""Stored Subscription resources as the matcher files them: plans, parsed fast and shared.
+
+A matcher loads the whole registry when it starts (a million subscriptions must load in
+seconds), so it reads of a stored Subscription only what matching depends on: its topic
+(`criteria`) and its filters (`_criteria`), checked by the same rules as `parse_subscription`,
+with the same errors. The channel is not read: it was checked when the subscription was written,
+and the dispatcher checks it again against today's rules before each delivery.
+
+Filters are parsed once per distinct set (a bounded memo), and the most common filters by far —
+a reference to a `Type/id` first, as in `Task?owner=Organization/123` (or `…&status=completed`)
+— are recognised without running the general parser on that reference, which would then be
+filed under it: their plan is the one the parser would give (tests/unit/test_matching_stored.py
+checks that they agree).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+
+from herald.core.errors import SearchParameterError
+from herald.core.matching import Plan, plan_of
+from herald.core.search import PARAMETERS, Condition, SearchParameter, parse_filter
+from herald.core.subscriptions import (
+    compile_filters,
+    filter_texts,
+    subscription_object,
+    subscription_topic,
+)
+from herald.core.topics import Topic, TopicCatalog
+
+# One filter whose first parameter is one relative reference without escapes or history
+# (`owner=Organization/1`, `Task?owner=Organization/1`, `Task.owner=Organization/1`), possibly
+# followed by more parameters without `?` or white space (`&status=completed`).
+_REFERENCE_FIRST = re.compile(
+    r"(?:(?P<head>[A-Z][A-Za-z]*)[?.])?"
+    r"(?P<name>[a-z][a-z0-9-]*)=(?P<value>(?P<type>[A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64})"
+    r"(?:&(?P<rest>[^?\s]*))?"
+)
+# Distinct filter sets whose plans are remembered while a registry loads.
+PLAN_MEMO_SIZE = 65_536
+
+
+class PlanCompiler:
+    """Plans of stored Subscription resources for one topic catalog."""
+
+    def __init__(self, topics: TopicCatalog) -> None:
+        self.topics = topics
+        self._topics = {url: topics[url] for url in topics}
+        self._compile = lru_cache(maxsize=PLAN_MEMO_SIZE)(self._compile_uncached)
+        self._others = lru_cache(maxsize=PLAN_MEMO_SIZE)(self._others_uncached)
+        # (topic url, type named by the filter) -> (its resource type, reference parameters)
+        self._references: dict[
+            tuple[str, str | None], tuple[str, Mapping[str, SearchParameter]]
+        ] = {}
+
+    def plan(self, resource: object) -> Plan:
+        """The plan of a stored Subscription resource; InvalidSubscription if its topic or
+        filters are not supported (any more)."""
+        resource = subscription_object(resource)
+        named = resource.get("criteria")
+        topic = self._topics.get(named) if isinstance(named, str) else None
+        if topic is None:
+            topic = subscription_topic(resource, self.topics)  # raises why it is not served
+        texts = filter_texts(resource)
+        if len(texts) == 1:
+            plan = self._reference_first(topic, texts[0])
+            if plan is not None:
+                return plan
+        return self._compile(topic.url, texts)
+
+    def _compile_uncached(self, topic_url: str, texts: tuple[str, ...]) -> Plan:
+        return plan_of(topic_url, compile_filters(self.topics[topic_url], texts))
+
+    def _reference_first(self, topic: Topic, text: str) -> Plan | None:
+        """The plan of a filter whose first parameter is a `Type/id` reference, filed under it,
+        without the general parser for that reference; None when the filter has another form
+        (or is invalid: the parser then says why)."""
+        found = _REFERENCE_FIRST.fullmatch(text)
+        if found is None:
+            return None
+        head = found["head"]
+        rules = self._references.get((topic.url, head))
+        if rules is None:
+            rules = self._references[(topic.url, head)] = _reference_rules(topic, head)
+        resource_type, parameters = rules
+        parameter = parameters.get(found["name"])
+        if parameter is None or (
+            parameter.target_types and found["type"] not in parameter.target_types
+        ):
+            return None
+        rest = found["rest"]
+        residual = () if rest is None else self._others(topic.url, resource_type, rest)
+        if residual is None:
+            return None
+        # topic_url, resource_type, parameter, keys, residual, possible
+        return Plan(topic.url, resource_type, parameter, (found["value"],), residual, True)
+
+    def _others_uncached(
+        self, topic_url: str, resource_type: str, rest: str
+    ) -> tuple[Condition, ...] | None:
+        """The conditions of the parameters after the first, parsed one by one (as the parser
+        does); None when one is invalid or a reference, which could be filed instead."""
+        allowed = self.topics[topic_url].filter_parameters(resource_type)
+        conditions: list[Condition] = []
+        for segment in rest.split("&"):
+            if not segment:
+                continue
+            try:
+                (condition,) = parse_filter(resource_type, segment, allowed=allowed).conditions
+            except SearchParameterError:
+                return None
+            if condition.parameter.type == "reference":
+                return None
+            conditions.append(condition)
+        return tuple(conditions)
+
+
+def _reference_rules(topic: Topic, head: str | None) -> tuple[str, Mapping[str, SearchParameter]]:
+    """The resource type a filter starting with `head` is on, and the reference parameters a
+    subscription to the topic may filter it by (none when the parser must decide)."""
+    resource_types = topic.resource_types
+    if head is None and len(resource_types) == 1:
+        # Without a type the filter is on the topic's only resource type.
+        (resource_type,) = resource_types
+    elif head is not None and head in resource_types:
+        resource_type = head
+    else:
+        return "", {}
+    parameters = PARAMETERS.get(resource_type, {})
+    return resource_type, {
+        name: parameters[name]
+        for name in topic.filter_parameters(resource_type)
+        if name in parameters and parameters[name].type == "reference"
+    }

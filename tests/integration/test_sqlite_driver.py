@@ -1,0 +1,117 @@
+"""Herald's SQLite adapter: transactions begin and end on the event loop, yet never block it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from herald.runtime.store.database import Database
+from herald.runtime.store.wal import CHECKPOINT_EVERY
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    db = Database(f"sqlite:///{tmp_path / 'herald.db'}")
+    async with db.transaction() as connection:
+        await connection.execute(text("CREATE TABLE t (v INTEGER)"))
+    yield db
+    await db.aclose()
+
+
+async def _values(db: Database) -> list[int]:
+    async with db.read() as connection:
+        return list((await connection.execute(text("SELECT v FROM t ORDER BY v"))).scalars())
+
+
+async def test_a_write_waits_off_the_loop_for_another_process_lock(
+    database: Database, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "herald.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def write() -> None:
+        async with database.transaction() as connection:
+            await connection.execute(text("INSERT INTO t VALUES (1)"))
+
+    ticker = asyncio.create_task(tick())
+    writer = asyncio.create_task(write())
+    await asyncio.sleep(0.5)
+    assert not writer.done()  # it waits for the lock...
+    assert ticks >= 10  # ...and the event loop goes on meanwhile
+    other.execute("INSERT INTO t VALUES (0)")
+    other.execute("COMMIT")
+    await asyncio.wait_for(writer, 10)
+    ticker.cancel()
+    other.close()
+    assert await _values(database) == [0, 1]
+
+
+async def test_rolled_back_writes_leave_nothing_and_the_connection_is_reusable(
+    database: Database,
+) -> None:
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as connection:
+            await connection.execute(text("INSERT INTO t VALUES (1)"))
+            raise RuntimeError("refused")
+    async with database.transaction() as connection:
+        await connection.execute(text("INSERT INTO t VALUES (2)"))
+    assert await _values(database) == [2]
+
+
+async def test_reads_see_commits_and_every_pooled_connection_ends_its_transactions(
+    database: Database,
+) -> None:
+    async def write_then_read(value: int) -> list[int]:
+        async with database.transaction() as connection:
+            await connection.execute(text("INSERT INTO t VALUES (:v)"), {"v": value})
+        return await _values(database)
+
+    seen = await asyncio.gather(*(write_then_read(v) for v in range(40)))
+    assert all(v in s for v, s in enumerate(seen))
+    # No connection was returned to the pool inside a transaction: another process can write.
+    other = sqlite3.connect(database.url.removeprefix("sqlite+aiosqlite:///"), timeout=0)
+    other.execute("INSERT INTO t VALUES (100)")
+    other.commit()
+    other.close()
+    assert (await _values(database))[-1] == 100
+
+
+async def test_the_wal_is_checkpointed_off_the_loop_not_on_commit(
+    database: Database, tmp_path: Path
+) -> None:
+    assert database._checkpointer is not None
+    checkpointer = database._checkpointer
+
+    async def write_batch(first: int) -> None:
+        for value in range(first, first + CHECKPOINT_EVERY):
+            async with database.transaction() as connection:
+                await connection.execute(text("INSERT INTO t VALUES (:v)"), {"v": value})
+        for _ in range(100):  # the background checkpoint the batch started
+            if checkpointer.checkpoints * CHECKPOINT_EVERY >= first + CHECKPOINT_EVERY:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("no checkpoint after a batch of commits")
+
+    def wal_frames() -> int:
+        with sqlite3.connect(tmp_path / "herald.db") as other:
+            busy, frames, done = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames == done  # everything was checkpointed already
+        return int(frames)
+
+    await write_batch(0)
+    one_batch = wal_frames()
+    await write_batch(CHECKPOINT_EVERY)
+    # The first writer after a checkpoint starts the WAL over: it holds one batch, not two.
+    assert one_batch > 0 and wal_frames() <= one_batch * 1.2
