@@ -340,6 +340,8 @@ class System:
     pids: Callable[[], list[int]]
     counters: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0)
     """(SQL statements, transactions) so far, all Herald processes together."""
+    parts: Callable[[], dict[str, list[int]]] = dict
+    """The processes by part (distributed: each role, Kafka, PostgreSQL), for a CPU breakdown."""
 
 
 def _counters(urls: list[str]) -> tuple[float, float]:
@@ -415,7 +417,12 @@ class Backing:
 
     kafka: str
     postgres: str
-    roots: list[int]
+    kafka_roots: list[int]
+    postgres_roots: list[int]
+
+    @property
+    def roots(self) -> list[int]:
+        return self.kafka_roots + self.postgres_roots
 
 
 @contextlib.contextmanager
@@ -423,10 +430,12 @@ def backing_services() -> Iterator[Backing]:
     from tests.faults.harness import own_kafka, own_postgres
 
     with own_kafka() as kafka, own_postgres() as postgres:
-        roots = pids_matching(f"kafka-run-{kafka['KAFKA_PORT']}") + pids_matching(
-            f"pg-{postgres['PG_PORT']}"
+        yield Backing(
+            kafka["address"],
+            postgres["address"],
+            pids_matching(f"kafka-run-{kafka['KAFKA_PORT']}"),
+            pids_matching(f"pg-{postgres['PG_PORT']}"),
         )
-        yield Backing(kafka["address"], postgres["address"], roots)
 
 
 @contextlib.contextmanager
@@ -451,9 +460,18 @@ def distributed_system(
             cluster.port,
             lambda: [p.process.pid for p in cluster.processes.values()] + backing.roots,
             lambda: _counters(urls),
+            lambda: _parts(cluster, backing),
         )
     finally:
         cluster.stop()
+
+
+def _parts(cluster: Any, backing: Backing) -> dict[str, list[int]]:
+    """Processes by part: each role (its instances together), Kafka, PostgreSQL."""
+    parts: dict[str, list[int]] = {"kafka": backing.kafka_roots, "postgres": backing.postgres_roots}
+    for name, process in cluster.processes.items():
+        parts.setdefault(name.split("-")[0], []).append(process.process.pid)
+    return parts
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -484,6 +502,7 @@ def measure(
     """Run a load against a system; the figures of that load."""
     statements0, transactions0 = system.counters()
     cpu0 = tree_cpu(system.pids())
+    parts0 = {part: tree_cpu(pids) for part, pids in system.parts().items()}
     started = time.monotonic()
     load = asyncio.run(drive(tasks))
     result: dict[str, Any] = {
@@ -510,6 +529,11 @@ def measure(
     cpu = tree_cpu(system.pids()) - cpu0
     statements1, transactions1 = system.counters()
     result["cpu_ms_per_task"] = round(cpu * 1000 / len(tasks), 3)
+    if parts0:
+        result["cpu_ms_per_task_by_part"] = {
+            part: round((tree_cpu(pids) - parts0.get(part, 0.0)) * 1000 / len(tasks), 2)
+            for part, pids in system.parts().items()
+        }
     if receiver is not None:
         result["sql_statements_per_task"] = round((statements1 - statements0) / len(tasks), 2)
         result["transactions_per_task"] = round((transactions1 - transactions0) / len(tasks), 2)
@@ -601,6 +625,9 @@ def _line(name: str, f: dict[str, Any]) -> str:
         )
     else:
         text += f", {f['accepted_writes_per_second']:6.1f} writes/s"
+    if "cpu_ms_per_task_by_part" in f:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in f["cpu_ms_per_task_by_part"].items())
+        text += f"\n  {'':<16} ms CPU/Task by part: {parts}"
     if "open_loop" in f:
         o = f["open_loop"]
         text += (
@@ -675,6 +702,16 @@ def main() -> None:
     print(f"median of {args.rounds} rounds:")
     for name, f in results["median"].items():
         print(f"  {name:<16} " + ", ".join(f"{k} {v}" for k, v in f.items()))
+    one, more = (
+        results["median"].get("distributed"),
+        results["median"].get(f"distributed x{args.scale}"),
+    )
+    if one and more and args.scale > 1:
+        print(
+            f"scale-out x{args.scale} against 1 matcher + 1 dispatcher: notified/s "
+            f"{more['notifications_per_second'] / one['notifications_per_second']:.2f}x, "
+            f"CPU/Task {more['cpu_ms_per_task'] / one['cpu_ms_per_task']:.2f}x"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -7,16 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from herald import __version__
 from herald.core.topics import TopicCatalog
 from herald.dispatcher.circuit_breakers import CircuitBreakers
 from herald.dispatcher.delivery import Deliverer
 from herald.dispatcher.service import run_dispatcher
-from herald.ingest.app import create_app
-from herald.ingest.auth.server import AuthServer
-from herald.ingest.context import IngestContext
-from herald.ingest.relay import run_relay
 from herald.matcher.service import run_matcher
 from herald.runtime.bus.connect import Bus
 from herald.runtime.health import health_app
@@ -26,6 +23,9 @@ from herald.runtime.packaged import load_topics
 from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
+
+if TYPE_CHECKING:
+    from herald.ingest.auth.server import AuthServer
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,12 @@ async def _readiness(parts: Parts) -> dict[str, bool]:
 
 
 def _ingest(parts: Parts, auth: AuthServer | None) -> list[Component]:
+    # Imported here: a matcher or dispatcher restarted after a crash starts a third faster
+    # without the FHIR API's modules, and its partitions wait for it meanwhile.
+    from herald.ingest.app import create_app
+    from herald.ingest.context import IngestContext
+    from herald.ingest.relay import run_relay
+
     ctx = IngestContext(parts.settings, parts.database, parts.topics, parts.metrics, auth=auth)
     app = create_app(ctx, lambda: _readiness(parts))
 
@@ -128,6 +134,8 @@ async def run_process(settings: Settings, role: str) -> None:
         components: list[Component] = []
         smart = settings.auth_mode(role) == "smart"
         if role in ("run", "ingest"):
+            from herald.ingest.auth.server import AuthServer
+
             auth = AuthServer(settings, parts.database) if smart else None
             if auth is not None:
                 stack.push_async_callback(auth.aclose)

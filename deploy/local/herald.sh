@@ -92,9 +92,14 @@ launch() {
     log "ERROR: port $port of the $role is already in use (HERALD_PORT, MATCHER_HEALTH_PORT, DISPATCHER_HEALTH_PORT)"
     return 1
   fi
+  # A static consumer-group name, unique on this host (one instance per port): `restart ROLE`
+  # and a crash followed by a restart take the partitions back without waiting for a rebalance.
+  local host="${HOSTNAME%%.*}" instance
+  instance="${HERALD_INSTANCE_ID:-$role-${host//[^A-Za-z0-9_-]/-}-$port}"
   # shellcheck disable=SC2016
   HERALD_KAFKA_BOOTSTRAP="$BOOTSTRAP" HERALD_DATABASE_URL="$DATABASE_URL" HERALD_PORT="$API_PORT" \
-    HERALD_HEALTH_PORT="$port" setsid "$HERALD_BIN" "$role" >>"$RUN_DIR/$role.log" 2>&1 &
+    HERALD_HEALTH_PORT="$port" HERALD_INSTANCE_ID="$instance" \
+    setsid "$HERALD_BIN" "$role" >>"$RUN_DIR/$role.log" 2>&1 &
   echo $! >"$RUN_DIR/$role.pid"
   log "$role started (pid $!, port $port, log $RUN_DIR/$role.log)"
 }

@@ -21,8 +21,6 @@ from herald.cli.settings_help import load_settings
 from herald.core.errors import ClientExists, FhirError
 from herald.core.fhir import format_instant, is_valid_id, utc_now
 from herald.core.scopes import InvalidScope, format_scopes, parse_scopes
-from herald.ingest.auth.jwks import public_key_set
-from herald.ingest.auth.keys import rotate
 from herald.runtime.logs import configure
 from herald.runtime.settings import Settings
 from herald.runtime.store import clients as store
@@ -91,6 +89,10 @@ def client_from_arguments(args: argparse.Namespace, settings: Settings) -> Clien
             raise CommandError(f"--organization {organization!r}: write Organization/<id>")
     jwks = None
     if args.jwks is not None:
+        # The key machinery is imported by the commands that use it: every `herald` process
+        # imports this module, a restarting matcher or dispatcher too.
+        from herald.ingest.auth.jwks import public_key_set
+
         try:
             jwks = orjson.loads(args.jwks.read_bytes())
             public_key_set(jwks)
@@ -138,6 +140,8 @@ async def run_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         await database.migrate()
         if args.command == "keys":
+            from herald.ingest.auth.keys import rotate
+
             print(f"new signing key {await rotate(database)}")
         elif args.command == "secrets":
             if not header_secrets.cipher().enabled:

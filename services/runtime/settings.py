@@ -26,6 +26,7 @@ ENV_PREFIX = "HERALD_"
 SERVE = ("run", "ingest", "matcher", "dispatcher")
 FHIR_API = ("run", "ingest")
 DELIVERY = ("run", "dispatcher")
+CONSUMERS = ("matcher", "dispatcher")  # Kafka consumer-group members
 ALL = (*SERVE, "migrate", "subscriptions")
 
 # Default port of each role's HTTP server (FHIR API or /metrics, /healthz, /readyz): distinct,
@@ -115,6 +116,37 @@ class Settings(BaseSettings):
     kafka_partitions: int = setting(6, "partitions of the topics Herald creates", roles=SERVE, ge=1)
     kafka_replication_factor: int = setting(
         1, "replication factor of the topics Herald creates", roles=SERVE, ge=1
+    )
+    instance_id: str | None = setting(
+        None,
+        "stable name of this matcher or dispatcher in its Kafka consumer group (static "
+        "membership, e.g. the pod name): restarted under the same name within the session "
+        "timeout, it takes its partitions back at once; unique per running instance; unset: "
+        "dynamic membership",
+        roles=CONSUMERS,
+        allowed="1 to 249 letters, digits, '.', '_' or '-' (e.g. the pod name), or unset",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+    )
+    kafka_session_timeout: float = setting(
+        6.0,
+        "seconds without a heartbeat after which Kafka gives a dead matcher's or dispatcher's "
+        "partitions to the others (within the broker's group.min/max.session.timeout.ms)",
+        roles=CONSUMERS,
+        gt=0,
+    )
+    kafka_commit_interval: float = setting(
+        0.5,
+        "seconds between Kafka offset commits of a matcher or dispatcher (0: after every "
+        "batch); only offsets of durable work are committed, a crash re-reads at most this much",
+        roles=CONSUMERS,
+        ge=0,
+    )
+    kafka_heartbeat_interval: float = setting(
+        1.0,
+        "seconds between consumer-group heartbeats (also how soon a member notices a "
+        "rebalance); below the session timeout",
+        roles=CONSUMERS,
+        gt=0,
     )
 
     host: str = setting("127.0.0.1", "address the HTTP servers bind", roles=SERVE)
@@ -313,6 +345,14 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme.split("+", 1)[0]
         if scheme not in DATABASE_SCHEMES:
             raise ValueError(f"unsupported scheme {scheme or '(none)'!r}")
+        return value
+
+    @field_validator("kafka_heartbeat_interval")
+    @classmethod
+    def _check_heartbeat(cls, value: float, info: Any) -> float:
+        session = info.data.get("kafka_session_timeout")
+        if session is not None and value >= session:
+            raise ValueError(f"must be below the session timeout ({session} s)")
         return value
 
     @field_validator("retry_delays")

@@ -4,6 +4,7 @@ a steady Task load that records what Herald acknowledged, and the delivery check
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import signal
@@ -155,6 +156,10 @@ class Processes:
         """Processes killed or stopped before the end, with their instance names."""
         self.incarnations = 0
         self.kills: list[str] = []
+        self.killed_at: list[float] = []
+        """time.monotonic() of each kill, in the order of `kills`."""
+        self.ready_at: list[tuple[str, float]] = []
+        """(instance name, time.monotonic()) of each start, once ready."""
 
     def _launch(self, name: str, role: str, ready_url: str, **settings: str) -> HeraldProcess:
         """Start `herald <role>` as instance `name` (not waiting for it to be ready)."""
@@ -171,6 +176,7 @@ class Processes:
         process = self.processes.pop(name)
         process.process.send_signal(signal.SIGKILL)
         process.process.wait()
+        self.killed_at.append(time.monotonic())
         process.stop()  # closes its log
         self.retired.append((name, process))
         self.kills.append(name)
@@ -219,13 +225,15 @@ class Cluster(Processes):
                 settings = {"port": str(self.port)}
                 ready = f"http://127.0.0.1:{self.port}/readyz"
             else:
-                # A restarted instance keeps its port.
+                # A restarted instance keeps its port, and its name in the consumer group
+                # (static membership, as a Kubernetes pod restarted in place).
                 port = self.health.setdefault(instance, free_port())
-                settings = {"health_port": str(port)}
+                settings = {"health_port": str(port), "instance_id": instance}
                 ready = f"http://127.0.0.1:{port}/readyz"
             started.append(self._launch(instance, role, ready, **settings))
-        for process in started:
+        for process, instance in zip(started, [name or r for r in roles or ROLES], strict=True):
             process.wait_ready(timeout=90)
+            self.ready_at.append((instance, time.monotonic()))
 
     def metrics(self, name: str) -> str:
         """The Prometheus exposition of a running matcher or dispatcher instance."""
@@ -252,6 +260,7 @@ class Embedded(Processes):
         """Start `herald run` and wait until it is ready."""
         ready = f"http://127.0.0.1:{self.port}/readyz"
         self._launch("run", "run", ready, port=str(self.port)).wait_ready(timeout=90)
+        self.ready_at.append(("run", time.monotonic()))
 
 
 def metric(exposition: str, name: str, **labels: str) -> float:
@@ -305,6 +314,9 @@ def events_count(base_url: str, subscription_id: str) -> tuple[str, int]:
 
 # --- the load -------------------------------------------------------------------------------
 
+HOLD_LIMIT = 120.0
+"""Seconds a held load may go on past its duration, waiting for a restarted process."""
+
 
 @dataclass
 class Load:
@@ -314,12 +326,18 @@ class Load:
     write i (in the load's thread), so a test can kill a process "right after a 201". A write
     that fails (refused, timed out, 5xx) counts as attempted, not acknowledged. `stop()` ends
     the load before `seconds` are up.
+
+    `hold`: a test that restarts what takes the writes cannot know how long the restart takes
+    on a busy machine; a held load goes on past `seconds` until `release_after(moment)` and a
+    write acknowledged after that moment (at most HOLD_LIMIT seconds more), so the load always
+    spans the restart.
     """
 
     base_url: str
     rate: float = 30.0
     seconds: float = 5.0
     on_ack: Callable[[int], None] | None = None
+    hold: bool = False
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     attempted: list[str] = field(default_factory=list)
     acknowledged: list[str] = field(default_factory=list)
@@ -328,6 +346,20 @@ class Load:
     failures: int = 0
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _released_at: float | None = None
+
+    def release_after(self, moment: float) -> None:
+        """End a held load once a write made after `moment` is acknowledged (and `seconds` are
+        up)."""
+        self._released_at = moment
+
+    def _more(self, i: int, total: int, limit: float) -> bool:
+        """Whether write i is still due."""
+        if i < total:
+            return True
+        if not self.hold or time.monotonic() > limit:
+            return False
+        return self._released_at is None or not self.acknowledged_after(self._released_at)
 
     def owner(self, i: int) -> str:
         return f"Organization/{self.run}-{'even' if i % 2 == 0 else 'odd'}"
@@ -338,8 +370,11 @@ class Load:
     def _write(self) -> None:
         total = int(self.rate * self.seconds)
         started = time.monotonic()
+        limit = started + self.seconds + HOLD_LIMIT
         with httpx.Client(base_url=self.base_url, timeout=5) as client:
-            for i in range(total):
+            for i in itertools.count():
+                if not self._more(i, total, limit):
+                    return
                 pause = started + i / self.rate - time.monotonic()
                 if self._stop.wait(max(0.0, pause)):
                     return
@@ -378,7 +413,7 @@ class Load:
 
     def join(self) -> None:
         assert self._thread is not None
-        self._thread.join(timeout=self.seconds + 120)
+        self._thread.join(timeout=self.seconds + (HOLD_LIMIT if self.hold else 0) + 120)
 
     def acknowledged_after(self, moment: float) -> int:
         """How many writes were acknowledged after a moment (Herald took writes again)."""
@@ -516,6 +551,56 @@ def check_subscription(
     )
     print(report)
     return report
+
+
+def resumed(subscriber: Subscriber, load: Load, since: float) -> float | None:
+    """Seconds from `since` (a kill) until notifications of writes acknowledged after it had
+    reached every subscription that got any (the longest pause of one subscription; the others
+    may be served by surviving instances meanwhile); None if no such write was notified."""
+    first: dict[str, float] = {}
+    for subscription_id, _, arrived in _later_notifications(subscriber, load, since):
+        first[subscription_id] = min(first.get(subscription_id, arrived), arrived)
+    return max(first.values()) - since if first else None
+
+
+def longest_delay(subscriber: Subscriber, load: Load, since: float) -> float | None:
+    """The longest time from the acknowledgement of a write made after `since` to its first
+    notification: also catches the partitions that waited while others went on."""
+    acknowledged = dict(zip(load.acknowledged, load.acknowledged_at, strict=True))
+    first: dict[str, float] = {}
+    for _, task_id, arrived in _later_notifications(subscriber, load, since):
+        first[task_id] = min(first.get(task_id, arrived), arrived)
+    return max((at - acknowledged[t] for t, at in first.items()), default=None)
+
+
+def _later_notifications(
+    subscriber: Subscriber, load: Load, since: float
+) -> list[tuple[str, str, float]]:
+    """(subscription id, Task id, arrival) of each notified write acknowledged after `since`."""
+    later = {t for t, at in zip(load.acknowledged, load.acknowledged_at, strict=True) if at > since}
+    with subscriber._lock:
+        return [
+            (d.subscription_id, task_id, d.at)
+            for d in subscriber.deliveries
+            if d.at > since
+            for _, task_id in d.events
+            if task_id in later
+        ]
+
+
+def print_pauses(processes: Processes, subscriber: Subscriber, load: Load) -> None:
+    """Print, for each kill, how long notifications paused (figures, not checks)."""
+    for name, killed in zip(processes.kills, processes.killed_at, strict=True):
+        pause = resumed(subscriber, load, killed)
+        figure = "never" if pause is None else f"{pause:.2f} s after the kill"
+        ready = next((at for n, at in processes.ready_at if n == name and at > killed), None)
+        restart = "" if ready is None else f", restarted and ready after {ready - killed:.2f} s"
+        delay = longest_delay(subscriber, load, killed)
+        longest = "" if delay is None else f", the longest delay of one {delay:.2f} s"
+        print(
+            f"pause: {name} SIGKILLed{restart}; notifications of later writes resumed {figure}"
+            f"{longest}"
+        )
 
 
 def check_load(base_url: str, subscriber: Subscriber, load: Load, subs: dict[str, str]) -> None:

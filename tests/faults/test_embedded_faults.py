@@ -25,6 +25,7 @@ from tests.faults.harness import (
     check_subscription,
     endpoint_outage,
     events_count,
+    print_pauses,
     standard_subscriptions,
     subscribe,
 )
@@ -50,7 +51,7 @@ def test_sigkill_right_after_201_and_during_catch_up(
             herald.kill("run")
             killed.set()
 
-    load = Load(herald.base_url, rate=RATE, seconds=10.0, on_ack=on_ack)
+    load = Load(herald.base_url, rate=RATE, seconds=10.0, on_ack=on_ack, hold=True)
     subs = standard_subscriptions(herald.base_url, subscriber, load)
     load.start()
     assert killed.wait(30)
@@ -59,10 +60,12 @@ def test_sigkill_right_after_201_and_during_catch_up(
     herald.kill("run")
     herald.start()
     second_restart = time.monotonic()
+    load.release_after(second_restart)
     load.join()
     assert herald.kills == ["run", "run"]
     assert load.acknowledged_after(second_restart) > 0, "Herald took no writes again"
     check_load(herald.base_url, subscriber, load, subs)
+    print_pauses(herald, subscriber, load)
 
 
 def test_sigterm_drains_and_restart_delivers_the_rest(
@@ -71,7 +74,7 @@ def test_sigterm_drains_and_restart_delivers_the_rest(
     """SIGTERM under load: exit 0 within the drain time; after a restart on the same file and
     port everything acknowledged is delivered."""
     herald = start_embedded()
-    load = Load(herald.base_url, rate=RATE, seconds=8.0)
+    load = Load(herald.base_url, rate=RATE, seconds=8.0, hold=True)
     subs = standard_subscriptions(herald.base_url, subscriber, load)
     load.start()
     time.sleep(2.0)
@@ -83,6 +86,7 @@ def test_sigterm_drains_and_restart_delivers_the_rest(
     time.sleep(0.5)
     herald.start()
     restarted = time.monotonic()
+    load.release_after(restarted)
     load.join()
     assert load.failures > 0, "the load never saw Herald down"
     assert load.acknowledged_after(restarted) > 0, "Herald took no writes again"

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from herald.runtime.bus.base import Consumer, Outgoing, Record
 from herald.runtime.bus.connect import Bus
+from herald.runtime.bus.kafka import KafkaConsumer, KafkaPublisher, Membership, ensure_topics
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
 
@@ -84,3 +86,82 @@ async def test_a_record_carries_its_request_id(bus: Bus) -> None:
     async with bus.consumer(bus.settings.topic("ids"), TOPIC) as consumer:
         got = await _drain(consumer, 2)
     assert [(r.value, r.request_id) for r in got] == [(b"with", "req-1"), (b"without", None)]
+
+
+async def _until(
+    owned: Callable[[], bool], consumers: Sequence[KafkaConsumer], timeout: float
+) -> None:
+    """Fetch (which keeps members in their group) until `owned()` holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not owned():
+        assert asyncio.get_running_loop().time() < deadline, "partitions never so assigned"
+        for consumer in consumers:
+            await consumer.fetch(timeout=0.1, max_records=10)
+
+
+@pytest.mark.kafka
+async def test_a_static_member_that_stops_hands_its_partitions_over_at_once(
+    kafka_bootstrap: str,
+) -> None:
+    """Static members (group.instance.id) with a session timeout far longer than the wait: when
+    one stops gracefully, it leaves the group, so the other takes its partitions right away
+    rather than when the session expires (the stopped one might never come back)."""
+    prefix = f"herald-test-{uuid.uuid4().hex[:8]}."
+    topic, group = f"{prefix}{TOPIC}", f"{prefix}group"
+    await ensure_topics(kafka_bootstrap, [topic], partitions=2, replication_factor=1)
+    keys = ["k0", "k1", "k2", "k3", "k4", "k5"]  # both partitions among them
+    slow = {"session_timeout": 120.0, "heartbeat_interval": 1.0}
+    first = KafkaConsumer(kafka_bootstrap, group, topic, Membership("first", **slow))
+    second = KafkaConsumer(kafka_bootstrap, group, topic, Membership("second", **slow))
+    await first.start()
+    await second.start()
+    try:
+
+        def shared() -> bool:
+            return (
+                all(first.owns(k) != second.owns(k) for k in keys)
+                and any(first.owns(k) for k in keys)
+                and any(second.owns(k) for k in keys)
+            )
+
+        await _until(shared, [first, second], timeout=60)
+        await first.aclose()
+        # Well within the session timeout: the partitions were handed over, not timed out.
+        await _until(lambda: all(second.owns(k) for k in keys), [second], timeout=60)
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+@pytest.mark.kafka
+async def test_kafka_commits_are_deferred_to_the_interval_and_made_on_close(
+    kafka_bootstrap: str,
+) -> None:
+    """Offsets of processed records wait for the commit interval (one round trip per interval,
+    not per batch), and a member that closes commits them, so the next one resumes after them."""
+    prefix = f"herald-test-{uuid.uuid4().hex[:8]}."
+    topic, group = f"{prefix}{TOPIC}", f"{prefix}group"
+    await ensure_topics(kafka_bootstrap, [topic], partitions=1, replication_factor=1)
+    publisher = KafkaPublisher(kafka_bootstrap)
+    await publisher.start()
+    await publisher.publish([Outgoing(topic, "k", f"{i}".encode()) for i in range(5)])
+    lazy = Membership(commit_interval=3600.0)
+    first = KafkaConsumer(kafka_bootstrap, group, topic, lazy)
+    await first.start()
+    try:
+        await first.commit([])  # the first commit is due at once; make the next one wait
+        got = await _drain(first, 5)
+        await first.commit(got)
+        assert await first.lag() == 5, "committed before the interval"
+    finally:
+        await first.aclose()
+    await publisher.publish([Outgoing(topic, "k", b"5")])
+    await publisher.aclose()
+    eager = KafkaConsumer(kafka_bootstrap, group, topic, Membership(commit_interval=0))
+    await eager.start()
+    try:
+        assert [r.value for r in await _drain(eager, 1)] == [b"5"]  # resumed after the close
+        await eager.commit(got[-1:])
+        assert await eager.lag() == 1
+    finally:
+        await eager.aclose()

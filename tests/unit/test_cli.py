@@ -29,6 +29,8 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
         ("HERALD_LOG_LEVEL", "loud", "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
         ("HERALD_ALLOW_HTTP_ENDPOINTS", "maybe", "true or false, or unset"),
         ("HERALD_CIRCUIT_COOLDOWN", "0", "a number above 0"),
+        ("HERALD_INSTANCE_ID", "pod 1", "1 to 249 letters, digits, '.', '_' or '-'"),
+        ("HERALD_KAFKA_HEARTBEAT_INTERVAL", "6", "a number above 0"),
     ],
 )
 def test_an_invalid_setting_is_one_line_with_name_value_and_what_is_allowed(
@@ -47,6 +49,18 @@ def test_an_invalid_setting_is_one_line_with_name_value_and_what_is_allowed(
     assert lines[0].startswith(f"herald: {variable}={value!r} is not valid")
     assert f"allowed: {allowed}" in lines[0]
     assert "Traceback" not in err
+
+
+def test_heartbeats_must_come_more_often_than_the_session_timeout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HERALD_KAFKA_SESSION_TIMEOUT", "10")
+    monkeypatch.setenv("HERALD_KAFKA_HEARTBEAT_INTERVAL", "10")
+    code, _, err = _run(["matcher"], capsys)
+    assert code == 2
+    assert "must be below the session timeout (10.0 s)" in err
+    monkeypatch.setenv("HERALD_KAFKA_HEARTBEAT_INTERVAL", "3")
+    assert Settings().kafka_heartbeat_interval == 3
 
 
 def test_every_invalid_setting_gets_its_line_and_secrets_stay_masked(

@@ -56,7 +56,8 @@ class Consumer(Protocol):
         """The next records, or [] after `timeout` seconds without any."""
 
     async def commit(self, records: Sequence[Record]) -> None:
-        """Mark records as processed (the group resumes after them)."""
+        """Mark records as processed (the group resumes after them; a member may defer the
+        commit briefly, never past its close)."""
 
     def owns(self, key: str) -> bool:
         """Whether records with this key currently come to this member."""

@@ -8,7 +8,13 @@ from contextlib import asynccontextmanager
 from herald.core.contracts import NOTIFICATIONS, TASK_CHANGES
 from herald.runtime.bus.base import Consumer, Publisher
 from herald.runtime.bus.embedded import EmbeddedBus
-from herald.runtime.bus.kafka import KafkaConsumer, KafkaPublisher, ensure_topics, kafka_answers
+from herald.runtime.bus.kafka import (
+    KafkaConsumer,
+    KafkaPublisher,
+    Membership,
+    ensure_topics,
+    kafka_answers,
+)
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
 
@@ -58,7 +64,13 @@ class Bus:
             yield self.embedded.consumer(group_id, topic)
             return
         assert self.settings.kafka_bootstrap
-        consumer = KafkaConsumer(self.settings.kafka_bootstrap, group_id, topic)
+        membership = Membership(
+            self.settings.instance_id,
+            self.settings.kafka_session_timeout,
+            self.settings.kafka_heartbeat_interval,
+            self.settings.kafka_commit_interval,
+        )
+        consumer = KafkaConsumer(self.settings.kafka_bootstrap, group_id, topic, membership)
         await consumer.start()
         try:
             yield consumer

@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, IllegalStateError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.partitioner import murmur2
 
 from herald.runtime.bus.base import REQUEST_ID_HEADER, Outgoing, Record, Transaction
@@ -117,15 +124,42 @@ def _request_id(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
     return None if value is None else value.decode("utf-8", "replace")
 
 
+# Seconds a closing consumer tries to commit its pending offsets.
+CLOSE_COMMIT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Membership:
+    """How a consumer takes part in its group: static name, session timeout, heartbeats."""
+
+    instance_id: str | None = None
+    """group.instance.id (KIP-345): a member restarted under it gets its partitions back without
+    a rebalance, instead of waiting for the session of its dead predecessor to expire."""
+    session_timeout: float = 6.0
+    heartbeat_interval: float = 1.0
+    commit_interval: float = 0.5
+    """Seconds between offset commits; processed offsets wait in memory until then."""
+
+
 class KafkaConsumer:
     """A consumer-group member of one topic, committing offsets only when told."""
 
-    def __init__(self, bootstrap: str, group_id: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap: str, group_id: str, topic: str, membership: Membership = Membership()
+    ) -> None:
         self.topic = topic
+        self._static = membership.instance_id is not None
+        self._commit_interval = membership.commit_interval
+        self._pending: dict[TopicPartition, int] = {}
+        """Offsets after processed records, not committed yet."""
+        self._committed_at = 0.0
         self._consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
             group_id=group_id,
+            group_instance_id=membership.instance_id,
+            session_timeout_ms=int(membership.session_timeout * 1000),
+            heartbeat_interval_ms=int(membership.heartbeat_interval * 1000),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
@@ -136,11 +170,32 @@ class KafkaConsumer:
         await self._consumer.start()
 
     async def aclose(self) -> None:
-        """Leave the group."""
+        """Commit the pending offsets and leave the group, static member or not.
+
+        aiokafka (like Kafka's Java client before KIP-1092) keeps a static member in the group
+        when it closes, betting on a restart under the same name; an instance that is stopped
+        for good, or replaced under another name (a rolling update of a Deployment), would then
+        hold its partitions idle for the session timeout. A graceful stop hands them over at
+        once; only a crash relies on the static name.
+        """
+        try:
+            # The next owner starts exactly where this one stopped; a broker that is away must
+            # not keep the process from exiting (the records are read again instead).
+            async with asyncio.timeout(CLOSE_COMMIT_TIMEOUT):
+                await self._commit_pending()
+        except (KafkaError, TimeoutError) as exc:
+            log.warning("offsets not committed on close", extra={"reason": repr(exc)})
+        coordinator = self._consumer._coordinator
+        if self._static and coordinator is not None:
+            # The leave request names the member by its member id, which the broker accepts
+            # for a static member too; aiokafka skips it only because of the instance id.
+            coordinator._group_instance_id = None
         await self._consumer.stop()
 
     async def fetch(self, timeout: float, max_records: int) -> list[Record]:
         """The next records from the assigned partitions."""
+        if self._pending and self._commit_due():
+            await self._commit_pending()
         batches = await self._consumer.getmany(
             timeout_ms=int(timeout * 1000), max_records=max_records
         )
@@ -159,18 +214,33 @@ class KafkaConsumer:
         ]
 
     async def commit(self, records: Sequence[Record]) -> None:
-        """Commit the offsets after these records, per partition still assigned.
+        """Mark records processed; their offsets reach Kafka at most every commit interval.
+
+        A commit is a round trip to the group coordinator and a write to its log; one per batch
+        cost as much as the batch itself when batches are small. Only offsets of records whose
+        work is durable are ever committed, so deferring loses nothing: after a crash the group
+        reads the last fraction of a second again, which the services tolerate (the dispatcher
+        skips a request id it has seen; the matcher's request ids are derived from the change).
+        The pending offsets are committed by the next fetch once due, and on close.
+        """
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            self._pending[tp] = max(self._pending.get(tp, 0), r.offset + 1)
+        if self._commit_due():
+            await self._commit_pending()
+
+    def _commit_due(self) -> bool:
+        return time.monotonic() - self._committed_at >= self._commit_interval
+
+    async def _commit_pending(self) -> None:
+        """Commit the pending offsets, per partition still assigned.
 
         A rebalance since the fetch may have given partitions to another member; their offsets
         are left alone and the new owner reads those records again from the last committed
-        offset. That is safe because what the services do with a record is idempotent (the
-        dispatcher skips a request id it has seen; the matcher's request ids are derived from
-        the change).
+        offset.
         """
-        offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        offsets, self._pending = self._pending, {}
+        self._committed_at = time.monotonic()
         assigned = self._consumer.assignment()
         kept = {tp: offset for tp, offset in offsets.items() if tp in assigned}
         if len(kept) < len(offsets):

@@ -57,6 +57,19 @@ app.kubernetes.io/component: {{ .role }}
 {{- end }}
 {{- end -}}
 
+{{/* Environment of one role's container: the common one, and for Kafka consumers (matcher,
+dispatcher) the pod name as static group member name, so a container restarted in its pod
+takes its partitions back at once (docs/operations.md). */}}
+{{- define "herald.roleEnv" -}}
+{{- include "herald.env" .root }}
+{{- if and .root.Values.kafka.staticMembership (has .role (list "matcher" "dispatcher")) }}
+- name: HERALD_INSTANCE_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+{{- end -}}
+
 {{- define "herald.podSecurity" -}}
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
