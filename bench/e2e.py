@@ -304,15 +304,26 @@ async def closed_loop(
     return load
 
 
+IDLE_REUSE = 2.0
+"""Seconds an idle connection is reused for: well under uvicorn's keep-alive timeout (5 s), after
+which the server closes it, possibly while a request is on its way."""
+
+
 async def open_loop(port: int, tasks: list[tuple[str, str]], rate: float) -> Load:
     """Each Task written at its scheduled time, whatever the answers to earlier ones are doing."""
     load = Load()
-    idle: list[Connection] = []
+    idle: list[tuple[Connection, float]] = []  # with the time each became idle
 
     async def one(task_id: str, owner: str) -> None:
-        connection = idle.pop() if idle else await Connection.open(port)
+        connection = None
+        while idle and connection is None:
+            connection, since = idle.pop()
+            if time.monotonic() - since > IDLE_REUSE:  # the server may be closing it
+                connection.close()
+                connection = None
+        connection = connection or await Connection.open(port)
         await _put(connection, task_id, owner, load)
-        idle.append(connection)
+        idle.append((connection, time.monotonic()))
 
     started = time.monotonic()
     running = []
@@ -323,7 +334,7 @@ async def open_loop(port: int, tasks: list[tuple[str, str]], rate: float) -> Loa
         running.append(asyncio.create_task(one(task_id, owner)))
     await asyncio.gather(*running)
     load.seconds = time.monotonic() - started
-    for connection in idle:
+    for connection, _ in idle:
         connection.close()
     return load
 
