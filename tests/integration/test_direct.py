@@ -35,6 +35,8 @@ async def test_writes_and_reads_agree_inside_and_outside_write_transactions(
     database: Database,
 ) -> None:
     before = database.statements
+    module = database._sqlite_module
+    direct_before = 0 if module is None else module.direct_statements
     async with database.transaction() as connection:
         await direct.run(connection, INSERT, _row("a"))
         await direct.run_many(
@@ -49,6 +51,8 @@ async def test_writes_and_reads_agree_inside_and_outside_write_transactions(
     assert [bytes(p) for p in payloads] == [b"\x00\xff", b"\x00\xff"]
     # Every statement is counted, whichever way it ran (the last read and the select above too).
     assert database.statements - before == 6
+    if module is not None:  # SQLite: the four in the write transaction bypassed SQLAlchemy
+        assert module.direct_statements - direct_before == 4
 
 
 async def test_constraint_violations_raise_sqlalchemy_errors_and_roll_back(

@@ -93,6 +93,8 @@ async def test_the_wal_is_checkpointed_off_the_loop_not_on_commit(
 ) -> None:
     assert database._checkpointer is not None
     checkpointer = database._checkpointer
+    async with database.read() as connection:  # commits never checkpoint on the event loop
+        assert (await connection.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar() == 0
 
     async def write_batch(first: int) -> None:
         for value in range(first, first + CHECKPOINT_EVERY):

@@ -64,34 +64,36 @@ def _writing(connection: AsyncConnection) -> OneTripConnection | None:
     return None
 
 
-def _values(compiled: _Compiled, params: Params) -> list[Any]:
-    _, names, bound = compiled
-    return [params[name] if name in params else bound[name] for name in names]
-
-
 def _raise(sql: str, error: sqlite3.Error) -> NoReturn:
     raise DBAPIError.instance(sql, None, error, sqlite3.Error) from error
 
 
 async def _execute(
-    connection: AsyncConnection, prepared: Prepared, params: Params, *, fetch: bool
+    connection: AsyncConnection, prepared: Prepared, many: Sequence[Params], *, fetch: bool
 ) -> Rows:
+    """Run a statement once per set of parameters (all with the same names); with one set,
+    its rows when `fetch`."""
     adapter = _writing(connection)
     if adapter is None:
-        result = await connection.execute(prepared.statement, dict(params))
+        arguments = dict(many[0]) if len(many) == 1 else [dict(p) for p in many]
+        result = await connection.execute(prepared.statement, arguments)
         return result.all() if fetch else ()
-    compiled = prepared.sqlite(connection, tuple(params))
+    sql, names, bound = prepared.sqlite(connection, tuple(many[0]))
     adapter.dbapi.direct_statements += 1
+    values = [[p[name] if name in p else bound[name] for name in names] for p in many]
+    sqlite = adapter.sqlite
     try:
-        cursor = adapter.sqlite.execute(compiled[0], _values(compiled, params))
+        cursor = (
+            sqlite.execute(sql, values[0]) if len(values) == 1 else sqlite.executemany(sql, values)
+        )
     except sqlite3.Error as error:
-        _raise(compiled[0], error)
+        _raise(sql, error)
     return cursor.fetchall() if fetch else ()
 
 
 async def rows(connection: AsyncConnection, prepared: Prepared, params: Params) -> Rows:
     """Run a statement; its rows (by position)."""
-    return await _execute(connection, prepared, params, fetch=True)
+    return await _execute(connection, prepared, (params,), fetch=True)
 
 
 async def scalar(connection: AsyncConnection, prepared: Prepared, params: Params) -> Any:
@@ -102,20 +104,10 @@ async def scalar(connection: AsyncConnection, prepared: Prepared, params: Params
 
 async def run(connection: AsyncConnection, prepared: Prepared, params: Params) -> None:
     """Run a statement that returns no rows."""
-    await _execute(connection, prepared, params, fetch=False)
+    await _execute(connection, prepared, (params,), fetch=False)
 
 
 async def run_many(connection: AsyncConnection, prepared: Prepared, many: Sequence[Params]) -> None:
     """Run a statement once per set of parameters (all with the same names)."""
-    if not many:
-        return
-    adapter = _writing(connection)
-    if adapter is None:
-        await connection.execute(prepared.statement, [dict(p) for p in many])
-        return
-    compiled = prepared.sqlite(connection, tuple(many[0]))
-    adapter.dbapi.direct_statements += 1
-    try:
-        adapter.sqlite.executemany(compiled[0], [_values(compiled, p) for p in many])
-    except sqlite3.Error as error:
-        _raise(compiled[0], error)
+    if many:
+        await _execute(connection, prepared, many, fetch=False)
