@@ -149,7 +149,7 @@ def test_heartbeat_only_when_asked_for(client: httpx.Client) -> None:
         # A heartbeat after two events counts them, as $status does.
         put(client, task("hb1", "Organization/hb"))
         put(client, task("hb2", "Organization/hb"))
-        receiver.wait_for(lambda r: len(r.of_kind("event-notification")) >= 2, timeout=30)
+        receiver.wait_for(lambda r: r.events() >= 2, timeout=30)
         seen = len(receiver.of_kind("heartbeat"))
         receiver.wait_for(lambda r: len(r.of_kind("heartbeat")) > seen, timeout=30)
         latest = receiver.of_kind("heartbeat")[-1].parameters

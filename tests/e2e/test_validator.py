@@ -109,7 +109,7 @@ def _capture(client: httpx.Client, captures: Captures) -> None:
         put(client, updated)
         posted = {k: v for k, v in task("posted", owner).items() if k != "id"}
         assert client.post("/Task", json=posted).status_code == 201
-        receiver.wait_for(lambda r: len(r.of_kind("event-notification")) >= 6, timeout=30)
+        receiver.wait_for(lambda r: r.events() >= 6, timeout=30)
         # One heartbeat per payload content (each subscription asked for them every 10 s).
         receiver.wait_for(lambda r: len(r.of_kind("heartbeat")) >= 3, timeout=40)
         # The create by PUT is notified as the PUT that happened (201), the POST as a POST.

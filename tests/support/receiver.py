@@ -102,6 +102,10 @@ class Receiver:
         with self._lock:
             return [r for r in self.received if r.kind == kind]
 
+    def events(self) -> int:
+        """Events received in event notifications (a notification may carry several)."""
+        return sum(len(r.event_numbers) for r in self.of_kind("event-notification"))
+
     def wait_for(self, predicate: Callable[[Receiver], bool], timeout: float = 30.0) -> None:
         """Wait until predicate(self) holds, or fail after timeout seconds."""
         deadline = time.monotonic() + timeout
