@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import ColumnElement, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.core.errors import InvalidSubscription
 from herald.core.fhir import format_instant, utc_now
 from herald.core.states import SubscriptionStatus
-from herald.core.subscriptions import effective_end, endpoint_origin, heartbeat_period
+from herald.core.subscriptions import effective_end, endpoint_origin, filter_texts, heartbeat_period
 from herald.core.types import JsonObject
 from herald.runtime.store import direct, header_secrets
 from herald.runtime.store.direct import Prepared
@@ -87,6 +88,15 @@ def schedule_columns(stored: JsonObject) -> dict[str, object]:
         ),
         "ends_at": None if end is None else format_instant(end),
     }
+
+
+def filters_column(stored: JsonObject) -> str | None:
+    """The filter-criteria strings of a stored Subscription as the `filters` column holds them
+    (a JSON array); None when they do not pass (the matcher then reads the resource)."""
+    try:
+        return orjson.dumps(filter_texts(stored)).decode()
+    except InvalidSubscription:
+        return None
 
 
 async def record_version(
@@ -181,6 +191,7 @@ async def insert_new(
             owner=owner,
             **schedule_columns(stored),
             endpoint_origin=endpoint_origin(stored),
+            filters=filters_column(stored),
         )
     )
     await record_version(connection, stored["id"], "POST")
@@ -215,6 +226,7 @@ async def replace(
             deleted=False,
             **schedule_columns(stored),
             endpoint_origin=endpoint_origin(stored),
+            filters=filters_column(stored),
         )
     )
     await record_version(connection, stored["id"], "PUT")
@@ -306,18 +318,32 @@ async def changed_since(connection: AsyncConnection, since: int) -> list[StoredS
     return [from_row(r) for r in rows]
 
 
+# A row of the registry as the matcher loads it: id, status, deleted, revision, topic, filters
+# (JSON array), and the resource only when `filters` is empty.
+RegistryRow = Row[str, str, bool, int, str, str | None, str | None]
+
+
 async def registry_page(
     connection: AsyncConnection, since: int, after_id: str | None, limit: int
-) -> Sequence[Row[str, str, bool, int, str]]:
-    """Up to `limit` rows (id, status, deleted, revision, content) in (revision, id) order:
-    those above revision `since`, or at `since` with an id above `after_id` when given — the
-    pages in which a matcher loads the registry. channel.header values stay sealed."""
+) -> Sequence[RegistryRow]:
+    """Up to `limit` registry rows in (revision, id) order: those above revision `since`, or at
+    `since` with an id above `after_id` when given — the pages in which a matcher loads the
+    registry. The resource (channel.header values sealed) is read only for rows without
+    `filters`."""
     columns = subscriptions.c
     after = columns.revision > since
     if after_id is not None:
         after = (columns.revision >= since) & (after | (columns.id > after_id))
     rows = await connection.execute(
-        select(columns.id, columns.status, columns.deleted, columns.revision, columns.content)
+        select(
+            columns.id,
+            columns.status,
+            columns.deleted,
+            columns.revision,
+            columns.topic,
+            columns.filters,
+            case((columns.filters.is_(None), columns.content)),
+        )
         .where(after)
         .order_by(columns.revision, columns.id)
         .limit(limit)

@@ -1,0 +1,60 @@
+"""The filters of each subscription as a column, filled from the resources: the matcher's
+registry load reads them instead of parsing every stored resource.
+
+Revision ID: 0009
+Revises: 0008
+"""
+
+import orjson
+import sqlalchemy as sa
+from alembic import op
+
+from herald.runtime.store.subscriptions import filters_column
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+PAGE_ROWS = 5_000
+
+
+def upgrade() -> None:
+    """Add the column and fill it for the subscriptions already stored (left empty for a
+    resource whose filters no longer pass: the matcher then reads the resource and says why)."""
+    op.add_column("subscriptions", sa.Column("filters", sa.Text))
+    connection = op.get_bind()
+    table = sa.table(
+        "subscriptions",
+        sa.column("id", sa.String),
+        sa.column("content", sa.Text),
+        sa.column("filters", sa.Text),
+    )
+    fill = (
+        table.update()
+        .where(table.c.id == sa.bindparam("row_id"))
+        .values(filters=sa.bindparam("row_filters"))
+    )
+    after = ""
+    while True:  # in pages: a registry may hold a million subscriptions
+        rows = connection.execute(
+            sa.select(table.c.id, table.c.content)
+            .where(table.c.id > after)
+            .order_by(table.c.id)
+            .limit(PAGE_ROWS)
+        ).all()
+        filled = [
+            {"row_id": row.id, "row_filters": filters}
+            for row in rows
+            if (filters := filters_column(orjson.loads(row.content))) is not None
+        ]
+        if filled:
+            connection.execute(fill, filled)
+        if len(rows) < PAGE_ROWS:
+            break
+        after = rows[-1].id
+
+
+def downgrade() -> None:
+    """Drop the column."""
+    op.drop_column("subscriptions", "filters")
