@@ -44,6 +44,10 @@ _REFERENCE_HEAD = re.compile(
 )
 _REFERENCE_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _REST = re.compile(r"[^?\s]*")
+# A filter on one token parameter: its head (`code`, `Task?code`, `Task.code`) before the `=`,
+# and one value without escapes, percent-escapes, commas, `&`, `?` or white space.
+_TOKEN_HEAD = re.compile(r"(?:(?P<head>[A-Z][A-Za-z]*)[?.])?(?P<name>[a-z][a-z0-9-]*)")
+_PLAIN_TOKEN = re.compile(r"[^&%\\,?\s]+")
 # Distinct filter sets whose plans are remembered while a registry loads.
 PLAN_MEMO_SIZE = 65_536
 # Plans made a million times over: tuple.__new__ skips the named tuple's own __new__ (twice as
@@ -64,6 +68,7 @@ class PlanCompiler:
         self._compile = lru_cache(maxsize=PLAN_MEMO_SIZE)(self._compile_uncached)
         self._others = lru_cache(maxsize=PLAN_MEMO_SIZE)(self._others_uncached)
         self._head = lru_cache(maxsize=PLAN_MEMO_SIZE)(self._head_uncached)
+        self._token_head = lru_cache(maxsize=PLAN_MEMO_SIZE)(self._token_head_uncached)
 
     def plan(self, resource: object) -> Plan:
         """The plan of a stored Subscription resource; InvalidSubscription if its topic or
@@ -93,6 +98,8 @@ class PlanCompiler:
         return self._compile(topic.url, texts)
 
     def _compile_uncached(self, topic_url: str, texts: tuple[str, ...]) -> Plan:
+        if len(texts) == 1 and (plan := self._one_code(topic_url, texts[0])) is not None:
+            return plan
         return plan_of(topic_url, compile_filters(self.topics[topic_url], texts))
 
     def _reference_first(self, topic: Topic, text: str) -> Plan | None:
@@ -119,13 +126,46 @@ class PlanCompiler:
         fields = (topic.url, resource_type, parameter, (value,), residual, True)
         return _new_plan(Plan, fields)
 
+    def _one_code(self, topic_url: str, text: str) -> Plan | None:
+        """The plan of a filter on one token parameter with one plain value (`code=c`,
+        `Task?code=system|c`), filed under the code, without the general parser; None for
+        other forms (escapes, several values or parameters, modifiers, `system|`)."""
+        before, equals, value = text.partition("=")
+        if not equals:
+            return None
+        head = self._token_head(topic_url, before)
+        if head is None or _PLAIN_TOKEN.fullmatch(value) is None:
+            return None
+        system, bar, code = value.rpartition("|")
+        if not code or "|" in system:
+            return None
+        resource_type, parameter = head
+        residual: tuple[Condition, ...] = ()
+        if bar:  # the system is tested on each candidate; a code alone is decided by the lookup
+            residual = (Condition(parameter, None, (value,)),)
+        return _new_plan(Plan, (topic_url, resource_type, parameter, (code,), residual, True))
+
+    def _token_head_uncached(
+        self, topic_url: str, before: str
+    ) -> tuple[str, SearchParameter] | None:
+        """The resource type and token parameter of a filter whose text before its first `=`
+        is `before` (`Task?code`); None for other forms."""
+        found = _TOKEN_HEAD.fullmatch(before)
+        if found is None:
+            return None
+        topic = self.topics[topic_url]
+        resource_type, parameters = _parameter_rules(topic, found["head"], "token")
+        parameter = parameters.get(found["name"])
+        return None if parameter is None else (resource_type, parameter)
+
     def _head_uncached(self, topic_url: str, before: str) -> _Head | None:
         """The resource type, reference parameter and value's start of a filter whose text
         before its first `/` is `before` (`Task?owner=Organization`); None for other forms."""
         found = _REFERENCE_HEAD.fullmatch(before)
         if found is None:
             return None
-        resource_type, parameters = _reference_rules(self.topics[topic_url], found["head"])
+        topic = self.topics[topic_url]
+        resource_type, parameters = _parameter_rules(topic, found["head"], "reference")
         parameter = parameters.get(found["name"])
         if parameter is None or (
             parameter.target_types and found["type"] not in parameter.target_types
@@ -156,9 +196,12 @@ class PlanCompiler:
         return tuple(conditions)
 
 
-def _reference_rules(topic: Topic, head: str | None) -> tuple[str, Mapping[str, SearchParameter]]:
-    """The resource type a filter starting with `head` is on, and the reference parameters a
-    subscription to the topic may filter it by (none when the parser must decide)."""
+def _parameter_rules(
+    topic: Topic, head: str | None, kind: str
+) -> tuple[str, Mapping[str, SearchParameter]]:
+    """The resource type a filter starting with `head` is on, and the parameters of this type
+    (reference, token) a subscription to the topic may filter it by (none when the parser
+    must decide)."""
     resource_types = topic.resource_types
     if head is None and len(resource_types) == 1:
         # Without a type the filter is on the topic's only resource type.
@@ -171,5 +214,5 @@ def _reference_rules(topic: Topic, head: str | None) -> tuple[str, Mapping[str, 
     return resource_type, {
         name: parameters[name]
         for name in topic.filter_parameters(resource_type)
-        if name in parameters and parameters[name].type == "reference"
+        if name in parameters and parameters[name].type == kind
     }

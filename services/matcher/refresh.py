@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 PAGE_ROWS = 5_000
 
 
+# A first load of more rows than this freezes what it filed (see refresh).
+FREEZE_ROWS = 50_000
+
+
 @contextmanager
 def _collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off while the index grows: a load files a million small
@@ -57,6 +61,11 @@ async def refresh(index: SubscriptionIndex, database: Database, *, page: int = P
                 since, after_id = rows[-1].revision, rows[-1].id
             if len(rows) < page:
                 break
+        if index.revision == 0 and applied > FREEZE_ROWS:
+            # The index is never garbage in cycles; frozen (gc.freeze), no collection walks it
+            # again (the first ones after a load of a million would take seconds). Whatever
+            # else exists now is frozen too: startup's objects, once.
+            gc.freeze()
     index.revision = max(index.revision, current, since)
     return applied
 

@@ -63,6 +63,24 @@ FILTERS = [
     "Task:owner=Organization/1",
     "Task?owner:Organization=Organization/1",
     "Patient?owner=Organization/1",
+    "Task?code=a",
+    "code=|a",
+    "Task.code=http://example.org/codes|a",
+    "Task?code=http://example.org/codes|",
+    "Task?code=a|b|c",
+    "Task?code=a,b",
+    "Task?code=a%7Cb",
+    "Task?code=a\\|b",
+    "Task?code= a",
+    "Task?code=a b",
+    "Task?code:not=a",
+    "Task?code=a&status=completed",
+    "Task?code=http://x.example/a?b|c",
+    "Task?status=completed,cancelled",
+    "Task?business-status=x",
+    "Task?intent=order",
+    "Task.status=draft",
+    "Patient?status=completed",
 ]
 
 
@@ -205,6 +223,26 @@ def test_one_key_holds_one_then_many_then_one_subscription_again() -> None:
 def test_the_reference_first_forms_skip_the_general_parser(text: str, recognised: bool) -> None:
     compiler = PlanCompiler(TOPICS)
     found = compiler._reference_first(TOPICS[HREX], text)
+    assert (found is not None) == recognised
+    if found is not None:
+        assert found == parsed_plan(resource(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "recognised"),
+    [
+        ("Task?code=http://example.org/codes|a", True),
+        ("code=a", True),
+        ("Task.status=completed", True),
+        ("Task?code=|a", True),
+        ("Task?code=http://example.org/codes|", False),  # any code of the system: unindexed
+        ("Task?code=a,b", False),
+        ("Task?code:not=a", False),
+        ("Task?owner=Organization/1", False),
+    ],
+)
+def test_one_plain_code_skips_the_general_parser(text: str, recognised: bool) -> None:
+    found = PlanCompiler(TOPICS)._one_code(HREX, text)
     assert (found is not None) == recognised
     if found is not None:
         assert found == parsed_plan(resource(text))
