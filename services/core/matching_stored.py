@@ -150,28 +150,32 @@ class PlanCompiler:
     ) -> tuple[str, SearchParameter] | None:
         """The resource type and token parameter of a filter whose text before its first `=`
         is `before` (`Task?code`); None for other forms."""
-        found = _TOKEN_HEAD.fullmatch(before)
-        if found is None:
-            return None
-        topic = self.topics[topic_url]
-        resource_type, parameters = _parameter_rules(topic, found["head"], "token")
-        parameter = parameters.get(found["name"])
-        return None if parameter is None else (resource_type, parameter)
+        found = self._named(topic_url, _TOKEN_HEAD, before, "token")
+        return None if found is None else found[1:]
 
     def _head_uncached(self, topic_url: str, before: str) -> _Head | None:
         """The resource type, reference parameter and value's start of a filter whose text
         before its first `/` is `before` (`Task?owner=Organization`); None for other forms."""
-        found = _REFERENCE_HEAD.fullmatch(before)
+        found = self._named(topic_url, _REFERENCE_HEAD, before, "reference")
+        if found is None:
+            return None
+        match, resource_type, parameter = found
+        if parameter.target_types and match["type"] not in parameter.target_types:
+            return None
+        return resource_type, parameter, match.start("type")
+
+    def _named(
+        self, topic_url: str, pattern: re.Pattern[str], before: str, kind: str
+    ) -> tuple[re.Match[str], str, SearchParameter] | None:
+        """The head of a filter (`pattern`: an optional type, a parameter name), its resource
+        type and its parameter, if that is a parameter of this kind the topic allows."""
+        found = pattern.fullmatch(before)
         if found is None:
             return None
         topic = self.topics[topic_url]
-        resource_type, parameters = _parameter_rules(topic, found["head"], "reference")
+        resource_type, parameters = _parameter_rules(topic, found["head"], kind)
         parameter = parameters.get(found["name"])
-        if parameter is None or (
-            parameter.target_types and found["type"] not in parameter.target_types
-        ):
-            return None
-        return resource_type, parameter, found.start("type")
+        return None if parameter is None else (found, resource_type, parameter)
 
     def _others_uncached(
         self, topic_url: str, resource_type: str, rest: str

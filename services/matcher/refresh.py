@@ -55,10 +55,12 @@ async def refresh(index: SubscriptionIndex, database: Database, *, page: int = P
         while True:
             async with database.read() as connection:
                 rows = await registry.registry_page(connection, since, after_id, page)
-            _apply(index, compiler, rows)
+                unfiltered = [row[0] for row in rows if row[5] is None]
+                resources = await registry.contents(connection, unfiltered) if unfiltered else {}
+            _apply(index, compiler, rows, resources)
             applied += len(rows)
             if rows:
-                since, after_id = rows[-1].revision, rows[-1].id
+                since, after_id = rows[-1][3], rows[-1][0]
             if len(rows) < page:
                 break
         if index.revision == 0 and applied > FREEZE_ROWS:
@@ -70,7 +72,13 @@ async def refresh(index: SubscriptionIndex, database: Database, *, page: int = P
     return applied
 
 
-def _apply(index: SubscriptionIndex, compiler: PlanCompiler, rows: Sequence[RegistryRow]) -> None:
+def _apply(
+    index: SubscriptionIndex,
+    compiler: PlanCompiler,
+    rows: Sequence[RegistryRow],
+    resources: dict[str, str],
+) -> None:
+    """File the rows' plans; `resources`: the stored resource of each row without filters."""
     # Names bound once: this loop runs a million times when a matcher starts.
     from_resource, from_filters, loads, put = (
         compiler.plan,
@@ -78,7 +86,7 @@ def _apply(index: SubscriptionIndex, compiler: PlanCompiler, rows: Sequence[Regi
         orjson.loads,
         index.put_plan,
     )
-    for subscription_id, status, deleted, _, topic, filters, content in rows:
+    for subscription_id, status, deleted, _, topic, filters in rows:
         if deleted or status == SubscriptionStatus.OFF:
             index.remove(subscription_id)
             continue
@@ -86,7 +94,7 @@ def _apply(index: SubscriptionIndex, compiler: PlanCompiler, rows: Sequence[Regi
             if filters is not None:
                 plan = from_filters(topic, loads(filters))
             else:  # stored before its filters had a column, and they no longer pass
-                plan = from_resource(loads(content or "null"))
+                plan = from_resource(loads(resources.get(subscription_id, "null")))
         except HeraldError as exc:
             log.warning(
                 "stored subscription no longer valid; not matched",

@@ -6,7 +6,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import ColumnElement, Row, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Row,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.errors import InvalidSubscription
@@ -16,6 +26,7 @@ from herald.core.subscriptions import effective_end, endpoint_origin, filter_tex
 from herald.core.types import JsonObject
 from herald.runtime.store import direct, header_secrets
 from herald.runtime.store.direct import Prepared
+from herald.runtime.store.sqlite_driver import OneTripConnection
 from herald.runtime.store.tables import counters, resource_versions, subscriptions
 
 
@@ -319,22 +330,15 @@ async def changed_since(connection: AsyncConnection, since: int) -> list[StoredS
 
 
 # A row of the registry as the matcher loads it: id, status, deleted, revision, topic, filters
-# (JSON array), and the resource only when `filters` is empty.
-RegistryRow = Row[str, str, bool, int, str, str | None, str | None]
+# (a JSON array; None only for rows whose filters did not pass when migration 0009 filled them).
+RegistryRow = tuple[str, str, bool, int, str, str | None]
+# In index order: on SQLite the index ix_subscriptions_registry (0009) holds them all.
+REGISTRY_COLUMNS = ["revision", "id", "status", "deleted", "topic", "filters"]
 
 
-async def registry_page(
-    connection: AsyncConnection, since: int, after_id: str | None, limit: int
-) -> Sequence[RegistryRow]:
-    """Up to `limit` registry rows in (revision, id) order: those above revision `since`, or at
-    `since` with an id above `after_id` when given — the pages in which a matcher loads the
-    registry. The resource (channel.header values sealed) is read only for rows without
-    `filters`."""
+def _registry_rows(after: ColumnElement[bool]) -> Prepared:
     columns = subscriptions.c
-    after = columns.revision > since
-    if after_id is not None:
-        after = (columns.revision >= since) & (after | (columns.id > after_id))
-    rows = await connection.execute(
+    return Prepared(
         select(
             columns.id,
             columns.status,
@@ -342,13 +346,50 @@ async def registry_page(
             columns.revision,
             columns.topic,
             columns.filters,
-            case((columns.filters.is_(None), columns.content)),
         )
         .where(after)
         .order_by(columns.revision, columns.id)
-        .limit(limit)
+        .limit(bindparam("limit"))
     )
-    return rows.all()
+
+
+_SINCE: BindParameter[int] = bindparam("since")
+_PAGE = _registry_rows(subscriptions.c.revision > _SINCE)
+_PAGE_AFTER = _registry_rows(
+    (subscriptions.c.revision >= _SINCE)
+    & ((subscriptions.c.revision > _SINCE) | (subscriptions.c.id > bindparam("after_id")))
+)
+
+
+async def registry_page(
+    connection: AsyncConnection, since: int, after_id: str | None, limit: int
+) -> Sequence[RegistryRow]:
+    """Up to `limit` registry rows in (revision, id) order: those above revision `since`, or at
+    `since` with an id above `after_id` when given — the pages in which a matcher loads the
+    registry."""
+    params: dict[str, object] = {"since": since, "limit": limit}
+    prepared = _PAGE
+    if after_id is not None:
+        params["after_id"], prepared = after_id, _PAGE_AFTER
+    adapter = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    if not isinstance(adapter, OneTripConnection):
+        return (await connection.execute(prepared.statement, params)).all()
+    # SQLite: the driver's own rows, on the connection's thread. A matcher starting reads a
+    # million of them, and SQLAlchemy's result rows cost as much again as SQLite's reading.
+    sql, names, bound = prepared.sqlite(connection, tuple(params))
+    adapter.dbapi.direct_statements += 1
+    values = [params[name] if name in params else bound[name] for name in names]
+    async with adapter.driver_connection.execute(sql, values) as cursor:
+        rows: list[RegistryRow] = await cursor.fetchall()
+    return rows
+
+
+async def contents(connection: AsyncConnection, ids: Sequence[str]) -> dict[str, str]:
+    """The stored resources (channel.header values sealed) of these subscriptions, by id."""
+    rows = await connection.execute(
+        select(subscriptions.c.id, subscriptions.c.content).where(subscriptions.c.id.in_(ids))
+    )
+    return {row.id: row.content for row in rows}
 
 
 async def changed_ids_since(connection: AsyncConnection, since: int) -> list[tuple[str, int]]:
