@@ -218,20 +218,26 @@ async def read_resource(request: Request) -> JsonObject:
         resource = fhir_xml().from_xml(body)
         check_depth(resource)
         return resource
-    try:
-        resource = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidResource(f"the body is not valid JSON: {exc}") from exc
+    resource = parse_json(body)
     if not isinstance(resource, dict):
         raise InvalidResource("the body must be a JSON object")
-    check_depth(resource)
+    return resource
+
+
+def parse_json(body: bytes) -> Any:
+    """A JSON request body, or InvalidResource: too deep, or a key given twice in an object."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidResource(f"the body is not valid JSON: {exc}") from exc
+    check_depth(value)
     # orjson keeps the last of duplicate keys; a proxy in front may keep the first and see
     # another resource. A body that is exactly what orjson writes for what it read has none
     # (orjson never writes a key twice): the common, compact body costs one more orjson call.
     # Any other body (spaces, escapes, other number forms) is read once more to find them.
-    if orjson.dumps(resource) != body:
+    if orjson.dumps(value) != body:
         json.loads(body, object_pairs_hook=_without_duplicates)
-    return resource
+    return value
 
 
 def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
