@@ -68,13 +68,21 @@ def http_date(instant: str) -> str:
     return format_datetime(datetime.fromisoformat(instant), usegmt=True)
 
 
+def preferences(prefer: str | None) -> dict[str, str]:
+    """The preferences of a Prefer header (RFC 7240): lower-case names, unquoted values; the
+    first of a name counts. Parameters (after `;`) are read as preferences of their own."""
+    found: dict[str, str] = {}
+    for part in (prefer or "").replace(",", ";").split(";"):
+        key, _, value = part.partition("=")
+        if key.strip():
+            found.setdefault(key.strip().lower(), value.strip().strip('"'))
+    return found
+
+
 def return_preference(prefer: str | None) -> str:
     """The `return=` of a Prefer header (default: representation)."""
-    for part in (prefer or "").replace(",", ";").split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == "return" and value.strip('"') in RETURN_PREFERENCES:
-            return value.strip('"')
-    return "representation"
+    value = preferences(prefer).get("return", "")
+    return value if value in RETURN_PREFERENCES else "representation"
 
 
 def _version(etag: str) -> str:
