@@ -118,7 +118,7 @@ async def test_sealed_headers_need_no_key_in_the_matcher(database: Database) -> 
     assert matched(index, "Organization/1") == ["s1"]
 
 
-async def test_the_0009_migration_fills_the_filters_and_rows_without_them_still_load(
+async def test_the_0010_migration_fills_the_filters_and_rows_without_them_still_load(
     database_url: str,
 ) -> None:
     database = Database(database_url)
@@ -127,7 +127,7 @@ async def test_the_0009_migration_fills_the_filters_and_rows_without_them_still_
     foreign = stored("foreign", "owner=Organization/1")
     foreign["_criteria"]["extension"][0]["url"] = "http://example.org/other-extension"
     try:
-        await database.migrate("0008")
+        await database.migrate("0009")
         async with database.transaction() as connection:
             for revision, resource in enumerate(
                 [stored("s1", "owner=Organization/1"), stored("all"), foreign], start=1

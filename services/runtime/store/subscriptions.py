@@ -330,9 +330,9 @@ async def changed_since(connection: AsyncConnection, since: int) -> list[StoredS
 
 
 # A row of the registry as the matcher loads it: id, status, deleted, revision, topic, filters
-# (a JSON array; None only for rows whose filters did not pass when migration 0009 filled them).
+# (a JSON array; None only for rows whose filters did not pass when migration 0010 filled them).
 RegistryRow = tuple[str, str, bool, int, str, str | None]
-# In index order: on SQLite the index ix_subscriptions_registry (0009) holds them all.
+# In index order: on SQLite the index ix_subscriptions_registry (0010) holds them all.
 REGISTRY_COLUMNS = ["revision", "id", "status", "deleted", "topic", "filters"]
 
 

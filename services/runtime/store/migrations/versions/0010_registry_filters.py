@@ -2,8 +2,8 @@
 registry load reads them instead of parsing every stored resource (on SQLite from an index that
 holds every column it reads).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 import orjson
@@ -12,8 +12,8 @@ from alembic import op
 
 from herald.runtime.store.subscriptions import REGISTRY_COLUMNS, filters_column
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
