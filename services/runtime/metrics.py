@@ -179,6 +179,10 @@ class DatabaseWork(Protocol):
     def transactions(self) -> int:
         """Transactions ended."""
 
+    @property
+    def round_trips(self) -> int:
+        """Requests sent to PostgreSQL that waited for its answer."""
+
 
 class _DatabaseCollector(Collector):
     def __init__(self, database: DatabaseWork) -> None:
@@ -194,4 +198,9 @@ class _DatabaseCollector(Collector):
             "herald_database_transactions",
             "Database transactions this process ended (commits and rollbacks)",
             value=self.database.transactions,
+        )
+        yield CounterMetricFamily(
+            "herald_database_round_trips",
+            "Requests this process sent to PostgreSQL that waited for the answer (asyncpg)",
+            value=self.database.round_trips,
         )
