@@ -103,7 +103,15 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads."""
         async with self.engine.connect() as connection:
-            await connection.execution_options(herald_read_only=True)
+            if self.is_sqlite:
+                await connection.execution_options(herald_read_only=True)
+            else:
+                # Each statement in a transaction of its own, without BEGIN and ROLLBACK round
+                # trips around the reads: at READ COMMITTED, PostgreSQL's default, every
+                # statement of a transaction takes a snapshot of its own anyway.
+                await connection.execution_options(
+                    herald_read_only=True, isolation_level="AUTOCOMMIT"
+                )
             yield connection
 
     async def migrate(self, revision: str = "head") -> None:

@@ -8,10 +8,10 @@ own prepared-statement bookkeeping. The statements of the hot path (a Task write
 numbering, delivery progress) are therefore `Prepared` once at import and compiled once per
 dialect and set of parameter names; they run on the driver's connection itself: on SQLite inside
 a write transaction (sqlite3), on PostgreSQL inside any transaction SQLAlchemy has begun (asyncpg,
-whose statement cache prepares each once per connection). Anywhere else (reads outside a
-transaction) SQLAlchemy runs them as usual. Errors are raised as the same SQLAlchemy exceptions
-either way (on PostgreSQL through SQLAlchemy's own handling, so that a lost connection is
-invalidated as usual).
+whose statement cache prepares each once per connection), and in Database.read's autocommit
+connections. Anywhere else (SQLite reads) SQLAlchemy runs them as usual. Errors are raised as
+the same SQLAlchemy exceptions either way (on PostgreSQL through SQLAlchemy's own handling, so
+that a lost connection is invalidated as usual).
 
 Only for statements whose parameters and results are plain values (text, integers, bytes,
 booleans): no type processing happens on the direct path, so rows come back as the driver's
@@ -72,14 +72,13 @@ def _writing(connection: AsyncConnection) -> OneTripConnection | None:
     return None
 
 
-def _in_transaction(connection: AsyncConnection) -> AsyncAdapt_asyncpg_connection | None:
-    """The asyncpg adapter of a connection inside a begun transaction, else None."""
-    if not connection.in_transaction():
-        return None
+def _asyncpg(connection: AsyncConnection) -> AsyncAdapt_asyncpg_connection | None:
+    """The asyncpg adapter of a connection inside a begun transaction or in autocommit mode
+    (Database.read), else None."""
     adapter = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-    if isinstance(adapter, AsyncAdapt_asyncpg_connection):
-        return adapter
-    return None
+    if not isinstance(adapter, AsyncAdapt_asyncpg_connection):
+        return None
+    return adapter if adapter.autocommit or connection.in_transaction() else None
 
 
 def _raise(sql: str, error: sqlite3.Error) -> NoReturn:
@@ -100,13 +99,14 @@ async def _on_asyncpg(
     fetch: bool,
 ) -> Rows:
     sql, values = _values(prepared, connection, many)
-    if adapter._transaction is None:
-        # SQLAlchemy's adapter sends BEGIN with the first statement it runs; this may be it.
-        await adapter._start_transaction()  # type: ignore[no-untyped-call]
     driver: Any = adapter._connection
     if isinstance(driver, CountedConnection):
         driver.herald_counts.direct_statements += 1
     try:
+        if adapter._transaction is None:
+            # SQLAlchemy's adapter sends BEGIN before the first statement it runs; this one
+            # may be the first (in autocommit mode it sends nothing).
+            await adapter._start_transaction()  # type: ignore[no-untyped-call]
         if len(values) > 1:
             await driver.executemany(sql, values)
         elif fetch:
@@ -142,7 +142,7 @@ async def _execute(
     its rows when `fetch`."""
     adapter = _writing(connection)
     if adapter is None:
-        postgres = _in_transaction(connection)
+        postgres = _asyncpg(connection)
         if postgres is not None:
             return await _on_asyncpg(connection, postgres, prepared, many, fetch)
         arguments = dict(many[0]) if len(many) == 1 else [dict(p) for p in many]
