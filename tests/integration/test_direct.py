@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import bindparam, func, insert, select, text
@@ -20,6 +22,17 @@ BY_ID = Prepared(
     .order_by(resources.c.id)
 )
 ADD = Prepared(insert(outbox))
+
+
+@pytest.fixture
+async def pg_database(postgres_url: str) -> AsyncIterator[Database]:
+    """A migrated, empty PostgreSQL database."""
+    database = Database(postgres_url)
+    await database.migrate()
+    try:
+        yield database
+    finally:
+        await database.aclose()
 
 
 def _row(resource_id: str, version: int = 1) -> dict[str, object]:
@@ -75,65 +88,55 @@ async def test_constraint_violations_raise_sqlalchemy_errors_and_roll_back(
 
 @pytest.mark.postgres
 async def test_a_write_transaction_costs_its_statements_plus_begin_and_commit(
-    postgres_url: str,
+    pg_database: Database,
 ) -> None:
-    database = Database(postgres_url)
-    await database.migrate()
-    try:
-        for attempt in range(3):
-            trips, ran = database.round_trips, database._pg_counts.direct_statements
-            async with database.transaction() as connection:
-                await direct.run(connection, INSERT, _row(f"r{attempt}"))
-                await direct.run_many(
-                    connection, ADD, [{"topic": "t", "key": k, "payload": b"x"} for k in "xyz"]
-                )
-                assert (await direct.rows(connection, BY_ID, {"id": f"r{attempt}"}))[0][0]
-            assert database._pg_counts.direct_statements - ran == 3  # none through SQLAlchemy
-            if attempt:  # the first one also prepared each statement on its connection
-                # BEGIN, three statements (the executemany pipelined in one), COMMIT; no ping
-                # of a connection that was in use a moment ago.
-                assert database.round_trips - trips == 5
-    finally:
-        await database.aclose()
+    database = pg_database
+    for attempt in range(3):
+        trips, ran = database.round_trips, database._pg_counts.direct_statements
+        async with database.transaction() as connection:
+            await direct.run(connection, INSERT, _row(f"r{attempt}"))
+            await direct.run_many(
+                connection, ADD, [{"topic": "t", "key": k, "payload": b"x"} for k in "xyz"]
+            )
+            assert (await direct.rows(connection, BY_ID, {"id": f"r{attempt}"}))[0][0]
+        assert database._pg_counts.direct_statements - ran == 3  # none through SQLAlchemy
+        if attempt:  # the first one also prepared each statement on its connection
+            # BEGIN, three statements (the executemany pipelined in one), COMMIT; no ping
+            # of a connection that was in use a moment ago.
+            assert database.round_trips - trips == 5
 
 
 @pytest.mark.postgres
 async def test_a_connection_lost_while_idle_is_replaced_at_checkout(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    database = Database(postgres_url)
-    await database.migrate()
-    try:
-        await _terminate_pooled_connection(database)
-        monkeypatch.setattr(pg_driver, "IDLE_PING_AFTER", 0.0)
-        async with database.transaction() as connection:  # pinged, found dead, replaced
-            await direct.run(connection, INSERT, _row("after"))
-        async with database.read() as connection:
-            assert await direct.scalar(connection, BY_ID, {"id": "after"}) == "after"
-    finally:
-        await database.aclose()
+    database = pg_database
+    await _terminate_pooled_connection(database)
+    monkeypatch.setattr(pg_driver, "IDLE_PING_AFTER", 0.0)
+    async with database.transaction() as connection:  # pinged, found dead, replaced
+        await direct.run(connection, INSERT, _row("after"))
+    async with database.read() as connection:
+        assert await direct.scalar(connection, BY_ID, {"id": "after"}) == "after"
 
 
 @pytest.mark.postgres
 async def test_a_connection_lost_in_use_raises_a_disconnect_and_is_discarded(
-    postgres_url: str,
+    pg_database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    database = Database(postgres_url)
-    await database.migrate()
-    try:
-        await _terminate_pooled_connection(database)
-        # Used a moment ago: not pinged, so the statement finds the connection gone.
-        with pytest.raises(DBAPIError) as raised:
-            async with database.transaction() as connection:
-                await direct.run(connection, INSERT, _row("lost"))
-        assert raised.value.connection_invalidated
-        async with database.transaction() as connection:  # a new connection
-            await direct.run(connection, INSERT, _row("next"))
-        async with database.read() as connection:
-            assert await direct.scalar(connection, BY_ID, {"id": "lost"}) is None
-            assert await direct.scalar(connection, BY_ID, {"id": "next"}) == "next"
-    finally:
-        await database.aclose()
+    database = pg_database
+    await _terminate_pooled_connection(database)
+    # Used a moment ago (however slow this machine is): not pinged, so the statement finds
+    # the connection gone.
+    monkeypatch.setattr(pg_driver, "IDLE_PING_AFTER", 3600.0)
+    with pytest.raises(DBAPIError) as raised:
+        async with database.transaction() as connection:
+            await direct.run(connection, INSERT, _row("lost"))
+    assert raised.value.connection_invalidated
+    async with database.transaction() as connection:  # a new connection
+        await direct.run(connection, INSERT, _row("next"))
+    async with database.read() as connection:
+        assert await direct.scalar(connection, BY_ID, {"id": "lost"}) is None
+        assert await direct.scalar(connection, BY_ID, {"id": "next"}) == "next"
 
 
 async def _terminate_pooled_connection(database: Database) -> None:
@@ -152,25 +155,21 @@ async def _terminate_pooled_connection(database: Database) -> None:
 
 
 @pytest.mark.postgres
-async def test_a_read_costs_its_statements_alone(postgres_url: str) -> None:
-    database = Database(postgres_url)
-    await database.migrate()
-    try:
-        async with database.transaction() as connection:
+async def test_a_read_costs_its_statements_alone(pg_database: Database) -> None:
+    database = pg_database
+    async with database.transaction() as connection:
+        await direct.run(connection, INSERT, _row("a"))
+    for attempt in range(2):
+        trips = database.round_trips
+        async with database.read() as connection:
+            assert (await direct.rows(connection, BY_ID, {"id": "a"}))[0][0] == "a"
+            count = select(func.count()).select_from(outbox)
+            assert (await connection.execute(count)).scalar_one() == 0
+        if attempt:  # the first one also prepared them on its connection
+            assert database.round_trips - trips == 2  # no BEGIN, no ROLLBACK
+    async with database.transaction() as connection:  # the pool's connection writes again
+        await direct.run(connection, INSERT, _row("b"))
+        with pytest.raises(IntegrityError):
             await direct.run(connection, INSERT, _row("a"))
-        for attempt in range(2):
-            trips = database.round_trips
-            async with database.read() as connection:
-                assert (await direct.rows(connection, BY_ID, {"id": "a"}))[0][0] == "a"
-                count = select(func.count()).select_from(outbox)
-                assert (await connection.execute(count)).scalar_one() == 0
-            if attempt:  # the first one also prepared them on its connection
-                assert database.round_trips - trips == 2  # no BEGIN, no ROLLBACK
-        async with database.transaction() as connection:  # the pool's connection writes again
-            await direct.run(connection, INSERT, _row("b"))
-            with pytest.raises(IntegrityError):
-                await direct.run(connection, INSERT, _row("a"))
-        async with database.read() as connection:  # ... and that write was rolled back
-            assert await direct.scalar(connection, BY_ID, {"id": "b"}) is None
-    finally:
-        await database.aclose()
+    async with database.read() as connection:  # ... and that write was rolled back
+        assert await direct.scalar(connection, BY_ID, {"id": "b"}) is None
