@@ -568,7 +568,7 @@ def measure(
         result["sql_statements_per_task"] = per.pop("statements")
         result["transactions_per_task"] = per.pop("transactions")
         if per.pop("round_trips"):  # PostgreSQL
-            result["asyncpg_round_trips_per_task"] = sum(per.values())
+            result["asyncpg_round_trips_per_task"] = round(sum(per.values()), 2)
             result["asyncpg_round_trips_per_task_by_role"] = {
                 k.split()[1]: v for k, v in per.items()
             }
