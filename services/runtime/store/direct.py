@@ -85,7 +85,9 @@ def _raise(sql: str, error: sqlite3.Error) -> NoReturn:
     raise DBAPIError.instance(sql, None, error, sqlite3.Error) from error
 
 
-def _values(prepared: Prepared, connection: AsyncConnection, many: Sequence[Params]) -> Any:
+def _values(
+    prepared: Prepared, connection: AsyncConnection, many: Sequence[Params]
+) -> tuple[str, list[list[Any]]]:
     """The SQL text, and the values of each set of parameters in its order."""
     sql, names, bound = prepared.compiled(connection, tuple(many[0]))
     return sql, [[p[name] if name in p else bound[name] for name in names] for p in many]
