@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
@@ -69,7 +69,9 @@ class NotificationRequest:
 
 def encode(record: ResourceChange | NotificationRequest) -> bytes:
     """Serialise a record as JSON bytes."""
-    return orjson.dumps(asdict(record))
+    # orjson writes a dataclass as the object of its fields; dataclasses.asdict would first
+    # deep-copy both versions of the resource (a tenth of a Task write's CPU).
+    return orjson.dumps(record)
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
