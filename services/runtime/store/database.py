@@ -8,13 +8,12 @@ from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from herald.runtime.store import pg_driver
+from herald.runtime.store.schema_version import is_newest
 from herald.runtime.store.sqlite_driver import BUSY_TIMEOUT_MS, OneTripDbapi
 from herald.runtime.store.wal import NO_AUTOCHECKPOINT, Checkpointer
 
@@ -129,6 +128,8 @@ class Database:
             if not self.is_sqlite:
                 # Services starting together must not migrate at the same time.
                 await connection.execute(text("SELECT pg_advisory_xact_lock(7243)"))
+            if revision == "head" and await connection.run_sync(is_newest):
+                return
             await connection.run_sync(_upgrade, revision)
 
     async def ping(self) -> bool:
@@ -149,6 +150,10 @@ class Database:
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
+    # Alembic is loaded only when there is something to migrate (store.schema_version).
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
