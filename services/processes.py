@@ -11,16 +11,11 @@ from typing import TYPE_CHECKING
 
 from herald import __version__
 from herald.core.topics import TopicCatalog
-from herald.dispatcher.circuit_breakers import CircuitBreakers
-from herald.dispatcher.delivery import Deliverer
-from herald.dispatcher.service import run_dispatcher
-from herald.matcher.service import run_matcher
 from herald.runtime.bus.connect import Bus
 from herald.runtime.health import health_app
 from herald.runtime.lifecycle import Component, http_component, run_components
 from herald.runtime.metrics import Metrics
 from herald.runtime.packaged import load_topics
-from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
 
@@ -88,6 +83,8 @@ def _ingest(parts: Parts, auth: AuthServer | None) -> list[Component]:
 
 
 def _matcher(parts: Parts) -> Component:
+    from herald.matcher.service import run_matcher
+
     async def matcher(stop: asyncio.Event) -> None:
         await run_matcher(
             parts.settings, parts.database, parts.bus, parts.topics, parts.metrics, stop
@@ -96,7 +93,16 @@ def _matcher(parts: Parts) -> Component:
     return matcher
 
 
-def _dispatcher(parts: Parts, sender: HttpSender) -> Component:
+def _dispatcher(parts: Parts, stack: AsyncExitStack) -> Component:
+    # Imported here, as the FHIR API's modules are: the HTTP client and the delivery machinery
+    # are a fifth of a matcher's start, which its partitions wait for after a crash.
+    from herald.dispatcher.circuit_breakers import CircuitBreakers
+    from herald.dispatcher.delivery import Deliverer
+    from herald.dispatcher.service import run_dispatcher
+    from herald.runtime.sender import HttpSender
+
+    sender = HttpSender(parts.settings.endpoint_policy)
+    stack.push_async_callback(sender.aclose)
     deliverer = Deliverer(
         parts.settings,
         parts.database,
@@ -129,8 +135,6 @@ async def run_process(settings: Settings, role: str) -> None:
     async with AsyncExitStack() as stack:
         parts = await stack.enter_async_context(open_parts(settings))
         parts.metrics.build_info.labels(version=__version__, role=role).set(1)
-        sender = HttpSender(settings.endpoint_policy)
-        stack.push_async_callback(sender.aclose)
         components: list[Component] = []
         smart = settings.auth_mode(role) == "smart"
         if role in ("run", "ingest"):
@@ -143,7 +147,7 @@ async def run_process(settings: Settings, role: str) -> None:
         if role in ("run", "matcher"):
             components.append(_matcher(parts))
         if role in ("run", "dispatcher"):
-            components.append(_dispatcher(parts, sender))
+            components.append(_dispatcher(parts, stack))
         if role in ("matcher", "dispatcher") or smart:
             components.append(_health(parts, role))
         log.info(
