@@ -376,7 +376,7 @@ async def registry_page(
         return (await connection.execute(prepared.statement, params)).all()
     # SQLite: the driver's own rows, on the connection's thread. A matcher starting reads a
     # million of them, and SQLAlchemy's result rows cost as much again as SQLite's reading.
-    sql, names, bound = prepared.sqlite(connection, tuple(params))
+    sql, names, bound = prepared.compiled(connection, tuple(params))
     adapter.dbapi.direct_statements += 1
     values = [params[name] if name in params else bound[name] for name in names]
     async with adapter.driver_connection.execute(sql, values) as cursor:
