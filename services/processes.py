@@ -23,6 +23,7 @@ from herald.runtime.packaged import load_topics
 from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
+from herald.runtime.store.outbox import Outbox
 
 if TYPE_CHECKING:
     from herald.ingest.auth.server import AuthServer
@@ -68,7 +69,15 @@ def _ingest(parts: Parts, auth: AuthServer | None) -> list[Component]:
     from herald.ingest.context import IngestContext
     from herald.ingest.relay import run_relay
 
-    ctx = IngestContext(parts.settings, parts.database, parts.topics, parts.metrics, auth=auth)
+    # The embedded bus writes in the write's own transaction: changes go straight into its log.
+    ctx = IngestContext(
+        parts.settings,
+        parts.database,
+        parts.topics,
+        parts.metrics,
+        auth=auth,
+        outbox=Outbox(parts.bus.embedded),
+    )
     app = create_app(ctx, lambda: _readiness(parts))
 
     async def relay(stop: asyncio.Event) -> None:

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from sqlalchemy import bindparam, delete, event, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.runtime.bus.base import Outgoing, Record, Transaction
@@ -14,6 +15,9 @@ from herald.runtime.store import direct
 from herald.runtime.store.database import Database
 from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import bus_log, bus_offsets
+
+# Key, in a connection's info, of the topics it appended to in its open transaction.
+_PENDING = "herald_bus_pending"
 
 # Built once (see store/direct.py).
 _APPEND = Prepared(insert(bus_log))
@@ -40,6 +44,12 @@ class EmbeddedBus:
     def __init__(self, database: Database) -> None:
         self.database = database
         self._wakeups: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        # Records appended in a caller's transaction wake readers once it commits. One listener
+        # for the engine: adding one per transaction cost more than the append (every write
+        # publishes its change here).
+        engine = database.engine.sync_engine
+        event.listen(engine, "commit", self._on_commit)
+        event.listen(engine, "rollback", self._on_rollback)
 
     async def publish(
         self, records: Sequence[Outgoing], transaction: Transaction | None = None
@@ -60,8 +70,17 @@ class EmbeddedBus:
             self._wake(topics)
             return
         await direct.run_many(connection, _APPEND, rows)
-        # Readers must look only once the records are committed.
-        event.listen(connection.sync_connection, "commit", lambda _c: self._wake(topics), once=True)
+        # Readers must look only once the records are committed (see _on_commit).
+        info = connection.sync_connection.info  # type: ignore[union-attr]
+        info.setdefault(_PENDING, set()).update(topics)
+
+    def _on_commit(self, connection: Connection) -> None:
+        topics = connection.info.pop(_PENDING, None)
+        if topics:
+            self._wake(topics)
+
+    def _on_rollback(self, connection: Connection) -> None:
+        connection.info.pop(_PENDING, None)
 
     def _wake(self, topics: set[str]) -> None:
         for topic in topics:
