@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -163,4 +164,9 @@ async def run_process(settings: Settings, role: str) -> None:
                 "auth": settings.auth_mode(role),
             },
         )
+        # What start-up built (modules, the app, settings, topics) lives as long as the process:
+        # frozen, the collector stops tracing it at every older-generation collection, which
+        # under load cost about 5 % of the process's CPU.
+        gc.collect()
+        gc.freeze()
         await run_components(components)
