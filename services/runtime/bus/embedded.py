@@ -129,20 +129,31 @@ class EmbeddedConsumer:
                     return []
         return []
 
-    async def commit(self, records: Sequence[Record]) -> None:
-        """Store the group's position after these records and drop what every reader has seen."""
+    async def commit(
+        self, records: Sequence[Record], transaction: Transaction | None = None
+    ) -> None:
+        """Store the group's position after these records and drop what every reader has seen;
+        in the caller's transaction when one is given (the work and its position commit
+        together)."""
         if not records:
             return
+        if transaction is None:
+            async with self.bus.database.transaction() as connection:
+                await self._commit(connection, records)
+            return
+        assert isinstance(transaction, AsyncConnection)
+        await self._commit(transaction, records)
+
+    async def _commit(self, connection: AsyncConnection, records: Sequence[Record]) -> None:
         position = max(r.offset for r in records)
-        async with self.bus.database.transaction() as connection:
-            existing = await direct.scalar(connection, _POSITION, self._group)
-            if existing is None:
-                new = {"group_id": self.group_id, "topic": self.topic, "position": position}
-                await direct.run(connection, _ADD_POSITION, new)
-            elif position > existing:
-                await direct.run(connection, _MOVE_POSITION, {**self._group, "to": position})
-            # Embedded mode has one consumer group per topic, so committed records are done with.
-            await direct.run(connection, _FORGET, {"topic": self.topic, "to": position})
+        existing = await direct.scalar(connection, _POSITION, self._group)
+        if existing is None:
+            new = {"group_id": self.group_id, "topic": self.topic, "position": position}
+            await direct.run(connection, _ADD_POSITION, new)
+        elif position > existing:
+            await direct.run(connection, _MOVE_POSITION, {**self._group, "to": position})
+        # Embedded mode has one consumer group per topic, so committed records are done with.
+        await direct.run(connection, _FORGET, {"topic": self.topic, "to": position})
 
     def owns(self, key: str) -> bool:
         """A single embedded member owns every key."""
