@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
@@ -69,7 +69,8 @@ class NotificationRequest:
 
 def encode(record: ResourceChange | NotificationRequest) -> bytes:
     """Serialise a record as JSON bytes."""
-    return orjson.dumps(asdict(record))
+    # orjson writes a dataclass as asdict() would, without asdict's deep copy of the resources.
+    return orjson.dumps(record)
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
