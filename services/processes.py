@@ -71,13 +71,16 @@ def _ingest(parts: Parts, auth: AuthServer | None) -> list[Component]:
     from herald.ingest.relay import run_relay
 
     # The embedded bus writes in the write's own transaction: changes go straight into its log.
+    # Only on SQLite, whose single writer makes the log's ids follow commit order (readers
+    # resume after an id); concurrent PostgreSQL transactions may commit a later id first.
+    direct = parts.bus.embedded if parts.database.is_sqlite else None
     ctx = IngestContext(
         parts.settings,
         parts.database,
         parts.topics,
         parts.metrics,
         auth=auth,
-        outbox=Outbox(parts.bus.embedded),
+        outbox=Outbox(direct),
     )
     app = create_app(ctx, lambda: _readiness(parts))
 
