@@ -400,14 +400,21 @@ def _subscribe(base_url: str, receiver: Receiver, owners: list[str]) -> None:
         _wait_until(active, 120, f"{len(ids)} subscriptions")
 
 
-HERALD_SETTINGS = {"handshake_delay": "0.1", "log_level": "WARNING"}
+HERALD_SETTINGS = {"handshake_delay": "0.1"}
+
+
+def herald_settings(log_level: str) -> dict[str, str]:
+    """Settings of the Herald processes under test (logging as `make run` does by default)."""
+    return {**HERALD_SETTINGS, "log_level": log_level}
 
 
 @contextlib.contextmanager
-def embedded_system(folder: Path, receiver: Receiver, owners: list[str]) -> Iterator[System]:
+def embedded_system(
+    folder: Path, receiver: Receiver, owners: list[str], log_level: str
+) -> Iterator[System]:
     from tests.faults.harness import Embedded
 
-    herald = Embedded(folder / "herald.db", folder / "logs", **HERALD_SETTINGS)
+    herald = Embedded(folder / "herald.db", folder / "logs", **herald_settings(log_level))
     herald.start()
     try:
         _subscribe(herald.base_url, receiver, owners)
@@ -451,12 +458,17 @@ def backing_services() -> Iterator[Backing]:
 
 @contextlib.contextmanager
 def distributed_system(
-    folder: Path, receiver: Receiver, owners: list[str], backing: Backing, scale: int
+    folder: Path,
+    receiver: Receiver,
+    owners: list[str],
+    backing: Backing,
+    scale: int,
+    log_level: str,
 ) -> Iterator[System]:
     from tests.faults.harness import Cluster
 
     database = asyncio.run(create_database(backing.postgres, f"bench_{uuid.uuid4().hex[:8]}"))
-    cluster = Cluster(backing.kafka, database, folder / "logs", **HERALD_SETTINGS)
+    cluster = Cluster(backing.kafka, database, folder / "logs", **herald_settings(log_level))
     cluster.start()
     for n in range(2, scale + 1):
         cluster.start("matcher", name=f"matcher-{n}")
@@ -590,12 +602,14 @@ def run_round(
             figures["floor"] = measure(floor, None, tasks, closed(tasks, floor.port))
         systems: list[Callable[[Path, Receiver], contextlib.AbstractContextManager[System]]] = []
         if args.mode in ("embedded", "both"):
-            systems.append(lambda f, r: embedded_system(f, r, owners))
+            systems.append(lambda f, r: embedded_system(f, r, owners, args.log_level))
         if args.mode in ("distributed", "both"):
             assert backing is not None
             for scale in sorted({1, args.scale}):
                 systems.append(
-                    lambda f, r, s=scale: distributed_system(f, r, owners, backing, s)  # type: ignore[misc]
+                    lambda f, r, s=scale: distributed_system(
+                        f, r, owners, backing, s, args.log_level
+                    )  # type: ignore[misc]
                 )
         for index, make in enumerate(systems):
             receiver = Receiver()
@@ -691,6 +705,12 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=0, help="receiver down seconds (0: skip)")
     parser.add_argument(
         "--scale", type=int, default=1, help="distributed: also run N matchers and N dispatchers"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="HERALD_LOG_LEVEL of the system under test (INFO, as `make run`: an access and an"
+        " audit line per request)",
     )
     parser.add_argument("--json", type=Path, help="write all figures to this file")
     args = parser.parse_args()

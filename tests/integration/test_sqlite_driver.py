@@ -117,3 +117,22 @@ async def test_the_wal_is_checkpointed_off_the_loop_not_on_commit(
     await write_batch(CHECKPOINT_EVERY)
     # The first writer after a checkpoint starts the WAL over: it holds one batch, not two.
     assert one_batch > 0 and wal_frames() <= one_batch * 1.2
+
+
+async def test_every_write_runs_on_one_connection_that_keeps_its_page_cache(
+    database: Database,
+) -> None:
+    """Writes taking turns over the pool re-read every page they touch from the WAL."""
+    writers: set[int] = set()
+    for value in range(20):
+        async with database.transaction() as connection:
+            raw = await connection.get_raw_connection()
+            writers.add(id(raw.driver_connection))
+            await connection.execute(text("INSERT INTO t VALUES (:v)"), {"v": value})
+        # Concurrent reads fill the pool with connections; each sees every commit.
+        seen = await asyncio.gather(*(_values(database) for _ in range(4)))
+        assert seen == [list(range(value + 1))] * 4
+    assert len(writers) == 1
+    async with database.transaction() as connection:
+        size = (await connection.execute(text("PRAGMA cache_size"))).scalar_one()
+    assert size < -2000  # KiB: more than SQLite's default of 2 MiB
