@@ -102,6 +102,14 @@ async def test_embedded_work_and_position_commit_together(tmp_path: Path) -> Non
         bus = Bus(settings, database)
         assert bus.in_store
         source, sink = bus.settings.topic(TOPIC), bus.settings.topic("out")
+        async with bus.consumer("f", "first") as first, bus.publisher() as publisher:
+            # The very first append in a transaction wakes a waiting reader too.
+            waiting = asyncio.create_task(first.fetch(timeout=30, max_records=10))
+            await asyncio.sleep(0.1)
+            async with database.transaction() as connection:
+                record = Outgoing(bus.settings.topic("first"), "k", b"1")
+                await publisher.publish([record], transaction=connection)
+            assert [r.value for r in await asyncio.wait_for(waiting, 5)] == [b"1"]
         async with bus.publisher() as publisher:
             await publisher.publish([Outgoing(source, "k", b"1"), Outgoing(source, "k", b"2")])
         async with bus.consumer("g", TOPIC) as consumer, bus.consumer("h", "out") as reader:

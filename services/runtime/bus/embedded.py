@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from sqlalchemy import bindparam, delete, event, func, insert, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.runtime.bus.base import Outgoing, Record, Transaction
@@ -44,12 +44,10 @@ class EmbeddedBus:
     def __init__(self, database: Database) -> None:
         self.database = database
         self._wakeups: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
-        # Records appended in a caller's transaction wake readers once it commits. One listener
-        # for the engine: adding one per transaction cost more than the append (every write
-        # publishes its change here).
-        engine = database.engine.sync_engine
-        event.listen(engine, "commit", self._on_commit)
-        event.listen(engine, "rollback", self._on_rollback)
+        # Records appended in a caller's transaction wake readers once it commits: one listener
+        # per engine that writes (added at its first append), as adding one per transaction
+        # cost more than the append (every write publishes its change here).
+        self._listening: set[Engine] = set()
 
     async def publish(
         self, records: Sequence[Outgoing], transaction: Transaction | None = None
@@ -71,6 +69,11 @@ class EmbeddedBus:
             return
         await direct.run_many(connection, _APPEND, rows)
         # Readers must look only once the records are committed (see _on_commit).
+        engine = connection.sync_engine
+        if engine not in self._listening:
+            event.listen(engine, "commit", self._on_commit)
+            event.listen(engine, "rollback", self._on_rollback)
+            self._listening.add(engine)
         info = connection.sync_connection.info  # type: ignore[union-attr]
         info.setdefault(_PENDING, set()).update(topics)
 
