@@ -68,13 +68,21 @@ def http_date(instant: str) -> str:
     return format_datetime(datetime.fromisoformat(instant), usegmt=True)
 
 
+def preferences(prefer: str | None) -> dict[str, str]:
+    """The preferences of a Prefer header (RFC 7240): lower-case names, unquoted values; the
+    first of a name counts. Parameters (after `;`) are read as preferences of their own."""
+    found: dict[str, str] = {}
+    for part in (prefer or "").replace(",", ";").split(";"):
+        key, _, value = part.partition("=")
+        if key.strip():
+            found.setdefault(key.strip().lower(), value.strip().strip('"'))
+    return found
+
+
 def return_preference(prefer: str | None) -> str:
     """The `return=` of a Prefer header (default: representation)."""
-    for part in (prefer or "").replace(",", ";").split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == "return" and value.strip('"') in RETURN_PREFERENCES:
-            return value.strip('"')
-    return "representation"
+    value = preferences(prefer).get("return", "")
+    return value if value in RETURN_PREFERENCES else "representation"
 
 
 def _version(etag: str) -> str:
@@ -218,20 +226,26 @@ async def read_resource(request: Request) -> JsonObject:
         resource = fhir_xml().from_xml(body)
         check_depth(resource)
         return resource
-    try:
-        resource = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidResource(f"the body is not valid JSON: {exc}") from exc
+    resource = parse_json(body)
     if not isinstance(resource, dict):
         raise InvalidResource("the body must be a JSON object")
-    check_depth(resource)
+    return resource
+
+
+def parse_json(body: bytes) -> Any:
+    """A JSON request body, or InvalidResource: too deep, or a key given twice in an object."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidResource(f"the body is not valid JSON: {exc}") from exc
+    check_depth(value)
     # orjson keeps the last of duplicate keys; a proxy in front may keep the first and see
     # another resource. A body that is exactly what orjson writes for what it read has none
     # (orjson never writes a key twice): the common, compact body costs one more orjson call.
     # Any other body (spaces, escapes, other number forms) is read once more to find them.
-    if orjson.dumps(resource) != body:
+    if orjson.dumps(value) != body:
         json.loads(body, object_pairs_hook=_without_duplicates)
-    return resource
+    return value
 
 
 def _without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from herald.core.types import JsonObject
 from herald.ingest.auth.access import CallerDep, require
 from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body
+from herald.ingest.fhirhttp import FhirResponse, check_accept, preferences, read_body
 from herald.runtime.store.search import Cursor, SearchPage, SearchRequest, Sort, search
 
 router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
@@ -48,7 +48,7 @@ def _single(name: str, values: list[str]) -> str:
 
 def is_strict(prefer: str | None) -> bool:
     """Whether `Prefer: handling=strict` makes unknown parameters an error (default: lenient)."""
-    return any(part.strip() == "handling=strict" for part in (prefer or "").split(";"))
+    return preferences(prefer).get("handling") == "strict"
 
 
 @dataclass(frozen=True)

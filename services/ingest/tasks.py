@@ -7,7 +7,6 @@ from typing import Any
 from urllib.parse import unquote
 
 import jsonpatch
-import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
@@ -27,7 +26,7 @@ from herald.ingest import writes
 from herald.ingest.auth.access import CallerDep, may_see, require
 from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import check_accept, read_body, read_resource, versioned
+from herald.ingest.fhirhttp import check_accept, parse_json, read_body, read_resource, versioned
 from herald.ingest.search import IGNORED, parse_search
 from herald.ingest.writes import WriteGuard
 from herald.runtime.packaged import fhir_xml
@@ -180,14 +179,13 @@ async def patch_task(task_id: str, request: Request, ctx: Ctx, who: CallerDep) -
     if content_type not in PATCH_TYPES:
         raise UnsupportedMediaType(f"PATCH takes {', '.join(PATCH_TYPES)}, not {content_type!r}")
     try:
-        operations: Any = orjson.loads(await read_body(request))
+        operations: Any = parse_json(await read_body(request))
         current = _visible(ctx, who, await writes.read(ctx, "Task", task_id), f"Task/{task_id}")
         if isinstance(operations, dict) and content_type != JSON_PATCH:
             patched = merge_patch(current, operations)
         else:
             patched = jsonpatch.apply_patch(current, operations)
     except (
-        orjson.JSONDecodeError,
         jsonpatch.JsonPatchException,
         jsonpatch.JsonPointerException,
     ) as exc:

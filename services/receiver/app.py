@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from herald.core.errors import HeraldError
+from herald.receiver.smart import AuthorizationFailed
 from herald.receiver.tracker import Notification, Tracker, read_notification
 from herald.runtime.packaged import fhir_xml
 
@@ -78,7 +79,7 @@ class Receiver:
                 )
                 response.raise_for_status()
                 events = read_notification(response.json()).events
-            except (httpx.HTTPError, ValueError) as exc:
+            except (httpx.HTTPError, ValueError, AuthorizationFailed) as exc:
                 self.out(f"{_now()}   could not fetch #{since}..#{last} from {url}: {exc}")
                 return
             if not events:

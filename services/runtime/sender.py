@@ -99,6 +99,10 @@ def _unsendable(exc: BaseException) -> DeliveryOutcome:
     )
 
 
+MAX_HEADER_LINE = 64 * 1024
+"""Longest response header line read (bytes)."""
+
+
 class HttpSender:
     """POSTs notification Bundles; never follows redirects and never parses the response body.
 
@@ -132,6 +136,10 @@ class HttpSender:
                 headers={"User-Agent": USER_AGENT},
                 auto_decompress=False,
                 trust_env=False,
+                # aiohttp refuses header lines over 8 KiB; an endpoint's long cookie or Link
+                # header must not turn its 200 into a failed attempt.
+                max_line_size=MAX_HEADER_LINE,
+                max_field_size=MAX_HEADER_LINE,
             )
         return self._session
 

@@ -3,6 +3,8 @@ operator runs them (the command in this process, Herald as an OS process beside 
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import base64
 import json
 import os
@@ -11,14 +13,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from herald import cli
 from herald.cli import clients as clients_command
-from herald.cli import serve
+from herald.cli import receive, serve
+from herald.core.notifications import HEARTBEAT, SubscriptionState, notification_bundle
+from herald.receiver.app import Receiver as AppReceiver
+from tests.e2e.scenario import HREX_TOPIC, put, subscription, task
 from tests.support.herald import herald_env, serving
+from tests.support.receiver import Receiver
 from tests.support.services import free_port
-from tests.support.smart import CANVAS_SECRET, ApiClient, SmartAuth
+from tests.support.smart import CANVAS_SECRET, ApiClient, SmartAuth, fhir_client
 
 pytestmark = pytest.mark.e2e
 
@@ -164,3 +171,75 @@ def test_authentication_settings_are_checked_at_start(tmp_path: Path, herald: Co
     del env["HERALD_AUTH"]
     code, _, err = run({**env, "HERALD_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, "ingest")
     assert code == 2 and "HERALD_AUTH=smart" in err
+
+
+async def _recover(receiver: AppReceiver, subscription_id: str, base: str) -> None:
+    # A heartbeat saying the subscription is at #2 makes a new receiver fetch #1..#2.
+    heartbeat = notification_bundle(
+        base,
+        SubscriptionState(subscription_id, HREX_TOPIC, "active", 2),
+        HEARTBEAT,
+        timestamp="2026-01-01T00:00:00Z",
+    )
+    try:
+        await receiver.take(orjson.dumps(heartbeat), "application/fhir+json", None)
+    finally:
+        await receiver.aclose()
+
+
+def test_herald_receive_reads_missed_events_with_the_subscribers_own_token(
+    tmp_path: Path, herald: Command
+) -> None:
+    run = herald
+    port = free_port()
+    env = herald_env(
+        database_url=f"sqlite:///{tmp_path / 'herald.db'}",
+        port=str(port),
+        auth="smart",
+        allow_http_endpoints="true",
+        allow_private_endpoints="true",
+    )
+    payer = ApiClient("payer-r")
+    key_file = tmp_path / "payer-key.json"
+    key_file.write_bytes(orjson.dumps(payer.key.as_dict(private=True)))
+    jwks = str(payer.write_jwks(tmp_path))
+
+    def receive_options(*options: str) -> argparse.Namespace:
+        parser = argparse.ArgumentParser()
+        receive.register(parser.add_subparsers())
+        return parser.parse_args(["receive", *options])
+
+    with serving("run", env, tmp_path, port) as root, Receiver() as endpoint:
+        base = f"{root}/fhir"
+        add = ["clients", "add", "payer-r", "--jwks", jwks, "--scope", "system/Subscription.cruds"]
+        assert run(env, *add)[0] == 0
+        with httpx.Client(base_url=base, auth=SmartAuth(payer, f"{base}/auth/token")) as http:
+            created = http.post(
+                "/Subscription", json=subscription(endpoint.url, "Organization/r", "t")
+            )
+            assert created.status_code == 201, created.text
+        with fhir_client(base) as writer:
+            for n in (1, 2):
+                assert put(writer, task(f"r{n}", "Organization/r")).status_code == 201
+        endpoint.wait_for(lambda r: r.events() == 2)
+
+        options = ["--client-id", "payer-r", "--key", str(key_file), "--base", base]
+        lines: list[str] = []
+        client = httpx.AsyncClient(auth=receive._auth(receive_options(*options)))
+        sid = created.json()["id"]
+        asyncio.run(_recover(AppReceiver(lines.append, base=base, client=client), sid, base))
+        assert [line.split(" ", 1)[1] for line in lines[1:]] == [
+            "  recovered #1 Task/r1 create",
+            "  recovered #2 Task/r2 create",
+        ]
+        # Without a token, $events is refused and the receiver says so.
+        lines.clear()
+        asyncio.run(_recover(AppReceiver(lines.append, base=base), sid, base))
+        assert "could not fetch #1..#2" in lines[1] and "401" in lines[1]
+
+    # The options go together, and a public key is not a client key.
+    assert run(env, "receive", "--client-id", "payer-r", "--key", str(key_file))[0] == 2
+    public = tmp_path / "payer-public.json"
+    public.write_bytes(orjson.dumps(payer.key.as_dict(private=False)))
+    code, _, err = run(env, "receive", *options[:3], str(public), "--base", base)
+    assert code == 2 and "no private RSA or EC key" in err

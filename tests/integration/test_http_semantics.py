@@ -171,6 +171,32 @@ async def test_json_patch(client: httpx.AsyncClient) -> None:
     assert "description" not in removed.json()
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body", "says"),
+    [
+        (
+            "application/json-patch+json",
+            b'[{"op":"replace","path":"/status","path":"/description","value":"x"}]',
+            "holds the key 'path' more than once",
+        ),
+        ("application/json", b'{"status":"ready","status":"completed"}', "more than once"),
+        ("application/json", b'{"note":' * 60 + b"1" + b"}" * 60, "deeper than"),
+    ],
+    ids=["key twice in a JSON Patch", "key twice in a merge patch", "too deep"],
+)
+async def test_a_hostile_patch_body_is_refused_and_changes_nothing(
+    client: httpx.AsyncClient, content_type: str, body: bytes, says: str
+) -> None:
+    await client.put("/fhir/Task/a", json=task(id="a"))
+    refused = await client.patch(
+        "/fhir/Task/a", content=body, headers={"Content-Type": content_type}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert says in refused.text
+    assert (await client.get("/fhir/Task/a")).json()["meta"]["versionId"] == "1"
+
+
 async def test_history_of_a_task_and_of_all_tasks(client: httpx.AsyncClient) -> None:
     await client.put("/fhir/Task/a", json=task(id="a"))
     await client.put("/fhir/Task/a", json=task(id="a", description="2"))

@@ -137,6 +137,8 @@ async def _post(
         (400, {}, DeliveryResult.HTTP_ERROR, None),
         (503, {"Retry-After": "7"}, DeliveryResult.HTTP_ERROR, 7.0),
         (429, {"Retry-After": "soon"}, DeliveryResult.HTTP_ERROR, None),
+        # A long header line (a cookie, a Link list) is still an answer.
+        (200, {"Set-Cookie": "c=" + "x" * 30_000}, DeliveryResult.SUCCESS, None),
     ],
 )
 async def test_answers_map_to_outcomes(

@@ -7,14 +7,12 @@ import asyncio
 import base64
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import orjson
@@ -23,11 +21,11 @@ from joserfc.jwk import ECKey, Key, RSAKey
 from standardwebhooks.webhooks import Webhook
 
 from herald.core.fhir import format_instant, utc_now
+from herald.receiver.smart import ASSERTION_TYPE, BackendServicesAuth
 from herald.runtime.store import clients
 from herald.runtime.store.clients import Client
 from herald.runtime.store.database import Database
 
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ALL_SCOPES = "system/Subscription.cruds system/Task.cruds"
 CANVAS_SECRET = "whsec_" + base64.b64encode(b"herald-test-canvas-secret-32-byte").decode()
 
@@ -111,33 +109,11 @@ class ApiClient:
         }
 
 
-class SmartAuth(httpx.Auth):
-    """Gets a token with the client's assertion when it has none (or it is about to expire)."""
+class SmartAuth(BackendServicesAuth):
+    """Herald's own SMART client (as `herald receive` uses it) for a test's ApiClient."""
 
     def __init__(self, client: ApiClient, token_url: str, scope: str = ALL_SCOPES) -> None:
-        self.client = client
-        self.token_url = token_url
-        self.scope = scope
-        self._token: str | None = None
-        self._expires = 0.0
-        self._lock = threading.Lock()
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        """Add the bearer token, fetching one first when needed."""
-        with self._lock:
-            token, expires = self._token, self._expires
-        if token is None or time.monotonic() > expires - 30:
-            answer = yield httpx.Request(
-                "POST", self.token_url, data=self.client.token_form(self.token_url, self.scope)
-            )
-            answer.read()
-            assert answer.status_code == 200, answer.text
-            body = answer.json()
-            token = str(body["access_token"])
-            with self._lock:
-                self._token, self._expires = token, time.monotonic() + body["expires_in"]
-        request.headers["Authorization"] = f"Bearer {token}"
-        yield request
+        super().__init__(client.client_id, cast(ECKey | RSAKey, client.key), token_url, scope)
 
 
 def register(

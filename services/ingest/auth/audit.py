@@ -34,12 +34,17 @@ def interaction(method: str, path: str) -> tuple[str, str | None, str | None]:
         return f"operation:{rest[-1][1:]}", resource_type, rest[0] if len(rest) == 2 else None
     if rest[:1] == ["_search"]:
         return "search", resource_type, None
-    if not rest:
-        return {"POST": "create", "GET": "search"}.get(method, method.lower()), resource_type, None
+    if rest[:1] == ["_history"]:
+        return "history-type", resource_type, None
+    if rest[1:] == ["_history"]:
+        return "history-instance", resource_type, rest[0]
     if len(rest) >= 3 and rest[1] == "_history":
         return "vread", resource_type, rest[0]
+    # Without an id: a create, a search, or a conditional update, patch or delete.
     by_method = {"GET": "read", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
-    return by_method.get(method, method.lower()), resource_type, rest[0]
+    if not rest:
+        by_method.update(POST="create", GET="search")
+    return by_method.get(method, method.lower()), resource_type, rest[0] if rest else None
 
 
 def _created_id(headers: list[tuple[bytes, bytes]], resource_type: str | None) -> str | None:
