@@ -16,9 +16,6 @@ from herald.runtime.store.database import Database
 from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import bus_log, bus_offsets
 
-# Key, in a connection's info, of the topics it appended to in its open transaction.
-_PENDING = "herald_bus_pending"
-
 # Built once (see store/direct.py).
 _APPEND = Prepared(insert(bus_log))
 _GROUP = (bus_offsets.c.group_id == bindparam("of_group")) & (
@@ -48,6 +45,9 @@ class EmbeddedBus:
         # per engine that writes (added at its first append), as adding one per transaction
         # cost more than the append (every write publishes its change here).
         self._listening: set[Engine] = set()
+        # Key, in a connection's info, of the topics appended to in its open transaction (one
+        # per bus: every bus over the engine hears every commit).
+        self._pending = f"herald_bus_pending_{id(self)}"
 
     async def publish(
         self, records: Sequence[Outgoing], transaction: Transaction | None = None
@@ -75,15 +75,15 @@ class EmbeddedBus:
             event.listen(engine, "rollback", self._on_rollback)
             self._listening.add(engine)
         info = connection.sync_connection.info  # type: ignore[union-attr]
-        info.setdefault(_PENDING, set()).update(topics)
+        info.setdefault(self._pending, set()).update(topics)
 
     def _on_commit(self, connection: Connection) -> None:
-        topics = connection.info.pop(_PENDING, None)
+        topics = connection.info.pop(self._pending, None)
         if topics:
             self._wake(topics)
 
     def _on_rollback(self, connection: Connection) -> None:
-        connection.info.pop(_PENDING, None)
+        connection.info.pop(self._pending, None)
 
     def _wake(self, topics: set[str]) -> None:
         for topic in topics:
