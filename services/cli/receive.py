@@ -57,12 +57,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _auth(args: argparse.Namespace) -> httpx.Auth | None:
     """The SMART client the options ask for, or None; exits with a message on a bad option."""
-    from herald.receiver.smart import (
-        AuthorizationFailed,
-        BackendServicesAuth,
-        load_private_key,
-        token_endpoint,
-    )
+    from herald.core.errors import AuthorizationFailed
+    from herald.receiver.smart import BackendServicesAuth, load_private_key, token_endpoint
 
     if args.client_id is None and args.key is None:
         return None

@@ -69,7 +69,8 @@ class NotificationRequest:
 
 def encode(record: ResourceChange | NotificationRequest) -> bytes:
     """Serialise a record as JSON bytes."""
-    # orjson writes a dataclass as asdict() would, without asdict's deep copy of the resources.
+    # orjson writes a dataclass as the object of its fields; dataclasses.asdict would first
+    # deep-copy both versions of the resource (a tenth of a Task write's CPU).
     return orjson.dumps(record)
 
 

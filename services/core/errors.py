@@ -24,6 +24,7 @@ HeraldError
 ├── ClientExists                `herald clients add` of an id already registered
 ├── SecretsKeyError             a stored channel.header cannot be decrypted with HERALD_SECRETS_KEY
 ├── OperatorRefused             an operator command cannot act (`herald subscriptions replay`)
+├── AuthorizationFailed         `herald receive` found no token endpoint or was refused a token
 └── TopicDefinitionError        a topic file is not a usable SubscriptionTopic (a startup error)
 
 An error whose class sets `retriable = True` is a passing condition: retrying the same work
@@ -184,3 +185,7 @@ class TopicDefinitionError(HeraldError):
 
 class OperatorRefused(HeraldError):
     """An operator command cannot act on what it was given (unknown or inactive subscription)."""
+
+
+class AuthorizationFailed(HeraldError):
+    """A SMART client found no token endpoint, no usable key, or was refused a token."""

@@ -13,6 +13,7 @@ from herald.ingest.auth.server import AuthServer
 from herald.runtime.metrics import Metrics
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
+from herald.runtime.store.group_commit import GroupCommit
 from herald.runtime.store.outbox import Outbox
 
 
@@ -30,6 +31,11 @@ class IngestContext:
     """Where writes queue the records they cause (the outbox table, or the embedded bus)."""
     outbox_written: asyncio.Event = field(default_factory=asyncio.Event)
     """Set after a write queued outbox records, so the relay publishes without waiting."""
+    write_groups: GroupCommit = field(init=False)
+    """The transactions of resource writes (grouped on SQLite)."""
+
+    def __post_init__(self) -> None:
+        self.write_groups = GroupCommit(self.database, self.metrics.write_group_size.observe)
 
 
 # Dependencies are coroutines: FastAPI runs a plain function in a worker thread, a thread hop

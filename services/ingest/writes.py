@@ -4,7 +4,9 @@
 its row locked (PostgreSQL) or under the single-writer lock (SQLite), lets the caller decide
 what the next version is, stamps it (id, versionId, lastUpdated), saves and indexes it, and
 queues its change event on the outbox, all in one transaction. PUT, POST, DELETE and the
-Canvas endpoint differ only in how they decide.
+Canvas endpoint differ only in how they decide. On SQLite, concurrent writes share one
+transaction, each in a savepoint, and each returns only after that transaction committed
+(store/group_commit.py).
 
 The stamp comes from `resources.write_clock`: taken under a per-type lock held until commit and
 later than every stored one, so that polling with `_lastUpdated=gt` never misses a version.
@@ -96,7 +98,7 @@ async def _write_version(
     unless: Criteria | None,
     within: frozenset[str] | None,
 ) -> WriteResult | None:
-    async with ctx.database.transaction() as connection:
+    async with ctx.write_groups.transaction() as connection:
         previous = await resources.current(connection, resource_type, resource_id, for_update=True)
         clock = await resources.write_clock(connection, resource_type)
         found = None

@@ -15,8 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from herald.core.errors import HeraldError
-from herald.receiver.smart import AuthorizationFailed
+from herald.core.errors import AuthorizationFailed, HeraldError
 from herald.receiver.tracker import Notification, Tracker, read_notification
 from herald.runtime.packaged import fhir_xml
 

@@ -20,7 +20,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, JWKRegistry, RSAKey
 
-from herald.core.errors import HeraldError
+from herald.core.errors import AuthorizationFailed
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # The assertion is used once, right away; SMART allows at most five minutes.
@@ -29,10 +29,6 @@ ASSERTION_LIFETIME = 300
 EXPIRY_MARGIN = 30.0
 
 Key = ECKey | RSAKey
-
-
-class AuthorizationFailed(HeraldError):
-    """The token endpoint could not be found or refused the client."""
 
 
 def load_private_key(path: Path) -> Key:

@@ -48,6 +48,12 @@ class Metrics:
             ["resource_type", "interaction"],
             registry=r,
         )
+        self.write_group_size = Histogram(
+            "herald_write_group_writes",
+            "Resource writes committed together in one SQLite transaction (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
         self.rejected_requests = Counter(
             "herald_rejected_requests",
             "Requests answered with a 4xx OperationOutcome",

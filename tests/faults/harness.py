@@ -330,12 +330,14 @@ class Load:
     `hold`: a test that restarts what takes the writes cannot know how long the restart takes
     on a busy machine; a held load goes on past `seconds` until `release_after(moment)` and a
     write acknowledged after that moment (at most HOLD_LIMIT seconds more), so the load always
-    spans the restart.
+    spans the restart. `writers`: threads sharing the schedule (write i is thread i % writers'),
+    so that writes are in flight together when Herald is slower than the rate.
     """
 
     base_url: str
     rate: float = 30.0
     seconds: float = 5.0
+    writers: int = 1
     on_ack: Callable[[int], None] | None = None
     hold: bool = False
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -344,7 +346,7 @@ class Load:
     acknowledged_at: list[float] = field(default_factory=list)
     """time.monotonic() of each acknowledgement."""
     failures: int = 0
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _released_at: float | None = None
 
@@ -367,12 +369,11 @@ class Load:
     def task_id(self, i: int) -> str:
         return f"{self.run}-{i}"
 
-    def _write(self) -> None:
+    def _write(self, first: int, started: float) -> None:
         total = int(self.rate * self.seconds)
-        started = time.monotonic()
         limit = started + self.seconds + HOLD_LIMIT
         with httpx.Client(base_url=self.base_url, timeout=5) as client:
-            for i in itertools.count():
+            for i in itertools.count(first, self.writers):
                 if not self._more(i, total, limit):
                     return
                 pause = started + i / self.rate - time.monotonic()
@@ -403,8 +404,13 @@ class Load:
                     self.failures += 1
 
     def start(self) -> Load:
-        self._thread = threading.Thread(target=self._write, daemon=True)
-        self._thread.start()
+        started = time.monotonic()
+        self._threads = [
+            threading.Thread(target=self._write, args=(first, started), daemon=True)
+            for first in range(self.writers)
+        ]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
@@ -412,8 +418,10 @@ class Load:
         self._stop.set()
 
     def join(self) -> None:
-        assert self._thread is not None
-        self._thread.join(timeout=self.seconds + (HOLD_LIMIT if self.hold else 0) + 120)
+        assert self._threads
+        deadline = time.monotonic() + self.seconds + (HOLD_LIMIT if self.hold else 0) + 120
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def acknowledged_after(self, moment: float) -> int:
         """How many writes were acknowledged after a moment (Herald took writes again)."""

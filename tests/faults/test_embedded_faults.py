@@ -25,6 +25,7 @@ from tests.faults.harness import (
     check_subscription,
     endpoint_outage,
     events_count,
+    metric,
     print_pauses,
     standard_subscriptions,
     subscribe,
@@ -66,6 +67,38 @@ def test_sigkill_right_after_201_and_during_catch_up(
     assert load.acknowledged_after(second_restart) > 0, "Herald took no writes again"
     check_load(herald.base_url, subscriber, load, subs)
     print_pauses(herald, subscriber, load)
+
+
+def test_sigkill_amid_grouped_writes_loses_no_acknowledged_write(
+    start_embedded: StartEmbedded, subscriber: Subscriber
+) -> None:
+    """Sixteen writers at once, so that concurrent writes share a transaction (group commit);
+    SIGKILL right after a 201 while others are in flight, restart on the same file: every
+    write acknowledged before the kill is stored, numbered and delivered."""
+    herald = start_embedded()
+    killed = threading.Event()
+
+    def on_ack(i: int) -> None:
+        if i >= 120 and not killed.is_set():
+            killed.set()
+            herald.kill("run")
+
+    load = Load(herald.base_url, rate=200.0, seconds=3.0, writers=16, on_ack=on_ack, hold=True)
+    subs = standard_subscriptions(herald.base_url, subscriber, load)
+    load.start()
+    assert killed.wait(30)
+    herald.start()
+    restarted = time.monotonic()
+    load.release_after(restarted)
+    load.join()
+    assert herald.kills == ["run"]
+    assert load.acknowledged_after(restarted) > 0, "Herald took no writes again"
+    check_load(herald.base_url, subscriber, load, subs)
+    exposition = httpx.get(herald.base_url.removesuffix("/fhir") + "/metrics", timeout=10).text
+    groups = metric(exposition, "herald_write_group_writes_count")
+    writes = metric(exposition, "herald_write_group_writes_sum")
+    print(f"after the restart: {writes:.0f} writes committed in {groups:.0f} transactions")
+    assert writes > groups, "no two writes ever shared a transaction"
 
 
 def test_sigterm_drains_and_restart_delivers_the_rest(

@@ -10,7 +10,10 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
-from sqlalchemy import func, select
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.fhir import utc_now
 from herald.core.resources import with_version
@@ -21,7 +24,7 @@ from herald.runtime.metrics import Metrics
 from herald.runtime.packaged import load_topics
 from herald.runtime.settings import Settings
 from herald.runtime.store import resources
-from herald.runtime.store.database import Database
+from herald.runtime.store.database import MIGRATIONS, Database
 from herald.runtime.store.search import search_ids
 from herald.runtime.store.tables import resources as resource_table
 from herald.runtime.store.tables import search_references, search_tokens
@@ -264,6 +267,30 @@ async def test_index_rows_follow_writes_and_deletes(database: Database) -> None:
         assert await search_ids(connection, parse_query("Task", ""), now=_now()) == []
 
 
+async def _store_unindexed(
+    connection: AsyncConnection, stamped: dict[str, Any], *, deleted: bool = False
+) -> None:
+    """A Task row as an older revision stored it, without the index rows of today's code."""
+    meta = stamped["meta"]
+    await connection.execute(
+        resource_table.insert().values(
+            resource_type="Task",
+            id=stamped["id"],
+            version_id=int(meta["versionId"]),
+            last_updated=meta["lastUpdated"],
+            deleted=deleted,
+            content=orjson.dumps(stamped).decode(),
+        )
+    )
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
 def _now() -> datetime:
     return utc_now()
 
@@ -276,16 +303,7 @@ async def test_the_0002_migration_indexes_existing_tasks(database_url: str) -> N
         async with database.transaction() as connection:
             for number in range(3):
                 stamped = with_version(task(f"Organization/{number}"), f"t{number}", 1, now)
-                await connection.execute(
-                    resource_table.insert().values(
-                        resource_type="Task",
-                        id=stamped["id"],
-                        version_id=1,
-                        last_updated=now,
-                        deleted=number == 2,
-                        content=orjson.dumps(stamped).decode(),
-                    )
-                )
+                await _store_unindexed(connection, stamped, deleted=number == 2)
         await database.migrate()
         async with database.read() as connection:
             found = await search_ids(
@@ -439,21 +457,95 @@ async def test_the_0006_migration_indexes_every_task_parameter(database_url: str
         stamped = with_version({**task(), **RICH}, "t1", 1, now)
         async with database.transaction() as connection:
             # A Task stored before 0006, without index rows for `patient`.
-            await connection.execute(
-                resource_table.insert().values(
-                    resource_type="Task",
-                    id="t1",
-                    version_id=1,
-                    last_updated=now,
-                    deleted=False,
-                    content=orjson.dumps(stamped).decode(),
-                )
-            )
+            await _store_unindexed(connection, stamped)
         await database.migrate()
         async with database.read() as connection:
             found = await search_ids(
                 connection, parse_query("Task", "patient=Patient/p1"), now=_now()
             )
         assert found == ["t1"]
+    finally:
+        await database.aclose()
+
+
+async def test_the_0009_migration_keeps_only_the_rows_searches_need(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        await database.migrate("0008")
+        now = "2026-01-01T00:00:00.000Z"
+        stamped = with_version({**task(), "code": {"text": "no coding"}}, "t1", 1, now)
+        key = {"resource_type": "Task", "resource_id": "t1"}
+        status = "http://hl7.org/fhir/task-status"
+        async with database.transaction() as connection:
+            await _store_unindexed(connection, stamped)
+            # The rows revision 0008's code wrote: `_id` rows and a present row per parameter.
+            await connection.execute(
+                search_tokens.insert(),
+                [
+                    {**key, "param": "_id", "system": None, "code": None},
+                    {**key, "param": "_id", "system": None, "code": "t1"},
+                    {**key, "param": "status", "system": None, "code": None},
+                    {**key, "param": "status", "system": status, "code": "requested"},
+                    {**key, "param": "code", "system": None, "code": None},
+                ],
+            )
+            empty = {"literal": None, "ref_type": None, "ref_id": None, "base": None}
+            await connection.execute(
+                search_references.insert(),
+                [
+                    {**key, "param": "owner", **empty},
+                    {
+                        **key,
+                        "param": "owner",
+                        **empty,
+                        "literal": "Organization/1",
+                        "ref_type": "Organization",
+                        "ref_id": "1",
+                    },
+                ],
+            )
+        await database.migrate()
+        async with database.read() as connection:
+            tokens = await connection.execute(
+                select(search_tokens.c.param, search_tokens.c.system, search_tokens.c.code)
+            )
+            references = await connection.scalar(
+                select(func.count()).select_from(search_references)
+            )
+
+            async def found(query: str) -> list[str]:
+                return await search_ids(connection, parse_query("Task", query), now=_now())
+
+            assert sorted(tokens, key=str) == [
+                ("code", None, None),
+                ("status", status, "requested"),
+            ]
+            assert references == 1
+            for query in (
+                "_id=t1",
+                "code:missing=false",
+                "owner:missing=false",
+                "status=requested",
+            ):
+                assert await found(query) == ["t1"], query
+            for query in ("_id=t2", "code:missing=true", "owner:missing=true", "_id:missing=true"):
+                assert await found(query) == [], query
+        async with database.transaction() as connection:
+            await connection.run_sync(_downgrade, "0008")
+        async with database.read() as connection:
+            tokens = await connection.execute(
+                select(search_tokens.c.param, search_tokens.c.system, search_tokens.c.code)
+            )
+            references = await connection.scalar(
+                select(func.count()).select_from(search_references)
+            )
+        assert sorted(tokens, key=str) == [
+            ("_id", None, "t1"),
+            ("_id", None, None),
+            ("code", None, None),
+            ("status", status, "requested"),
+            ("status", None, None),
+        ]
+        assert references == 2
     finally:
         await database.aclose()

@@ -27,10 +27,12 @@ from herald.core.search._criteria import Condition, Criteria, parse_filter, pars
 from herald.core.search._date import DateRange, parse_date_range
 from herald.core.search._index import (
     DATABASE_UNSUPPORTED_MODIFIERS,
+    ID,
     IDENTIFIER,
     DateEntry,
     DateValue,
     IndexEntries,
+    IndexPlan,
     ReferenceEntry,
     ReferenceValue,
     SearchValues,
@@ -53,6 +55,7 @@ from herald.core.search._token import Token
 __all__ = [
     "DATABASE_SEARCHED",
     "DATABASE_UNSUPPORTED_MODIFIERS",
+    "ID",
     "IDENTIFIER",
     "PARAMETERS",
     "SUBSCRIPTION_PARAMETERS",
@@ -63,6 +66,7 @@ __all__ = [
     "DateRange",
     "DateValue",
     "IndexEntries",
+    "IndexPlan",
     "ReferenceEntry",
     "ReferenceValue",
     "SearchParameter",

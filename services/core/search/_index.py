@@ -1,21 +1,24 @@
 """Search semantics in a form a database can evaluate: index entries and decomposed search values.
 
 `index_entries` turns one resource into the rows a database search looks at (one per token
-pair, reference and date range of each indexed parameter, plus one all-empty "present" row per
-parameter that has any element, for `:missing`). `search_values` takes a parsed `Condition`
-apart into the values a SQL clause compares those rows with. Both use the same helpers as the
-in-memory predicates (`codes`, `applicable`, `_resource_ref`, `parse_token`, `_element_range`),
-so that the database search and `Condition.matches` mean the same thing; the agreement test
-checks it.
+pair, reference and date range of each indexed parameter; for `:missing`, a parameter that has
+elements but no value row in its table gets one all-empty "present" row instead). `_id` has no
+rows: a search reads the resource's own id column (see `ID`). `search_values` takes a parsed
+`Condition` apart into the values a SQL clause compares those rows with. Both use the same
+helpers as the in-memory predicates (`codes`, `applicable`, `_resource_ref`, `parse_token`,
+`_element_range`), so that the database search and `Condition.matches` mean the same thing;
+the agreement test checks it.
 
 An entry's `present` row has every value column empty, and no search value can match an empty
 column: a token value always names a code or a system, a reference value a literal, and a date
-comparison with an empty range is false (SQL NULL).
+comparison with an empty range is false (SQL NULL). So `:missing` asks whether the parameter has
+any row at all; a value row says "present" as well as a present row would (half the rows of a
+typical Task, written on every version, are spared that way).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -36,6 +39,10 @@ from herald.core.search._uri import MODIFIERS as URI_MODIFIERS
 from herald.core.search._uri import is_below
 from herald.core.search._values import resolve, unescape, unknown_modifier
 from herald.core.types import JsonObject
+
+ID = "_id"
+"""The parameter searched on the resource's id column, not on index rows (every resource has
+exactly one id, so the index would only repeat it)."""
 
 IDENTIFIER = ":identifier"
 """Suffix of the pseudo-parameter holding a reference parameter's `Reference.identifier` tokens."""
@@ -89,24 +96,51 @@ def _elements(parameter: SearchParameter, resource: JsonObject) -> list[object]:
     return applicable(parameter, found) if parameter.type == "reference" else found
 
 
-def index_entries(resource: JsonObject, parameters: Iterable[SearchParameter]) -> IndexEntries:
+class IndexPlan:
+    """The indexed parameters of a type by the top-level element their path starts at, so that
+    indexing a resource looks only at the parameters of the elements it has (most name an
+    element a resource does not have, and every version of a Task is indexed)."""
+
+    def __init__(self, parameters: Iterable[SearchParameter]) -> None:
+        self._by_root: dict[str, list[tuple[SearchParameter, str | None]]] = {}
+        for parameter in parameters:
+            if parameter.name != ID:
+                root, _, rest = parameter.path.partition(".")
+                second = rest.partition(".")[0] or None
+                self._by_root.setdefault(root, []).append((parameter, second))
+
+    def candidates(self, resource: JsonObject) -> Iterator[SearchParameter]:
+        """The parameters whose path's first two steps find something in the resource."""
+        for key, value in resource.items():
+            for parameter, second in self._by_root.get(key, ()):
+                if second is None or not isinstance(value, dict) or second in value:
+                    yield parameter
+
+
+def index_entries(
+    resource: JsonObject, parameters: Iterable[SearchParameter] | IndexPlan
+) -> IndexEntries:
     """The index entries of a resource for the given (token, reference, date, uri) parameters."""
+    if not isinstance(parameters, IndexPlan):
+        parameters = IndexPlan(parameters)
     tokens: dict[TokenEntry, None] = {}
     references: dict[ReferenceEntry, None] = {}
     dates: dict[DateEntry, None] = {}
-    for parameter in parameters:
+    for parameter in parameters.candidates(resource):
         elements = _elements(parameter, resource)
         if not elements:
             continue
         name = parameter.name
         if parameter.type == "token":
-            tokens[TokenEntry(name, None, None)] = None
+            found = len(tokens)
             for element in elements:
                 for system, code in codes(element, parameter.implied_system):
                     if system is not None or code is not None:
                         tokens[TokenEntry(name, system, code)] = None
+            if len(tokens) == found:
+                tokens[TokenEntry(name, None, None)] = None
         elif parameter.type == "reference":
-            references[ReferenceEntry(name, None, None, None, None)] = None
+            found = len(references)
             for element in elements:
                 ref = _resource_ref(element)
                 if ref is not None:
@@ -115,18 +149,24 @@ def index_entries(resource: JsonObject, parameters: Iterable[SearchParameter]) -
                     for system, code in codes(element.get("identifier")):
                         if system is not None or code is not None:
                             tokens[TokenEntry(name + IDENTIFIER, system, code)] = None
+            if len(references) == found:
+                references[ReferenceEntry(name, None, None, None, None)] = None
         elif parameter.type == "uri":
             # A uri is stored as a token without a system (its own kind of search value below).
-            tokens[TokenEntry(name, None, None)] = None
+            found = len(tokens)
             for element in elements:
                 if isinstance(element, str):
                     tokens[TokenEntry(name, None, element)] = None
+            if len(tokens) == found:
+                tokens[TokenEntry(name, None, None)] = None
         elif parameter.type == "date":
-            dates[DateEntry(name, None, None)] = None
+            found = len(dates)
             for element in elements:
-                found = _element_range(element)
-                if found is not None:
-                    dates[DateEntry(name, instant_key(found.low), instant_key(found.high))] = None
+                span = _element_range(element)
+                if span is not None:
+                    dates[DateEntry(name, instant_key(span.low), instant_key(span.high))] = None
+            if len(dates) == found:
+                dates[DateEntry(name, None, None)] = None
         else:
             raise ValueError(f"{parameter.type} parameters are not indexed ({name})")
     return IndexEntries(tuple(tokens), tuple(references), tuple(dates))

@@ -8,7 +8,7 @@ import orjson
 from sqlalchemy import Connection, Table, bindparam, delete, false, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from herald.core.search import DATABASE_SEARCHED, PARAMETERS, IndexEntries, index_entries
+from herald.core.search import DATABASE_SEARCHED, PARAMETERS, IndexEntries, IndexPlan, index_entries
 from herald.core.types import JsonObject
 from herald.runtime.store import direct
 from herald.runtime.store.direct import Prepared
@@ -23,11 +23,13 @@ TABLES: dict[str, Table] = {
 }
 
 
+_PLANS = {t: IndexPlan(PARAMETERS[t].values()) for t in DATABASE_SEARCHED}
+
+
 def index_rows(resource: JsonObject) -> dict[Table, list[dict[str, Any]]]:
     """The index rows of one resource version, per table."""
     resource_type, resource_id = resource["resourceType"], resource["id"]
-    parameters = PARAMETERS[resource_type].values()
-    entries: IndexEntries = index_entries(resource, parameters)
+    entries: IndexEntries = index_entries(resource, _PLANS[resource_type])
     key = {"resource_type": resource_type, "resource_id": resource_id}
     return {
         search_tokens: [

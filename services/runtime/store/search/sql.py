@@ -9,11 +9,13 @@ from sqlalchemy import ColumnElement, Table, and_, false, func, not_, or_, selec
 from herald.core.errors import SearchParameterError
 from herald.core.search import (
     DATABASE_SEARCHED,
+    ID,
     PARAMETERS,
     Condition,
     Criteria,
     DateValue,
     ReferenceValue,
+    SearchValues,
     Token,
     UriValue,
     search_values,
@@ -124,12 +126,23 @@ def _date(value: DateValue, now: datetime) -> ColumnElement[bool]:
     return and_(present, clause)
 
 
+def _id(values: SearchValues) -> ColumnElement[bool]:
+    """`_id` on the id column: a resource's one id is a token without a system."""
+    if values.kind == "missing":
+        return false() if values.negated else true()
+    ids = [t.code for t in values.tokens if t.code is not None and t.system in (None, "")]
+    found = resources.c.id.in_(ids) if ids else false()
+    return not_(found) if values.negated else found
+
+
 def condition_clause(
     condition: Condition, now: datetime, resource_type: str = "Task"
 ) -> ColumnElement[bool]:
     """The SQL meaning of one condition on a `resources` row of that type."""
     values = search_values(condition)
     kind, param = values.kind, values.param
+    if param == ID:
+        return _id(values)
     if kind == "missing":
         found = _exists(TABLES[values.table], resource_type, param, true())
         return not_(found) if values.negated else found
