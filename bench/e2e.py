@@ -17,9 +17,10 @@ write to the last notification's arrival), latency from the write's 201 to the n
 arrival (p50/p95/p99/max, one monotonic clock), CPU ms per Task of the system's processes (user +
 system time from /proc, children included: Kafka's JVM and every PostgreSQL backend in
 distributed mode), SQL statements and transactions per Task (Herald's own counters,
-herald_database_statements_total / herald_database_transactions_total; against PostgreSQL each
-statement is one asyncpg round trip and each transaction two more, BEGIN and COMMIT), and
-Herald's CPU per Task ÷ the floor's CPU per request measured in the same round.
+herald_database_statements_total / herald_database_transactions_total), against PostgreSQL the
+asyncpg round trips per Task (herald_database_round_trips_total: every request that waited for
+the server's answer, BEGIN and COMMIT included; in all and by process role), and Herald's CPU
+per Task ÷ the floor's CPU per request measured in the same round.
 
 Optional phases on the same servers after the closed loop: an open loop at a fixed rate
 (`--rate`, `--seconds`) for latency, and an outage (`--outage`): the receiver is stopped, 100
@@ -101,6 +102,33 @@ def tree_cpu(roots: list[int]) -> float:
         seen.add(pid)
         total += stats[pid][1]
         todo += children.get(pid, [])
+    return total
+
+
+# Threads of a HotSpot JVM that compile bytecode (their names, truncated by the kernel).
+JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+
+
+def jit_cpu(pids: list[int]) -> float:
+    """CPU seconds of the JIT compiler threads of these JVM processes so far.
+
+    A broker started for the benchmark compiles its hot paths while it serves the load; a
+    broker in production has done so long before. Printed apart so the two can be told apart.
+    """
+    total = 0.0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            if raw[raw.index("(") + 1 : raw.rindex(")")].startswith(JIT_THREADS):
+                fields = raw[raw.rindex(")") + 2 :].split()
+                total += (int(fields[11]) + int(fields[12])) / TICKS
     return total
 
 
@@ -349,21 +377,26 @@ class System:
     name: str
     port: int
     pids: Callable[[], list[int]]
-    counters: Callable[[], tuple[float, float]] = lambda: (0.0, 0.0)
-    """(SQL statements, transactions) so far, all Herald processes together."""
+    counters: Callable[[], dict[str, float]] = dict
+    """Herald's database counters so far (statements, transactions, round_trips: all Herald
+    processes together; round_trips <role>: by process role)."""
     parts: Callable[[], dict[str, list[int]]] = dict
     """The processes by part (distributed: each role, Kafka, PostgreSQL), for a CPU breakdown."""
 
 
-def _counters(urls: list[str]) -> tuple[float, float]:
+def _counters(urls: dict[str, str]) -> dict[str, float]:
+    """Herald's database counters, from the /metrics of each process (url by name)."""
     from tests.faults.harness import metric
 
-    statements = transactions = 0.0
-    for url in urls:
+    found: dict[str, float] = {}
+    for name, url in urls.items():
         text = httpx.get(url, timeout=30).text
-        statements += metric(text, "herald_database_statements_total")
-        transactions += metric(text, "herald_database_transactions_total")
-    return statements, transactions
+        for counter in ("statements", "transactions", "round_trips"):
+            value = metric(text, f"herald_database_{counter}_total")
+            found[counter] = found.get(counter, 0.0) + value
+        trips = f"round_trips {name.split('-')[0]}"
+        found[trips] = found.get(trips, 0.0) + metric(text, "herald_database_round_trips_total")
+    return found
 
 
 @contextlib.contextmanager
@@ -423,7 +456,7 @@ def embedded_system(
             "embedded",
             herald.port,
             lambda: [herald.processes["run"].process.pid],
-            lambda: _counters([metrics]),
+            lambda: _counters({"run": metrics}),
         )
     finally:
         herald.stop()
@@ -475,9 +508,9 @@ def distributed_system(
         cluster.start("dispatcher", name=f"dispatcher-{n}")
     try:
         _subscribe(cluster.base_url, receiver, owners)
-        urls = [f"http://127.0.0.1:{cluster.port}/metrics"] + [
-            f"http://127.0.0.1:{port}/metrics" for port in cluster.health.values()
-        ]
+        urls = {"ingest": f"http://127.0.0.1:{cluster.port}/metrics"} | {
+            name: f"http://127.0.0.1:{port}/metrics" for name, port in cluster.health.items()
+        }
         yield System(
             "distributed" if scale == 1 else f"distributed x{scale}",
             cluster.port,
@@ -523,9 +556,10 @@ def measure(
     timeout: float = 300,
 ) -> dict[str, Any]:
     """Run a load against a system; the figures of that load."""
-    statements0, transactions0 = system.counters()
+    counters0 = system.counters()
     cpu0 = tree_cpu(system.pids())
     parts0 = {part: tree_cpu(pids) for part, pids in system.parts().items()}
+    jit0 = jit_cpu(system.parts().get("kafka", []))
     started = time.monotonic()
     load = asyncio.run(drive(tasks))
     result: dict[str, Any] = {
@@ -550,16 +584,25 @@ def measure(
             "max_ms": round(latencies[-1], 1) if latencies else None,
         }
     cpu = tree_cpu(system.pids()) - cpu0
-    statements1, transactions1 = system.counters()
+    counters1 = system.counters()
     result["cpu_ms_per_task"] = round(cpu * 1000 / len(tasks), 3)
     if parts0:
         result["cpu_ms_per_task_by_part"] = {
             part: round((tree_cpu(pids) - parts0.get(part, 0.0)) * 1000 / len(tasks), 2)
             for part, pids in system.parts().items()
         }
+    if "kafka" in parts0:
+        jit = jit_cpu(system.parts()["kafka"]) - jit0
+        result["kafka_jit_ms_per_task"] = round(jit * 1000 / len(tasks), 2)
     if receiver is not None:
-        result["sql_statements_per_task"] = round((statements1 - statements0) / len(tasks), 2)
-        result["transactions_per_task"] = round((transactions1 - transactions0) / len(tasks), 2)
+        per = {k: round((v - counters0[k]) / len(tasks), 2) for k, v in counters1.items()}
+        result["sql_statements_per_task"] = per.pop("statements")
+        result["transactions_per_task"] = per.pop("transactions")
+        if per.pop("round_trips"):  # PostgreSQL
+            result["asyncpg_round_trips_per_task"] = round(sum(per.values()), 2)
+            result["asyncpg_round_trips_per_task_by_role"] = {
+                k.split()[1]: v for k, v in per.items()
+            }
     return result
 
 
@@ -648,11 +691,20 @@ def _line(name: str, f: dict[str, Any]) -> str:
             f"{f['sql_statements_per_task']} statements and {f['transactions_per_task']} "
             f"transactions/Task, missing {f['missing']}"
         )
+        if "asyncpg_round_trips_per_task" in f:
+            by_role = f["asyncpg_round_trips_per_task_by_role"]
+            roles = ", ".join(f"{k} {v}" for k, v in by_role.items())
+            text += (
+                f"\n  {'':<16} asyncpg round trips/Task: "
+                f"{f['asyncpg_round_trips_per_task']:.2f} ({roles})"
+            )
     else:
         text += f", {f['accepted_writes_per_second']:6.1f} writes/s"
     if "cpu_ms_per_task_by_part" in f:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in f["cpu_ms_per_task_by_part"].items())
         text += f"\n  {'':<16} ms CPU/Task by part: {parts}"
+    if "kafka_jit_ms_per_task" in f:
+        text += f" (of Kafka's, its JIT compiler {f['kafka_jit_ms_per_task']:.2f})"
     if "open_loop" in f:
         o = f["open_loop"]
         text += (
@@ -683,6 +735,8 @@ def summary(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
                 "sql_statements_per_task",
                 "transactions_per_task",
             ]
+        if "asyncpg_round_trips_per_task" in rows[0]:
+            keys.append("asyncpg_round_trips_per_task")
         out[name] = {k: round(statistics.median(r[k] for r in rows), 2) for k in keys}
     return out
 

@@ -11,9 +11,15 @@ Herald `KafkaConsumer` in one group over a topic of 2 partitions:
 
 Each scenario runs with the consumer settings before static membership (dynamic members, 10 s
 session timeout, 3 s heartbeats: aiokafka's defaults) and with Herald's defaults now (static
-members named by HERALD_INSTANCE_ID, 6 s session, 1 s heartbeats). This is the Kafka part of a
-failover only; the fault tests (tests/faults) print the whole pause under load, including the
-process start and the catch-up.
+members named by HERALD_INSTANCE_ID, 6 s session, 1 s heartbeats).
+
+Then the whole failover (`--herald`, on by default): `herald ingest`, `matcher` and `dispatcher`
+on that broker and a PostgreSQL server of its own, Tasks written at a steady rate to two
+subscriptions of a loopback subscriber; the matcher or the dispatcher is SIGKILLed and started
+again under its name 1 s later. Printed per kill: when the new process was ready, and when
+notifications of writes made after the kill had reached every subscription again (the pause a
+subscriber sees: process start, rejoining the group, catching up). Herald's modules are
+byte-compiled first, as the container image does at build time.
 
     .venv/bin/python bench/failover.py --rounds 3
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import os
 import signal
 import statistics
@@ -36,6 +43,7 @@ sys.path.insert(0, str(REPO))  # tests.faults.harness: a Kafka broker of its own
 
 from aiokafka.partitioner import murmur2  # noqa: E402
 
+import herald  # noqa: E402
 from herald.runtime.bus.kafka import KafkaConsumer, Membership, ensure_topics  # noqa: E402
 
 PARTITIONS = 2
@@ -153,6 +161,76 @@ def survivor(bootstrap: str, topic: str, static: bool, session: float, heartbeat
         second.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def herald_failover(
+    bootstrap: str, postgres: str, role: str, folder: Path
+) -> tuple[float, float, float]:
+    """SIGKILL `role` under load, start it again 1 s later: (ready, notifications resumed)
+    seconds after the kill, and the CPU seconds the new process spent until it was ready."""
+    from tests.faults.harness import Cluster, Load, Subscriber, resumed, standard_subscriptions
+    from tests.support.services import create_database
+
+    database = asyncio.run(create_database(postgres, f"failover_{uuid.uuid4().hex[:8]}"))
+    cluster = Cluster(bootstrap, database, folder / uuid.uuid4().hex[:8], log_level="WARNING")
+    with Subscriber() as subscriber:
+        cluster.start()
+        try:
+            load = Load(cluster.base_url, rate=30.0, seconds=6.0, hold=True)
+            standard_subscriptions(cluster.base_url, subscriber, load)
+            load.start()
+            time.sleep(3.0)  # steady
+            cluster.kill(role)
+            killed = cluster.killed_at[-1]
+            time.sleep(1.0)  # restarted 1 s after the kill, as a supervisor would
+            cluster.start(role)
+            ready = cluster.ready_at[-1][1]
+            started_cpu = cpu_seconds(cluster.processes[role].process.pid)
+            load.release_after(time.monotonic())
+            load.join()
+            deadline = time.monotonic() + 60
+            while (pause := resumed(subscriber, load, killed)) is None:
+                assert time.monotonic() < deadline, "notifications never resumed"
+                time.sleep(0.2)
+            time.sleep(2.0)  # every subscription's first notification after the kill
+            pause = resumed(subscriber, load, killed)
+            assert pause is not None
+            return ready - killed, pause, started_cpu
+        finally:
+            cluster.stop()
+
+
+def whole_failover(bootstrap: str, rounds: int) -> None:
+    """Print the pause a subscriber sees when the matcher or the dispatcher is SIGKILLed."""
+    import tempfile
+
+    from tests.faults.harness import own_postgres
+
+    # Installed images ship byte-compiled modules; an editable checkout with
+    # PYTHONDONTWRITEBYTECODE set would compile Herald's sources in every process it starts.
+    for package in herald.__path__:
+        compileall.compile_dir(package, quiet=1)
+    with own_postgres() as postgres, tempfile.TemporaryDirectory() as folder:
+        for role in ("dispatcher", "matcher"):
+            runs = [
+                herald_failover(bootstrap, postgres["address"], role, Path(folder))
+                for _ in range(rounds)
+            ]
+            print(
+                f"herald {role} SIGKILLed under 30 Tasks/s, restarted 1 s later: ready "
+                f"{statistics.median(r[0] for r in runs):.2f} s after the kill (its start: "
+                f"{statistics.median(r[2] for r in runs):.2f} s of CPU), notifications resumed "
+                f"{statistics.median(r[1] for r in runs):.2f} s after the kill, "
+                f"{statistics.median(r[1] - r[0] for r in runs):.2f} s after it was ready (all, "
+                f"ready/resumed/CPU: {', '.join('/'.join(f'{x:.2f}' for x in r) for r in runs)})",
+                flush=True,
+            )
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_member":
         bootstrap, group, topic, instance, *timing = sys.argv[2:8]
@@ -163,6 +241,18 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--herald",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the whole failover of Herald's processes under load",
+    )
+    parser.add_argument(
+        "--consumers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the Kafka part alone: consumer processes in one group",
+    )
     args = parser.parse_args()
     from tests.faults.harness import own_kafka
 
@@ -171,7 +261,7 @@ def main() -> None:
         topic = f"bench-failover-{uuid.uuid4().hex[:8]}"
         asyncio.run(ensure_topics(bootstrap, [topic], PARTITIONS, 1))
         print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
-        for name, (static, session, heartbeat) in CONFIGURATIONS.items():
+        for name, (static, session, heartbeat) in CONFIGURATIONS.items() if args.consumers else ():
             restarts = [
                 restart(bootstrap, topic, static, session, heartbeat) for _ in range(args.rounds)
             ]
@@ -188,6 +278,8 @@ def main() -> None:
                 f"after the kill (all {', '.join(f'{s:.2f}' for s in survivors)})",
                 flush=True,
             )
+        if args.herald:
+            whole_failover(bootstrap, args.rounds)
 
 
 if __name__ == "__main__":

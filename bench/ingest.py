@@ -23,6 +23,7 @@ at HERALD_LOG_LEVEL (--log-level, default INFO as Herald's default: one access a
 line per request, JSON) into a file.
 
     .venv/bin/python bench/ingest.py --rounds 3 --json bench-ingest.json
+    .venv/bin/python bench/ingest.py --database postgres --auth none --store full
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +55,12 @@ from e2e import (
     closed_loop,
     floor_system,
     measure,
+    pids_matching,
 )
 
 from herald.runtime.store import clients
 from herald.runtime.store.database import Database
-from tests.support.services import free_port
+from tests.support.services import create_database, free_port
 from tests.support.smart import CANVAS_SECRET, ApiClient
 
 WARM_UP = 200
@@ -124,15 +128,45 @@ def baseline_path(checkout: Path, folder: Path) -> Path:
     return folder
 
 
+@dataclass(frozen=True)
+class Postgres:
+    """The PostgreSQL server of `--database postgres`: its URL and its process tree's roots."""
+
+    url: str
+    roots: list[int]
+
+
+COUNTERS = (
+    "herald_database_statements_total",
+    "herald_database_transactions_total",
+    "herald_database_round_trips_total",
+)
+
+
+def _counters(url: str) -> dict[str, float]:
+    from tests.faults.harness import metric
+
+    text = httpx.get(url, timeout=30).text
+    return {name: metric(text, name) for name in COUNTERS}
+
+
 @contextlib.contextmanager
 def ingest_system(
-    folder: Path, smart: bool, path_only: bool, log_level: str, baseline: Path | None = None
-) -> Iterator[tuple[System, bytes]]:
+    folder: Path,
+    smart: bool,
+    path_only: bool,
+    log_level: str,
+    baseline: Path | None = None,
+    postgres: Postgres | None = None,
+) -> Iterator[tuple[System, bytes, Callable[[], dict[str, float]]]]:
     """Herald's FHIR API in its own process; with the header lines each request must carry
-    (`baseline`: a PYTHONPATH folder holding another version of Herald to run instead)."""
+    (`baseline`: a PYTHONPATH folder holding another version of Herald to run instead;
+    `postgres`: the store on that server, in a fresh database)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     database_url = f"sqlite:///{folder / 'herald.db'}"
+    if postgres is not None:
+        database_url = asyncio.run(create_database(postgres.url, f"bench_{uuid.uuid4().hex[:8]}"))
     client = ApiClient("bench")
     if smart:
         asyncio.run(_register(database_url, client))
@@ -168,26 +202,45 @@ def ingest_system(
             headers = b"Authorization: Bearer %s\r\n" % answer.json()["access_token"].encode()
         name = f"{'path' if path_only else 'ingest'} auth {'smart' if smart else 'none'}"
         name += " (baseline)" if baseline is not None else ""
-        yield System(name, port, lambda: [process.pid]), headers
+        backing = [] if postgres is None else postgres.roots
+        parts = {} if postgres is None else {"ingest": [process.pid], "postgres": backing}
+        metrics = f"http://127.0.0.1:{port}/metrics"
+        counted = postgres is not None and not smart
+        counters = (lambda: _counters(metrics)) if counted else dict
+        system = System(name, port, lambda: [process.pid, *backing], parts=lambda: parts)
+        yield system, headers, counters
     finally:
         process.terminate()
         process.wait()
 
 
-def _measure(system: System, headers: bytes, args: argparse.Namespace, tag: str) -> dict[str, Any]:
+def _measure(
+    system: System,
+    headers: bytes,
+    args: argparse.Namespace,
+    tag: str,
+    counters: Callable[[], dict[str, float]] = dict,
+) -> dict[str, Any]:
     owners = [f"Organization/o{k}" for k in range(100)]
     warm = _tasks(f"warm-{tag}", WARM_UP, owners)
     asyncio.run(closed_loop(system.port, warm, args.writers, headers))
     tasks = _tasks(tag, args.requests, owners)
+    before = counters()
     result = measure(
         system, None, tasks, lambda t: closed_loop(system.port, t, args.writers, headers)
     )
     if result["failed"]:
         raise RuntimeError(f"{system.name}: {result['failed']} PUTs were refused")
+    after = counters()
+    for name, value in after.items():  # PostgreSQL (auth none): Herald's counters
+        per = name.removeprefix("herald_database_").removesuffix("_total")
+        result[f"{per}_per_request"] = round((value - before[name]) / len(tasks), 2)
     return result
 
 
-def run_round(args: argparse.Namespace, number: int) -> dict[str, dict[str, Any]]:
+def run_round(
+    args: argparse.Namespace, number: int, postgres: Postgres | None = None
+) -> dict[str, dict[str, Any]]:
     """One round: the floor, then each auth mode asked for, each on a fresh server."""
     figures: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -204,8 +257,9 @@ def run_round(args: argparse.Namespace, number: int) -> dict[str, dict[str, Any]
         versions = [None] if baseline is None else [None, baseline]
         for (smart, path_only), other in itertools.product(variants, versions):
             place = Path(folder) / f"{smart}-{path_only}-{other is not None}"
-            with ingest_system(place, smart, path_only, args.log_level, other) as (system, head):
-                result = _measure(system, head, args, f"r{number}")
+            made = ingest_system(place, smart, path_only, args.log_level, other, postgres)
+            with made as (system, head, counters):
+                result = _measure(system, head, args, f"r{number}", counters)
                 result["floor_ratio"] = round(
                     result["cpu_ms_per_task"] / figures["floor"]["cpu_ms_per_task"], 2
                 )
@@ -235,24 +289,28 @@ def main() -> None:
         "too, right after this one's, in every round",
     )
     parser.add_argument("--log-level", default="INFO", help="HERALD_LOG_LEVEL of the server")
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the store: a SQLite file, or a PostgreSQL server of its own (deploy/local)",
+    )
     parser.add_argument("--json", type=Path, help="write all figures to this file")
     args = parser.parse_args()
-    rounds = []
-    for number in range(1, args.rounds + 1):
-        figures = run_round(args, number)
-        rounds.append(figures)
-        print(f"round {number}:", flush=True)
-        for name, f in figures.items():
-            ratio = f" ({f['floor_ratio']:.2f}x floor)" if "floor_ratio" in f else ""
-            print(
-                f"  {name:<17} {f['cpu_ms_per_task']:6.3f} ms CPU/request{ratio:<15} "
-                f"{f['accepted_writes_per_second']:7.1f} writes/s",
-                flush=True,
-            )
+    with contextlib.ExitStack() as stack:
+        postgres = None
+        if args.database == "postgres":
+            from tests.faults.harness import own_postgres
+
+            server = stack.enter_context(own_postgres())
+            postgres = Postgres(server["address"], pids_matching(f"pg-{server['PG_PORT']}"))
+        rounds = [_round(args, number, postgres) for number in range(1, args.rounds + 1)]
+    keys: tuple[str, ...] = ("cpu_ms_per_task", "floor_ratio", "accepted_writes_per_second")
+    keys += tuple(f"{n}_per_request" for n in ("statements", "transactions", "round_trips"))
     median: dict[str, dict[str, float]] = {
         name: {
             key: round(statistics.median(r[name][key] for r in rounds), 3)
-            for key in ("cpu_ms_per_task", "floor_ratio", "accepted_writes_per_second")
+            for key in keys
             if key in rounds[0][name]
         }
         for name in rounds[0]
@@ -263,6 +321,32 @@ def main() -> None:
     if args.json:
         payload = {"args": {k: str(v) for k, v in vars(args).items()}, "rounds": rounds}
         args.json.write_text(json.dumps(payload | {"median": median}, indent=2) + "\n")
+
+
+def _round(
+    args: argparse.Namespace, number: int, postgres: Postgres | None
+) -> dict[str, dict[str, Any]]:
+    """Run and print one round."""
+    figures = run_round(args, number, postgres)
+    print(f"round {number}:", flush=True)
+    for name, f in figures.items():
+        ratio = f" ({f['floor_ratio']:.2f}x floor)" if "floor_ratio" in f else ""
+        line = (
+            f"  {name:<17} {f['cpu_ms_per_task']:6.3f} ms CPU/request{ratio:<15} "
+            f"{f['accepted_writes_per_second']:7.1f} writes/s"
+        )
+        if "cpu_ms_per_task_by_part" in f:
+            line += ", by part " + ", ".join(
+                f"{k} {v:.2f}" for k, v in f["cpu_ms_per_task_by_part"].items()
+            )
+        if "round_trips_per_request" in f:
+            line += (
+                f"; per request {f['statements_per_request']} statements, "
+                f"{f['transactions_per_request']} transactions, "
+                f"{f['round_trips_per_request']} asyncpg round trips"
+            )
+        print(line, flush=True)
+    return figures
 
 
 if __name__ == "__main__":

@@ -12,19 +12,13 @@ from typing import TYPE_CHECKING
 
 from herald import __version__
 from herald.core.topics import TopicCatalog
-from herald.dispatcher.circuit_breakers import CircuitBreakers
-from herald.dispatcher.delivery import Deliverer
-from herald.dispatcher.service import run_dispatcher
-from herald.matcher.service import run_matcher
 from herald.runtime.bus.connect import Bus
 from herald.runtime.health import health_app
 from herald.runtime.lifecycle import Component, http_component, run_components
 from herald.runtime.metrics import Metrics
 from herald.runtime.packaged import load_topics
-from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
-from herald.runtime.store.outbox import Outbox
 
 if TYPE_CHECKING:
     from herald.ingest.auth.server import AuthServer
@@ -69,6 +63,7 @@ def _ingest(parts: Parts, auth: AuthServer | None) -> list[Component]:
     from herald.ingest.app import create_app
     from herald.ingest.context import IngestContext
     from herald.ingest.relay import run_relay
+    from herald.runtime.store.outbox import Outbox
 
     # The embedded bus writes in the write's own transaction: changes go straight into its log.
     # Only on SQLite, whose single writer makes the log's ids follow commit order (readers
@@ -101,6 +96,8 @@ def _ingest(parts: Parts, auth: AuthServer | None) -> list[Component]:
 
 
 def _matcher(parts: Parts) -> Component:
+    from herald.matcher.service import run_matcher
+
     async def matcher(stop: asyncio.Event) -> None:
         await run_matcher(
             parts.settings, parts.database, parts.bus, parts.topics, parts.metrics, stop
@@ -109,7 +106,16 @@ def _matcher(parts: Parts) -> Component:
     return matcher
 
 
-def _dispatcher(parts: Parts, sender: HttpSender) -> Component:
+def _dispatcher(parts: Parts, stack: AsyncExitStack) -> Component:
+    # Imported here, as the FHIR API's modules are: the HTTP client and the delivery machinery
+    # are a fifth of a matcher's start, which its partitions wait for after a crash.
+    from herald.dispatcher.circuit_breakers import CircuitBreakers
+    from herald.dispatcher.delivery import Deliverer
+    from herald.dispatcher.service import run_dispatcher
+    from herald.runtime.sender import HttpSender
+
+    sender = HttpSender(parts.settings.endpoint_policy)
+    stack.push_async_callback(sender.aclose)
     deliverer = Deliverer(
         parts.settings,
         parts.database,
@@ -142,8 +148,6 @@ async def run_process(settings: Settings, role: str) -> None:
     async with AsyncExitStack() as stack:
         parts = await stack.enter_async_context(open_parts(settings))
         parts.metrics.build_info.labels(version=__version__, role=role).set(1)
-        sender = HttpSender(settings.endpoint_policy)
-        stack.push_async_callback(sender.aclose)
         components: list[Component] = []
         smart = settings.auth_mode(role) == "smart"
         if role in ("run", "ingest"):
@@ -156,7 +160,7 @@ async def run_process(settings: Settings, role: str) -> None:
         if role in ("run", "matcher"):
             components.append(_matcher(parts))
         if role in ("run", "dispatcher"):
-            components.append(_dispatcher(parts, sender))
+            components.append(_dispatcher(parts, stack))
         if role in ("matcher", "dispatcher") or smart:
             components.append(_health(parts, role))
         log.info(
@@ -169,7 +173,7 @@ async def run_process(settings: Settings, role: str) -> None:
         )
         # What start-up built (modules, the app, settings, topics) lives as long as the process:
         # frozen, the collector stops tracing it at every older-generation collection, which
-        # under load cost about 5 % of the process's CPU.
-        gc.collect()
+        # under load cost about 5 % of the process's CPU. (No collection first: it would add
+        # tens of milliseconds to a restarted matcher's or dispatcher's start.)
         gc.freeze()
         await run_components(components)

@@ -185,6 +185,10 @@ class DatabaseWork(Protocol):
     def transactions(self) -> int:
         """Transactions ended."""
 
+    @property
+    def round_trips(self) -> int:
+        """Requests sent to PostgreSQL that waited for its answer."""
+
 
 class _DatabaseCollector(Collector):
     def __init__(self, database: DatabaseWork) -> None:
@@ -200,4 +204,9 @@ class _DatabaseCollector(Collector):
             "herald_database_transactions",
             "Database transactions this process ended (commits and rollbacks)",
             value=self.database.transactions,
+        )
+        yield CounterMetricFamily(
+            "herald_database_round_trips",
+            "Requests this process sent to PostgreSQL that waited for the answer (asyncpg)",
+            value=self.database.round_trips,
         )

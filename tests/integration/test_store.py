@@ -237,6 +237,7 @@ async def test_statements_and_transactions_are_counted_and_exported(database: Da
     metrics = Metrics()
     metrics.watch_database(database)
     statements, transactions = database.statements, database.transactions
+    trips = database.round_trips
     async with database.transaction() as connection:
         await connection.execute(sa.text("SELECT 1"))
         await connection.execute(sa.text("SELECT 2"))
@@ -247,3 +248,7 @@ async def test_statements_and_transactions_are_counted_and_exported(database: Da
     exposition = generate_latest(metrics.registry).decode()
     assert f"herald_database_statements_total {float(database.statements)}" in exposition
     assert f"herald_database_transactions_total {float(database.transactions)}" in exposition
+    assert f"herald_database_round_trips_total {float(database.round_trips)}" in exposition
+    # PostgreSQL: each statement waited for the server, and for its preparation (new to the
+    # connection), and BEGIN and COMMIT of the write; a read needs neither (SQLite: none).
+    assert database.round_trips - trips == (0 if database.is_sqlite else 3 + 3 + 2)

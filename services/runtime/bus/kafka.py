@@ -126,6 +126,8 @@ def _request_id(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
 
 # Seconds a closing consumer tries to commit its pending offsets.
 CLOSE_COMMIT_TIMEOUT = 5.0
+# Seconds between the broker requests behind `KafkaConsumer.lag` (a gauge scraped every 15 s or so).
+LAG_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ class KafkaConsumer:
         self._pending: dict[TopicPartition, int] = {}
         """Offsets after processed records, not committed yet."""
         self._committed_at = 0.0
+        self._lag: int | None = None
+        self._lag_at = -LAG_INTERVAL
         self._consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
@@ -267,13 +271,24 @@ class KafkaConsumer:
         return TopicPartition(self.topic, partition) in self._consumer.assignment()
 
     async def lag(self) -> int | None:
-        """Records after the committed offsets of the assigned partitions."""
+        """Records after the committed offsets of the assigned partitions.
+
+        Two requests (the end offsets, and the committed offsets of every assigned partition in
+        one OffsetFetch), made at most every LAG_INTERVAL: the services ask on every registry
+        poll, and a request per partition each second was a tenth of the broker's requests.
+        """
+        if time.monotonic() - self._lag_at < LAG_INTERVAL:
+            return self._lag
+        self._lag_at = time.monotonic()
         assignment = list(self._consumer.assignment())
         if not assignment:
+            self._lag = 0
             return 0
         ends = await self._consumer.end_offsets(assignment)
-        total = 0
-        for tp in assignment:
-            committed = await self._consumer.committed(tp)
-            total += ends[tp] - (committed or 0)
-        return total
+        coordinator = self._consumer._coordinator
+        assert coordinator is not None  # a group member has one
+        committed = await coordinator.fetch_committed_offsets(assignment)
+        self._lag = sum(
+            ends[tp] - max(0, committed[tp].offset if tp in committed else 0) for tp in assignment
+        )
+        return self._lag

@@ -8,12 +8,12 @@ from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from herald.runtime.store import pg_driver
+from herald.runtime.store.schema_version import is_newest
 from herald.runtime.store.sqlite_driver import BUSY_TIMEOUT_MS, OneTripDbapi
 from herald.runtime.store.wal import NO_AUTOCHECKPOINT, Checkpointer
 
@@ -41,11 +41,12 @@ def async_url(url: str) -> str:
 class Database:
     """One engine, and the rules for using it (SQLite serialises writers in-process)."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20) -> None:
         self.url = async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         self._sqlite_module: OneTripDbapi | None = None
+        self._pg_counts = pg_driver.Counts()
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
             kwargs["module"] = self._sqlite_module = OneTripDbapi()
@@ -55,9 +56,17 @@ class Database:
             kwargs["max_overflow"] = 0
             kwargs["pool_timeout"] = 60
         else:
+            # A fixed set too (20: the ceiling of the 10 + 10 overflow there used to be): an
+            # overflow connection closed on return made a new one for every burst, each
+            # preparing its statements again.
             kwargs["pool_size"] = pool_size
-            kwargs["pool_pre_ping"] = True
+            kwargs["max_overflow"] = 0
+            kwargs["connect_args"] = {
+                "connection_class": pg_driver.connection_class(self._pg_counts)
+            }
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if not self.is_sqlite:
+            pg_driver.ping_when_idle(self.engine)
         self._writer = self.engine
         # SQLite allows one writer; taking the lock here avoids "database is locked" retries.
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -82,7 +91,13 @@ class Database:
     def statements(self) -> int:
         """SQL statements sent (BEGIN excluded), for herald_database_statements_total."""
         direct = self._sqlite_module.direct_statements if self._sqlite_module else 0
-        return self.executed + direct
+        return self.executed + direct + self._pg_counts.direct_statements
+
+    @property
+    def round_trips(self) -> int:
+        """Requests sent to PostgreSQL that waited for its answer (0 on SQLite), for
+        herald_database_round_trips_total."""
+        return self._pg_counts.round_trips
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -96,7 +111,15 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads."""
         async with self.engine.connect() as connection:
-            await connection.execution_options(herald_read_only=True)
+            if self.is_sqlite:
+                await connection.execution_options(herald_read_only=True)
+            else:
+                # Each statement in a transaction of its own, without BEGIN and ROLLBACK round
+                # trips around the reads: at READ COMMITTED, PostgreSQL's default, every
+                # statement of a transaction takes a snapshot of its own anyway.
+                await connection.execution_options(
+                    herald_read_only=True, isolation_level="AUTOCOMMIT"
+                )
             yield connection
 
     async def migrate(self, revision: str = "head") -> None:
@@ -105,6 +128,8 @@ class Database:
             if not self.is_sqlite:
                 # Services starting together must not migrate at the same time.
                 await connection.execute(text("SELECT pg_advisory_xact_lock(7243)"))
+            if revision == "head" and await connection.run_sync(is_newest):
+                return
             await connection.run_sync(_upgrade, revision)
 
     async def ping(self) -> bool:
@@ -125,6 +150,10 @@ class Database:
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
+    # Alembic is loaded only when there is something to migrate (store.schema_version).
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection

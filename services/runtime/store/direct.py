@@ -1,17 +1,21 @@
-"""Statements built once, run straight through sqlite3 inside SQLite write transactions.
+"""Statements built once, run straight on the driver inside transactions.
 
 Inside a write transaction Herald's SQLite adapter already runs each statement on the event loop
 (see sqlite_driver.py). What remained per statement was SQLAlchemy's own work: an execution
 context, parameter processing, a result object and an event dispatch, more CPU under load than
-SQLite's work itself (see docs/performance.md). The statements of the hot path (a Task write, an
-event's numbering, delivery progress) are therefore `Prepared` once at import: on SQLite, inside a
-write transaction, each is compiled once per set of parameter names and run on the sqlite3
-connection itself; anywhere else (PostgreSQL, reads) SQLAlchemy runs it as usual. Errors are
-raised as the same SQLAlchemy exceptions either way.
+SQLite's work itself (see docs/performance.md); on PostgreSQL the same, plus its asyncpg adapter's
+own prepared-statement bookkeeping. The statements of the hot path (a Task write, an event's
+numbering, delivery progress) are therefore `Prepared` once at import and compiled once per
+dialect and set of parameter names; they run on the driver's connection itself: on SQLite inside
+a write transaction (sqlite3), on PostgreSQL inside any transaction SQLAlchemy has begun (asyncpg,
+whose statement cache prepares each once per connection), and in Database.read's autocommit
+connections. Anywhere else (SQLite reads) SQLAlchemy runs them as usual. Errors are raised as
+the same SQLAlchemy exceptions either way (on PostgreSQL through SQLAlchemy's own handling, so
+that a lost connection is invalidated as usual).
 
 Only for statements whose parameters and results are plain values (text, integers, bytes,
 booleans): no type processing happens on the direct path, so rows come back as the driver's
-tuples, booleans as 0/1.
+rows (tuples; asyncpg Records), booleans as 0/1 on SQLite.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
+from herald.runtime.store.pg_driver import CountedConnection
 from herald.runtime.store.sqlite_driver import OneTripConnection
 
 Params = Mapping[str, Any]
@@ -37,22 +44,23 @@ _Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
 
 
 class Prepared:
-    """A statement built once, with its SQLite compilations per set of parameter names."""
+    """A statement built once, with its compilations per dialect and set of parameter names."""
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._sqlite: dict[tuple[str, ...], _Compiled] = {}
+        self._compiled: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
 
-    def sqlite(self, connection: AsyncConnection, names: tuple[str, ...]) -> _Compiled:
-        """The statement compiled for SQLite with these parameter names."""
-        found = self._sqlite.get(names)
+    def compiled(self, connection: AsyncConnection, names: tuple[str, ...]) -> _Compiled:
+        """The statement compiled for the connection's dialect with these parameter names."""
+        key = (connection.dialect.name, names)
+        found = self._compiled.get(key)
         if found is not None:
             return found
         assert isinstance(self.statement, ClauseElement)
         compiled = self.statement.compile(dialect=connection.dialect, column_keys=list(names))
         assert isinstance(compiled, SQLCompiler)
         positions = tuple(compiled.positiontup or ())
-        made = self._sqlite[names] = (compiled.string, positions, dict(compiled.params))
+        made = self._compiled[key] = (compiled.string, positions, dict(compiled.params))
         return made
 
 
@@ -64,8 +72,69 @@ def _writing(connection: AsyncConnection) -> OneTripConnection | None:
     return None
 
 
+def _asyncpg(connection: AsyncConnection) -> AsyncAdapt_asyncpg_connection | None:
+    """The asyncpg adapter of a connection inside a begun transaction or in autocommit mode
+    (Database.read), else None."""
+    adapter = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    if not isinstance(adapter, AsyncAdapt_asyncpg_connection):
+        return None
+    return adapter if adapter.autocommit or connection.in_transaction() else None
+
+
 def _raise(sql: str, error: sqlite3.Error) -> NoReturn:
     raise DBAPIError.instance(sql, None, error, sqlite3.Error) from error
+
+
+def _values(
+    prepared: Prepared, connection: AsyncConnection, many: Sequence[Params]
+) -> tuple[str, list[list[Any]]]:
+    """The SQL text, and the values of each set of parameters in its order."""
+    sql, names, bound = prepared.compiled(connection, tuple(many[0]))
+    return sql, [[p[name] if name in p else bound[name] for name in names] for p in many]
+
+
+async def _on_asyncpg(
+    connection: AsyncConnection,
+    adapter: AsyncAdapt_asyncpg_connection,
+    prepared: Prepared,
+    many: Sequence[Params],
+    fetch: bool,
+) -> Rows:
+    sql, values = _values(prepared, connection, many)
+    driver: Any = adapter._connection
+    if isinstance(driver, CountedConnection):
+        driver.herald_counts.direct_statements += 1
+    try:
+        if adapter._transaction is None:
+            # SQLAlchemy's adapter sends BEGIN before the first statement it runs; this one
+            # may be the first (in autocommit mode it sends nothing).
+            await adapter._start_transaction()  # type: ignore[no-untyped-call]
+        if len(values) > 1:
+            await driver.executemany(sql, values)
+        elif fetch:
+            return await driver.fetch(sql, *values[0])  # type: ignore[no-any-return]
+        else:
+            await driver.execute(sql, *values[0])
+    except Exception as error:  # noqa: BLE001 - handled (and raised) as SQLAlchemy does
+        await _handle(connection, adapter, sql, error)
+    return ()
+
+
+async def _handle(
+    connection: AsyncConnection, adapter: AsyncAdapt_asyncpg_connection, sql: str, error: Exception
+) -> NoReturn:
+    """Raise an asyncpg error as SQLAlchemy would have: the same exception classes, and a lost
+    connection invalidated (with the pool's older connections)."""
+    try:
+        adapter._handle_exception(error)
+    except Exception as translated:  # noqa: BLE001 - the DBAPI error, handed on below
+        dbapi_error = translated
+
+    def handle(sync: Connection) -> NoReturn:
+        sync._handle_dbapi_exception(dbapi_error, sql, None, None, None)
+
+    await connection.run_sync(handle)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _execute(
@@ -75,12 +144,14 @@ async def _execute(
     its rows when `fetch`."""
     adapter = _writing(connection)
     if adapter is None:
+        postgres = _asyncpg(connection)
+        if postgres is not None:
+            return await _on_asyncpg(connection, postgres, prepared, many, fetch)
         arguments = dict(many[0]) if len(many) == 1 else [dict(p) for p in many]
         result = await connection.execute(prepared.statement, arguments)
         return result.all() if fetch else ()
-    sql, names, bound = prepared.sqlite(connection, tuple(many[0]))
+    sql, values = _values(prepared, connection, many)
     adapter.dbapi.direct_statements += 1
-    values = [[p[name] if name in p else bound[name] for name in names] for p in many]
     sqlite = adapter.sqlite
     try:
         cursor = (
