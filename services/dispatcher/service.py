@@ -7,9 +7,11 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 from functools import partial
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.contracts import NOTIFICATIONS, decode_request
 from herald.core.errors import ContractError
@@ -26,6 +28,9 @@ from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.events import LoggedEvent
 
 log = logging.getLogger(__name__)
+
+# Commits consumed records inside a store transaction (Bus.commit_in, bound to a consumer).
+Committer = Callable[[Sequence[Record], AsyncConnection], Awaitable[None]]
 
 
 # How often the dispatcher looks for work it was not told about (after a restart, a rebalance).
@@ -111,8 +116,11 @@ class Workers:
                 await task
 
 
-async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
-    """Number and store the events of a batch; return the subscriptions to wake."""
+async def record(
+    deliverer: Deliverer, records: list[Record], commit: Committer | None = None
+) -> set[str]:
+    """Number and store the events of a batch (and `commit` the records in the same
+    transaction, when given); return the subscriptions to wake."""
     requests = []
     for r in records:
         try:
@@ -150,6 +158,8 @@ async def record(deliverer: Deliverer, records: list[Record]) -> set[str]:
             else:
                 deliverer.metrics.events_recorded.inc()
                 recorded.append(dataclasses.replace(event, number=number))
+        if commit is not None:
+            await commit(records, connection)
     # Committed: the workers may take these from memory instead of reading them back.
     for event in recorded:
         deliverer.recorded(event)
@@ -234,7 +244,7 @@ async def run_dispatcher(deliverer: Deliverer, bus: Bus, stop: asyncio.Event) ->
         async with bus.consumer(group, NOTIFICATIONS) as consumer:
             workers = Workers(deliverer, stop, consumer.owns)
             try:
-                await _consume(deliverer, consumer, workers, stop)
+                await _consume(deliverer, bus, consumer, workers, stop)
             finally:
                 stop.set()
                 await workers.drain(timeout=30.0)
@@ -248,7 +258,7 @@ async def run_dispatcher(deliverer: Deliverer, bus: Bus, stop: asyncio.Event) ->
 
 
 async def _consume(
-    deliverer: Deliverer, consumer: Consumer, workers: Workers, stop: asyncio.Event
+    deliverer: Deliverer, bus: Bus, consumer: Consumer, workers: Workers, stop: asyncio.Event
 ) -> None:
     schedule = Schedule()
     watch = RegistryWatch(deliverer.database)
@@ -256,9 +266,12 @@ async def _consume(
     while not stop.is_set():
         records = await consumer.fetch(timeout=0.5, max_records=500)
         if records:
-            to_wake = await retry_until_done(partial(record, deliverer, records), stop)
-            # Offsets move only once the events are committed in the event log.
-            await consumer.commit(records)
+            # Offsets move only once the events are committed in the event log: in the same
+            # transaction when the bus keeps them in the store, after it otherwise.
+            commit = partial(bus.commit_in, consumer) if bus.in_store else None
+            to_wake = await retry_until_done(partial(record, deliverer, records, commit), stop)
+            if commit is None:
+                await consumer.commit(records)
             for subscription_id in sorted(to_wake):
                 workers.wake(subscription_id)
         # Housekeeping fails while the database is away; it is simply done next time.

@@ -14,6 +14,7 @@ from herald.runtime.metrics import Metrics
 from herald.runtime.settings import Settings
 from herald.runtime.store.database import Database
 from herald.runtime.store.group_commit import GroupCommit
+from herald.runtime.store.outbox import Outbox
 
 
 @dataclass
@@ -26,6 +27,8 @@ class IngestContext:
     metrics: Metrics
     auth: AuthServer | None = None
     """The token issuer and checker; None when authentication is off (HERALD_AUTH=none)."""
+    outbox: Outbox = field(default_factory=Outbox)
+    """Where writes queue the records they cause (the outbox table, or the embedded bus)."""
     outbox_written: asyncio.Event = field(default_factory=asyncio.Event)
     """Set after a write queued outbox records, so the relay publishes without waiting."""
     write_groups: GroupCommit = field(init=False)

@@ -20,7 +20,6 @@ from herald.ingest.auth.server import ANONYMOUS, Caller
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import check_accept, read_resource, versioned
 from herald.runtime.packaged import fhir_xml
-from herald.runtime.store import outbox
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
 
@@ -37,7 +36,7 @@ async def _queue_handshake(
         source_event_id=f"Subscription/{stored['id']}/_history/{stored['meta']['versionId']}",
         requested_at=format_instant(utc_now()),
     )
-    await outbox.add(
+    await ctx.outbox.add(
         connection,
         ctx.settings.topic(NOTIFICATIONS),
         stored["id"],

@@ -27,7 +27,7 @@ from herald.core.resources import with_version
 from herald.core.search import Criteria
 from herald.core.types import JsonObject
 from herald.ingest.context import IngestContext
-from herald.runtime.store import outbox, resources, subscriptions
+from herald.runtime.store import resources, subscriptions
 from herald.runtime.store.resources import StoredResource
 from herald.runtime.store.search import search_ids
 
@@ -134,7 +134,9 @@ async def _write_version(
             registry_revision=await subscriptions.revision(connection),
             method=method,
         )
-        await outbox.add(connection, ctx.settings.topic(TASK_CHANGES), resource_id, encode(change))
+        await ctx.outbox.add(
+            connection, ctx.settings.topic(TASK_CHANGES), resource_id, encode(change)
+        )
     ctx.outbox_written.set()
     ctx.metrics.resource_writes.labels(resource_type, result.interaction).inc()
     return result

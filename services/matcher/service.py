@@ -20,7 +20,7 @@ from herald.core.fhir import format_instant, utc_now
 from herald.core.matching import SubscriptionIndex
 from herald.core.topics import TopicCatalog
 from herald.matcher.refresh import refresh
-from herald.runtime.bus.base import Outgoing, Record
+from herald.runtime.bus.base import Consumer, Outgoing, Publisher, Record
 from herald.runtime.bus.connect import Bus
 from herald.runtime.lifecycle import retry_until_done
 from herald.runtime.logs import logging_request
@@ -79,9 +79,26 @@ async def run_matcher(
             outgoing = await retry_until_done(
                 partial(_match, records, index, database, settings, metrics), stop
             )
-            await retry_until_done(partial(publisher.publish, outgoing), stop)
+            if bus.in_store:  # the requests and the changes' position commit together
+                hand_on = partial(_publish_and_commit, database, bus, publisher, consumer)
+                await retry_until_done(partial(hand_on, outgoing, records), stop)
+            else:
+                await retry_until_done(partial(publisher.publish, outgoing), stop)
+                await consumer.commit(records)
             metrics.notification_requests.labels("event").inc(len(outgoing))
-            await consumer.commit(records)
+
+
+async def _publish_and_commit(
+    database: Database,
+    bus: Bus,
+    publisher: Publisher,
+    consumer: Consumer,
+    outgoing: list[Outgoing],
+    records: list[Record],
+) -> None:
+    async with database.transaction() as connection:
+        await publisher.publish(outgoing, transaction=connection)
+        await bus.commit_in(consumer, records, connection)
 
 
 async def _match(

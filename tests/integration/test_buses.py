@@ -88,6 +88,52 @@ async def test_a_record_carries_its_request_id(bus: Bus) -> None:
     assert [(r.value, r.request_id) for r in got] == [(b"with", "req-1"), (b"without", None)]
 
 
+class _Undone(Exception):
+    """Raised inside a transaction to roll it back."""
+
+
+async def test_embedded_work_and_position_commit_together(tmp_path: Path) -> None:
+    """In the store, records published and a position committed in one transaction take effect
+    together: a rollback leaves both undone, a commit wakes a waiting reader."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'bus.db'}")
+    database = Database(settings.database_url)
+    await database.migrate()
+    try:
+        bus = Bus(settings, database)
+        assert bus.in_store
+        source, sink = bus.settings.topic(TOPIC), bus.settings.topic("out")
+        async with bus.consumer("f", "first") as first, bus.publisher() as publisher:
+            # The very first append in a transaction wakes a waiting reader too.
+            waiting = asyncio.create_task(first.fetch(timeout=30, max_records=10))
+            await asyncio.sleep(0.1)
+            async with database.transaction() as connection:
+                record = Outgoing(bus.settings.topic("first"), "k", b"1")
+                await publisher.publish([record], transaction=connection)
+            assert [r.value for r in await asyncio.wait_for(waiting, 5)] == [b"1"]
+        async with bus.publisher() as publisher:
+            await publisher.publish([Outgoing(source, "k", b"1"), Outgoing(source, "k", b"2")])
+        async with bus.consumer("g", TOPIC) as consumer, bus.consumer("h", "out") as reader:
+            got = await _drain(consumer, 2)
+            with pytest.raises(_Undone):
+                async with database.transaction() as connection:
+                    await publisher.publish([Outgoing(sink, "k", b"x")], transaction=connection)
+                    await bus.commit_in(consumer, got, connection)
+                    raise _Undone
+            assert await reader.fetch(timeout=0.2, max_records=10) == []
+            async with bus.consumer("g", TOPIC) as again:
+                assert len(await _drain(again, 2)) == 2, "the position moved without the work"
+            waiting = asyncio.create_task(reader.fetch(timeout=30, max_records=10))
+            await asyncio.sleep(0.1)  # the reader waits for a wake-up
+            async with database.transaction() as connection:
+                await publisher.publish([Outgoing(sink, "k", b"y")], transaction=connection)
+                await bus.commit_in(consumer, got, connection)
+            assert [r.value for r in await asyncio.wait_for(waiting, 5)] == [b"y"]
+        async with bus.consumer("g", TOPIC) as consumer:
+            assert await consumer.fetch(timeout=0.2, max_records=10) == []
+    finally:
+        await database.aclose()
+
+
 async def _until(
     owned: Callable[[], bool], consumers: Sequence[KafkaConsumer], timeout: float
 ) -> None:

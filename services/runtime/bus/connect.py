@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from herald.core.contracts import NOTIFICATIONS, TASK_CHANGES
-from herald.runtime.bus.base import Consumer, Publisher
-from herald.runtime.bus.embedded import EmbeddedBus
+from herald.runtime.bus.base import Consumer, Publisher, Record, Transaction
+from herald.runtime.bus.embedded import EmbeddedBus, EmbeddedConsumer
 from herald.runtime.bus.kafka import (
     KafkaConsumer,
     KafkaPublisher,
@@ -41,6 +41,20 @@ class Bus:
         if not self.settings.kafka_bootstrap:
             return True
         return await kafka_answers(self.settings.kafka_bootstrap)
+
+    @property
+    def in_store(self) -> bool:
+        """Whether the bus is a log in the store: it publishes and commits positions inside a
+        store transaction (see `commit_in`)."""
+        return self.embedded is not None
+
+    async def commit_in(
+        self, consumer: Consumer, records: Sequence[Record], transaction: Transaction
+    ) -> None:
+        """Commit a consumer's records inside a store transaction, so that the work done for
+        them and the group's position commit together (only when `in_store`)."""
+        assert isinstance(consumer, EmbeddedConsumer), "only a bus in the store joins transactions"
+        await consumer.commit(records, transaction)
 
     @asynccontextmanager
     async def publisher(self) -> AsyncIterator[Publisher]:

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from sqlalchemy import bindparam, delete, event, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.runtime.bus.base import Outgoing, Record, Transaction
@@ -40,6 +41,13 @@ class EmbeddedBus:
     def __init__(self, database: Database) -> None:
         self.database = database
         self._wakeups: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        # Records appended in a caller's transaction wake readers once it commits: one listener
+        # per engine that writes (added at its first append), as adding one per transaction
+        # cost more than the append (every write publishes its change here).
+        self._listening: set[Engine] = set()
+        # Key, in a connection's info, of the topics appended to in its open transaction (one
+        # per bus: every bus over the engine hears every commit).
+        self._pending = f"herald_bus_pending_{id(self)}"
 
     async def publish(
         self, records: Sequence[Outgoing], transaction: Transaction | None = None
@@ -60,8 +68,22 @@ class EmbeddedBus:
             self._wake(topics)
             return
         await direct.run_many(connection, _APPEND, rows)
-        # Readers must look only once the records are committed.
-        event.listen(connection.sync_connection, "commit", lambda _c: self._wake(topics), once=True)
+        # Readers must look only once the records are committed (see _on_commit).
+        engine = connection.sync_engine
+        if engine not in self._listening:
+            event.listen(engine, "commit", self._on_commit)
+            event.listen(engine, "rollback", self._on_rollback)
+            self._listening.add(engine)
+        info = connection.sync_connection.info  # type: ignore[union-attr]
+        info.setdefault(self._pending, set()).update(topics)
+
+    def _on_commit(self, connection: Connection) -> None:
+        topics = connection.info.pop(self._pending, None)
+        if topics:
+            self._wake(topics)
+
+    def _on_rollback(self, connection: Connection) -> None:
+        connection.info.pop(self._pending, None)
 
     def _wake(self, topics: set[str]) -> None:
         for topic in topics:
@@ -110,20 +132,31 @@ class EmbeddedConsumer:
                     return []
         return []
 
-    async def commit(self, records: Sequence[Record]) -> None:
-        """Store the group's position after these records and drop what every reader has seen."""
+    async def commit(
+        self, records: Sequence[Record], transaction: Transaction | None = None
+    ) -> None:
+        """Store the group's position after these records and drop what every reader has seen;
+        in the caller's transaction when one is given (the work and its position commit
+        together)."""
         if not records:
             return
+        if transaction is None:
+            async with self.bus.database.transaction() as connection:
+                await self._commit(connection, records)
+            return
+        assert isinstance(transaction, AsyncConnection)
+        await self._commit(transaction, records)
+
+    async def _commit(self, connection: AsyncConnection, records: Sequence[Record]) -> None:
         position = max(r.offset for r in records)
-        async with self.bus.database.transaction() as connection:
-            existing = await direct.scalar(connection, _POSITION, self._group)
-            if existing is None:
-                new = {"group_id": self.group_id, "topic": self.topic, "position": position}
-                await direct.run(connection, _ADD_POSITION, new)
-            elif position > existing:
-                await direct.run(connection, _MOVE_POSITION, {**self._group, "to": position})
-            # Embedded mode has one consumer group per topic, so committed records are done with.
-            await direct.run(connection, _FORGET, {"topic": self.topic, "to": position})
+        existing = await direct.scalar(connection, _POSITION, self._group)
+        if existing is None:
+            new = {"group_id": self.group_id, "topic": self.topic, "position": position}
+            await direct.run(connection, _ADD_POSITION, new)
+        elif position > existing:
+            await direct.run(connection, _MOVE_POSITION, {**self._group, "to": position})
+        # Embedded mode has one consumer group per topic, so committed records are done with.
+        await direct.run(connection, _FORGET, {"topic": self.topic, "to": position})
 
     def owns(self, key: str) -> bool:
         """A single embedded member owns every key."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.runtime.bus.base import Outgoing, Publisher
 from herald.runtime.logs import request_id
 from herald.runtime.store import direct
 from herald.runtime.store.direct import Prepared
@@ -37,6 +38,31 @@ async def add(connection: AsyncConnection, topic: str, key: str, payload: bytes)
         _ADD,
         {"topic": topic, "key": key, "payload": payload, "request_id": request_id.get()},
     )
+
+
+class Outbox:
+    """Where a write queues the records it causes, inside its own transaction.
+
+    By default that is the outbox table, which the relay copies to the bus. A bus that writes
+    in the caller's transaction (the embedded bus, a log in the same database) takes them
+    directly instead: as durable and as ordered, without a relay round per batch.
+    """
+
+    def __init__(self, publisher: Publisher | None = None) -> None:
+        self.publisher = publisher
+
+    @property
+    def relayed(self) -> bool:
+        """Whether records wait in the outbox table for the relay."""
+        return self.publisher is None
+
+    async def add(self, connection: AsyncConnection, topic: str, key: str, payload: bytes) -> None:
+        """Queue a record in the caller's transaction (see `add`)."""
+        if self.publisher is None:
+            await add(connection, topic, key, payload)
+            return
+        record = Outgoing(topic, key, payload, request_id.get())
+        await self.publisher.publish([record], transaction=connection)
 
 
 async def claim(connection: AsyncConnection, limit: int) -> list[OutboxRecord]:
