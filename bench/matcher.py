@@ -55,6 +55,7 @@ from herald.core.topics import TopicCatalog
 from herald.matcher.refresh import refresh
 from herald.runtime.packaged import load_topics
 from herald.runtime.store.database import Database
+from herald.runtime.store.subscriptions import filters_column
 
 REPO = Path(__file__).resolve().parents[1]
 HREX = "http://hl7.org/fhir/us/davinci-hrex/SubscriptionTopic/Task"
@@ -128,11 +129,11 @@ def registry(path: Path, size: int, rng: random.Random) -> Database:
     asyncio.run(database.aclose())
     columns = (
         "id, status, topic, content, version_id, last_updated, revision, events_count,"
-        " delivered_through, deleted, endpoint_origin"
+        " delivered_through, deleted, endpoint_origin, filters"
     )
     with closing(sqlite3.connect(path)) as connection, connection:
         connection.executemany(
-            f"INSERT INTO subscriptions ({columns}) VALUES (?, ?, ?, ?, 1, ?, ?, 0, 0, 0, ?)",
+            f"INSERT INTO subscriptions ({columns}) VALUES (?, ?, ?, ?, 1, ?, ?, 0, 0, 0, ?, ?)",
             (
                 (
                     resource["id"],
@@ -142,6 +143,7 @@ def registry(path: Path, size: int, rng: random.Random) -> Database:
                     STAMP,
                     revision,
                     endpoint_origin(resource),
+                    filters_column(resource),
                 )
                 for revision, resource in enumerate(resources(size, rng), start=1)
             ),

@@ -224,13 +224,9 @@ def subscription_topic(resource: JsonObject, topics: TopicCatalog) -> Topic:
 
 def filter_texts(resource: JsonObject) -> tuple[str, ...]:
     """The backport filter-criteria strings of a Subscription, checked for form and size."""
-    texts: list[str] = []
     extensions = _extensions(resource.get("_criteria"), "Subscription._criteria")
-    if len(extensions) > MAX_FILTERS:
-        raise InvalidSubscription(
-            f"a subscription may have at most {MAX_FILTERS} filters",
-            expression="Subscription._criteria",
-        )
+    _check_filter_count(len(extensions))
+    texts = []
     for extension in extensions:
         url = extension.get("url")
         if url != FILTER_CRITERIA_URL:
@@ -239,23 +235,41 @@ def filter_texts(resource: JsonObject) -> tuple[str, ...]:
                 f"{FILTER_CRITERIA_URL} is allowed",
                 expression="Subscription._criteria",
             )
-        text = extension.get("valueString")
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidSubscription(
-                "backport-filter-criteria needs a non-empty valueString",
-                expression="Subscription._criteria",
-            )
-        if len(text) > MAX_FILTER_LENGTH or (
-            text.count(",") >= MAX_FILTER_VALUES
-            and any(part.count(",") >= MAX_FILTER_VALUES for part in text.split("&"))
-        ):
-            raise InvalidSubscription(
-                f"a filter may be at most {MAX_FILTER_LENGTH} characters long, with at most "
-                f"{MAX_FILTER_VALUES} values per parameter",
-                expression="Subscription._criteria",
-            )
-        texts.append(text)
+        texts.append(checked_filter_text(extension.get("valueString")))
     return tuple(texts)
+
+
+def checked_filter_texts(texts: list[object]) -> tuple[str, ...]:
+    """Filter-criteria strings read back from storage, checked as `filter_texts` checks them."""
+    _check_filter_count(len(texts))
+    return tuple(checked_filter_text(text) for text in texts)
+
+
+def _check_filter_count(count: int) -> None:
+    if count > MAX_FILTERS:
+        raise InvalidSubscription(
+            f"a subscription may have at most {MAX_FILTERS} filters",
+            expression="Subscription._criteria",
+        )
+
+
+def checked_filter_text(text: object) -> str:
+    """A filter-criteria string checked for form and size (InvalidSubscription if not)."""
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidSubscription(
+            "backport-filter-criteria needs a non-empty valueString",
+            expression="Subscription._criteria",
+        )
+    if len(text) > MAX_FILTER_LENGTH or (
+        text.count(",") >= MAX_FILTER_VALUES
+        and any(part.count(",") >= MAX_FILTER_VALUES for part in text.split("&"))
+    ):
+        raise InvalidSubscription(
+            f"a filter may be at most {MAX_FILTER_LENGTH} characters long, with at most "
+            f"{MAX_FILTER_VALUES} values per parameter",
+            expression="Subscription._criteria",
+        )
+    return text
 
 
 def compile_filters(topic: Topic, texts: tuple[str, ...]) -> tuple[Criteria, ...]:

@@ -8,7 +8,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import orjson
-from sqlalchemy import Row
 
 from herald.core.errors import HeraldError
 from herald.core.matching import SubscriptionIndex
@@ -16,12 +15,17 @@ from herald.core.matching_stored import PlanCompiler
 from herald.core.states import SubscriptionStatus
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.database import Database
+from herald.runtime.store.subscriptions import RegistryRow
 
 log = logging.getLogger(__name__)
 
 # Registry rows read per query: a matcher loading a million subscriptions holds one page of rows
 # at a time, not the whole table.
 PAGE_ROWS = 5_000
+
+
+# A first load of more rows than this freezes what it filed (see refresh).
+FREEZE_ROWS = 50_000
 
 
 @contextmanager
@@ -51,26 +55,46 @@ async def refresh(index: SubscriptionIndex, database: Database, *, page: int = P
         while True:
             async with database.read() as connection:
                 rows = await registry.registry_page(connection, since, after_id, page)
-            _apply(index, compiler, rows)
+                unfiltered = [row[0] for row in rows if row[5] is None]
+                resources = await registry.contents(connection, unfiltered) if unfiltered else {}
+            _apply(index, compiler, rows, resources)
             applied += len(rows)
             if rows:
-                since, after_id = rows[-1].revision, rows[-1].id
+                since, after_id = rows[-1][3], rows[-1][0]
             if len(rows) < page:
                 break
+        if index.revision == 0 and applied > FREEZE_ROWS:
+            # The index is never garbage in cycles; frozen (gc.freeze), no collection walks it
+            # again (the first ones after a load of a million would take seconds). Whatever
+            # else exists now is frozen too: startup's objects, once.
+            gc.freeze()
     index.revision = max(index.revision, current, since)
     return applied
 
 
 def _apply(
-    index: SubscriptionIndex, compiler: PlanCompiler, rows: Sequence[Row[str, str, bool, int, str]]
+    index: SubscriptionIndex,
+    compiler: PlanCompiler,
+    rows: Sequence[RegistryRow],
+    resources: dict[str, str],
 ) -> None:
-    plan_of, loads, put = compiler.plan, orjson.loads, index.put_plan  # a million times over
-    for subscription_id, status, deleted, _, content in rows:
+    """File the rows' plans; `resources`: the stored resource of each row without filters."""
+    # Names bound once: this loop runs a million times when a matcher starts.
+    from_resource, from_filters, loads, put = (
+        compiler.plan,
+        compiler.plan_of_filters,
+        orjson.loads,
+        index.put_plan,
+    )
+    for subscription_id, status, deleted, _, topic, filters in rows:
         if deleted or status == SubscriptionStatus.OFF:
             index.remove(subscription_id)
             continue
         try:
-            plan = plan_of(loads(content))
+            if filters is not None:
+                plan = from_filters(topic, loads(filters))
+            else:  # stored before its filters had a column, and they no longer pass
+                plan = from_resource(loads(resources.get(subscription_id, "null")))
         except HeraldError as exc:
             log.warning(
                 "stored subscription no longer valid; not matched",

@@ -116,3 +116,55 @@ async def test_sealed_headers_need_no_key_in_the_matcher(database: Database) -> 
     index = SubscriptionIndex(load_topics())
     await refresh(index, database)
     assert matched(index, "Organization/1") == ["s1"]
+
+
+async def test_the_0010_migration_fills_the_filters_and_rows_without_them_still_load(
+    database_url: str,
+) -> None:
+    database = Database(database_url)
+    names = [c.name for c in table.c if c.name not in ("filters", "owner")]
+    before = sa.table("subscriptions", *(sa.column(name) for name in names))
+    foreign = stored("foreign", "owner=Organization/1")
+    foreign["_criteria"]["extension"][0]["url"] = "http://example.org/other-extension"
+    try:
+        await database.migrate("0009")
+        async with database.transaction() as connection:
+            for revision, resource in enumerate(
+                [stored("s1", "owner=Organization/1"), stored("all"), foreign], start=1
+            ):
+                await connection.execute(
+                    before.insert().values(
+                        id=resource["id"],
+                        status="active",
+                        topic=HREX,
+                        content=orjson.dumps(resource).decode(),
+                        version_id=1,
+                        last_updated=NOW,
+                        revision=revision,
+                        events_count=0,
+                        delivered_through=0,
+                        deleted=False,
+                    )
+                )
+        await database.migrate()
+        async with database.read() as connection:
+            rows = await connection.execute(sa.select(table.c.id, table.c.filters))
+            assert {row.id: row.filters for row in rows} == {
+                "s1": '["owner=Organization/1"]',
+                "all": "[]",
+                "foreign": None,  # refused when loaded, with the reason from the resource
+            }
+        index = SubscriptionIndex(load_topics())
+        assert await refresh(index, database) == 3
+        assert matched(index, "Organization/1") == ["all", "s1"]
+
+        # A row without filters is read from its resource.
+        async with database.transaction() as connection:
+            await connection.execute(
+                sa.update(table).where(table.c.id == "s1").values(filters=None, revision=9)
+            )
+        index = SubscriptionIndex(load_topics())
+        await refresh(index, database)
+        assert matched(index, "Organization/1") == ["all", "s1"]
+    finally:
+        await database.aclose()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from herald.core.errors import InvalidSubscription
 from herald.core.matching import SubscriptionIndex, plan_of
 from herald.core.matching_stored import PlanCompiler
-from herald.core.subscriptions import parse_subscription
+from herald.core.subscriptions import FILTER_CRITERIA_URL, filter_texts, parse_subscription
 from tests.support.fhir import backport_subscription
 from tests.support.matching import HREX, OPEN, TOPICS, change
 
@@ -53,6 +53,34 @@ FILTERS = [
     "Task?owner=Organization/" + "x" * 65,
     "Task?owner=organization/1",
     " Task?owner=Organization/1",
+    "Task?owner=Organization/",
+    "Task?owner=Organization/1/2",
+    "Task?owner=Organization/1& status=completed",
+    "Task?owner=Organization/1&status=completed\n",
+    "Task?owner=Organization/1?status=completed",
+    "Task?owner=Organization%2F1",
+    "Task?owner=Organization/1%26status=completed",
+    "Task:owner=Organization/1",
+    "Task?owner:Organization=Organization/1",
+    "Patient?owner=Organization/1",
+    "Task?code=a",
+    "code=|a",
+    "Task.code=http://example.org/codes|a",
+    "Task?code=http://example.org/codes|",
+    "Task?code=a|b|c",
+    "Task?code=a,b",
+    "Task?code=a%7Cb",
+    "Task?code=a\\|b",
+    "Task?code= a",
+    "Task?code=a b",
+    "Task?code:not=a",
+    "Task?code=a&status=completed",
+    "Task?code=http://x.example/a?b|c",
+    "Task?status=completed,cancelled",
+    "Task?business-status=x",
+    "Task?intent=order",
+    "Task.status=draft",
+    "Patient?status=completed",
 ]
 
 
@@ -78,6 +106,33 @@ def test_the_stored_plan_is_the_plan_of_the_parsed_subscription(filters: list[st
         assert raised.value.diagnostics == exc.diagnostics
         return
     assert PlanCompiler(TOPICS).plan(stored) == expected
+    # The same plan from the registry's columns (topic, filters), without the resource.
+    assert PlanCompiler(TOPICS).plan_of_filters(HREX, list(filter_texts(stored))) == expected
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [[], ["Task?status=completed"] * 21, ["Task?code=" + "x" * 2048], [""], [" "], [1], [None]],
+)
+def test_filters_read_back_are_checked_as_the_resource_is(texts: list[object]) -> None:
+    stored = resource()
+    stored["_criteria"] = {
+        "extension": [{"url": FILTER_CRITERIA_URL, "valueString": t} for t in texts]
+    }
+    compiler = PlanCompiler(TOPICS)
+    try:
+        expected = compiler.plan(stored)
+    except InvalidSubscription as exc:
+        with pytest.raises(InvalidSubscription) as raised:
+            compiler.plan_of_filters(HREX, texts)
+        assert raised.value.diagnostics == exc.diagnostics
+        return
+    assert compiler.plan_of_filters(HREX, texts) == expected
+
+
+def test_a_topic_no_longer_served_is_refused_from_the_columns_too() -> None:
+    with pytest.raises(InvalidSubscription, match="unsupported topic"):
+        PlanCompiler(TOPICS).plan_of_filters("http://example.org/unknown-topic", [])
 
 
 @pytest.mark.parametrize(
@@ -168,6 +223,26 @@ def test_one_key_holds_one_then_many_then_one_subscription_again() -> None:
 def test_the_reference_first_forms_skip_the_general_parser(text: str, recognised: bool) -> None:
     compiler = PlanCompiler(TOPICS)
     found = compiler._reference_first(TOPICS[HREX], text)
+    assert (found is not None) == recognised
+    if found is not None:
+        assert found == parsed_plan(resource(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "recognised"),
+    [
+        ("Task?code=http://example.org/codes|a", True),
+        ("code=a", True),
+        ("Task.status=completed", True),
+        ("Task?code=|a", True),
+        ("Task?code=http://example.org/codes|", False),  # any code of the system: unindexed
+        ("Task?code=a,b", False),
+        ("Task?code:not=a", False),
+        ("Task?owner=Organization/1", False),
+    ],
+)
+def test_one_plain_code_skips_the_general_parser(text: str, recognised: bool) -> None:
+    found = PlanCompiler(TOPICS)._one_code(HREX, text)
     assert (found is not None) == recognised
     if found is not None:
         assert found == parsed_plan(resource(text))

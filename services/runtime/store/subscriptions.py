@@ -6,15 +6,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import ColumnElement, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Row,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from herald.core.errors import InvalidSubscription
 from herald.core.fhir import format_instant, utc_now
 from herald.core.states import SubscriptionStatus
-from herald.core.subscriptions import effective_end, endpoint_origin, heartbeat_period
+from herald.core.subscriptions import effective_end, endpoint_origin, filter_texts, heartbeat_period
 from herald.core.types import JsonObject
 from herald.runtime.store import direct, header_secrets
 from herald.runtime.store.direct import Prepared
+from herald.runtime.store.sqlite_driver import OneTripConnection
 from herald.runtime.store.tables import counters, resource_versions, subscriptions
 
 
@@ -87,6 +99,15 @@ def schedule_columns(stored: JsonObject) -> dict[str, object]:
         ),
         "ends_at": None if end is None else format_instant(end),
     }
+
+
+def filters_column(stored: JsonObject) -> str | None:
+    """The filter-criteria strings of a stored Subscription as the `filters` column holds them
+    (a JSON array); None when they do not pass (the matcher then reads the resource)."""
+    try:
+        return orjson.dumps(filter_texts(stored)).decode()
+    except InvalidSubscription:
+        return None
 
 
 async def record_version(
@@ -181,6 +202,7 @@ async def insert_new(
             owner=owner,
             **schedule_columns(stored),
             endpoint_origin=endpoint_origin(stored),
+            filters=filters_column(stored),
         )
     )
     await record_version(connection, stored["id"], "POST")
@@ -215,6 +237,7 @@ async def replace(
             deleted=False,
             **schedule_columns(stored),
             endpoint_origin=endpoint_origin(stored),
+            filters=filters_column(stored),
         )
     )
     await record_version(connection, stored["id"], "PUT")
@@ -306,23 +329,67 @@ async def changed_since(connection: AsyncConnection, since: int) -> list[StoredS
     return [from_row(r) for r in rows]
 
 
-async def registry_page(
-    connection: AsyncConnection, since: int, after_id: str | None, limit: int
-) -> Sequence[Row[str, str, bool, int, str]]:
-    """Up to `limit` rows (id, status, deleted, revision, content) in (revision, id) order:
-    those above revision `since`, or at `since` with an id above `after_id` when given — the
-    pages in which a matcher loads the registry. channel.header values stay sealed."""
+# A row of the registry as the matcher loads it: id, status, deleted, revision, topic, filters
+# (a JSON array; None only for rows whose filters did not pass when migration 0010 filled them).
+RegistryRow = tuple[str, str, bool, int, str, str | None]
+# In index order: on SQLite the index ix_subscriptions_registry (0010) holds them all.
+REGISTRY_COLUMNS = ["revision", "id", "status", "deleted", "topic", "filters"]
+
+
+def _registry_rows(after: ColumnElement[bool]) -> Prepared:
     columns = subscriptions.c
-    after = columns.revision > since
-    if after_id is not None:
-        after = (columns.revision >= since) & (after | (columns.id > after_id))
-    rows = await connection.execute(
-        select(columns.id, columns.status, columns.deleted, columns.revision, columns.content)
+    return Prepared(
+        select(
+            columns.id,
+            columns.status,
+            columns.deleted,
+            columns.revision,
+            columns.topic,
+            columns.filters,
+        )
         .where(after)
         .order_by(columns.revision, columns.id)
-        .limit(limit)
+        .limit(bindparam("limit"))
     )
-    return rows.all()
+
+
+_SINCE: BindParameter[int] = bindparam("since")
+_PAGE = _registry_rows(subscriptions.c.revision > _SINCE)
+_PAGE_AFTER = _registry_rows(
+    (subscriptions.c.revision >= _SINCE)
+    & ((subscriptions.c.revision > _SINCE) | (subscriptions.c.id > bindparam("after_id")))
+)
+
+
+async def registry_page(
+    connection: AsyncConnection, since: int, after_id: str | None, limit: int
+) -> Sequence[RegistryRow]:
+    """Up to `limit` registry rows in (revision, id) order: those above revision `since`, or at
+    `since` with an id above `after_id` when given — the pages in which a matcher loads the
+    registry."""
+    params: dict[str, object] = {"since": since, "limit": limit}
+    prepared = _PAGE
+    if after_id is not None:
+        params["after_id"], prepared = after_id, _PAGE_AFTER
+    adapter = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    if not isinstance(adapter, OneTripConnection):
+        return (await connection.execute(prepared.statement, params)).all()
+    # SQLite: the driver's own rows, on the connection's thread. A matcher starting reads a
+    # million of them, and SQLAlchemy's result rows cost as much again as SQLite's reading.
+    sql, names, bound = prepared.compiled(connection, tuple(params))
+    adapter.dbapi.direct_statements += 1
+    values = [params[name] if name in params else bound[name] for name in names]
+    async with adapter.driver_connection.execute(sql, values) as cursor:
+        rows: list[RegistryRow] = await cursor.fetchall()
+    return rows
+
+
+async def contents(connection: AsyncConnection, ids: Sequence[str]) -> dict[str, str]:
+    """The stored resources (channel.header values sealed) of these subscriptions, by id."""
+    rows = await connection.execute(
+        select(subscriptions.c.id, subscriptions.c.content).where(subscriptions.c.id.in_(ids))
+    )
+    return {row.id: row.content for row in rows}
 
 
 async def changed_ids_since(connection: AsyncConnection, since: int) -> list[tuple[str, int]]:

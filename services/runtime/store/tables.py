@@ -77,6 +77,9 @@ subscriptions = Table(
     Column("owner", String(200), index=True),
     # The endpoint's scheme://host:port, for the per-origin quota (0005).
     Column("endpoint_origin", String(300), index=True),
+    # The filter-criteria strings as a JSON array (0010): what the matcher's registry load
+    # reads instead of the resource; None only for rows whose filters no longer passed then.
+    Column("filters", Text),
 )
 
 # Clients registered by operators (`herald clients`): key set, scopes, organizations (0008).

@@ -39,8 +39,8 @@ def upgrade() -> None:
         ["resource_type", "last_updated", "id", "version_id"],
     )
     connection = op.get_bind()
-    # The columns of this revision only: later ones (owner, 0008) do not exist yet.
-    columns = [c for c in subscriptions.c if c.name != "owner"]
+    # The columns of this revision only: later ones (owner 0008, filters 0010) do not exist yet.
+    columns = [c for c in subscriptions.c if c.name not in ("owner", "filters")]
     for row in connection.execute(sa.select(*columns)):
         stored = from_row(row, open_headers=False)
         connection.execute(
