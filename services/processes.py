@@ -62,7 +62,7 @@ def _ingest(parts: Parts, auth: AuthServer | None) -> list[Component]:
     # without the FHIR API's modules, and its partitions wait for it meanwhile.
     from herald.ingest.app import create_app
     from herald.ingest.context import IngestContext
-    from herald.ingest.relay import run_relay
+    from herald.ingest.relay import relay_once, run_relay
     from herald.runtime.store.outbox import Outbox
 
     # The embedded bus writes in the write's own transaction: changes go straight into its log.
@@ -92,7 +92,18 @@ def _ingest(parts: Parts, auth: AuthServer | None) -> list[Component]:
         keep_alive_timeout=settings.keep_alive_timeout,
         head_timeout=settings.header_timeout,
     )
-    return [server, relay]
+    if ctx.outbox.relayed:
+        return [server, relay]
+
+    async def drained_then_served(stop: asyncio.Event) -> None:
+        # Rows an older version left in the outbox reach the bus before any new write does:
+        # a Task's next change must not overtake its previous one.
+        async with parts.bus.publisher() as publisher:
+            while await relay_once(ctx, publisher):
+                pass
+        await server(stop)
+
+    return [drained_then_served]
 
 
 def _matcher(parts: Parts) -> Component:

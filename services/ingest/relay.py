@@ -58,10 +58,6 @@ async def run_relay(ctx: IngestContext, publisher: Publisher, stop: asyncio.Even
             await sleep_or_stop(stop, min(5.0, 0.2 * 2**failures))
             continue
         if moved == 0:
-            if not ctx.outbox.relayed:
-                # Writes publish straight to the bus: only rows an older version left behind
-                # (now moved) ever sat in the table.
-                return
             waiter = asyncio.create_task(ctx.outbox_written.wait())
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait(

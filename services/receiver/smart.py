@@ -71,7 +71,9 @@ def token_endpoint(base: str, client: httpx.Client | None = None) -> str:
         found = answer.json()["token_endpoint"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         raise AuthorizationFailed(f"no token endpoint at {url}: {exc}") from exc
-    if not isinstance(found, str) or not found.startswith(("https://", "http://")):
+    # The assertion and the token travel over TLS whenever the FHIR base does.
+    schemes = ("https://",) if base.startswith("https://") else ("https://", "http://")
+    if not isinstance(found, str) or not found.startswith(schemes):
         raise AuthorizationFailed(f"{url} names no usable token endpoint")
     return found
 

@@ -4,12 +4,15 @@ write keeps a transaction of its own."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from herald.runtime.store import outbox
+from herald.runtime.store import database as database_module
+from herald.runtime.store import outbox, sqlite_driver
 from herald.runtime.store.database import Database
 from herald.runtime.store.group_commit import GroupCommit
 from herald.runtime.store.tables import outbox as outbox_table
@@ -101,3 +104,27 @@ async def test_a_writer_cancelled_while_waiting_leaves_the_group_working(
     with pytest.raises(asyncio.CancelledError):
         await gone
     assert await _stored(database) == {"a", "c"}
+
+
+async def test_writes_get_the_error_when_their_transaction_cannot_begin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process holds the write lock past the busy timeout (shortened here).
+    monkeypatch.setattr(sqlite_driver, "BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(database_module, "BUSY_TIMEOUT_MS", 200)
+    db = Database(f"sqlite:///{tmp_path / 'herald.db'}")
+    await db.migrate()
+    other = sqlite3.connect(tmp_path / "herald.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    groups = GroupCommit(db)
+    try:
+        writes = asyncio.gather(*(_write(groups, db, k) for k in "abc"), return_exceptions=True)
+        outcomes = await asyncio.wait_for(writes, 30)
+        locked = (OperationalError, sqlite3.OperationalError)
+        assert all(isinstance(o, locked) and "locked" in str(o) for o in outcomes), outcomes
+        other.execute("ROLLBACK")
+        assert await _write(groups, db, "d")  # and writes go on once the lock is free
+        assert await _stored(db) == {"d"}
+    finally:
+        other.close()
+        await db.aclose()

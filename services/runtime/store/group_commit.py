@@ -127,8 +127,15 @@ class GroupCommit:
                         await direct.run(connection, _RELEASE, {})
                     writer = None
         except BaseException as error:
-            for failed in done if writer is None else [*done, writer]:
-                failed.fail(error)
+            failed = done if writer is None else [*done, writer]
+            if not failed:
+                # The transaction could not begin (the database locked by another process past
+                # the busy timeout, a disk error): every waiting write gets the error, as each
+                # would have on its own, instead of waiting for a retry that may never succeed.
+                failed = list(self._waiting)
+                self._waiting.clear()
+            for each in failed:
+                each.fail(error)
             if not isinstance(error, Exception):
                 raise
             return
