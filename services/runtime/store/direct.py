@@ -167,6 +167,20 @@ async def rows(connection: AsyncConnection, prepared: Prepared, params: Params) 
     return await _execute(connection, prepared, (params,), fetch=True)
 
 
+async def driver_rows(connection: AsyncConnection, prepared: Prepared, params: Params) -> Rows:
+    """Run a read of many rows; on SQLite, outside a write transaction, the rows come as
+    sqlite3's tuples from the connection's thread (SQLAlchemy's result rows cost as much again
+    as SQLite's reading); elsewhere SQLAlchemy runs it."""
+    adapter = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    if not isinstance(adapter, OneTripConnection) or adapter.writing:
+        return (await connection.execute(prepared.statement, dict(params))).all()
+    sql, values = _values(prepared, connection, (params,))
+    adapter.dbapi.direct_statements += 1
+    async with adapter.driver_connection.execute(sql, values[0]) as cursor:
+        found: Rows = await cursor.fetchall()
+    return found
+
+
 async def scalar(connection: AsyncConnection, prepared: Prepared, params: Params) -> Any:
     """Run a statement; the first column of its first row, or None."""
     found = await rows(connection, prepared, params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 from sqlalchemy import (
@@ -26,7 +27,6 @@ from herald.core.subscriptions import effective_end, endpoint_origin, filter_tex
 from herald.core.types import JsonObject
 from herald.runtime.store import direct, header_secrets
 from herald.runtime.store.direct import Prepared
-from herald.runtime.store.sqlite_driver import OneTripConnection
 from herald.runtime.store.tables import counters, resource_versions, subscriptions
 
 
@@ -371,17 +371,8 @@ async def registry_page(
     prepared = _PAGE
     if after_id is not None:
         params["after_id"], prepared = after_id, _PAGE_AFTER
-    adapter = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-    if not isinstance(adapter, OneTripConnection):
-        return (await connection.execute(prepared.statement, params)).all()
-    # SQLite: the driver's own rows, on the connection's thread. A matcher starting reads a
-    # million of them, and SQLAlchemy's result rows cost as much again as SQLite's reading.
-    sql, names, bound = prepared.compiled(connection, tuple(params))
-    adapter.dbapi.direct_statements += 1
-    values = [params[name] if name in params else bound[name] for name in names]
-    async with adapter.driver_connection.execute(sql, values) as cursor:
-        rows: list[RegistryRow] = await cursor.fetchall()
-    return rows
+    # A matcher starting reads a million of these.
+    return cast(Sequence[RegistryRow], await direct.driver_rows(connection, prepared, params))
 
 
 async def contents(connection: AsyncConnection, ids: Sequence[str]) -> dict[str, str]:
