@@ -8,7 +8,7 @@ Canvas endpoint differ only in how they decide. On SQLite, concurrent writes sha
 transaction, each in a savepoint, and each returns only after that transaction committed
 (store/group_commit.py).
 
-The stamp comes from `resources.write_clock`: taken under a per-type lock held until commit and
+The stamp comes from `resources.begin_write`: taken under a per-type lock held until commit and
 later than every stored one, so that polling with `_lastUpdated=gt` never misses a version.
 A conditional create (`unless`) looks for matches under that same lock, so two of them cannot
 both create.
@@ -27,7 +27,9 @@ from herald.core.resources import with_version
 from herald.core.search import Criteria
 from herald.core.types import JsonObject
 from herald.ingest.context import IngestContext
-from herald.runtime.store import resources, subscriptions
+from herald.runtime.bus.base import Outgoing
+from herald.runtime.logs import request_id
+from herald.runtime.store import resources
 from herald.runtime.store.resources import StoredResource
 from herald.runtime.store.search import search_ids
 
@@ -99,11 +101,11 @@ async def _write_version(
     within: frozenset[str] | None,
 ) -> WriteResult | None:
     async with ctx.write_groups.transaction() as connection:
-        previous = await resources.current(connection, resource_type, resource_id, for_update=True)
-        clock = await resources.write_clock(connection, resource_type)
+        start = await resources.begin_write(connection, resource_type, resource_id)
+        previous = start.previous
         found = None
         if unless is not None:
-            found = await search_ids(connection, unless, now=clock, organizations=within)
+            found = await search_ids(connection, unless, now=start.clock, organizations=within)
         if found:
             match = await resources.current(connection, resource_type, found[0])
             assert match is not None
@@ -113,14 +115,12 @@ async def _write_version(
             return None
         live = None if previous is None or previous.deleted else previous
         version_id = 1 if previous is None else previous.version_id + 1
-        now = format_instant(clock)
+        now = format_instant(start.clock)
         if isinstance(decided, _Delete):
             assert live is not None, "a plan deletes only a live resource"
-            await resources.mark_deleted(connection, live, version_id, now)
             result = WriteResult(None, "delete")
         else:
             stamped = with_version(decided, resource_id, version_id, now)
-            await resources.save(connection, stamped, previous=previous, method=method)
             result = WriteResult(stamped, "create" if live is None else "update")
         change = ResourceChange(
             event_id=new_id(),
@@ -131,12 +131,23 @@ async def _write_version(
             occurred_at=now,
             current=result.resource,
             previous=None if live is None else live.resource,
-            registry_revision=await subscriptions.revision(connection),
+            registry_revision=start.registry_revision,
             method=method,
         )
-        await ctx.outbox.add(
-            connection, ctx.settings.topic(TASK_CHANGES), resource_id, encode(change)
+        record = Outgoing(
+            ctx.settings.topic(TASK_CHANGES), resource_id, encode(change), request_id.get()
         )
+        # A record for the outbox table is written in the version's own statement(s).
+        queued = record if ctx.outbox.relayed else None
+        if result.resource is None:
+            assert live is not None
+            await resources.mark_deleted(connection, live, version_id, now, queued=queued)
+        else:
+            await resources.save(
+                connection, result.resource, previous=previous, method=method, queued=queued
+            )
+        if queued is None:
+            await ctx.outbox.add_record(connection, record)
     ctx.outbox_written.set()
     ctx.metrics.resource_writes.labels(resource_type, result.interaction).inc()
     return result

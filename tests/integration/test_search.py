@@ -250,7 +250,7 @@ async def test_index_rows_follow_writes_and_deletes(database: Database) -> None:
     async with database.transaction() as connection:
         await resources.save(connection, first, previous=None)
     async with database.transaction() as connection:
-        previous = await resources.current(connection, "Task", "t1", for_update=True)
+        previous = (await resources.begin_write(connection, "Task", "t1")).previous
         second = with_version(task("Organization/2"), "t1", 2, now)
         await resources.save(connection, second, previous=previous)
     async with database.read() as connection:

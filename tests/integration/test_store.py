@@ -50,7 +50,7 @@ async def test_resource_versions_and_outbox_commit_together(database: Database) 
         await resources.save(connection, task, previous=None)
         await outbox.add(connection, "changes", "t1", b"v1")
     async with database.transaction() as connection:
-        previous = await resources.current(connection, "Task", "t1", for_update=True)
+        previous = (await resources.begin_write(connection, "Task", "t1")).previous
         await resources.save(connection, with_version(task, "t1", 2, NOW), previous=previous)
         await outbox.add(connection, "changes", "t1", b"v2")
     async with database.transaction() as connection:

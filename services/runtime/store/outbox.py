@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.runtime.bus.base import Outgoing, Publisher
@@ -28,16 +29,32 @@ class OutboxRecord:
     request_id: str | None = None
 
 
-_ADD = Prepared(insert(outbox))
+ADD_SQL = (
+    "INSERT INTO outbox (topic, key, payload, request_id)"
+    " VALUES (:topic, :key, :payload, :request_id)"
+)
+"""One record (see record_params): a part of a larger statement as well (store/resources.py)."""
+_ADD = Prepared(text(ADD_SQL))
+
+
+def record_params(record: Outgoing) -> dict[str, Any]:
+    """The parameters of ADD_SQL for a record."""
+    return {
+        "topic": record.topic,
+        "key": record.key,
+        "payload": record.value,
+        "request_id": record.request_id,
+    }
+
+
+async def add_record(connection: AsyncConnection, record: Outgoing) -> None:
+    """Queue a record in the caller's transaction."""
+    await direct.run(connection, _ADD, record_params(record))
 
 
 async def add(connection: AsyncConnection, topic: str, key: str, payload: bytes) -> None:
     """Queue a record in the caller's transaction, with the request id of the work in hand."""
-    await direct.run(
-        connection,
-        _ADD,
-        {"topic": topic, "key": key, "payload": payload, "request_id": request_id.get()},
-    )
+    await add_record(connection, Outgoing(topic, key, payload, request_id.get()))
 
 
 class Outbox:
@@ -58,25 +75,44 @@ class Outbox:
 
     async def add(self, connection: AsyncConnection, topic: str, key: str, payload: bytes) -> None:
         """Queue a record in the caller's transaction (see `add`)."""
+        await self.add_record(connection, Outgoing(topic, key, payload, request_id.get()))
+
+    async def add_record(self, connection: AsyncConnection, record: Outgoing) -> None:
+        """Queue a record in the caller's transaction."""
         if self.publisher is None:
-            await add(connection, topic, key, payload)
-            return
-        record = Outgoing(topic, key, payload, request_id.get())
-        await self.publisher.publish([record], transaction=connection)
+            await add_record(connection, record)
+        else:
+            await self.publisher.publish([record], transaction=connection)
+
+
+_TRY_LOCK = Prepared(text("SELECT pg_try_advisory_xact_lock(:key)"))
+_OLDEST = Prepared(
+    select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.payload, outbox.c.request_id)
+    .order_by(outbox.c.id)
+    .limit(bindparam("limit"))
+)
+# One statement whatever the number of ids (`IN (...)` was a new text, so a new preparation on
+# each connection, for every batch size).
+_REMOVE = Prepared(text("DELETE FROM outbox WHERE id = ANY(:ids)"))
 
 
 async def claim(connection: AsyncConnection, limit: int) -> list[OutboxRecord]:
     """The oldest records, or none when another relay holds the lock (PostgreSQL)."""
-    if connection.dialect.name == "postgresql":
-        locked = await connection.scalar(
-            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RELAY_LOCK_KEY}
-        )
-        if not locked:
-            return []
-    rows = await connection.execute(select(outbox).order_by(outbox.c.id).limit(limit))
-    return [OutboxRecord(r.id, r.topic, r.key, bytes(r.payload), r.request_id) for r in rows]
+    # The lock in a statement of its own: the SELECT's snapshot must see what the last holder
+    # committed.
+    if connection.dialect.name == "postgresql" and not await direct.scalar(
+        connection, _TRY_LOCK, {"key": RELAY_LOCK_KEY}
+    ):
+        return []
+    rows = await direct.rows(connection, _OLDEST, {"limit": limit})
+    return [
+        OutboxRecord(i, topic, key, bytes(payload), rid) for i, topic, key, payload, rid in rows
+    ]
 
 
 async def remove(connection: AsyncConnection, ids: list[int]) -> None:
     """Forget published records (by id: ids may commit out of order on PostgreSQL)."""
-    await connection.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+    if connection.dialect.name == "postgresql":
+        await direct.run(connection, _REMOVE, {"ids": ids})
+    else:
+        await connection.execute(delete(outbox).where(outbox.c.id.in_(ids)))

@@ -5,16 +5,19 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, false, func, insert, select, text, tuple_, update
+from sqlalchemy import bindparam, false, select, text, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.errors import ConcurrentWrite
 from herald.core.fhir import utc_now
+from herald.core.search import DATABASE_SEARCHED
 from herald.core.types import JsonObject
-from herald.runtime.store import direct, search
+from herald.runtime.bus.base import Outgoing
+from herald.runtime.store import direct, outbox, search
 from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import resource_versions, resources
 
@@ -44,32 +47,13 @@ _CURRENT_QUERY = select(*_COLUMNS).where(
     resources.c.resource_type == bindparam("type"), resources.c.id == bindparam("id")
 )
 _CURRENT = Prepared(_CURRENT_QUERY)
-_CURRENT_LOCKED = Prepared(_CURRENT_QUERY.with_for_update())
-_NEWEST = Prepared(
-    select(func.max(resources.c.last_updated)).where(
-        resources.c.resource_type == bindparam("type"), resources.c.deleted == false()
-    )
-)
-_TYPE_LOCK = text("SELECT pg_advisory_xact_lock(:kind, :key)")
-_INSERT_CURRENT = Prepared(insert(resources))
-_UPDATE_CURRENT = Prepared(
-    update(resources).where(
-        resources.c.resource_type == bindparam("key_type"), resources.c.id == bindparam("key_id")
-    )
-)
-_INSERT_VERSION = Prepared(insert(resource_versions))
 
 
 async def current(
-    connection: AsyncConnection, resource_type: str, resource_id: str, *, for_update: bool = False
+    connection: AsyncConnection, resource_type: str, resource_id: str
 ) -> StoredResource | None:
-    """The current version of a resource, locking its row when asked (PostgreSQL)."""
-    locked = for_update and connection.dialect.name == "postgresql"
-    found = await direct.rows(
-        connection,
-        _CURRENT_LOCKED if locked else _CURRENT,
-        {"type": resource_type, "id": resource_id},
-    )
+    """The current version of a resource."""
+    found = await direct.rows(connection, _CURRENT, {"type": resource_type, "id": resource_id})
     if not found:
         return None
     type_, id_, version_id, last_updated, deleted, content = found[0]
@@ -80,27 +64,87 @@ async def current(
 
 _WRITE_LOCK = 7244  # advisory lock class of "writes of one resource type" (7243: migrations)
 _TICK = timedelta(milliseconds=1)  # the precision of meta.lastUpdated
+_TYPE_LOCK = Prepared(text("SELECT pg_advisory_xact_lock(:kind, :key)"))
 
 
-async def write_clock(connection: AsyncConnection, resource_type: str) -> datetime:
-    """The meta.lastUpdated of a new version, taken so that polling never misses a change.
+def _start_query(lock_row: str) -> Prepared:
+    # The current version (when there is one), the newest stamp of the type and the registry
+    # revision, in one statement: a round trip each cost a third of the time the type's lock
+    # is held on PostgreSQL.
+    return Prepared(
+        text(
+            "WITH cur AS (SELECT version_id, last_updated, deleted, content FROM resources"
+            f" WHERE resource_type = :type AND id = :id{lock_row})"
+            " SELECT (SELECT max(last_updated) FROM resources"
+            " WHERE resource_type = :type AND deleted = false),"
+            " (SELECT value FROM counters WHERE name = 'registry'),"
+            " cur.version_id, cur.last_updated, cur.deleted, cur.content"
+            " FROM (SELECT 1 AS one) AS one LEFT JOIN cur ON true"
+        )
+    )
 
-    A poller asks for `_lastUpdated=gt<the newest lastUpdated it has seen>`. That is only safe
-    if versions become visible in lastUpdated order: two writers that stamp 10:00:00.001 and
-    .002 and commit in the other order would hide the first behind the poller's cursor. So the
-    writers of one resource type take their stamp under one lock held until commit (PostgreSQL:
-    a transaction advisory lock; SQLite: its single writer), and the stamp is later than every
+
+_START = _start_query("")
+_START_LOCKED = _start_query(" FOR UPDATE")
+
+
+@dataclass(frozen=True)
+class WriteStart:
+    """What a write decides on, read under the type's write lock."""
+
+    previous: StoredResource | None
+    clock: datetime
+    """The new version's meta.lastUpdated (see begin_write)."""
+    registry_revision: int
+    """The subscription registry revision, for the change event."""
+
+
+async def begin_write(
+    connection: AsyncConnection, resource_type: str, resource_id: str
+) -> WriteStart:
+    """Take the type's write lock; the current version (its row locked on PostgreSQL), the new
+    version's stamp and the registry revision.
+
+    The stamp is taken so that polling never misses a change. A poller asks for
+    `_lastUpdated=gt<the newest lastUpdated it has seen>`. That is only safe if versions become
+    visible in lastUpdated order: two writers that stamp 10:00:00.001 and .002 and commit in
+    the other order would hide the first behind the poller's cursor. So the writers of one
+    resource type take their stamp under one lock held until commit (PostgreSQL: a transaction
+    advisory lock, taken in a statement of its own so that the next one's snapshot sees every
+    earlier holder's commit; SQLite: its single writer), and the stamp is later than every
     stored one (1 ms apart, the precision of lastUpdated). The cost: writes of one type commit
     one at a time, across all ingest processes (see docs/performance.md).
     """
-    if connection.dialect.name == "postgresql":
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
         key = zlib.crc32(resource_type.encode()) & 0x7FFFFFFF
-        await connection.execute(_TYPE_LOCK, {"kind": _WRITE_LOCK, "key": key})
-    newest = await direct.scalar(connection, _NEWEST, {"type": resource_type})
+        await direct.run(connection, _TYPE_LOCK, {"kind": _WRITE_LOCK, "key": key})
+    found = await direct.rows(
+        connection,
+        _START_LOCKED if postgres else _START,
+        {"type": resource_type, "id": resource_id},
+    )
+    newest, revision, version_id, last_updated, deleted, content = found[0]
+    previous = None
+    if version_id is not None:
+        previous = StoredResource(
+            resource_type,
+            resource_id,
+            version_id,
+            last_updated,
+            bool(deleted),
+            orjson.loads(content),
+        )
     now = utc_now()
     if newest is not None:
         now = max(now, datetime.fromisoformat(newest) + _TICK)
-    return now
+    return WriteStart(previous, now, int(revision or 0))
+
+
+async def write_clock(connection: AsyncConnection, resource_type: str) -> datetime:
+    """The meta.lastUpdated of a new version of a resource type, under its write lock (see
+    begin_write)."""
+    return (await begin_write(connection, resource_type, "")).clock
 
 
 async def version(
@@ -152,81 +196,138 @@ async def save(
     *,
     previous: StoredResource | None,
     method: str | None = None,
+    queued: Outgoing | None = None,
 ) -> None:
-    """Write a new version (already stamped with id, versionId and lastUpdated).
+    """Write a new version (already stamped with id, versionId and lastUpdated), with the
+    outbox row `queued` when given.
 
     ConcurrentWrite when another transaction created the same resource first.
     """
+    meta = stamped["meta"]
+    new = _NewVersion(
+        stamped["resourceType"],
+        stamped["id"],
+        int(meta["versionId"]),
+        meta["lastUpdated"],
+        orjson.dumps(stamped).decode(),
+        method,
+        deleted=False,
+    )
     try:
-        await _save(connection, stamped, previous, method)
+        await _write(connection, new, stamped, previous, queued)
     except IntegrityError as exc:
         raise ConcurrentWrite(
             f"{stamped['resourceType']}/{stamped['id']} was written concurrently"
         ) from exc
 
 
-async def _save(
-    connection: AsyncConnection,
-    stamped: JsonObject,
-    previous: StoredResource | None,
-    method: str | None,
-) -> None:
-    resource_type, resource_id = stamped["resourceType"], stamped["id"]
-    version_id = int(stamped["meta"]["versionId"])
-    last_updated = stamped["meta"]["lastUpdated"]
-    content = orjson.dumps(stamped).decode()
-    values = {
-        "version_id": version_id,
-        "last_updated": last_updated,
-        "deleted": False,
-        "content": content,
-    }
-    if previous is None:
-        await direct.run(
-            connection,
-            _INSERT_CURRENT,
-            {"resource_type": resource_type, "id": resource_id, **values},
-        )
-    else:
-        await direct.run(
-            connection,
-            _UPDATE_CURRENT,
-            {"key_type": resource_type, "key_id": resource_id, **values},
-        )
-    await direct.run(
-        connection,
-        _INSERT_VERSION,
-        {
-            "resource_type": resource_type,
-            "id": resource_id,
-            "version_id": version_id,
-            "last_updated": last_updated,
-            "content": content,
-            "method": method,
-            "deleted": False,
-        },
-    )
-    await search.reindex(connection, stamped, fresh=previous is None or previous.deleted)
-
-
 async def mark_deleted(
-    connection: AsyncConnection, previous: StoredResource, version_id: int, last_updated: str
+    connection: AsyncConnection,
+    previous: StoredResource,
+    version_id: int,
+    last_updated: str,
+    *,
+    queued: Outgoing | None = None,
 ) -> None:
-    """Record a deletion as a new version; the last content is kept for history."""
-    await connection.execute(
-        update(resources)
-        .where(resources.c.resource_type == previous.resource_type, resources.c.id == previous.id)
-        .values(version_id=version_id, last_updated=last_updated, deleted=True)
+    """Record a deletion as a new version (the last content is kept for history), with the
+    outbox row `queued` when given."""
+    content = orjson.dumps(previous.resource).decode()
+    new = _NewVersion(
+        previous.resource_type, previous.id, version_id, last_updated, content, "DELETE", True
     )
-    await connection.execute(
-        insert(resource_versions).values(
-            resource_type=previous.resource_type,
-            id=previous.id,
-            version_id=version_id,
-            last_updated=last_updated,
-            content=orjson.dumps(previous.resource).decode(),
-            method="DELETE",
-            deleted=True,
+    await _write(connection, new, None, previous, queued)
+
+
+@dataclass(frozen=True)
+class _NewVersion:
+    """A version to write: the columns of its current row and of its history row."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: str
+    content: str
+    method: str | None
+    deleted: bool
+
+
+# The statements of a write, in SQL both engines read (booleans as parameters).
+_INSERT_CURRENT = (
+    "INSERT INTO resources (resource_type, id, version_id, last_updated, deleted, content)"
+    " VALUES (:type, :id, :version_id, :last_updated, :deleted, :content)"
+)
+_UPDATE_CURRENT = (
+    "UPDATE resources SET version_id = :version_id, last_updated = :last_updated,"
+    " deleted = :deleted, content = :content WHERE resource_type = :type AND id = :id"
+)
+_INSERT_VERSION = (
+    "INSERT INTO resource_versions"
+    " (resource_type, id, version_id, last_updated, content, method, deleted)"
+    " VALUES (:type, :id, :version_id, :last_updated, :content, :method, :deleted)"
+)
+_SQLITE = {sql: Prepared(text(sql)) for sql in (_INSERT_CURRENT, _UPDATE_CURRENT, _INSERT_VERSION)}
+_COMBINED: dict[tuple[bool, bool, bool, bool], Prepared] = {}
+
+
+def _combined(*, create: bool, unindex: bool, index: bool, queued: bool) -> Prepared:
+    """One statement of data-modifying CTEs (PostgreSQL): the current row, the history row,
+    the index rows replaced and the outbox row. Each round trip of a write is held under the
+    type's write lock (see begin_write), so a write is one statement instead of up to nine.
+    The parts see one snapshot: the DELETE of the old index rows does not see the new ones."""
+    shape = (create, unindex, index, queued)
+    found = _COMBINED.get(shape)
+    if found is not None:
+        return found
+    parts = [_INSERT_CURRENT if create else _UPDATE_CURRENT, _INSERT_VERSION]
+    if unindex:
+        parts += search.UNINDEX_SQL
+    if index:
+        parts += search.INDEX_SQL
+    if queued:
+        parts.append(outbox.ADD_SQL)
+    ctes = ", ".join(f"part{n} AS ({sql})" for n, sql in enumerate(parts[:-1]))
+    made = _COMBINED[shape] = Prepared(text(f"WITH {ctes} {parts[-1]}"))
+    return made
+
+
+async def _write(
+    connection: AsyncConnection,
+    new: _NewVersion,
+    indexed: JsonObject | None,
+    previous: StoredResource | None,
+    queued: Outgoing | None,
+) -> None:
+    """Write `new`; index `indexed` (None: a deletion), remove the previous index rows, queue
+    the outbox row."""
+    params: dict[str, Any] = {
+        "type": new.resource_type,
+        "id": new.id,
+        "version_id": new.version_id,
+        "last_updated": new.last_updated,
+        "deleted": new.deleted,
+        "content": new.content,
+        "method": new.method,
+    }
+    create = previous is None
+    searched = new.resource_type in DATABASE_SEARCHED
+    had_index = searched and previous is not None and not previous.deleted
+    if connection.dialect.name != "postgresql":
+        await direct.run(
+            connection, _SQLITE[_INSERT_CURRENT if create else _UPDATE_CURRENT], params
         )
-    )
-    await search.unindex(connection, previous.resource_type, previous.id)
+        await direct.run(connection, _SQLITE[_INSERT_VERSION], params)
+        if indexed is None:
+            await search.unindex(connection, new.resource_type, new.id)
+        else:
+            await search.reindex(connection, indexed, fresh=not had_index)
+        if queued is not None:
+            await outbox.add_record(connection, queued)
+        return
+    index = searched and indexed is not None
+    if index:
+        assert indexed is not None
+        params.update(search.index_arrays(indexed))
+    if queued is not None:
+        params.update(outbox.record_params(queued))
+    statement = _combined(create=create, unindex=had_index, index=index, queued=queued is not None)
+    await direct.run(connection, statement, params)

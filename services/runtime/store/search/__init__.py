@@ -12,7 +12,15 @@ Which types and parameters are searched here is herald.core.search.DATABASE_SEAR
 parameter lists in herald.core.search: one source for this, the matcher and /metadata.
 """
 
-from herald.runtime.store.search.index import backfill, index_rows, reindex, unindex
+from herald.runtime.store.search.index import (
+    INDEX_SQL,
+    UNINDEX_SQL,
+    backfill,
+    index_arrays,
+    index_rows,
+    reindex,
+    unindex,
+)
 from herald.runtime.store.search.paging import (
     Cursor,
     SearchPage,
@@ -24,6 +32,8 @@ from herald.runtime.store.search.paging import (
 from herald.runtime.store.search.sql import condition_clause, criteria_clause
 
 __all__ = [
+    "INDEX_SQL",
+    "UNINDEX_SQL",
     "Cursor",
     "SearchPage",
     "SearchRequest",
@@ -31,6 +41,7 @@ __all__ = [
     "backfill",
     "condition_clause",
     "criteria_clause",
+    "index_arrays",
     "index_rows",
     "reindex",
     "search",

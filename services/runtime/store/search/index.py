@@ -65,6 +65,44 @@ _UNINDEX = [
 _INSERT = {table: Prepared(insert(table)) for table in _ALL_TABLES}
 
 
+# On PostgreSQL a write replaces the index rows inside its one statement (store/resources.py):
+# the old rows deleted, the new ones inserted from one array per column.
+UNINDEX_SQL = [
+    f"DELETE FROM {table.name} WHERE resource_type = :type AND resource_id = :id"
+    for table in _ALL_TABLES
+]
+_ARRAY_COLUMNS = {
+    search_tokens: ("param", "system", "code"),
+    search_references: ("param", "literal", "ref_type", "ref_id", "base"),
+    search_dates: ("param", "low", "high"),
+}
+INDEX_SQL = [
+    f"INSERT INTO {table.name} (resource_type, resource_id, {', '.join(columns)})"
+    " SELECT :type, :id, * FROM unnest("
+    + ", ".join(f"CAST(:{table.name}_{c} AS TEXT[])" for c in columns)
+    + ")"
+    for table, columns in _ARRAY_COLUMNS.items()
+]
+
+
+def index_arrays(resource: JsonObject) -> dict[str, list[str | None]]:
+    """The parameters of INDEX_SQL for one resource version: each table's column values."""
+    entries = index_entries(resource, _PLANS[resource["resourceType"]])
+    return {
+        "search_tokens_param": [e.param for e in entries.tokens],
+        "search_tokens_system": [e.system for e in entries.tokens],
+        "search_tokens_code": [e.code for e in entries.tokens],
+        "search_references_param": [e.param for e in entries.references],
+        "search_references_literal": [e.literal for e in entries.references],
+        "search_references_ref_type": [e.type for e in entries.references],
+        "search_references_ref_id": [e.id for e in entries.references],
+        "search_references_base": [e.base for e in entries.references],
+        "search_dates_param": [e.param for e in entries.dates],
+        "search_dates_low": [e.low for e in entries.dates],
+        "search_dates_high": [e.high for e in entries.dates],
+    }
+
+
 async def unindex(connection: AsyncConnection, resource_type: str, resource_id: str) -> None:
     """Remove a resource's index rows."""
     if resource_type not in DATABASE_SEARCHED:
