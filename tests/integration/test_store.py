@@ -11,6 +11,7 @@ from prometheus_client import generate_latest
 
 from herald.core.resources import with_version
 from herald.core.subscriptions import HEARTBEAT_PERIOD_URL
+from herald.runtime.bus.base import Outgoing
 from herald.runtime.metrics import Metrics
 from herald.runtime.store import events, outbox, resources, subscriptions
 from herald.runtime.store.database import Database
@@ -63,6 +64,85 @@ async def test_resource_versions_and_outbox_commit_together(database: Database) 
         await outbox.remove(connection, [r.id for r in claimed])
     async with database.transaction() as connection:
         assert await outbox.claim(connection, 10) == []
+
+
+async def test_a_task_write_carries_its_outbox_row_and_replaces_its_index(
+    database: Database,
+) -> None:
+    task = {"resourceType": "Task", "status": "requested", "owner": {"reference": "Org/a"}}
+    for version in (1, 2, 3):
+        trips = database.round_trips
+        async with database.transaction() as connection:
+            start = await resources.begin_write(connection, "Task", "t1")
+            stamped = with_version(
+                {**task, "status": "ready"} if version > 1 else task, "t1", version, NOW
+            )
+            queued = Outgoing("changes", "t1", f"v{version}".encode(), f"request-{version}")
+            await resources.save(connection, stamped, previous=start.previous, queued=queued)
+        if database.round_trips and version == 3:
+            # PostgreSQL: BEGIN, the type's lock with the read, the write (with its index and
+            # outbox rows), COMMIT; every statement prepared on the pool's connection by now.
+            assert database.round_trips - trips == 4
+    async with database.transaction() as connection:
+        start = await resources.begin_write(connection, "Task", "t1")
+        assert start.previous is not None and start.previous.resource["status"] == "ready"
+        statuses = await connection.execute(
+            sa.text("SELECT code FROM search_tokens WHERE resource_id = 't1' AND param = 'status'")
+        )
+        assert statuses.scalars().all() == ["ready"]  # the old rows replaced, not added to
+        queued = Outgoing("changes", "t1", b"gone", None)
+        await resources.mark_deleted(connection, start.previous, 4, NOW, queued=queued)
+    async with database.transaction() as connection:
+        stored = await resources.current(connection, "Task", "t1")
+        assert stored is not None and stored.deleted and stored.version_id == 4
+        kept = await resources.version(connection, "Task", "t1", 3)
+        assert kept is not None and kept["status"] == "ready"
+        claimed = await outbox.claim(connection, 10)
+        assert [(r.payload, r.request_id) for r in claimed] == [
+            (b"v1", "request-1"),
+            (b"v2", "request-2"),
+            (b"v3", "request-3"),
+            (b"gone", None),
+        ]
+        rows = await connection.execute(
+            sa.text("SELECT count(*) FROM search_tokens WHERE resource_id = 't1'")
+        )
+        assert rows.scalar_one() == 0  # the deletion removed the index rows
+        await outbox.remove(connection, [r.id for r in claimed])
+        assert await outbox.claim(connection, 10) == []
+
+
+async def test_a_write_waiting_for_the_type_lock_stamps_after_the_holders_commit(
+    database: Database,
+) -> None:
+    if database.is_sqlite:  # one writer at a time in-process: nothing to race
+        pytest.skip("SQLite serialises write transactions before they begin")
+    # The holder's stamp is far ahead of the clock: the waiter's stamp can only be later if its
+    # read ran after the holder committed (not with a snapshot from before it waited).
+    ahead = "2099-01-01T00:00:00.000Z"
+    holding, committing = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with database.transaction() as connection:
+            await resources.begin_write(connection, "Task", "first")
+            task = with_version({"resourceType": "Task", "status": "ready"}, "first", 1, ahead)
+            await resources.save(connection, task, previous=None)
+            holding.set()
+            await asyncio.sleep(0.3)
+            committing.set()
+
+    async def waiter() -> tuple[bool, str]:
+        await holding.wait()
+        async with database.transaction() as connection:
+            start = await resources.begin_write(connection, "Task", "first")
+            return committing.is_set(), start.previous.last_updated if start.previous else ""
+
+    _, (after_commit, seen) = await asyncio.gather(holder(), waiter())
+    assert after_commit  # it waited for the holder's lock
+    assert seen == ahead  # and read the row the holder committed
+    async with database.transaction() as connection:
+        clock = await resources.write_clock(connection, "Task")
+    assert clock.isoformat().startswith("2099-01-01T00:00:00.001")
 
 
 async def test_registry_revision_grows_with_every_change(database: Database) -> None:

@@ -64,28 +64,21 @@ async def current(
 
 _WRITE_LOCK = 7244  # advisory lock class of "writes of one resource type" (7243: migrations)
 _TICK = timedelta(milliseconds=1)  # the precision of meta.lastUpdated
-_TYPE_LOCK = Prepared(text("SELECT pg_advisory_xact_lock(:kind, :key)"))
-
-
-def _start_query(lock_row: str) -> Prepared:
-    # The current version (when there is one), the newest stamp of the type and the registry
-    # revision, in one statement: a round trip each cost a third of the time the type's lock
-    # is held on PostgreSQL.
-    return Prepared(
-        text(
-            "WITH cur AS (SELECT version_id, last_updated, deleted, content FROM resources"
-            f" WHERE resource_type = :type AND id = :id{lock_row})"
-            " SELECT (SELECT max(last_updated) FROM resources"
-            " WHERE resource_type = :type AND deleted = false),"
-            " (SELECT value FROM counters WHERE name = 'registry'),"
-            " cur.version_id, cur.last_updated, cur.deleted, cur.content"
-            " FROM (SELECT 1 AS one) AS one LEFT JOIN cur ON true"
-        )
+# The current version (when there is one), the newest stamp of the type and the registry
+# revision, in one statement: a round trip each held the type's write lock for longer. On
+# PostgreSQL a function (migration 0011) takes the lock first and then reads, in one round trip.
+_START = Prepared(
+    text(
+        "WITH cur AS (SELECT version_id, last_updated, deleted, content FROM resources"
+        " WHERE resource_type = :type AND id = :id)"
+        " SELECT (SELECT max(last_updated) FROM resources"
+        " WHERE resource_type = :type AND deleted = false),"
+        " (SELECT value FROM counters WHERE name = 'registry'),"
+        " cur.version_id, cur.last_updated, cur.deleted, cur.content"
+        " FROM (SELECT 1 AS one) AS one LEFT JOIN cur ON true"
     )
-
-
-_START = _start_query("")
-_START_LOCKED = _start_query(" FOR UPDATE")
+)
+_START_LOCKED = Prepared(text("SELECT * FROM herald_write_start_v1(:kind, :key, :type, :id)"))
 
 
 @dataclass(frozen=True)
@@ -110,20 +103,17 @@ async def begin_write(
     visible in lastUpdated order: two writers that stamp 10:00:00.001 and .002 and commit in
     the other order would hide the first behind the poller's cursor. So the writers of one
     resource type take their stamp under one lock held until commit (PostgreSQL: a transaction
-    advisory lock, taken in a statement of its own so that the next one's snapshot sees every
-    earlier holder's commit; SQLite: its single writer), and the stamp is later than every
+    advisory lock, taken before the read's snapshot so that it sees every earlier holder's
+    commit; SQLite: its single writer), and the stamp is later than every
     stored one (1 ms apart, the precision of lastUpdated). The cost: writes of one type commit
     one at a time, across all ingest processes (see docs/performance.md).
     """
-    postgres = connection.dialect.name == "postgresql"
-    if postgres:
-        key = zlib.crc32(resource_type.encode()) & 0x7FFFFFFF
-        await direct.run(connection, _TYPE_LOCK, {"kind": _WRITE_LOCK, "key": key})
-    found = await direct.rows(
-        connection,
-        _START_LOCKED if postgres else _START,
-        {"type": resource_type, "id": resource_id},
-    )
+    params: dict[str, Any] = {"type": resource_type, "id": resource_id}
+    if connection.dialect.name == "postgresql":
+        params.update(kind=_WRITE_LOCK, key=zlib.crc32(resource_type.encode()) & 0x7FFFFFFF)
+        found = await direct.rows(connection, _START_LOCKED, params)
+    else:
+        found = await direct.rows(connection, _START, params)
     newest, revision, version_id, last_updated, deleted, content = found[0]
     previous = None
     if version_id is not None:
