@@ -150,9 +150,11 @@ async def record(
         for request, origin in requests
         if request.kind == "event"
     ]
-    async with deliverer.database.transaction() as connection:
-        numbers = await event_log.record_many(connection, events, now)
-        if commit is not None:
+    if commit is None:
+        numbers = await event_log.record_alone(deliverer.database, events, now)
+    else:
+        async with deliverer.database.transaction() as connection:
+            numbers = await event_log.record_many(connection, events, now)
             await commit(records, connection)
     recorded = [
         dataclasses.replace(event, number=number)

@@ -164,12 +164,24 @@ async def test_concurrent_batches_share_numbers_without_gaps(database: Database)
             )
 
     async def record(requests: range) -> list[int | None]:
-        # Two dispatchers during a rebalance: overlapping batches over both subscriptions.
+        # Two dispatchers during a rebalance: overlapping batches over both subscriptions, in
+        # transactions of their own or joined with other work (a bus in the store).
         batch = [_event(f"s{1 + i % 2}", f"r{i}") for i in requests]
+        if requests.start % 10:
+            return await events.record_alone(database, batch, NOW)
         async with database.transaction() as connection:
             return await events.record_many(connection, batch, NOW)
 
-    results = await asyncio.gather(*(record(range(i, i + 10)) for i in range(0, 40, 5)))
+    async def mark_delivered() -> list[int | None]:
+        # The progress writer locks the same rows meanwhile.
+        async with database.transaction() as connection:
+            await events.mark_delivered_many(connection, {"s2": 1, "s1": 1})
+        return []
+
+    results = await asyncio.gather(
+        *(record(range(i, i + 10)) for i in range(0, 40, 5)),
+        *(mark_delivered() for _ in range(4)),
+    )
     assert sum(n is not None for numbers in results for n in numbers) == 45
     async with database.read() as connection:
         for sub_id in ("s1", "s2"):

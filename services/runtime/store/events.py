@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from herald.core.notifications import NotificationEvent
 from herald.core.types import JsonObject
 from herald.runtime.store import direct, resources
+from herald.runtime.store.database import Database
 from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import event_log, subscriptions
 
@@ -75,38 +76,14 @@ _COLUMNS = (
     "origin_request_id",
     "method",
 )
-_INSERTED = ", ".join(_COLUMNS)
 
-# PostgreSQL, a whole batch in two statements. First the batch's live subscriptions are locked
-# in id order (as the progress writer locks them, so concurrent transactions cannot deadlock):
-# a concurrent record of the same subscription (a redelivery, a rebalance between dispatchers)
-# then commits before the second statement starts, and that statement's snapshot sees its
-# events. The second takes the events not recorded before (the first of each request id),
-# advances each subscription's counter by its count and inserts them numbered in batch order.
-_LOCK_LIVE_MANY = Prepared(
-    text(
-        "SELECT id FROM subscriptions WHERE id = ANY(CAST(:ids AS text[])) AND NOT deleted"
-        " ORDER BY id FOR UPDATE"
-    )
-)
+# PostgreSQL: a whole batch in one call of herald_record_events (migration 0011 says how it
+# keeps numbers gap-free under concurrent records).
 _RECORD_MANY = Prepared(
     text(
-        "WITH input AS (SELECT * FROM unnest("
+        "SELECT request_id, number FROM herald_record_events("
         + ", ".join(f"CAST(:{c} AS text[])" for c in _COLUMNS)
-        + f") WITH ORDINALITY AS i({_INSERTED}, position)),"
-        " fresh AS (SELECT DISTINCT ON (request_id) * FROM input"
-        " WHERE NOT EXISTS (SELECT 1 FROM event_log e WHERE e.request_id = input.request_id)"
-        " ORDER BY request_id, position),"
-        " counted AS (SELECT subscription_id, count(*) AS n FROM fresh GROUP BY subscription_id),"
-        " bumped AS (UPDATE subscriptions s SET events_count = s.events_count + c.n"
-        " FROM counted c WHERE s.id = c.subscription_id AND NOT s.deleted"
-        " RETURNING s.id, s.events_count - c.n AS base),"
-        " numbered AS (SELECT f.*, b.base + row_number() OVER"
-        " (PARTITION BY f.subscription_id ORDER BY f.position) AS number"
-        " FROM fresh f JOIN bumped b ON b.id = f.subscription_id)"
-        f" INSERT INTO event_log ({_INSERTED}, number, recorded_at)"
-        f" SELECT {_INSERTED}, number, :recorded_at FROM numbered"
-        " RETURNING request_id, number"
+        + ", CAST(:recorded_at AS text))"
     )
 )
 # SQLite (writers serialised by the database lock): the request ids recorded before in one
@@ -150,6 +127,19 @@ async def record_many(
     return out
 
 
+async def record_alone(
+    database: Database, events: Sequence[LoggedEvent], recorded_at: str
+) -> list[int | None]:
+    """`record_many` in a transaction of its own; on PostgreSQL the function's call alone, in
+    autocommit mode, so that BEGIN and COMMIT cost no round trips."""
+    if database.is_sqlite:
+        async with database.transaction() as connection:
+            return await record_many(connection, events, recorded_at)
+    async with database.engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        return await record_many(connection, events, recorded_at)
+
+
 async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: str) -> int | None:
     """Number and store one event (see `record_many`)."""
     return (await record_many(connection, [event], recorded_at))[0]
@@ -158,9 +148,6 @@ async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: s
 async def _record_many_postgres(
     connection: AsyncConnection, events: Sequence[LoggedEvent], recorded_at: str
 ) -> dict[str, int]:
-    ids = sorted({e.subscription_id for e in events})
-    if not await direct.rows(connection, _LOCK_LIVE_MANY, {"ids": ids}):
-        return {}
     params: dict[str, Any] = {c: [getattr(e, c) for e in events] for c in _COLUMNS}
     params["recorded_at"] = recorded_at
     found = await direct.rows(connection, _RECORD_MANY, params)
