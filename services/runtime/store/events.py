@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.notifications import NotificationEvent
 from herald.core.types import JsonObject
+from herald.runtime.store import attempts as attempt_log
 from herald.runtime.store import direct, resources
+from herald.runtime.store.attempts import Attempt
 from herald.runtime.store.database import Database
 from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import event_log, subscriptions
@@ -79,6 +82,13 @@ _COLUMNS = (
 
 # PostgreSQL: a whole batch in one call of herald_record_events (migration 0011 says how it
 # keeps numbers gap-free under concurrent records).
+_STORE_PROGRESS = Prepared(
+    text(
+        "SELECT herald_store_progress(CAST(:ids AS text[]), CAST(:throughs AS bigint[]), "
+        + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in attempt_log.COLUMN_TYPES)
+        + ", CAST(:keep AS integer))"
+    )
+)
 _RECORD_MANY = Prepared(
     text(
         "SELECT request_id, number FROM herald_record_events("
@@ -135,8 +145,7 @@ async def record_alone(
     if database.is_sqlite:
         async with database.transaction() as connection:
             return await record_many(connection, events, recorded_at)
-    async with database.engine.connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
+    async with _autocommit(database) as connection:
         return await record_many(connection, events, recorded_at)
 
 
@@ -203,6 +212,34 @@ async def mark_delivered_many(connection: AsyncConnection, positions: dict[str, 
         _MARK_DELIVERED,
         [{"subscription": s, "through": positions[s]} for s in sorted(positions)],
     )
+
+
+async def store_progress(
+    database: Database, positions: dict[str, int], attempts: Sequence[Attempt]
+) -> None:
+    """Store delivery positions (`mark_delivered_many`) and attempts (`attempts.record_many`)
+    in a transaction of their own; on PostgreSQL one call of herald_store_progress (migration
+    0011) in autocommit mode, so that the whole costs one round trip."""
+    if database.is_sqlite:
+        async with database.transaction() as connection:
+            await mark_delivered_many(connection, positions)
+            await attempt_log.record_many(connection, attempts)
+        return
+    params: dict[str, Any] = {
+        name: [getattr(a, name) for a in attempts] for name, _ in attempt_log.COLUMN_TYPES
+    }
+    ids = sorted(positions)
+    params |= {"ids": ids, "throughs": [positions[s] for s in ids], "keep": attempt_log.KEEP}
+    async with _autocommit(database) as connection:
+        await direct.run(connection, _STORE_PROGRESS, params)
+
+
+@asynccontextmanager
+async def _autocommit(database: Database) -> AsyncIterator[AsyncConnection]:
+    """A PostgreSQL connection in autocommit mode: each statement a transaction of its own."""
+    async with database.engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
 
 
 async def between(
