@@ -14,7 +14,6 @@ import asyncio
 import logging
 
 from herald.runtime.lifecycle import sleep_or_stop
-from herald.runtime.store import attempts
 from herald.runtime.store import events as event_log
 from herald.runtime.store.attempts import Attempt
 from herald.runtime.store.database import Database
@@ -58,9 +57,7 @@ class Progress:
         batch, self._unwritten = self._unwritten, {}
         noted, self._attempts = self._attempts, []
         try:
-            async with self.database.transaction() as connection:
-                await event_log.mark_delivered_many(connection, batch)
-                await attempts.record_many(connection, noted)
+            await event_log.store_progress(self.database, batch, noted)
         except BaseException:
             for subscription_id, through in batch.items():
                 self._unwritten.setdefault(subscription_id, through)

@@ -129,37 +129,42 @@ async def record(
             deliverer.metrics.malformed.labels("dispatcher").inc()
             with logging_request(r.request_id):
                 log.error("skipping malformed notification request", extra={"reason": str(exc)})
-    # Subscription rows are locked in id order (as the progress writer does), so concurrent
-    # transactions cannot deadlock; the sort is stable, so each subscription keeps its order.
+    # Grouped by subscription (the sort is stable, so each keeps its order): a worker's kept
+    # events then come as one run of consecutive numbers (Deliverer.recorded).
     requests.sort(key=lambda pair: pair[0].subscription_id)
-    wake: set[str] = set()
-    recorded: list[LoggedEvent] = []
+    wake = {request.subscription_id for request, _ in requests}
     now = format_instant(utc_now())
-    async with deliverer.database.transaction() as connection:
-        for request, origin in requests:
-            wake.add(request.subscription_id)
-            if request.kind != "event":
-                continue
-            event = LoggedEvent(
-                subscription_id=request.subscription_id,
-                number=0,
-                request_id=request.request_id,
-                resource_type=request.resource_type or "",
-                resource_id=request.resource_id or "",
-                version_id=request.version_id or "",
-                interaction=request.interaction or "",
-                occurred_at=request.occurred_at or now,
-                origin_request_id=origin,
-                method=request.method,
-            )
-            number = await event_log.record(connection, event, now)
-            if number is None:
-                deliverer.metrics.duplicates.labels("dispatcher").inc()
-            else:
-                deliverer.metrics.events_recorded.inc()
-                recorded.append(dataclasses.replace(event, number=number))
-        if commit is not None:
+    events = [
+        LoggedEvent(
+            subscription_id=request.subscription_id,
+            number=0,
+            request_id=request.request_id,
+            resource_type=request.resource_type or "",
+            resource_id=request.resource_id or "",
+            version_id=request.version_id or "",
+            interaction=request.interaction or "",
+            occurred_at=request.occurred_at or now,
+            origin_request_id=origin,
+            method=request.method,
+        )
+        for request, origin in requests
+        if request.kind == "event"
+    ]
+    if commit is None:
+        numbers = await event_log.record_alone(deliverer.database, events, now)
+    else:
+        async with deliverer.database.transaction() as connection:
+            numbers = await event_log.record_many(connection, events, now)
             await commit(records, connection)
+    recorded = [
+        dataclasses.replace(event, number=number)
+        for event, number in zip(events, numbers, strict=True)
+        if number is not None
+    ]
+    if len(recorded) < len(events):
+        deliverer.metrics.duplicates.labels("dispatcher").inc(len(events) - len(recorded))
+    if recorded:
+        deliverer.metrics.events_recorded.inc(len(recorded))
     # Committed: the workers may take these from memory instead of reading them back.
     for event in recorded:
         deliverer.recorded(event)

@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 
 from herald.core.resources import with_version
+from herald.core.states import DeliveryOutcome, DeliveryResult
 from herald.dispatcher.circuit_breakers import CircuitBreakers
-from herald.dispatcher.delivery import READ_AHEAD, READ_AHEAD_BUDGET, Deliverer
+from herald.dispatcher.delivery import READ_AHEAD, READ_AHEAD_BUDGET, Deliverer, attempt_of
 from herald.dispatcher.progress import Progress
 from herald.dispatcher.watch import RegistryWatch
 from herald.runtime.settings import Settings
-from herald.runtime.store import events, resources, subscriptions
+from herald.runtime.store import attempts, events, resources, subscriptions
+from herald.runtime.store.attempts import KEEP
 from herald.runtime.store.database import Database
 from herald.runtime.store.events import LoggedEvent
 from tests.support.delivery import open_deliverer
@@ -109,6 +111,26 @@ async def test_positions_are_stored_in_one_flush_and_never_go_back(database: Dat
     progress.delivered("b", 4)
     await progress.flush()
     assert await _delivered_through(database, "b") == 5
+
+
+async def test_attempts_are_stored_with_positions_and_trimmed(database: Database) -> None:
+    for sub_id in ("a", "b"):
+        await _add_subscription(database, sub_id, "http://127.0.0.1:9/")
+    progress = Progress(database)
+    outcome = DeliveryOutcome(DeliveryResult.SUCCESS, 200, "accepted")
+    for n in range(1, KEEP + 4):
+        progress.attempted(attempt_of("a", "event", (n, n), outcome, 0.01))
+    failed = DeliveryOutcome(DeliveryResult.HTTP_ERROR, 503, "unavailable")
+    progress.attempted(attempt_of("b", "event", None, failed, 0.5))
+    progress.delivered("a", KEEP + 3)
+    await progress.flush()
+    async with database.read() as connection:
+        kept = await attempts.recent(connection, "a")
+        (other,) = await attempts.recent(connection, "b")
+    assert [a.first_event for a in kept] == list(range(KEEP + 3, 3, -1))
+    assert (other.first_event, other.status_code, other.outcome) == (None, 503, "http_error")
+    assert other.detail == "unavailable" and other.seconds == 0.5
+    assert await _delivered_through(database, "a") == KEEP + 3
 
 
 async def test_positions_wait_in_memory_while_the_database_is_away(

@@ -207,6 +207,70 @@ async def test_event_numbers_are_gap_free_and_deduplicated(database: Database) -
         assert stored is not None and stored.events_count == 20
 
 
+async def test_a_batch_is_numbered_per_subscription_in_order_once(database: Database) -> None:
+    async with database.transaction() as connection:
+        for sub_id in ("s1", "s2", "gone"):
+            await subscriptions.insert_new(
+                connection, _subscription(sub_id), status="active", topic="t"
+            )
+        assert await subscriptions.mark_deleted(connection, "gone")
+        assert await events.record(connection, _event("s2", "before"), NOW) == 1
+    batch = [
+        _event("s1", "a"),
+        _event("s2", "b"),
+        _event("gone", "c"),
+        _event("s1", "d"),
+        _event("s2", "before"),  # recorded by an earlier transaction
+        _event("s1", "a"),  # repeated within the batch
+        _event("s2", "e"),
+    ]
+    async with database.transaction() as connection:
+        numbers = await events.record_many(connection, batch, NOW)
+    assert numbers == [1, 2, None, 2, None, None, 3]
+    async with database.read() as connection:
+        assert [e.request_id for e in await events.after(connection, "s1", 0, 10)] == ["a", "d"]
+        logged = await events.after(connection, "s2", 0, 10)
+        assert [(e.number, e.request_id) for e in logged] == [(1, "before"), (2, "b"), (3, "e")]
+        assert await events.after(connection, "gone", 0, 10) == []
+        counts = [(await subscriptions.get(connection, s)) for s in ("s1", "s2")]
+        assert [c.events_count for c in counts if c is not None] == [2, 3]
+
+
+async def test_concurrent_batches_share_numbers_without_gaps(database: Database) -> None:
+    async with database.transaction() as connection:
+        for sub_id in ("s1", "s2"):
+            await subscriptions.insert_new(
+                connection, _subscription(sub_id), status="active", topic="t"
+            )
+
+    async def record(requests: range) -> list[int | None]:
+        # Two dispatchers during a rebalance: overlapping batches over both subscriptions, in
+        # transactions of their own or joined with other work (a bus in the store).
+        batch = [_event(f"s{1 + i % 2}", f"r{i}") for i in requests]
+        if requests.start % 10:
+            return await events.record_alone(database, batch, NOW)
+        async with database.transaction() as connection:
+            return await events.record_many(connection, batch, NOW)
+
+    async def mark_delivered() -> list[int | None]:
+        # The progress writer locks the same rows meanwhile.
+        async with database.transaction() as connection:
+            await events.mark_delivered_many(connection, {"s2": 1, "s1": 1})
+        return []
+
+    results = await asyncio.gather(
+        *(record(range(i, i + 10)) for i in range(0, 40, 5)),
+        *(mark_delivered() for _ in range(4)),
+    )
+    assert sum(n is not None for numbers in results for n in numbers) == 45
+    async with database.read() as connection:
+        for sub_id in ("s1", "s2"):
+            logged = await events.after(connection, sub_id, 0, 100)
+            assert [e.number for e in logged] == list(range(1, len(logged) + 1))
+            assert len({e.request_id for e in logged}) == len(logged)
+        assert len(await events.after(connection, "s1", 0, 100)) == 23
+
+
 async def test_no_events_for_deleted_subscriptions(database: Database) -> None:
     async with database.transaction() as connection:
         await subscriptions.insert_new(connection, _subscription("s1"), status="active", topic="t")

@@ -31,6 +31,19 @@ class Attempt:
     seconds: float
 
 
+# The stored columns of an attempt and their PostgreSQL types (for herald_store_progress).
+COLUMN_TYPES = (
+    ("subscription_id", "text"),
+    ("attempted_at", "text"),
+    ("kind", "text"),
+    ("first_event", "bigint"),
+    ("last_event", "bigint"),
+    ("outcome", "text"),
+    ("status_code", "integer"),
+    ("detail", "text"),
+    ("seconds", "double precision"),
+)
+
 _INSERT = Prepared(insert(delivery_attempts))
 _NEWEST_KEPT = (
     select(delivery_attempts.c.id)

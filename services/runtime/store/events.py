@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, insert, select, update
+from sqlalchemy import Row, bindparam, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.notifications import NotificationEvent
 from herald.core.types import JsonObject
+from herald.runtime.store import attempts as attempt_log
 from herald.runtime.store import direct, resources
+from herald.runtime.store.attempts import Attempt
+from herald.runtime.store.database import Database
 from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import event_log, subscriptions
 
@@ -49,20 +56,6 @@ def _logged(row: Row[Any]) -> LoggedEvent:
 
 
 # Built once (see store/direct.py).
-_LOCK_LIVE = (
-    select(subscriptions.c.id)
-    .where(subscriptions.c.id == bindparam("id"), subscriptions.c.deleted.is_(False))
-    .with_for_update()
-)
-_SEEN = Prepared(
-    select(event_log.c.number).where(event_log.c.request_id == bindparam("request_id"))
-)
-_NEXT_NUMBER = Prepared(
-    update(subscriptions)
-    .where(subscriptions.c.id == bindparam("subscription"), subscriptions.c.deleted.is_(False))
-    .values(events_count=subscriptions.c.events_count + 1)
-    .returning(subscriptions.c.events_count)
-)
 _INSERT = Prepared(insert(event_log))
 _MARK_DELIVERED = Prepared(
     update(subscriptions)
@@ -74,44 +67,132 @@ _MARK_DELIVERED = Prepared(
 )
 
 
-async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: str) -> int | None:
-    """Number and store an event; None when it was recorded before or the subscription is gone.
+# Columns an event's row takes from the event itself (the number and recorded_at are added).
+_COLUMNS = (
+    "subscription_id",
+    "request_id",
+    "resource_type",
+    "resource_id",
+    "version_id",
+    "interaction",
+    "occurred_at",
+    "origin_request_id",
+    "method",
+)
 
-    `event.number` is ignored: the number is taken from the subscription's counter in the same
-    transaction, so numbers have no gaps and are never reused.
-    """
-    if connection.dialect.name == "postgresql":
-        # Lock the subscription row first: concurrent records of one subscription (redeliveries,
-        # a rebalance between dispatchers) then see each other's committed events. SQLite
-        # writers are serialised by the database lock already; the update below checks that
-        # the subscription is live.
-        live = await connection.scalar(_LOCK_LIVE, {"id": event.subscription_id})
-        if live is None:
-            return None
-    seen = await direct.scalar(connection, _SEEN, {"request_id": event.request_id})
-    if seen is not None:
-        return None
-    number = await direct.scalar(connection, _NEXT_NUMBER, {"subscription": event.subscription_id})
-    if number is None:
-        return None
-    await direct.run(
-        connection,
-        _INSERT,
-        {
-            "subscription_id": event.subscription_id,
-            "number": number,
-            "request_id": event.request_id,
-            "resource_type": event.resource_type,
-            "resource_id": event.resource_id,
-            "version_id": event.version_id,
-            "interaction": event.interaction,
-            "occurred_at": event.occurred_at,
-            "recorded_at": recorded_at,
-            "origin_request_id": event.origin_request_id,
-            "method": event.method,
-        },
+# PostgreSQL: a whole batch in one call of herald_record_events (migration 0011 says how it
+# keeps numbers gap-free under concurrent records).
+_STORE_PROGRESS = Prepared(
+    text(
+        "SELECT herald_store_progress(CAST(:ids AS text[]), CAST(:throughs AS bigint[]), "
+        + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in attempt_log.COLUMN_TYPES)
+        + ", CAST(:keep AS integer))"
     )
-    return int(number)
+)
+_RECORD_MANY = Prepared(
+    text(
+        "SELECT request_id, number FROM herald_record_events("
+        + ", ".join(f"CAST(:{c} AS text[])" for c in _COLUMNS)
+        + ", CAST(:recorded_at AS text))"
+    )
+)
+# SQLite (writers serialised by the database lock): the request ids recorded before in one
+# statement, one counter update per subscription, the rows in one executemany.
+_SEEN_MANY = Prepared(
+    text(
+        "SELECT request_id FROM event_log"
+        " WHERE request_id IN (SELECT value FROM json_each(:request_ids))"
+    )
+)
+_ADVANCE = Prepared(
+    update(subscriptions)
+    .where(subscriptions.c.id == bindparam("subscription"), subscriptions.c.deleted.is_(False))
+    .values(events_count=subscriptions.c.events_count + bindparam("count"))
+    .returning(subscriptions.c.events_count)
+)
+
+
+async def record_many(
+    connection: AsyncConnection, events: Sequence[LoggedEvent], recorded_at: str
+) -> list[int | None]:
+    """Number and store events, in order; for each its number, or None when it was recorded
+    before (or earlier in `events`) or its subscription is gone.
+
+    `event.number` is ignored: numbers are taken from each subscription's counter in the same
+    transaction, so they have no gaps and are never reused, and a subscription's events are
+    numbered in the order given.
+    """
+    if not events:
+        return []
+    if connection.dialect.name == "postgresql":
+        numbers = await _record_many_postgres(connection, events, recorded_at)
+    else:
+        numbers = await _record_many_sqlite(connection, events, recorded_at)
+    taken: set[str] = set()
+    out: list[int | None] = []
+    for event in events:  # a request id repeated in the batch is a duplicate after its first
+        number = None if event.request_id in taken else numbers.get(event.request_id)
+        taken.add(event.request_id)
+        out.append(number)
+    return out
+
+
+async def record_alone(
+    database: Database, events: Sequence[LoggedEvent], recorded_at: str
+) -> list[int | None]:
+    """`record_many` in a transaction of its own; on PostgreSQL the function's call alone, in
+    autocommit mode, so that BEGIN and COMMIT cost no round trips."""
+    if database.is_sqlite:
+        async with database.transaction() as connection:
+            return await record_many(connection, events, recorded_at)
+    async with _autocommit(database) as connection:
+        return await record_many(connection, events, recorded_at)
+
+
+async def record(connection: AsyncConnection, event: LoggedEvent, recorded_at: str) -> int | None:
+    """Number and store one event (see `record_many`)."""
+    return (await record_many(connection, [event], recorded_at))[0]
+
+
+async def _record_many_postgres(
+    connection: AsyncConnection, events: Sequence[LoggedEvent], recorded_at: str
+) -> dict[str, int]:
+    params: dict[str, Any] = {c: [getattr(e, c) for e in events] for c in _COLUMNS}
+    params["recorded_at"] = recorded_at
+    found = await direct.rows(connection, _RECORD_MANY, params)
+    return {request_id: int(number) for request_id, number in found}
+
+
+async def _record_many_sqlite(
+    connection: AsyncConnection, events: Sequence[LoggedEvent], recorded_at: str
+) -> dict[str, int]:
+    request_ids = json.dumps([e.request_id for e in events])
+    seen = {r[0] for r in await direct.rows(connection, _SEEN_MANY, {"request_ids": request_ids})}
+    fresh: dict[str, LoggedEvent] = {}
+    for event in events:
+        if event.request_id not in seen:
+            fresh.setdefault(event.request_id, event)
+    counts = Counter(e.subscription_id for e in fresh.values())
+    next_number: dict[str, int] = {}
+    for subscription_id, count in counts.items():
+        last = await direct.scalar(
+            connection, _ADVANCE, {"subscription": subscription_id, "count": count}
+        )
+        if last is not None:
+            next_number[subscription_id] = int(last) - count + 1
+    numbers: dict[str, int] = {}
+    rows = []
+    for event in fresh.values():
+        if (number := next_number.get(event.subscription_id)) is None:
+            continue  # the subscription is gone
+        next_number[event.subscription_id] = number + 1
+        numbers[event.request_id] = number
+        rows.append(
+            {c: getattr(event, c) for c in _COLUMNS}
+            | {"number": number, "recorded_at": recorded_at}
+        )
+    await direct.run_many(connection, _INSERT, rows)
+    return numbers
 
 
 async def after(
@@ -131,6 +212,34 @@ async def mark_delivered_many(connection: AsyncConnection, positions: dict[str, 
         _MARK_DELIVERED,
         [{"subscription": s, "through": positions[s]} for s in sorted(positions)],
     )
+
+
+async def store_progress(
+    database: Database, positions: dict[str, int], attempts: Sequence[Attempt]
+) -> None:
+    """Store delivery positions (`mark_delivered_many`) and attempts (`attempts.record_many`)
+    in a transaction of their own; on PostgreSQL one call of herald_store_progress (migration
+    0011) in autocommit mode, so that the whole costs one round trip."""
+    if database.is_sqlite:
+        async with database.transaction() as connection:
+            await mark_delivered_many(connection, positions)
+            await attempt_log.record_many(connection, attempts)
+        return
+    params: dict[str, Any] = {
+        name: [getattr(a, name) for a in attempts] for name, _ in attempt_log.COLUMN_TYPES
+    }
+    ids = sorted(positions)
+    params |= {"ids": ids, "throughs": [positions[s] for s in ids], "keep": attempt_log.KEEP}
+    async with _autocommit(database) as connection:
+        await direct.run(connection, _STORE_PROGRESS, params)
+
+
+@asynccontextmanager
+async def _autocommit(database: Database) -> AsyncIterator[AsyncConnection]:
+    """A PostgreSQL connection in autocommit mode: each statement a transaction of its own."""
+    async with database.engine.connect() as connection:
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
 
 
 async def between(
