@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import uvicorn
 from starlette.types import ASGIApp
 
+from herald.runtime.response_writes import with_one_write
 from herald.runtime.retriable import is_retriable
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def http_component(
 
     Beyond `max_connections` concurrent connections or requests, uvicorn answers 503; a
     connection that has not sent a whole request head within `head_timeout` seconds is closed.
+    A response's head and body leave in one write (`herald.runtime.response_writes`).
     """
 
     async def serve(stop: asyncio.Event) -> None:
@@ -121,8 +123,9 @@ def http_component(
             timeout_keep_alive=int(max(1, keep_alive_timeout)),
             h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         )
+        config.load()
+        config.http_protocol_class = with_one_write(config.http_protocol_class)
         if head_timeout is not None:
-            config.load()
             config.http_protocol_class = with_head_timeout(config.http_protocol_class, head_timeout)
         server = _Server(config)
         task = asyncio.create_task(server.serve())
