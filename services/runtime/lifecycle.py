@@ -54,7 +54,10 @@ def with_head_timeout(protocol: type[asyncio.Protocol], seconds: float) -> type[
     """
 
     class HeadTimeout(protocol):  # type: ignore[valid-type,misc]
-        _deadline: asyncio.TimerHandle | None = None
+        # One timer per connection at most, re-armed when it fires early: a request that comes
+        # in time moves the deadline (or clears it) without a timer created and cancelled.
+        _timer: asyncio.TimerHandle | None = None
+        _deadline: float | None = None
         _served: object = None
 
         def connection_made(self, transport: Any) -> None:
@@ -64,7 +67,6 @@ def with_head_timeout(protocol: type[asyncio.Protocol], seconds: float) -> type[
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             if self._deadline is not None and self._request_started():
-                self._deadline.cancel()
                 self._deadline = None
 
         def on_response_complete(self) -> None:
@@ -74,20 +76,27 @@ def with_head_timeout(protocol: type[asyncio.Protocol], seconds: float) -> type[
                 self._start_deadline()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
+            self._deadline = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             super().connection_lost(exc)
 
         def _request_started(self) -> bool:
             return self.cycle is not None and self.cycle is not self._served
 
         def _start_deadline(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-            self._deadline = self.loop.call_later(seconds, self._too_slow)
+            self._deadline = self.loop.time() + seconds
+            if self._timer is None:
+                self._timer = self.loop.call_at(self._deadline, self._check)
 
-        def _too_slow(self) -> None:
+        def _check(self) -> None:
+            self._timer = None
+            if self._deadline is None:
+                return  # a request head came in time; the next response sets a new deadline
+            if self.loop.time() < self._deadline:
+                self._timer = self.loop.call_at(self._deadline, self._check)
+                return
             self._deadline = None
             if not self._request_started() and not self.transport.is_closing():
                 self.transport.close()

@@ -8,9 +8,11 @@ header value, so no PHI and no secret reaches it.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import time
 
 from starlette.types import Scope
+
+from herald.runtime.logs import utc_time
 
 log = logging.getLogger("herald.audit")
 
@@ -64,7 +66,7 @@ def record(scope: Scope, status: int, headers: list[tuple[bytes, bytes]]) -> Non
     name, resource_type, resource_id = interaction(scope["method"], scope["path"])
     if resource_id is None and name in ("create", "canvas-snapshot"):
         resource_id = _created_id(headers, resource_type)
-    at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    at = utc_time(time.time())
     log.info(
         "%s %s/%s %s by %s",
         name,

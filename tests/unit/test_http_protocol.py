@@ -1,4 +1,6 @@
-"""A response's head and body leave in one socket write; a 100 Continue is never held back."""
+"""uvicorn's protocol as Herald serves it: a response's head and body leave in one socket write
+(a 100 Continue is never held back); a connection without a whole request head in time is
+closed, one that keeps sending requests is not."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from herald.runtime.lifecycle import with_head_timeout
 from herald.runtime.response_writes import with_one_write
 from tests.support.services import free_port
 
@@ -54,10 +57,12 @@ def _counting(protocol: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
     return Counting
 
 
-async def _serving(port: int, client: Any) -> Any:
+async def _serving(port: int, client: Any, head_timeout: float | None = None) -> Any:
     config = uvicorn.Config(_app, host="127.0.0.1", port=port, log_config=None, http="httptools")
     config.load()
     config.http_protocol_class = with_one_write(_counting(config.http_protocol_class))
+    if head_timeout is not None:
+        config.http_protocol_class = with_head_timeout(config.http_protocol_class, head_timeout)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -135,3 +140,42 @@ def test_other_protocol_classes_are_left_as_they_are(http: str) -> None:
     config = uvicorn.Config(_app, http=http, log_config=None)
     config.load()
     assert with_one_write(config.http_protocol_class) is config.http_protocol_class
+
+
+def _closed(connection: socket.socket, within: float) -> bool:
+    connection.settimeout(within)
+    try:
+        return connection.recv(1) == b""
+    except TimeoutError:
+        return False
+
+
+def test_a_connection_without_a_request_head_in_time_is_closed() -> None:
+    port = free_port()
+
+    def client() -> tuple[bool, bool, bool]:
+        with _connect(port) as idle, _connect(port) as partial, _connect(port) as served:
+            partial.sendall(b"PUT /a HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+            served.sendall(b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            _read_until(served, b"got ")
+            # After its response, a kept-alive connection has the same time for the next head.
+            return _closed(idle, 2), _closed(partial, 2), _closed(served, 2)
+
+    assert asyncio.run(_serving(port, client, head_timeout=0.3)) == (True, True, True)
+
+
+def test_a_connection_sending_requests_in_time_stays_open() -> None:
+    port = free_port()
+
+    def client() -> int:
+        answered = 0
+        with _connect(port) as connection:
+            started = time.monotonic()
+            while time.monotonic() - started < 1.0:  # past three timeouts of 0.3 s
+                connection.sendall(b"PUT /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz")
+                _read_until(connection, b"got z")
+                answered += 1
+                time.sleep(0.1)
+        return answered
+
+    assert asyncio.run(_serving(port, client, head_timeout=0.3)) >= 8
