@@ -92,9 +92,10 @@ async def _serve(smart: bool, path_only: bool) -> None:
     settings = Settings()
     async with open_parts(settings) as parts:
         auth = AuthServer(settings, parts.database) if smart else None
-        server, _relay = _ingest(parts, auth)
+        # The first component serves the API (on SQLite after draining leftover outbox rows);
+        # the relay, when there is one, is left out.
         try:
-            await run_components([server])
+            await run_components(_ingest(parts, auth)[:1])
         finally:
             if auth is not None:
                 await auth.aclose()

@@ -14,8 +14,8 @@ from herald.core.errors import Unauthenticated
 from herald.core.fhir import format_instant, utc_now
 from herald.ingest import canvas, discovery, history, operations, subscriptions, tasks
 from herald.ingest import search as task_search
+from herald.ingest.auth import audit
 from herald.ingest.auth import routes as auth_routes
-from herald.ingest.auth.audit import AuditMiddleware
 from herald.ingest.auth.middleware import AuthMiddleware, challenge
 from herald.ingest.context import Ctx, IngestContext
 from herald.ingest.fhirhttp import (
@@ -57,10 +57,10 @@ def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
     # AuthMiddleware sets, so they are added before it (and run after it).
     app.add_middleware(RequestLimits, limits=ctx.settings.request_limits)
     app.add_middleware(AuthMiddleware, server=ctx.auth, metrics=ctx.metrics)
-    app.add_middleware(AuditMiddleware)
-    # Outside auth and the limits: its request id is the audit line's too, and it records
-    # their refusals (401, 413, 429…) as well.
-    app.add_middleware(AccessLog)
+    # Outside auth and the limits: its request id is the audit line's too, and both lines
+    # record their refusals (401, 413, 429…) as well. The audit line is written as the access
+    # log sees each request end: one pass over the response for both.
+    app.add_middleware(AccessLog, answered=audit.record)
     origins = [o.strip() for o in ctx.settings.cors_origins.split(",") if o.strip()]
     if origins:
         # Outermost, so that refusals (401, 413, 429…) carry the CORS headers a browser needs to

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Query, Request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.responses import Response
 
@@ -41,7 +41,7 @@ from herald.core.types import JsonObject
 from herald.ingest import writes
 from herald.ingest.auth.server import one_time_key
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, read_body, searchset, versioned
+from herald.ingest.fhirhttp import FhirResponse, fhir_router, read_body, searchset, versioned
 from herald.runtime.packaged import fhir_xml
 from herald.runtime.store import clients as store
 from herald.runtime.store.resources import StoredResource
@@ -54,7 +54,7 @@ OUTCOME_HEADER = "X-Herald-Canvas-Outcome"
 REPLAY_WINDOW_SECONDS = 15 * 60
 _JSON_TYPES = {"application/json", "application/fhir+json", "json", "application/json+fhir"}
 
-router = APIRouter(dependencies=[Depends(check_accept)])
+router = fhir_router("")
 
 
 def check_signature(secret: str | None, body: bytes, headers: Mapping[str, str]) -> str | None:

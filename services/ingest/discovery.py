@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from herald.core.errors import ResourceNotFound, SearchParameterError
@@ -16,11 +16,11 @@ from herald.core.types import JsonObject
 from herald.ingest.auth.access import CallerDep, owns, require
 from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, searchset
+from herald.ingest.fhirhttp import FhirResponse, fhir_router, searchset
 from herald.ingest.search import is_strict
 from herald.runtime.store import subscriptions as registry
 
-router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
+router = fhir_router()
 
 FHIR_TYPES = "http://hl7.org/fhir/fhir-types"
 CROSS_VERSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-SubscriptionTopic."

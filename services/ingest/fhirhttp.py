@@ -33,6 +33,7 @@ from herald.core.fhir import (
 )
 from herald.core.structure import check_depth
 from herald.core.types import JsonObject
+from herald.ingest.direct_route import DirectRoute
 from herald.runtime.packaged import fhir_xml
 
 log = logging.getLogger(__name__)
@@ -271,11 +272,17 @@ SERVED_TYPES = frozenset({"Task", "Subscription", "Basic", "CodeSystem"})
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
+def fhir_router(prefix: str = "/fhir") -> APIRouter:
+    """A router of FHIR routes: the answer's format negotiated first, each route served
+    directly when FastAPI has nothing to solve for it (`herald.ingest.direct_route`)."""
+    return APIRouter(prefix=prefix, dependencies=[Depends(check_accept)], route_class=DirectRoute)
+
+
 def unsupported_router() -> APIRouter:
     """The last routes under /fhir: 405 for an interaction Herald does not offer on a type it
     serves (or at the system level: batch, transaction, history), else 404; each with an
     OperationOutcome."""
-    router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
+    router = fhir_router()
 
     @router.api_route("", methods=_METHODS, include_in_schema=False)
     @router.api_route("/{path:path}", methods=_METHODS, include_in_schema=False)

@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable
 from urllib.parse import quote, unquote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from herald.core.errors import ResourceGone, ResourceNotFound, SearchParameterError
@@ -25,13 +25,13 @@ from herald.ingest import writes
 from herald.ingest.auth.access import CallerDep, may_see, owns, require
 from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept
+from herald.ingest.fhirhttp import FhirResponse, fhir_router
 from herald.ingest.search import DEFAULT_COUNT, MAX_COUNT, is_strict
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.history import HistoryKey, HistoryVersion, history
 from herald.runtime.store.search import Cursor
 
-router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
+router = fhir_router()
 
 _PARAMETERS = frozenset({"_count", "_since", "_cursor", "_format", "_pretty"})
 _STATUS = {"POST": "201", "PUT": "200", "DELETE": "204", "PATCH": "200"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from herald.core.errors import FhirError
@@ -20,13 +20,13 @@ from herald.core.subscriptions import CONTENT_CODES, STORED_POLICY, parse_subscr
 from herald.core.types import JsonObject
 from herald.ingest.auth.access import CallerDep, may_see, owns, require
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, read_resource
+from herald.ingest.fhirhttp import FhirResponse, fhir_router, read_resource
 from herald.ingest.subscriptions import stored_subscription
 from herald.runtime.store import events as event_log
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
 
-router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
+router = fhir_router()
 
 # One $events answer carries at most this many events; ask again from the last number + 1.
 MAX_EVENTS = 1000

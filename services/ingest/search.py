@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from urllib.parse import quote, unquote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from herald.core.elements import Elements
@@ -25,10 +25,10 @@ from herald.core.types import JsonObject
 from herald.ingest.auth.access import CallerDep, require
 from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import FhirResponse, check_accept, preferences, read_body
+from herald.ingest.fhirhttp import FhirResponse, fhir_router, preferences, read_body
 from herald.runtime.store.search import Cursor, SearchPage, SearchRequest, Sort, search
 
-router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
+router = fhir_router()
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000

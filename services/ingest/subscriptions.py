@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -18,12 +18,12 @@ from herald.core.types import JsonObject
 from herald.ingest.auth.access import CallerDep, owns, require
 from herald.ingest.auth.server import ANONYMOUS, Caller
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import check_accept, read_resource, versioned
+from herald.ingest.fhirhttp import fhir_router, read_resource, versioned
 from herald.runtime.packaged import fhir_xml
 from herald.runtime.store import subscriptions as registry
 from herald.runtime.store.subscriptions import StoredSubscription
 
-router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
+router = fhir_router()
 
 
 async def _queue_handshake(

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import jsonpatch
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from herald.core.errors import (
@@ -26,13 +26,13 @@ from herald.ingest import writes
 from herald.ingest.auth.access import CallerDep, may_see, require
 from herald.ingest.auth.server import Caller
 from herald.ingest.context import Ctx, IngestContext
-from herald.ingest.fhirhttp import check_accept, parse_json, read_body, read_resource, versioned
+from herald.ingest.fhirhttp import fhir_router, parse_json, read_body, read_resource, versioned
 from herald.ingest.search import IGNORED, parse_search
 from herald.ingest.writes import WriteGuard
 from herald.runtime.packaged import fhir_xml
 from herald.runtime.store.search import search_ids
 
-router = APIRouter(prefix="/fhir", dependencies=[Depends(check_accept)])
+router = fhir_router()
 
 JSON_PATCH = "application/json-patch+json"
 PATCH_TYPES = (JSON_PATCH, "application/merge-patch+json", "application/json", FHIR_JSON)

@@ -16,6 +16,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,11 +47,20 @@ def given_request_id(scope: Scope) -> str | None:
     return None
 
 
-class AccessLog:
-    """ASGI middleware: request id in and out, and one access record per request."""
+Answered = Callable[[Scope, int, list[tuple[bytes, bytes]]], None]
+"""Called with the scope, the status and the response headers as each request ends."""
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class AccessLog:
+    """ASGI middleware: request id in and out, and one access record per request.
+
+    `answered` (the FHIR API's audit trail) is called as each request ends, before the access
+    record is written, in the request id's logging context.
+    """
+
+    def __init__(self, app: ASGIApp, answered: Answered | None = None) -> None:
         self.app = app
+        self.answered = answered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request (other scopes pass through)."""
@@ -58,23 +68,26 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         rid = accepted_request_id(given_request_id(scope))
-        answered = (_HEADER_KEY, rid.encode("latin-1"))
+        id_header = (_HEADER_KEY, rid.encode("latin-1"))
         token = request_id.set(rid)
         status = 500  # what the client gets when the app fails before answering
+        headers: list[tuple[bytes, bytes]] = []
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, headers
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != _HEADER_KEY]
-                headers.append(answered)
+                headers.append(id_header)
                 message["headers"] = headers
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if self.answered is not None:
+                self.answered(scope, status, headers)
             path = scope["path"]
             level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
             # The record's fields are worked out only when it is written.

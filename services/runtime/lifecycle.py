@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import uvicorn
 from starlette.types import ASGIApp
 
+from herald.runtime.response_writes import with_one_write
 from herald.runtime.retriable import is_retriable
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,10 @@ def with_head_timeout(protocol: type[asyncio.Protocol], seconds: float) -> type[
     """
 
     class HeadTimeout(protocol):  # type: ignore[valid-type,misc]
-        _deadline: asyncio.TimerHandle | None = None
+        # One timer per connection at most, re-armed when it fires early: a request that comes
+        # in time moves the deadline (or clears it) without a timer created and cancelled.
+        _timer: asyncio.TimerHandle | None = None
+        _deadline: float | None = None
         _served: object = None
 
         def connection_made(self, transport: Any) -> None:
@@ -63,7 +67,6 @@ def with_head_timeout(protocol: type[asyncio.Protocol], seconds: float) -> type[
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             if self._deadline is not None and self._request_started():
-                self._deadline.cancel()
                 self._deadline = None
 
         def on_response_complete(self) -> None:
@@ -73,20 +76,27 @@ def with_head_timeout(protocol: type[asyncio.Protocol], seconds: float) -> type[
                 self._start_deadline()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
+            self._deadline = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             super().connection_lost(exc)
 
         def _request_started(self) -> bool:
             return self.cycle is not None and self.cycle is not self._served
 
         def _start_deadline(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-            self._deadline = self.loop.call_later(seconds, self._too_slow)
+            self._deadline = self.loop.time() + seconds
+            if self._timer is None:
+                self._timer = self.loop.call_at(self._deadline, self._check)
 
-        def _too_slow(self) -> None:
+        def _check(self) -> None:
+            self._timer = None
+            if self._deadline is None:
+                return  # a request head came in time; the next response sets a new deadline
+            if self.loop.time() < self._deadline:
+                self._timer = self.loop.call_at(self._deadline, self._check)
+                return
             self._deadline = None
             if not self._request_started() and not self.transport.is_closing():
                 self.transport.close()
@@ -107,6 +117,7 @@ def http_component(
 
     Beyond `max_connections` concurrent connections or requests, uvicorn answers 503; a
     connection that has not sent a whole request head within `head_timeout` seconds is closed.
+    A response's head and body leave in one write (`herald.runtime.response_writes`).
     """
 
     async def serve(stop: asyncio.Event) -> None:
@@ -121,8 +132,9 @@ def http_component(
             timeout_keep_alive=int(max(1, keep_alive_timeout)),
             h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         )
+        config.load()
+        config.http_protocol_class = with_one_write(config.http_protocol_class)
         if head_timeout is not None:
-            config.load()
             config.http_protocol_class = with_head_timeout(config.http_protocol_class, head_timeout)
         server = _Server(config)
         task = asyncio.create_task(server.serve())

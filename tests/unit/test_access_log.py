@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from herald.ingest.auth import audit
 from herald.runtime.access import AccessLog
 from herald.runtime.logs import JsonFormatter, TextFormatter, request_id, stamp_request_ids
 
@@ -85,3 +86,26 @@ def test_both_formats_carry_the_same_fields_in_utc_with_milliseconds() -> None:
     assert text.startswith(as_json["time"] + " WARNING herald.x: moved to error ")
     assert text.endswith('subscription_id=s1 reason="HTTP 500 \\"busy\\""')
     assert "\x1b" not in text and "\n" not in text
+
+
+async def _create(request: Request) -> PlainTextResponse:
+    request.state.client_id = "c1"
+    return PlainTextResponse("", status_code=201, headers={"Location": "/fhir/Task/t9/_history/1"})
+
+
+async def test_the_audit_line_is_written_as_the_access_log_sees_the_request_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    stamp_request_ids()
+    app = Starlette(routes=[Route("/fhir/Task", _create, methods=["POST"])])
+    app.add_middleware(AccessLog, answered=audit.record)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as client:
+        await client.post("/fhir/Task", headers={"X-Request-ID": "r-1"}, content=b"{}")
+        await client.post("/elsewhere", headers={"X-Request-ID": "r-2"})
+    lines = [r for r in caplog.records if r.name in ("herald.audit", "herald.access")]
+    assert [r.name for r in lines] == ["herald.audit", "herald.access", "herald.access"]
+    entry = lines[0].__dict__
+    assert lines[0].getMessage() == "create Task/t9 201 by c1"
+    assert (entry["request_id"], entry["status"], entry["client_id"]) == ("r-1", 201, "c1")

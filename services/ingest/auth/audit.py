@@ -8,12 +8,11 @@ header value, so no PHI and no secret reaches it.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import time
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from herald.runtime.access import accepted_request_id, given_request_id
-from herald.runtime.logs import request_id
+from herald.runtime.logs import utc_time
 
 log = logging.getLogger("herald.audit")
 
@@ -55,62 +54,32 @@ def _created_id(headers: list[tuple[bytes, bytes]], resource_type: str | None) -
     return None
 
 
-class AuditMiddleware:
-    """Writes the audit line of each /fhir and /canvas request once it is answered."""
+def record(scope: Scope, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    """Write the audit line of a /fhir or /canvas request once it is answered.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on, then record it."""
-        if scope["type"] != "http" or not scope["path"].startswith(("/fhir", "/canvas")):
-            await self.app(scope, receive, send)
-            return
-        # The access log's request id when it runs around this middleware, else our own.
-        token = None
-        if request_id.get() is None:
-            token = request_id.set(accepted_request_id(given_request_id(scope)))
-        try:
-            if log.isEnabledFor(logging.INFO):
-                await self._recorded(scope, receive, send)
-            else:  # nothing to record: nothing to watch
-                await self.app(scope, receive, send)
-        finally:
-            if token is not None:
-                request_id.reset(token)
-
-    async def _recorded(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = scope.setdefault("state", {})
-        status = 500
-        headers: list[tuple[bytes, bytes]] = []
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status, headers
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = message.get("headers", [])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording_send)
-        finally:
-            name, resource_type, resource_id = interaction(scope["method"], scope["path"])
-            if resource_id is None and name in ("create", "canvas-snapshot"):
-                resource_id = _created_id(list(headers), resource_type)
-            at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            log.info(
-                "%s %s/%s %s by %s",
-                name,
-                resource_type or "-",
-                resource_id or "-",
-                status,
-                state.get("client_id") or "-",
-                extra={
-                    "at": at,
-                    "client_id": state.get("client_id"),
-                    "interaction": name,
-                    "resource_type": resource_type,
-                    "resource_id": resource_id,
-                    "status": status,
-                },
-            )
+    Called by the access log (`AccessLog(answered=record)`) as each request ends, in the
+    request id's logging context: one pass over the response for both lines.
+    """
+    if not scope["path"].startswith(("/fhir", "/canvas")) or not log.isEnabledFor(logging.INFO):
+        return
+    state = scope.get("state") or {}
+    name, resource_type, resource_id = interaction(scope["method"], scope["path"])
+    if resource_id is None and name in ("create", "canvas-snapshot"):
+        resource_id = _created_id(headers, resource_type)
+    at = utc_time(time.time())
+    log.info(
+        "%s %s/%s %s by %s",
+        name,
+        resource_type or "-",
+        resource_id or "-",
+        status,
+        state.get("client_id") or "-",
+        extra={
+            "at": at,
+            "client_id": state.get("client_id"),
+            "interaction": name,
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "status": status,
+        },
+    )
