@@ -830,6 +830,10 @@ def summary(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
+# deploy/local/kafka.sh's settings of the broker, taken from the environment, kept with the figures
+BROKER_SETTINGS = ("KAFKA_VERSION", "KAFKA_HEAP_OPTS", "KAFKA_JVM_PERFORMANCE_OPTS")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_receiver":
         asyncio.run(_receive(int(sys.argv[2])))
@@ -869,6 +873,7 @@ def main() -> None:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "args": {k: str(v) for k, v in vars(args).items()},
+        "environment": {k: v for k, v in os.environ.items() if k in BROKER_SETTINGS},
         "rounds": [],
     }
     for number in range(1, args.rounds + 1):
