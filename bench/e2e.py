@@ -22,6 +22,14 @@ asyncpg round trips per Task (herald_database_round_trips_total: every request t
 the server's answer, BEGIN and COMMIT included; in all and by process role), and Herald's CPU
 per Task ÷ the floor's CPU per request measured in the same round.
 
+A warm-up (`--warmup N`): N Tasks written to each fresh system, floor included, before the
+measured closed loop, and measured apart. A fresh Kafka broker spends several ms of CPU per Task
+compiling its hot paths (its JIT) while it serves the first thousands of requests; a broker in
+production did that long before. Without a warm-up the closed loop is what a fresh system
+costs (the default figure); with one, the warm-up's figures show that start-up cost and the
+closed loop shows the steady state. Every distributed system (each round, and the scale-out
+system of a round) gets a broker and a PostgreSQL server of its own, so every one starts cold.
+
 Optional phases on the same servers after the closed loop: an open loop at a fixed rate
 (`--rate`, `--seconds`) for latency, and an outage (`--outage`): the receiver is stopped, 100
 Tasks are written, the receiver comes back after the outage, and the time until all 100 arrive
@@ -29,6 +37,7 @@ is printed.
 
     .venv/bin/python bench/e2e.py --rounds 3 --json bench-e2e.json
     .venv/bin/python bench/e2e.py --mode embedded --rate 100 --seconds 20 --outage 90
+    .venv/bin/python bench/e2e.py --mode distributed --rounds 1 --warmup 3000
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
@@ -105,31 +115,74 @@ def tree_cpu(roots: list[int]) -> float:
     return total
 
 
-# Threads of a HotSpot JVM that compile bytecode (their names, truncated by the kernel).
-JIT_THREADS = ("C1 CompilerThre", "C2 CompilerThre")
+# Threads of a HotSpot JVM by kind (their names as the kernel keeps them: 15 characters).
+JVM_THREADS = {
+    "jit": ("C1 CompilerThre", "C2 CompilerThre"),
+    "gc": ("GC Thread", "G1 ", "VM Thread", "VM Periodic"),
+    "requests": ("data-plane-kafk",),  # Kafka's network threads and request handlers
+}
 
 
-def jit_cpu(pids: list[int]) -> float:
-    """CPU seconds of the JIT compiler threads of these JVM processes so far.
+def _thread_kind(name: str) -> str:
+    return next((k for k, prefixes in JVM_THREADS.items() if name.startswith(prefixes)), "other")
+
+
+class JvmMeter:
+    """CPU seconds of a JVM's threads by kind (JIT compiler, GC, requests, other), sampled.
 
     A broker started for the benchmark compiles its hot paths while it serves the load; a
-    broker in production has done so long before. Printed apart so the two can be told apart.
+    broker in production has done so long before: the JIT's share is printed apart so the two
+    can be told apart. HotSpot starts and stops compiler threads as its queue grows and shrinks,
+    and a thread's CPU time leaves /proc with it: a background sampler keeps the last figure of
+    every thread seen, so an exited thread loses at most one interval of its time.
     """
-    total = 0.0
-    for pid in pids:
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
+
+    INTERVAL = 0.25
+
+    def __init__(self, pids: list[int]) -> None:
+        self._pids = pids
+        self._seen: dict[tuple[int, str], tuple[str, float]] = {}
+        self._base: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        """Take the first sample and keep sampling in the background."""
+        self._base = self._sample()
+        if self._pids:
+            self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        """Stop sampling; CPU seconds by kind of thread since the start."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        now = self._sample()
+        return {kind: now[kind] - self._base.get(kind, 0.0) for kind in now}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        for pid in self._pids:
             try:
-                raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                tids = os.listdir(f"/proc/{pid}/task")
             except OSError:
                 continue
-            if raw[raw.index("(") + 1 : raw.rindex(")")].startswith(JIT_THREADS):
+            for tid in tids:
+                try:
+                    raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                except OSError:
+                    continue
+                name = raw[raw.index("(") + 1 : raw.rindex(")")]
                 fields = raw[raw.rindex(")") + 2 :].split()
-                total += (int(fields[11]) + int(fields[12])) / TICKS
-    return total
+                cpu = (int(fields[11]) + int(fields[12])) / TICKS
+                self._seen[(pid, tid)] = (_thread_kind(name), cpu)
+        totals = dict.fromkeys((*JVM_THREADS, "other"), 0.0)
+        for kind, cpu in self._seen.values():
+            totals[kind] += cpu
+        return totals
 
 
 def pids_matching(text: str) -> list[int]:
@@ -464,7 +517,7 @@ def embedded_system(
 
 @dataclass
 class Backing:
-    """Kafka and PostgreSQL of the distributed rounds (started once, a fresh database per round)."""
+    """A Kafka broker and a PostgreSQL server of their own, fresh for each distributed system."""
 
     kafka: str
     postgres: str
@@ -494,32 +547,35 @@ def distributed_system(
     folder: Path,
     receiver: Receiver,
     owners: list[str],
-    backing: Backing,
     scale: int,
     log_level: str,
 ) -> Iterator[System]:
     from tests.faults.harness import Cluster
 
-    database = asyncio.run(create_database(backing.postgres, f"bench_{uuid.uuid4().hex[:8]}"))
-    cluster = Cluster(backing.kafka, database, folder / "logs", **herald_settings(log_level))
-    cluster.start()
-    for n in range(2, scale + 1):
-        cluster.start("matcher", name=f"matcher-{n}")
-        cluster.start("dispatcher", name=f"dispatcher-{n}")
-    try:
-        _subscribe(cluster.base_url, receiver, owners)
-        urls = {"ingest": f"http://127.0.0.1:{cluster.port}/metrics"} | {
-            name: f"http://127.0.0.1:{port}/metrics" for name, port in cluster.health.items()
-        }
-        yield System(
-            "distributed" if scale == 1 else f"distributed x{scale}",
-            cluster.port,
-            lambda: [p.process.pid for p in cluster.processes.values()] + backing.roots,
-            lambda: _counters(urls),
-            lambda: _parts(cluster, backing),
-        )
-    finally:
-        cluster.stop()
+    # A fresh broker per system, as every other server here: one that served an earlier system
+    # has compiled its hot paths (its JIT), which made later rounds and the scale-out system
+    # look cheaper than the first. `--warmup` measures a warm broker on purpose.
+    with backing_services() as backing:
+        database = asyncio.run(create_database(backing.postgres, f"bench_{uuid.uuid4().hex[:8]}"))
+        cluster = Cluster(backing.kafka, database, folder / "logs", **herald_settings(log_level))
+        cluster.start()
+        for n in range(2, scale + 1):
+            cluster.start("matcher", name=f"matcher-{n}")
+            cluster.start("dispatcher", name=f"dispatcher-{n}")
+        try:
+            _subscribe(cluster.base_url, receiver, owners)
+            urls = {"ingest": f"http://127.0.0.1:{cluster.port}/metrics"} | {
+                name: f"http://127.0.0.1:{port}/metrics" for name, port in cluster.health.items()
+            }
+            yield System(
+                "distributed" if scale == 1 else f"distributed x{scale}",
+                cluster.port,
+                lambda: [p.process.pid for p in cluster.processes.values()] + backing.roots,
+                lambda: _counters(urls),
+                lambda: _parts(cluster, backing),
+            )
+        finally:
+            cluster.stop()
 
 
 def _parts(cluster: Any, backing: Backing) -> dict[str, list[int]]:
@@ -559,7 +615,8 @@ def measure(
     counters0 = system.counters()
     cpu0 = tree_cpu(system.pids())
     parts0 = {part: tree_cpu(pids) for part, pids in system.parts().items()}
-    jit0 = jit_cpu(system.parts().get("kafka", []))
+    jvm = JvmMeter(system.parts().get("kafka", []))
+    jvm.start()
     started = time.monotonic()
     load = asyncio.run(drive(tasks))
     result: dict[str, Any] = {
@@ -584,6 +641,7 @@ def measure(
             "max_ms": round(latencies[-1], 1) if latencies else None,
         }
     cpu = tree_cpu(system.pids()) - cpu0
+    jvm_seconds = jvm.stop()
     counters1 = system.counters()
     result["cpu_ms_per_task"] = round(cpu * 1000 / len(tasks), 3)
     if parts0:
@@ -592,8 +650,10 @@ def measure(
             for part, pids in system.parts().items()
         }
     if "kafka" in parts0:
-        jit = jit_cpu(system.parts()["kafka"]) - jit0
-        result["kafka_jit_ms_per_task"] = round(jit * 1000 / len(tasks), 2)
+        result["kafka_jit_ms_per_task"] = round(jvm_seconds["jit"] * 1000 / len(tasks), 2)
+        result["kafka_ms_per_task_by_thread"] = {
+            kind: round(seconds * 1000 / len(tasks), 2) for kind, seconds in jvm_seconds.items()
+        }
     if receiver is not None:
         per = {k: round((v - counters0[k]) / len(tasks), 2) for k, v in counters1.items()}
         result["sql_statements_per_task"] = per.pop("statements")
@@ -629,9 +689,7 @@ def _tasks(prefix: str, count: int, owners: list[str]) -> list[tuple[str, str]]:
     return [(f"{prefix}-{i}", owners[i % len(owners)]) for i in range(count)]
 
 
-def run_round(
-    args: argparse.Namespace, number: int, backing: Backing | None
-) -> dict[str, dict[str, Any]]:
+def run_round(args: argparse.Namespace, number: int) -> dict[str, dict[str, Any]]:
     """One round: the floor, then each Herald mode asked for, each fresh."""
     owners = [f"Organization/o{k}" for k in range(args.subscriptions)]
     figures: dict[str, dict[str, Any]] = {}
@@ -639,28 +697,39 @@ def run_round(
     def closed(tasks: list[tuple[str, str]], port: int) -> Callable[..., Coroutine[Any, Any, Load]]:
         return lambda _: closed_loop(port, tasks, args.writers)
 
+    def warm_up(system: System, receiver: Receiver | None) -> dict[str, Any] | None:
+        if not args.warmup:
+            return None
+        tasks = _tasks(f"w{number}-{system.name}", args.warmup, owners)
+        return measure(system, receiver, tasks, closed(tasks, system.port))
+
     with tempfile.TemporaryDirectory() as folder:
         with floor_system(Path(folder)) as floor:
+            warm = warm_up(floor, None)
             tasks = _tasks(f"floor{number}", args.tasks, owners)
             figures["floor"] = measure(floor, None, tasks, closed(tasks, floor.port))
+            if warm:
+                figures["floor"]["warmup"] = warm
         systems: list[Callable[[Path, Receiver], contextlib.AbstractContextManager[System]]] = []
         if args.mode in ("embedded", "both"):
             systems.append(lambda f, r: embedded_system(f, r, owners, args.log_level))
         if args.mode in ("distributed", "both"):
-            assert backing is not None
             for scale in sorted({1, args.scale}):
                 systems.append(
-                    lambda f, r, s=scale: distributed_system(
-                        f, r, owners, backing, s, args.log_level
-                    )  # type: ignore[misc]
+                    lambda f, r, s=scale: distributed_system(  # type: ignore[misc]
+                        f, r, owners, s, args.log_level
+                    )
                 )
         for index, make in enumerate(systems):
             receiver = Receiver()
             receiver.start()
             try:
                 with make(Path(folder) / str(index), receiver) as system:
+                    warm = warm_up(system, receiver)
                     tasks = _tasks(f"r{number}", args.tasks, owners)
                     result = measure(system, receiver, tasks, closed(tasks, system.port))
+                    if warm:
+                        result["warmup"] = warm
                     result["floor_ratio"] = round(
                         result["cpu_ms_per_task"] / figures["floor"]["cpu_ms_per_task"], 2
                     )
@@ -679,6 +748,19 @@ def run_round(
             finally:
                 receiver.stop()
     return figures
+
+
+def _breakdowns(f: dict[str, Any]) -> list[str]:
+    """The CPU per Task by part and the Kafka broker's by kind of thread, where measured."""
+    names = {
+        "cpu_ms_per_task_by_part": "ms CPU/Task by part",
+        "kafka_ms_per_task_by_thread": "Kafka's ms CPU/Task by thread",
+    }
+    return [
+        f"{title}: " + ", ".join(f"{k} {v:.2f}" for k, v in f[key].items())
+        for key, title in names.items()
+        if key in f
+    ]
 
 
 def _line(name: str, f: dict[str, Any]) -> str:
@@ -700,11 +782,14 @@ def _line(name: str, f: dict[str, Any]) -> str:
             )
     else:
         text += f", {f['accepted_writes_per_second']:6.1f} writes/s"
-    if "cpu_ms_per_task_by_part" in f:
-        parts = ", ".join(f"{k} {v:.2f}" for k, v in f["cpu_ms_per_task_by_part"].items())
-        text += f"\n  {'':<16} ms CPU/Task by part: {parts}"
-    if "kafka_jit_ms_per_task" in f:
-        text += f" (of Kafka's, its JIT compiler {f['kafka_jit_ms_per_task']:.2f})"
+    text += "".join(f"\n  {'':<16} {line}" for line in _breakdowns(f))
+    if "warmup" in f:
+        w = f["warmup"]
+        text += (
+            f"\n  {'':<16} warm-up before it, {w['tasks']} Tasks: {w['cpu_ms_per_task']:.2f} ms "
+            f"CPU/Task, {w['accepted_writes_per_second']} writes/s"
+        )
+        text += "".join(f"; {line}" for line in _breakdowns(w))
     if "open_loop" in f:
         o = f["open_loop"]
         text += (
@@ -738,7 +823,15 @@ def summary(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
         if "asyncpg_round_trips_per_task" in rows[0]:
             keys.append("asyncpg_round_trips_per_task")
         out[name] = {k: round(statistics.median(r[k] for r in rows), 2) for k in keys}
+        if "warmup" in rows[0]:
+            out[name]["warmup_cpu_ms_per_task"] = round(
+                statistics.median(r["warmup"]["cpu_ms_per_task"] for r in rows), 2
+            )
     return out
+
+
+# deploy/local/kafka.sh's settings of the broker, taken from the environment, kept with the figures
+BROKER_SETTINGS = ("KAFKA_VERSION", "KAFKA_HEAP_OPTS", "KAFKA_JVM_PERFORMANCE_OPTS")
 
 
 def main() -> None:
@@ -754,6 +847,13 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=16, help="concurrent writers (closed loop)")
     parser.add_argument("--tasks", type=int, default=1000, help="Tasks per round (closed loop)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, fresh servers")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="Tasks written to each fresh system before the closed loop, measured apart"
+        " (0: none; the closed loop then shows a fresh system, a Kafka JIT warming up)",
+    )
     parser.add_argument("--rate", type=float, default=0, help="open loop: Tasks/s (0: skip)")
     parser.add_argument("--seconds", type=float, default=20, help="open loop: duration")
     parser.add_argument("--outage", type=float, default=0, help="receiver down seconds (0: skip)")
@@ -773,16 +873,15 @@ def main() -> None:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "args": {k: str(v) for k, v in vars(args).items()},
+        "environment": {k: v for k, v in os.environ.items() if k in BROKER_SETTINGS},
         "rounds": [],
     }
-    with contextlib.ExitStack() as stack:
-        backing = stack.enter_context(backing_services()) if args.mode != "embedded" else None
-        for number in range(1, args.rounds + 1):
-            figures = run_round(args, number, backing)
-            results["rounds"].append(figures)
-            print(f"round {number}:", flush=True)
-            for name, f in figures.items():
-                print(_line(name, f), flush=True)
+    for number in range(1, args.rounds + 1):
+        figures = run_round(args, number)
+        results["rounds"].append(figures)
+        print(f"round {number}:", flush=True)
+        for name, f in figures.items():
+            print(_line(name, f), flush=True)
     results["median"] = summary(results["rounds"])
     print(f"median of {args.rounds} rounds:")
     for name, f in results["median"].items():

@@ -16,6 +16,7 @@
 #   KAFKA_KEEP_DATA        [unset]  1 = keep an existing data dir and skip formatting if already
 #                                   formatted (broker restart); otherwise the data dir is wiped on start
 #   KAFKA_HEAP_OPTS        [-Xms256m -Xmx512m]
+#   KAFKA_JVM_PERFORMANCE_OPTS [G1, 20 ms pauses]  JIT and GC flags (as Kafka's own scripts name them)
 #   KAFKA_START_TIMEOUT    [120]    seconds to wait for readiness
 #   KAFKA_EXTRA_PROPERTIES [unset]  extra server.properties lines appended verbatim (newline-separated)
 #
@@ -33,6 +34,7 @@ KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}"
 RUN_DIR="$LOCAL_DIR/kafka-run-$KAFKA_PORT"
 KAFKA_DATA_DIR="${KAFKA_DATA_DIR:-$RUN_DIR/data}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+KAFKA_JVM_PERFORMANCE_OPTS="${KAFKA_JVM_PERFORMANCE_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-120}"
 MVN_DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
@@ -204,7 +206,7 @@ cmd_start() {
   # terminal; the inner shell writes its own pid, then execs java (same pid).
   # shellcheck disable=SC2086,SC2016
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PID_FILE" \
-    java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent \
+    java $KAFKA_HEAP_OPTS $KAFKA_JVM_PERFORMANCE_OPTS \
       -Djava.awt.headless=true -Dkafka.logs.dir="$LOG_DIR" "${LOG_OPTS[@]}" \
       -cp "$LIBS_DIR/*" kafka.Kafka "$PROPS_FILE" \
       </dev/null >>"$OUT_FILE" 2>&1 &
