@@ -206,9 +206,20 @@ async def _scan(
         counts = await registry.count_by_status(connection)
     for each in SubscriptionStatus:
         deliverer.metrics.subscriptions.labels(each).set(counts.get(each, 0))
-    for subscription_id in todo:
-        if consumer.owns(subscription_id):
-            workers.wake(subscription_id)
+    for subscription_id, status, events_count in todo:
+        if not consumer.owns(subscription_id):
+            continue
+        # The stored position lags what this dispatcher delivered by up to one progress flush,
+        # so nearly every busy subscription looks behind in the registry. One whose position
+        # here reached the counter just read has nothing undelivered as of that read (events
+        # numbered since wake their worker when recorded here, and show up in the next scan
+        # when recorded elsewhere); waking it would only read the event log for nothing.
+        if (
+            status == SubscriptionStatus.ACTIVE
+            and deliverer.progress.position(subscription_id, 0) >= events_count
+        ):
+            continue
+        workers.wake(subscription_id)
     for subscription_id, status in ended:
         if not consumer.owns(subscription_id):
             continue

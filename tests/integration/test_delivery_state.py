@@ -17,7 +17,9 @@ from herald.core.states import DeliveryOutcome, DeliveryResult
 from herald.dispatcher.circuit_breakers import CircuitBreakers
 from herald.dispatcher.delivery import READ_AHEAD, READ_AHEAD_BUDGET, Deliverer, attempt_of
 from herald.dispatcher.progress import Progress
+from herald.dispatcher.service import Schedule, Workers, _scan
 from herald.dispatcher.watch import RegistryWatch
+from herald.runtime.bus.embedded import EmbeddedBus
 from herald.runtime.settings import Settings
 from herald.runtime.store import attempts, events, resources, subscriptions
 from herald.runtime.store.attempts import KEEP
@@ -344,3 +346,41 @@ async def test_an_endpoint_that_comes_back_is_found_by_a_probe_long_before_the_r
         await deliverer.progress.flush()
     assert _numbers(receiver)[-3:] == [1, 2, 3]
     assert await _delivered_through(database, "s") == 3
+
+
+class _NotedWorkers(Workers):
+    """Workers that note which subscriptions were woken."""
+
+    def __init__(self, deliverer: Deliverer) -> None:
+        super().__init__(deliverer, asyncio.Event(), lambda _: True)
+        self.woken: list[str] = []
+
+    def wake(self, subscription_id: str, *, heartbeat: bool = False) -> None:
+        """Note the wake-up, then wake as usual."""
+        self.woken.append(subscription_id)
+        super().wake(subscription_id, heartbeat=heartbeat)
+
+
+async def test_the_scan_wakes_only_subscriptions_behind_what_was_delivered_here(
+    database: Database, deliverer: Deliverer, receiver: Receiver
+) -> None:
+    # Both look behind in the registry (no position stored yet); "caught" was delivered here
+    # through its last event, and only the flush that stores it is still to come.
+    for sub_id in ("behind", "caught"):
+        await _add_subscription(database, sub_id, receiver.url, max_count=10)
+        await _add_events(database, sub_id, 2)
+    deliverer.progress.delivered("caught", 2)
+    workers = _NotedWorkers(deliverer)
+    consumer = EmbeddedBus(database).consumer("dispatcher", "notifications")
+    await _scan(deliverer, consumer, workers, Schedule())
+    await workers.drain(timeout=30.0)
+    assert workers.woken == ["behind"]
+    assert _numbers(receiver) == [1, 2]
+
+    # An event numbered elsewhere afterwards (another dispatcher, before a rebalance) puts
+    # "caught" behind again: the next scan wakes it.
+    await _add_events(database, "caught", 1, first=2)
+    await _scan(deliverer, consumer, workers, Schedule())
+    await workers.drain(timeout=30.0)
+    assert workers.woken == ["behind", "caught"]
+    assert _numbers(receiver) == [1, 2, 3]

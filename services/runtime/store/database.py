@@ -61,6 +61,12 @@ class Database:
             # preparing its statements again.
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = 0
+            # The most recently returned connection first: a process that needs a few
+            # connections at a time keeps reusing them, never idle long enough to be pinged
+            # (pg_driver.ping_when_idle). In turns over the whole pool (FIFO), a dispatcher's
+            # few checkouts a second found each connection idle for seconds and paid a ping
+            # round trip on most of them.
+            kwargs["pool_use_lifo"] = True
             kwargs["connect_args"] = {
                 "connection_class": pg_driver.connection_class(self._pg_counts)
             }

@@ -393,11 +393,11 @@ async def changed_ids_since(connection: AsyncConnection, since: int) -> list[tup
     return [(r.id, r.revision) for r in rows]
 
 
-async def with_work(connection: AsyncConnection) -> list[str]:
-    """Ids of the subscriptions that need the dispatcher: a pending handshake or undelivered
-    events."""
+async def with_work(connection: AsyncConnection) -> list[tuple[str, str, int]]:
+    """(id, status, events numbered) of the subscriptions that need the dispatcher: a pending
+    handshake or undelivered events."""
     rows = await connection.execute(
-        select(subscriptions.c.id).where(
+        select(subscriptions.c.id, subscriptions.c.status, subscriptions.c.events_count).where(
             subscriptions.c.deleted.is_(False),
             (subscriptions.c.status == SubscriptionStatus.REQUESTED)
             | (
@@ -406,7 +406,7 @@ async def with_work(connection: AsyncConnection) -> list[str]:
             ),
         )
     )
-    return list(rows.scalars())
+    return [(row.id, row.status, row.events_count) for row in rows]
 
 
 async def past_end(connection: AsyncConnection, now: str) -> list[tuple[str, str]]:
@@ -440,7 +440,7 @@ async def count_by_status(connection: AsyncConnection) -> dict[str, int]:
         .where(subscriptions.c.deleted.is_(False))
         .group_by(subscriptions.c.status)
     )
-    return {status: int(n) for status, n in rows.tuples()}
+    return {status: int(n) for status, n in rows}
 
 
 def _rotated(content: str) -> str | None:
