@@ -131,8 +131,12 @@ class Deliverer:
     """Events this dispatcher just recorded, per subscription, not yet taken by its worker."""
     _recent_count: int = 0
 
+    retry_schedule: tuple[float, ...] = field(init=False)
+    """The settings' retry delays, parsed once."""
+
     def __post_init__(self) -> None:
         self.progress = Progress(self.database)
+        self.retry_schedule = self.settings.retry_schedule
 
     def forget(self, subscription_id: str) -> None:
         """Drop what is cached of a subscription that changed; it is read again when needed."""
@@ -451,7 +455,7 @@ class Deliverer:
     ) -> None:
         """The loop of `deliver_pending`; `queue` holds the events read ahead (counted in
         `held`)."""
-        schedule = self.settings.retry_schedule
+        schedule = self.retry_schedule
         attempt = 0
         retry_due: float | None = None  # monotonic time the pending retry is due
         queued_for: Loaded | None = None

@@ -102,6 +102,11 @@ def _unsendable(exc: BaseException) -> DeliveryOutcome:
 MAX_HEADER_LINE = 64 * 1024
 """Longest response header line read (bytes)."""
 
+# Parsed endpoint URLs kept per sender (each with the policy's answer for a literal address);
+# the cache is emptied when it reaches this size, so a registry of many endpoints costs at
+# most this many entries.
+TARGET_CACHE = 4096
+
 
 class HttpSender:
     """POSTs notification Bundles; never follows redirects and never parses the response body.
@@ -126,6 +131,9 @@ class HttpSender:
         self.policy = policy
         self._ssl_context = ssl_context  # the CAs endpoints' certificates must chain to
         self._session: aiohttp.ClientSession | None = None
+        # Parsing the URL and vetting a literal address cost about a tenth of a POST; both
+        # depend only on the URL and the (frozen) policy, so each endpoint pays them once.
+        self._targets: dict[str, tuple[URL, str | None]] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         """The session, made on first use (aiohttp binds it to the running loop)."""
@@ -179,6 +187,19 @@ class HttpSender:
             outcome = _unsendable(exc)
         return outcome, time.perf_counter() - started
 
+    def _target(self, url: str) -> tuple[URL, str | None]:
+        """The URL parsed, and why the policy refuses its host when that is an address."""
+        known = self._targets.get(url)
+        if known is None:
+            if len(self._targets) >= TARGET_CACHE:
+                self._targets.clear()
+            target = URL(url)
+            known = self._targets[url] = (
+                target,
+                literal_refusal(self.policy, target.raw_host or ""),
+            )
+        return known
+
     async def _post(
         self,
         url: str,
@@ -188,8 +209,7 @@ class HttpSender:
         timeout: float,
     ) -> DeliveryOutcome:
         """The POST itself; what goes wrong is raised."""
-        target = URL(url)
-        refused = literal_refusal(self.policy, target.raw_host or "")
+        target, refused = self._target(url)
         if refused is not None:
             return _refused(refused)
         async with self._client().post(
