@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.runtime.store import database as database_module
@@ -82,6 +82,29 @@ async def test_a_failed_write_changes_nothing_of_the_others(database: Database) 
         assert runs[:2] == ["a", "b"]
     # The group goes on taking writes afterwards.
     assert await _write(groups, database, "d")
+
+
+async def test_a_failed_statement_spoils_nothing_of_the_others(database: Database) -> None:
+    groups = GroupCommit(database)
+    runs: list[str] = []
+
+    async def broken(connection: AsyncConnection) -> None:
+        runs.append("broken")
+        await outbox.add(connection, "topic", "broken", b"{}")
+        # On PostgreSQL the failed statement aborts the whole transaction.
+        await connection.execute(text("SELECT no_such_column FROM outbox"))
+
+    outcomes = await asyncio.gather(
+        _write(groups, database, "a", runs=runs),
+        groups.run(broken),
+        _write(groups, database, "c", runs=runs),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is True and outcomes[2] is True
+    assert isinstance(outcomes[1], DBAPIError)
+    assert await _stored(database) == {"a", "c"}
+    expected = ["a", "broken", "c"] if database.is_sqlite else ["a", "a", "broken", "broken", "c"]
+    assert sorted(runs) == expected
 
 
 async def test_a_failed_write_first_in_its_group_runs_once(database: Database) -> None:

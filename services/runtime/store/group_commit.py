@@ -112,14 +112,13 @@ class GroupCommit:
     def __init__(self, database: Database, observe: Callable[[int], None] | None = None) -> None:
         self._database = database
         self._observe = observe
-        self._savepoints = database.is_sqlite
         self._lines: dict[str, _Line] = {}
 
     async def run(self, work: Work[T], *, key: str = "") -> T:
         """Run `work` in a write transaction shared with concurrent writes of the same `key`
         (a resource type; SQLite groups all writes); its result once that transaction
         committed."""
-        line = self._lines.setdefault("" if self._savepoints else key, _Line())
+        line = self._lines.setdefault("" if self._database.is_sqlite else key, _Line())
         writer = _Writer(asyncio.get_running_loop())
         line.waiting.append(writer)
         if line.leader is None:
@@ -165,6 +164,8 @@ class GroupCommit:
         """One transaction: the waiting writers in turn, then COMMIT."""
         done: list[_Writer] = []
         writer: _Writer | None = None
+        spoiled = False  # a writer failed in a PostgreSQL group: it is rolled back
+        savepoints = self._database.is_sqlite
         try:
             async with self._database.transaction() as connection:
                 while waiting and len(done) < GROUP_LIMIT:
@@ -172,29 +173,31 @@ class GroupCommit:
                     if writer.finished.done():  # gone (cancelled) before its turn
                         writer = None
                         continue
-                    if self._savepoints:
+                    if savepoints:
                         await direct.run(connection, _SAVEPOINT, {})
                     writer.started.set_result(connection)
                     error = await writer.finished
                     if error is None:
-                        if self._savepoints:
+                        if savepoints:
                             await direct.run(connection, _RELEASE, {})
                         done.append(writer)
-                    elif self._savepoints:
+                    elif savepoints:
                         await direct.run(connection, _ROLLBACK, {})
                         await direct.run(connection, _RELEASE, {})
                         writer.decide(error)
                     else:
+                        spoiled = True
                         raise _Failed
                     writer = None
-        except _Failed:
-            assert writer is not None
-            redo = [*done, writer] if done else []
-            for each in redo:
-                each.decide(_REDO)
-            writer.decide(writer.finished.result())  # first of its group: its error stands
-            return
         except BaseException as error:
+            if spoiled and isinstance(error, Exception):
+                # Rolled back (or its connection lost while rolling back): nothing of the group
+                # stays, so its writers so far may write again.
+                assert writer is not None
+                for each in [*done, writer] if done else []:
+                    each.decide(_REDO)
+                writer.decide(writer.finished.result())  # first of its group: its error stands
+                return
             failed = done if writer is None else [*done, writer]
             if not failed:
                 # The transaction could not begin (the database locked by another process past
