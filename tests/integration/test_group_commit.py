@@ -61,6 +61,22 @@ async def test_concurrent_writes_share_a_transaction_and_return_after_its_commit
     assert sizes == [12]
 
 
+async def test_postgresql_groups_the_writes_of_one_key(database: Database) -> None:
+    sizes: list[int] = []
+    groups = GroupCommit(database, sizes.append)
+
+    async def write(key: str, record: str) -> None:
+        async def work(connection: AsyncConnection) -> None:
+            await outbox.add(connection, "topic", record, b"{}")
+
+        await groups.run(work, key=key)
+
+    await asyncio.gather(*(write(key, f"{key}{n}") for n, key in enumerate("TTPTP")))
+    assert await _stored(database) == {"T0", "T1", "P2", "T3", "P4"}
+    # Each resource type's writes take its own lock on PostgreSQL: a group holds one type's.
+    assert sorted(sizes) == ([5] if database.is_sqlite else [2, 3])
+
+
 async def test_a_failed_write_changes_nothing_of_the_others(database: Database) -> None:
     groups = GroupCommit(database)
     runs: list[str] = []
