@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import sys
 import traceback
 from collections.abc import Iterable, Iterator
@@ -140,9 +141,12 @@ class JsonFormatter(_Bounded):
         return orjson.dumps(entry, default=str).decode()
 
 
+_NEEDS_QUOTES = re.compile(r'[ "=\n\t]')
+
+
 def _text_value(value: object) -> str:
     text = str(value)
-    if not text or any(c in text for c in ' "=\n\t'):
+    if not text or _NEEDS_QUOTES.search(text):
         return orjson.dumps(text).decode()
     return text
 
