@@ -21,6 +21,8 @@
 #   KAFKA_EXTRA_PROPERTIES [unset]  extra server.properties lines appended verbatim (newline-separated)
 #
 # Progress goes to stderr; `start` prints only the bootstrap address (127.0.0.1:<port>) on stdout.
+# `start` exits 98 when a port is taken (already listening, or lost to another process before the
+# broker could bind it), so a caller can retry on other ports; 1 on any other failure.
 # Topics are NOT auto-created (auto.create.topics.enable=false): Herald creates its own topics.
 set -euo pipefail
 export LC_NUMERIC=C  # "." in $EPOCHREALTIME
@@ -51,6 +53,8 @@ BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 log() { echo "kafka.sh: $*" >&2; }
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 die() { echo "kafka.sh: ERROR: $*" >&2; exit 1; }
+PORT_TAKEN=98
+port_taken() { echo "kafka.sh: ERROR: $*" >&2; exit "$PORT_TAKEN"; }
 
 case "$KAFKA_VERSION" in
   3.*) POM="$SCRIPT_DIR/kafka/pom-3.9.xml"; KAFKA_MAJOR=3
@@ -185,7 +189,7 @@ cmd_start() {
   fi
   rm -f "$PID_FILE"
   for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
-    port_open "$p" && die "127.0.0.1:$p is already in use by another process"
+    port_open "$p" && port_taken "127.0.0.1:$p is already in use by another process"
   done
   cmd_fetch
   if [[ "$KAFKA_MAJOR" == 4 ]]; then
@@ -218,7 +222,11 @@ cmd_start() {
   local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
   while :; do
     if ! kill -0 "$pid" 2>/dev/null; then
-      show_failure; rm -f "$PID_FILE"; die "broker process $pid exited during startup"
+      show_failure; rm -f "$PID_FILE"
+      if grep -qs "Address already in use" "$SERVER_LOG" "$OUT_FILE"; then
+        port_taken "broker process $pid could not bind its ports (taken by another process)"
+      fi
+      die "broker process $pid exited during startup"
     fi
     if port_open "$KAFKA_PORT" && grep -q "Kafka Server started" "$SERVER_LOG" 2>/dev/null; then
       break

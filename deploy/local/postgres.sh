@@ -15,6 +15,9 @@
 #                              the cluster is throwaway and not crash-safe)
 #   PG_BIN_DIR        [newest /usr/lib/postgresql/*/bin]
 #
+# `start` exits 98 when the port is taken (already listening, or lost to another process before the
+# server could bind it), so a caller can retry on another port; 1 on any other failure.
+#
 # Auth: trust, TCP on 127.0.0.1 only (plus a unix socket inside the data dir). Superuser `postgres`,
 # application role `herald` (LOGIN CREATEDB) owning database `herald`.
 # When run as root the server runs as the `postgres` OS user (initdb/pg_ctl refuse root).
@@ -33,6 +36,8 @@ URL="postgresql://herald@127.0.0.1:$PG_PORT/herald"
 log() { echo "postgres.sh: $*" >&2; }
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
 die() { echo "postgres.sh: ERROR: $*" >&2; exit 1; }
+PORT_TAKEN=98
+port_taken() { echo "postgres.sh: ERROR: $*" >&2; exit "$PORT_TAKEN"; }
 
 find_bin_dir() {
   if [[ -n "${PG_BIN_DIR:-}" ]]; then echo "$PG_BIN_DIR"; return; fi
@@ -112,7 +117,8 @@ init_cluster() {
   chmod 700 "$PGDATA_DIR"
   log "initdb $PGDATA_DIR ($("$BIN/postgres" --version))"
   as_pg "$BIN/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust -E UTF8 --no-locale --no-sync \
-    >"$PGDATA_DIR.initdb.log" 2>&1 || { cat "$PGDATA_DIR.initdb.log" >&2; die "initdb failed"; }
+    >"$PGDATA_DIR.initdb.log" 2>&1 \
+    || { cat "$PGDATA_DIR.initdb.log" >&2; rm -f "$PGDATA_DIR.initdb.log"; die "initdb failed"; }
   rm -f "$PGDATA_DIR.initdb.log"
 
   # unix socket inside the data dir when the path fits (sun_path is 108 bytes), else TCP only
@@ -146,7 +152,7 @@ cmd_start() {
   if is_running; then
     die "PostgreSQL already running for $PGDATA_DIR; run '$0 stop' first or pick another PG_PORT"
   fi
-  port_open "$PG_PORT" && die "127.0.0.1:$PG_PORT is already in use by another process"
+  port_open "$PG_PORT" && port_taken "127.0.0.1:$PG_PORT is already in use by another process"
 
   local t0=$EPOCHREALTIME
   if [[ "${PG_KEEP_DATA:-}" == 1 && -f "$PGDATA_DIR/PG_VERSION" ]]; then
@@ -157,6 +163,9 @@ cmd_start() {
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT (data $PGDATA_DIR)"
   if ! as_pg "$BIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w -t 60 start >/dev/null; then
     tail -n 40 "$PGDATA_DIR/server.log" >&2 2>/dev/null || true
+    if grep -qs "Address already in use" "$PGDATA_DIR/server.log"; then
+      port_taken "PostgreSQL could not bind 127.0.0.1:$PG_PORT (taken by another process)"
+    fi
     die "pg_ctl start failed"
   fi
   psql_admin <<'EOF'

@@ -12,7 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.herald import HeraldProcess, herald_env, ready_url, with_smart_auth
+from tests.support.herald import (
+    HeraldProcess,
+    herald_env,
+    on_a_free_port,
+    ready_url,
+    with_smart_auth,
+)
 from tests.support.services import free_port
 
 StartHerald = Callable[..., httpx.Client]
@@ -25,19 +31,22 @@ def start_herald(tmp_path: Path) -> Iterator[StartHerald]:
     started: list[tuple[HeraldProcess, httpx.Client]] = []
 
     def start(**settings: str) -> httpx.Client:
-        port = free_port()
-        env = herald_env(
-            database_url=f"sqlite:///{tmp_path / f'herald-{len(started)}.db'}",
-            port=str(port),
-            handshake_delay="0.1",
-            **settings,
-        )
-        auth = None
-        if env["HERALD_AUTH"] == "smart":
-            env, auth = with_smart_auth(env, port)
-        process = HeraldProcess("run", env, tmp_path, ready_url(env, port))
-        process.wait_ready()
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}/fhir", timeout=10, auth=auth)
+        def on(port: int) -> tuple[HeraldProcess, httpx.Client]:
+            env = herald_env(
+                database_url=f"sqlite:///{tmp_path / f'herald-{len(started)}-{port}.db'}",
+                port=str(port),
+                handshake_delay="0.1",
+                **settings,
+            )
+            auth = None
+            if env["HERALD_AUTH"] == "smart":
+                env, auth = with_smart_auth(env, port)
+            process = HeraldProcess("run", env, tmp_path, ready_url(env, port))
+            process.wait_ready()
+            base_url = f"http://127.0.0.1:{port}/fhir"
+            return process, httpx.Client(base_url=base_url, timeout=10, auth=auth)
+
+        process, client = on_a_free_port(on)
         started.append((process, client))
         return client
 
@@ -86,15 +95,21 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """Herald and the receiver, as `make run` and `herald receive` start them (one pair per
     test module: each test makes subscriptions and Tasks of its own)."""
     tmp_path = tmp_path_factory.mktemp("running")
-    port, receiver_port = free_port(), free_port()
-    env = herald_env(
-        database_url=f"sqlite:///{tmp_path / 'herald.db'}",
-        port=str(port),
-        # Quick to fail, for the operator commands' tests; the docs' flows never fail.
-        handshake_attempts="1",
-        retry_delays="0.2",
-    )
-    herald = HeraldProcess("run", env, tmp_path, f"http://127.0.0.1:{port}/readyz")
+
+    def herald_on(port: int) -> tuple[dict[str, str], HeraldProcess]:
+        env = herald_env(
+            database_url=f"sqlite:///{tmp_path / f'herald-{port}.db'}",
+            port=str(port),
+            # Quick to fail, for the operator commands' tests; the docs' flows never fail.
+            handshake_attempts="1",
+            retry_delays="0.2",
+        )
+        herald = HeraldProcess("run", env, tmp_path, f"http://127.0.0.1:{port}/readyz")
+        herald.wait_ready()
+        return env, herald
+
+    env, herald = on_a_free_port(herald_on)
+    port, receiver_port = int(env["HERALD_PORT"]), free_port()
     log = tmp_path / "receive.log"
     with log.open("wb") as out:
         receiver = subprocess.Popen(
@@ -104,7 +119,6 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             stderr=subprocess.STDOUT,
         )
     try:
-        herald.wait_ready()
         wait(lambda: "listening on" in log.read_text(), "herald receive to listen")
         yield Running(port, receiver_port, env, log)
     finally:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -22,9 +20,10 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support import local_servers
 from tests.support.fhir import BACKPORT, FHIR_JSON, backport_subscription
 from tests.support.herald import HeraldProcess, herald_env
-from tests.support.services import REPO, free_port
+from tests.support.services import free_port
 
 ROLES = ("ingest", "matcher", "dispatcher")
 
@@ -680,46 +679,31 @@ def endpoint_outage(base_url: str, subscriber: Subscriber, rate: float, seconds:
 # --- dedicated brokers and servers ----------------------------------------------------------
 
 
-def local_state(name: str) -> Path:
-    """A run-state folder of deploy/local (kafka-run-<port>, pg-<port>)."""
-    import os
-
-    return Path(os.environ.get("HERALD_LOCAL_DIR", REPO / ".local")) / name
-
-
 def local_script(name: str, command: str, env: dict[str, str]) -> str:
     """Run deploy/local/<name> <command>; its last line of output."""
-    import os
-
-    result = subprocess.run(
-        ["bash", str(REPO / "deploy" / "local" / name), command],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = local_servers.run_script(name, command, env)
     assert result.returncode == 0, f"{name} {command}: {result.stderr[-3000:]}"
     lines = result.stdout.strip().splitlines()
     return lines[-1] if lines else ""
 
 
 @contextmanager
-def _dedicated(script: str, env: dict[str, str], state: str) -> Iterator[dict[str, str]]:
-    address = local_script(script, "start", env)
+def _dedicated(kind: local_servers.Kind) -> Iterator[dict[str, str]]:
     try:
-        yield {**env, "address": address}
+        server = local_servers.start(kind)
+    except local_servers.StartFailed as exc:
+        raise AssertionError(str(exc)) from exc
+    try:
+        yield {**server.env, "address": server.address}
     finally:
-        local_script(script, "stop", env)
-        shutil.rmtree(local_state(state), ignore_errors=True)
+        local_servers.stop(server)
 
 
 @contextmanager
 def own_kafka() -> Iterator[dict[str, str]]:
     """A Kafka broker of its own on free ports; yields its deploy/local environment plus its
     `address` (bootstrap), and removes its data when done."""
-    env = {"KAFKA_PORT": str(free_port()), "KAFKA_CONTROLLER_PORT": str(free_port())}
-    with _dedicated("kafka.sh", env, f"kafka-run-{env['KAFKA_PORT']}") as started:
+    with _dedicated(local_servers.KAFKA) as started:
         yield started
 
 
@@ -727,6 +711,5 @@ def own_kafka() -> Iterator[dict[str, str]]:
 def own_postgres() -> Iterator[dict[str, str]]:
     """A PostgreSQL server of its own on a free port; yields its deploy/local environment plus
     its `address` (URL), and removes its data when done."""
-    env = {"PG_PORT": str(free_port())}
-    with _dedicated("postgres.sh", env, f"pg-{env['PG_PORT']}") as started:
+    with _dedicated(local_servers.POSTGRES) as started:
         yield started

@@ -8,13 +8,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from tests.support.local_servers import ATTEMPTS
 from tests.support.services import free_port
 from tests.support.smart import (
     CANVAS_SECRET,
@@ -39,6 +40,25 @@ def herald_env(**settings: str) -> dict[str, str]:
     return env
 
 
+T = TypeVar("T")
+
+
+class PortTaken(AssertionError):
+    """Herald exited because a port it was to listen on was taken (lost after it was picked)."""
+
+
+def on_a_free_port(
+    start: Callable[[int], T], pick: Callable[[], int] = free_port, attempts: int = ATTEMPTS
+) -> T:
+    """start(port) on a free port; again on a fresh one while it raises PortTaken."""
+    for _ in range(attempts - 1):
+        try:
+            return start(pick())
+        except PortTaken:
+            continue
+    return start(pick())
+
+
 class HeraldProcess:
     """One `herald <role>` process; its output goes to a log file."""
 
@@ -59,7 +79,11 @@ class HeraldProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"herald {self.role} exited:\n{self.log()}")
+                self.stop()  # closes its log
+                log = self.log()
+                # uvicorn's words for EADDRINUSE; the start may be retried on another port.
+                lost = "address already in use" in log.lower()
+                raise (PortTaken if lost else AssertionError)(f"herald {self.role} exited:\n{log}")
             try:
                 if httpx.get(self.ready_url, timeout=1).status_code == 200:
                     return

@@ -9,27 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-# Where deploy/local/ keeps run state; throwaway brokers and clusters are removed after use.
-LOCAL = Path(os.environ.get("HERALD_LOCAL_DIR") or REPO / ".local")
+from tests.support import local_servers
+from tests.support.local_servers import REPO, free_port
+
+__all__ = ["REPO", "create_database", "free_port", "kafka", "postgres", "unavailable"]
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """Skip on a laptop, fail in CI."""
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so this fails instead of skipping)")
@@ -57,20 +49,17 @@ def docker_available() -> bool:
     return True
 
 
-def _script(name: str, command: str, env: dict[str, str]) -> str:
-    script = REPO / "deploy" / "local" / name
-    result = subprocess.run(
-        ["bash", str(script), command],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if result.returncode != 0:
-        unavailable(f"{name} {command} failed: {result.stderr[-2000:]}")
-    lines = result.stdout.strip().splitlines()
-    return lines[-1] if lines else ""
+@contextlib.contextmanager
+def _local(kind: local_servers.Kind) -> Iterator[str]:
+    """A deploy/local server of the session's own; its address."""
+    try:
+        server = local_servers.start(kind)
+    except local_servers.StartFailed as exc:
+        unavailable(str(exc))
+    try:
+        yield server.address
+    finally:
+        local_servers.stop(server)
 
 
 @contextlib.contextmanager
@@ -85,19 +74,8 @@ def kafka() -> Iterator[str]:
         with KafkaContainer().with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    port = free_port()
-    env = {"KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(free_port())}
-    bootstrap = _script("kafka.sh", "start", env)
-    try:
+    with _local(local_servers.KAFKA) as bootstrap:
         yield bootstrap
-    finally:
-        subprocess.run(
-            ["bash", str(REPO / "deploy/local/kafka.sh"), "stop"],
-            env={**os.environ, **env},
-            capture_output=True,
-            check=False,
-        )
-        shutil.rmtree(LOCAL / f"kafka-run-{port}", ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -113,19 +91,8 @@ def postgres() -> Iterator[str]:
         with PostgresContainer("postgres:16", driver=None) as container:
             yield container.get_connection_url()
         return
-    port = free_port()
-    env = {"PG_PORT": str(port)}
-    url = _script("postgres.sh", "start", env)
-    try:
-        yield url
-    finally:
-        subprocess.run(
-            ["bash", str(REPO / "deploy/local/postgres.sh"), "stop"],
-            env={**os.environ, **env},
-            capture_output=True,
-            check=False,
-        )
-        shutil.rmtree(LOCAL / f"pg-{port}", ignore_errors=True)
+    with _local(local_servers.POSTGRES) as server:
+        yield server
 
 
 async def create_database(server: str, name: str) -> str:
