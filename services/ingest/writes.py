@@ -4,9 +4,9 @@
 its row locked (PostgreSQL) or under the single-writer lock (SQLite), lets the caller decide
 what the next version is, stamps it (id, versionId, lastUpdated), saves and indexes it, and
 queues its change event on the outbox, all in one transaction. PUT, POST, DELETE and the
-Canvas endpoint differ only in how they decide. On SQLite, concurrent writes share one
-transaction, each in a savepoint, and each returns only after that transaction committed
-(store/group_commit.py).
+Canvas endpoint differ only in how they decide. Concurrent writes of a type share one
+transaction, and each returns only after that transaction committed (store/group_commit.py):
+the write may run twice, so a plan decides afresh each time it is called.
 
 The stamp comes from `resources.begin_write`: taken under a per-type lock held until commit and
 later than every stored one, so that polling with `_lastUpdated=gt` never misses a version.
@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.contracts import TASK_CHANGES, ResourceChange, encode
 from herald.core.errors import ConcurrentWrite, ResourceGone, ResourceNotFound, VersionConflict
@@ -100,7 +102,7 @@ async def _write_version(
     unless: Criteria | None,
     within: frozenset[str] | None,
 ) -> WriteResult | None:
-    async with ctx.write_groups.transaction() as connection:
+    async def work(connection: AsyncConnection) -> WriteResult | None:
         start = await resources.begin_write(connection, resource_type, resource_id)
         previous = start.previous
         found = None
@@ -148,6 +150,11 @@ async def _write_version(
             )
         if queued is None:
             await ctx.outbox.add_record(connection, record)
+        return result
+
+    result = await ctx.write_groups.run(work, key=resource_type)
+    if result is None or result.interaction == "match":
+        return result
     ctx.outbox_written.set()
     ctx.metrics.resource_writes.labels(resource_type, result.interaction).inc()
     return result

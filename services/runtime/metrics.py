@@ -50,7 +50,7 @@ class Metrics:
         )
         self.write_group_size = Histogram(
             "herald_write_group_writes",
-            "Resource writes committed together in one SQLite transaction (group commit)",
+            "Resource writes committed together in one transaction (group commit)",
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )

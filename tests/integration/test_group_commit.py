@@ -1,5 +1,5 @@
-"""Group commit of concurrent writes (SQLite), and the same guarantees on PostgreSQL where each
-write keeps a transaction of its own."""
+"""Group commit of concurrent writes, on SQLite (a savepoint per write) and on PostgreSQL (a failed
+write sends the others of its group to do theirs again alone)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.runtime.store import database as database_module
 from herald.runtime.store import outbox, sqlite_driver
@@ -27,12 +28,24 @@ async def _stored(database: Database) -> set[str]:
         return set((await connection.execute(select(outbox_table.c.key))).scalars())
 
 
-async def _write(groups: GroupCommit, database: Database, key: str, *, fail: bool = False) -> bool:
+async def _write(
+    groups: GroupCommit,
+    database: Database,
+    key: str,
+    *,
+    fail: bool = False,
+    runs: list[str] | None = None,
+) -> bool:
     """Queue one record; whether a fresh reader saw it the moment the write returned."""
-    async with groups.transaction() as connection:
+
+    async def work(connection: AsyncConnection) -> None:
+        if runs is not None:
+            runs.append(key)
         await outbox.add(connection, "topic", key, b"{}")
         if fail:
             raise Refused(key)
+
+    await groups.run(work)
     return key in await _stored(database)
 
 
@@ -45,46 +58,100 @@ async def test_concurrent_writes_share_a_transaction_and_return_after_its_commit
     seen = await asyncio.gather(*(_write(groups, database, key) for key in keys))
     assert all(seen), "a write returned before its commit"
     assert await _stored(database) == set(keys)
-    if database.is_sqlite:
-        assert sizes == [12]
-    else:
-        assert sizes == []  # one transaction per write, as before
+    assert sizes == [12]
+
+
+async def test_postgresql_groups_the_writes_of_one_key(database: Database) -> None:
+    sizes: list[int] = []
+    groups = GroupCommit(database, sizes.append)
+
+    async def write(key: str, record: str) -> None:
+        async def work(connection: AsyncConnection) -> None:
+            await outbox.add(connection, "topic", record, b"{}")
+
+        await groups.run(work, key=key)
+
+    await asyncio.gather(*(write(key, f"{key}{n}") for n, key in enumerate("TTPTP")))
+    assert await _stored(database) == {"T0", "T1", "P2", "T3", "P4"}
+    # Each resource type's writes take its own lock on PostgreSQL: a group holds one type's.
+    assert sorted(sizes) == ([5] if database.is_sqlite else [2, 3])
 
 
 async def test_a_failed_write_changes_nothing_of_the_others(database: Database) -> None:
     groups = GroupCommit(database)
+    runs: list[str] = []
     outcomes = await asyncio.gather(
-        _write(groups, database, "a"),
-        _write(groups, database, "b", fail=True),
-        _write(groups, database, "c"),
+        _write(groups, database, "a", runs=runs),
+        _write(groups, database, "b", fail=True, runs=runs),
+        _write(groups, database, "c", runs=runs),
         return_exceptions=True,
     )
     assert outcomes[0] is True and outcomes[2] is True
     assert isinstance(outcomes[1], Refused)
     assert await _stored(database) == {"a", "c"}
+    if database.is_sqlite:
+        assert runs == ["a", "b", "c"]  # b rolled back to its savepoint
+    else:
+        # The group of a and b rolled back; both ran again, each alone (b failing again, on
+        # its own this time); c, waiting meanwhile, in the next group.
+        assert sorted(runs) == ["a", "a", "b", "b", "c"]
+        assert runs[:2] == ["a", "b"]
     # The group goes on taking writes afterwards.
     assert await _write(groups, database, "d")
 
 
-async def test_a_failed_commit_fails_every_write_of_its_group(database: Database) -> None:
-    if not database.is_sqlite:
-        pytest.skip("PostgreSQL commits each write on its own")
+async def test_a_failed_statement_spoils_nothing_of_the_others(database: Database) -> None:
     groups = GroupCommit(database)
+    runs: list[str] = []
 
-    async def breaks_the_commit() -> None:
-        # A deferred foreign key violation is only found at COMMIT.
-        async with groups.transaction() as connection:
-            await connection.execute(text("CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)"))
-            await connection.execute(
-                text(
-                    "CREATE TEMP TABLE child (parent INTEGER REFERENCES parent (id)"
-                    " DEFERRABLE INITIALLY DEFERRED)"
-                )
-            )
-            await connection.execute(text("INSERT INTO child VALUES (1)"))
+    async def broken(connection: AsyncConnection) -> None:
+        runs.append("broken")
+        await outbox.add(connection, "topic", "broken", b"{}")
+        # On PostgreSQL the failed statement aborts the whole transaction.
+        await connection.execute(text("SELECT no_such_column FROM outbox"))
 
     outcomes = await asyncio.gather(
-        _write(groups, database, "a"), breaks_the_commit(), return_exceptions=True
+        _write(groups, database, "a", runs=runs),
+        groups.run(broken),
+        _write(groups, database, "c", runs=runs),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is True and outcomes[2] is True
+    assert isinstance(outcomes[1], DBAPIError)
+    assert await _stored(database) == {"a", "c"}
+    expected = ["a", "broken", "c"] if database.is_sqlite else ["a", "a", "broken", "broken", "c"]
+    assert sorted(runs) == expected
+
+
+async def test_a_failed_write_first_in_its_group_runs_once(database: Database) -> None:
+    groups = GroupCommit(database)
+    runs: list[str] = []
+    outcomes = await asyncio.gather(
+        _write(groups, database, "a", fail=True, runs=runs),
+        _write(groups, database, "b", runs=runs),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], Refused) and outcomes[1] is True
+    assert runs == ["a", "b"]  # a saw only committed data: its error is its own
+    assert await _stored(database) == {"b"}
+
+
+async def test_a_failed_commit_fails_every_write_of_its_group(database: Database) -> None:
+    groups = GroupCommit(database)
+
+    async def breaks_the_commit(connection: AsyncConnection) -> None:
+        # A deferred foreign key violation is only found at COMMIT.
+        await connection.execute(text("CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)"))
+        await connection.execute(
+            text(
+                "CREATE TEMP TABLE child (parent INTEGER REFERENCES parent (id)"
+                " DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+        await connection.execute(text("INSERT INTO child VALUES (1)"))
+
+    outcomes = await asyncio.gather(
+        _write(groups, database, "a"), groups.run(breaks_the_commit), return_exceptions=True
     )
     assert all(isinstance(outcome, IntegrityError) for outcome in outcomes), outcomes
     assert await _stored(database) == set()

@@ -1,29 +1,40 @@
-"""Group commit: concurrent resource writes share one SQLite transaction, each in a savepoint.
+"""Group commit: concurrent resource writes share one transaction and one COMMIT.
 
-SQLite has one writer, so concurrent writes take turns anyway; what each turn cost on its own was
-the transaction around it: a connection checked out of the pool, BEGIN IMMEDIATE, COMMIT (its
-pages appended to the WAL, the same index and table pages again for every write) and the
-connection's reset. Here the writes that arrive while one transaction is being filled join it:
+Writes of one resource type take turns anyway: SQLite has one writer, and on PostgreSQL every
+write of a type holds the type's write lock until it commits (resources.begin_write). What each
+turn cost on its own was the transaction around it: a connection checked out of the pool, BEGIN,
+COMMIT (a WAL record and flush; on SQLite the same index and table pages appended again for
+every write), the connection's reset, and on PostgreSQL two more round trips under the lock.
+Here the writes that arrive while one transaction is being filled join it: a leader task opens
+one write transaction and hands it to each waiting writer in turn; after the last writer of the
+group (or `GROUP_LIMIT` of them) it commits, and only then does each writer's `run` return: a
+caller answers 201 only after its own commit. When the commit fails, every writer of the group
+gets the error and nothing of any of them is stored.
 
-- a leader task opens one write transaction and hands it to each waiting writer in turn, inside
-  `SAVEPOINT`; a writer whose work fails is rolled back to its savepoint (nothing of it stays,
-  nothing of the others moves) and gets its error at once;
-- after the last writer of the group (or `GROUP_LIMIT` of them) the leader commits, and only then
-  does each writer's `transaction()` return: a caller answers 201 only after its commit. When the
-  commit fails, every writer of the group gets the error and nothing of any of them is stored.
+A writer whose work fails must leave nothing behind, and the others must not notice:
+
+- SQLite: each writer works inside a `SAVEPOINT` (no round trip there); a failed one is rolled
+  back to it and gets its error at once.
+- PostgreSQL: a savepoint would cost two round trips per write, and a failed statement spoils
+  the whole transaction anyway. So the group is rolled back instead, and every writer of it so
+  far does its work again, alone in a transaction of its own, the failed one included (its
+  error may have depended on the others' uncommitted work); the first writer of a group saw
+  only committed data, so its error is its own and stands. Work is therefore a function that
+  may run twice, and the common case (no failure) costs nothing extra. Writers are grouped by
+  resource type there, so that a group holds one type's lock and groups of two processes cannot
+  deadlock on two types' locks.
 
 A group takes the writers that are waiting when the leader gets the event loop: it adds no delay
 of its own, so a lone write commits as before. The writers of a group commit together, in the
-order they ran, each seeing the ones before (the write clock stays monotonic). PostgreSQL has
-concurrent writers and gets one transaction per write, as before.
+order they ran, each seeing the ones before (the write clock stays monotonic).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,113 +44,173 @@ from herald.runtime.store.database import Database
 from herald.runtime.store.direct import Prepared
 
 GROUP_LIMIT = 64
-"""Most writes in one transaction (it holds the database's write lock meanwhile)."""
+"""Most writes in one transaction (it holds the write lock meanwhile)."""
+
+T = TypeVar("T")
+Work = Callable[[AsyncConnection], Awaitable[T]]
+"""A write: given a connection inside a write transaction, its result (may run twice)."""
 
 _SAVEPOINT = Prepared(text("SAVEPOINT herald_write"))
 _RELEASE = Prepared(text("RELEASE SAVEPOINT herald_write"))
 _ROLLBACK = Prepared(text("ROLLBACK TO SAVEPOINT herald_write"))
 
 
+class _Redo:
+    """The verdict "your group was rolled back for another write: do yours again alone"."""
+
+
+_REDO: Final = _Redo()
+
+Verdict = BaseException | _Redo | None
+"""How a writer's turn ended: committed (None), again alone, or the error to raise."""
+
+
 class _Writer:
     """One write waiting for, or working in, its group's transaction."""
+
+    __slots__ = ("finished", "started", "verdict")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.started: asyncio.Future[AsyncConnection] = loop.create_future()
         self.finished: asyncio.Future[BaseException | None] = loop.create_future()
-        self.committed: asyncio.Future[None] = loop.create_future()
+        self.verdict: asyncio.Future[Verdict] = loop.create_future()
 
     def finish(self, error: BaseException | None) -> None:
         """The writer's work is over (with its error): the leader may go on."""
         if not self.finished.done():
             self.finished.set_result(error)
 
+    def decide(self, verdict: Verdict) -> None:
+        """How the writer's turn ended (a result, never an exception: it may not be awaited)."""
+        if not self.verdict.done():
+            self.verdict.set_result(verdict)
+
     def fail(self, error: BaseException) -> None:
-        """The group's transaction did not commit."""
-        if not self.committed.done():
-            self.committed.set_exception(error)
-        if not self.started.done():
+        """The group's transaction failed before or after the writer's turn."""
+        if not self.started.done() and not self.finished.done():
             self.started.set_exception(error)
+        self.decide(error)
+
+
+class _Failed(Exception):
+    """A writer's work failed inside a PostgreSQL group: roll the group back."""
+
+
+class _Line:
+    """The writers of one key waiting for a group, and the leader running their groups."""
+
+    __slots__ = ("leader", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: deque[_Writer] = deque()
+        self.leader: asyncio.Task[None] | None = None
 
 
 class GroupCommit:
-    """Write transactions of one database, grouped on SQLite (see the module's docstring)."""
+    """Write transactions of one database, grouped (see the module's docstring)."""
 
     def __init__(self, database: Database, observe: Callable[[int], None] | None = None) -> None:
         self._database = database
         self._observe = observe
-        self._waiting: deque[_Writer] = deque()
-        self._leader: asyncio.Task[None] | None = None
+        self._lines: dict[str, _Line] = {}
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A connection inside a write transaction; returns once that transaction committed."""
-        if not self._database.is_sqlite:
-            async with self._database.transaction() as connection:
-                yield connection
-            return
+    async def run(self, work: Work[T], *, key: str = "") -> T:
+        """Run `work` in a write transaction shared with concurrent writes of the same `key`
+        (a resource type; SQLite groups all writes); its result once that transaction
+        committed."""
+        line = self._lines.setdefault("" if self._database.is_sqlite else key, _Line())
         writer = _Writer(asyncio.get_running_loop())
-        self._waiting.append(writer)
-        if self._leader is None:
-            self._leader = asyncio.create_task(self._lead())
+        line.waiting.append(writer)
+        if line.leader is None:
+            line.leader = asyncio.create_task(self._lead(line))
         try:
             connection = await writer.started
-            yield connection
+            result = await work(connection)
         except BaseException as error:
             writer.finish(error)
-            # Never a 201 for this write; the writer's error has the last word. Retrieved so
-            # that a failed group's error is not reported as never retrieved.
-            if writer.committed.done() and not writer.committed.cancelled():
-                writer.committed.exception()
+            if not isinstance(error, Exception):
+                raise  # cancelled: nothing to wait for
+            verdict = await writer.verdict
+            if verdict is _REDO:
+                return await self._alone(work)
             raise
         writer.finish(None)
-        await writer.committed
+        verdict = await writer.verdict
+        if verdict is None:
+            return result
+        if verdict is _REDO:
+            return await self._alone(work)
+        assert isinstance(verdict, BaseException)
+        raise verdict
 
-    async def _lead(self) -> None:
+    async def _alone(self, work: Work[T]) -> T:
+        """Run `work` in a transaction of its own."""
+        async with self._database.transaction() as connection:
+            return await work(connection)
+
+    async def _lead(self, line: _Line) -> None:
         """Run groups until no writer waits."""
         try:
-            while self._waiting:
-                await self._group()
+            while line.waiting:
+                await self._group(line.waiting)
         finally:
-            self._leader = None
-            if self._waiting:  # cancelled (shutdown): nobody will run these
+            line.leader = None
+            if line.waiting:  # cancelled (shutdown): nobody will run these
                 error = asyncio.CancelledError("the database's write groups stopped")
-                while self._waiting:
-                    self._waiting.popleft().fail(error)
+                while line.waiting:
+                    line.waiting.popleft().fail(error)
 
-    async def _group(self) -> None:
-        """One transaction: the waiting writers in turn, each in a savepoint, then COMMIT."""
+    async def _group(self, waiting: deque[_Writer]) -> None:
+        """One transaction: the waiting writers in turn, then COMMIT."""
         done: list[_Writer] = []
         writer: _Writer | None = None
+        spoiled = False  # a writer failed in a PostgreSQL group: it is rolled back
+        savepoints = self._database.is_sqlite
         try:
             async with self._database.transaction() as connection:
-                while self._waiting and len(done) < GROUP_LIMIT:
-                    writer = self._waiting.popleft()
+                while waiting and len(done) < GROUP_LIMIT:
+                    writer = waiting.popleft()
                     if writer.finished.done():  # gone (cancelled) before its turn
+                        writer = None
                         continue
-                    await direct.run(connection, _SAVEPOINT, {})
+                    if savepoints:
+                        await direct.run(connection, _SAVEPOINT, {})
                     writer.started.set_result(connection)
                     error = await writer.finished
                     if error is None:
-                        await direct.run(connection, _RELEASE, {})
+                        if savepoints:
+                            await direct.run(connection, _RELEASE, {})
                         done.append(writer)
-                    else:
+                    elif savepoints:
                         await direct.run(connection, _ROLLBACK, {})
                         await direct.run(connection, _RELEASE, {})
+                        writer.decide(error)
+                    else:
+                        spoiled = True
+                        raise _Failed
                     writer = None
         except BaseException as error:
+            if spoiled and isinstance(error, Exception):
+                # Rolled back (or its connection lost while rolling back): nothing of the group
+                # stays, so its writers so far may write again.
+                assert writer is not None
+                for each in [*done, writer] if done else []:
+                    each.decide(_REDO)
+                writer.decide(writer.finished.result())  # first of its group: its error stands
+                return
             failed = done if writer is None else [*done, writer]
             if not failed:
                 # The transaction could not begin (the database locked by another process past
-                # the busy timeout, a disk error): every waiting write gets the error, as each
+                # the busy timeout, a lost server): every waiting write gets the error, as each
                 # would have on its own, instead of waiting for a retry that may never succeed.
-                failed = list(self._waiting)
-                self._waiting.clear()
+                failed = list(waiting)
+                waiting.clear()
             for each in failed:
                 each.fail(error)
             if not isinstance(error, Exception):
                 raise
             return
         for writer in done:
-            writer.committed.set_result(None)
+            writer.decide(None)
         if self._observe is not None and done:
             self._observe(len(done))

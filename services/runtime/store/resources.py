@@ -66,7 +66,7 @@ _WRITE_LOCK = 7244  # advisory lock class of "writes of one resource type" (7243
 _TICK = timedelta(milliseconds=1)  # the precision of meta.lastUpdated
 # The current version (when there is one), the newest stamp of the type and the registry
 # revision, in one statement: a round trip each held the type's write lock for longer. On
-# PostgreSQL a function (migration 0011) takes the lock first and then reads, in one round trip.
+# PostgreSQL a function (migration 0013) takes the lock first and then reads, in one round trip.
 _START = Prepared(
     text(
         "WITH cur AS (SELECT version_id, last_updated, deleted, content FROM resources"
@@ -78,7 +78,7 @@ _START = Prepared(
         " FROM (SELECT 1 AS one) AS one LEFT JOIN cur ON true"
     )
 )
-_START_LOCKED = Prepared(text("SELECT * FROM herald_write_start_v1(:kind, :key, :type, :id)"))
+_START_LOCKED = Prepared(text("SELECT * FROM herald_write_start_v2(:kind, :key, :type, :id)"))
 
 
 @dataclass(frozen=True)
