@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
@@ -66,7 +67,16 @@ RETURN_PREFERENCES = ("minimal", "representation", "OperationOutcome")
 
 def http_date(instant: str) -> str:
     """A FHIR instant as an HTTP-date (RFC 9110), for Last-Modified."""
-    return format_datetime(datetime.fromisoformat(instant), usegmt=True)
+    moment = datetime.fromisoformat(instant)
+    if moment.tzinfo is not UTC:
+        return format_datetime(moment, usegmt=True)  # which refuses any other zone, as before
+    return _http_date_of_second(moment.replace(microsecond=0))
+
+
+@functools.lru_cache(maxsize=64)
+def _http_date_of_second(moment: datetime) -> str:
+    # An HTTP-date has whole seconds: instants of the same second share one text.
+    return format_datetime(moment, usegmt=True)
 
 
 def preferences(prefer: str | None) -> dict[str, str]:
@@ -157,15 +167,27 @@ def _kind(media_type: str) -> str | None:
 
 async def check_accept(request: Request) -> None:
     """Choose the answer's format from `_format`, else from Accept (q-values honoured)."""
-    wanted = request.query_params.get("_format")
+    # Most requests carry no query string: `_format` cannot be there.
+    wanted = request.query_params.get("_format") if request.scope["query_string"] else None
     if wanted is not None:
         kind = _kind(wanted)
         if kind is None:
             raise NotAcceptable(f"unknown _format {wanted!r}; use json or xml")
         _answer_xml.set(kind == "xml")
         return
+    accept = request.headers.get("accept", "")
+    answer_xml = _accepted_xml(accept)
+    if answer_xml is None:
+        raise NotAcceptable(f"cannot answer in {accept!r}; use {FHIR_JSON} or {FHIR_XML}")
+    _answer_xml.set(answer_xml)
+
+
+@functools.lru_cache(maxsize=256)
+def _accepted_xml(accept: str) -> bool | None:
+    """Whether an Accept header asks for XML (None: neither format is acceptable). Clients send
+    the same few headers again and again, so each is read once."""
     ranges = []
-    for position, part in enumerate(request.headers.get("accept", "").split(",")):
+    for position, part in enumerate(accept.split(",")):
         media_type, _, params = part.partition(";")
         quality = 1.0
         for param in params.split(";"):
@@ -180,10 +202,8 @@ async def check_accept(request: Request) -> None:
     kinds = [_kind(media_type) for q, _, media_type in sorted(ranges) if q < 0]
     known = [k for k in kinds if k is not None]
     if ranges and not known and not any(m.strip().startswith("text/") for _, _, m in ranges):
-        raise NotAcceptable(
-            f"cannot answer in {request.headers.get('accept')!r}; use {FHIR_JSON} or {FHIR_XML}"
-        )
-    _answer_xml.set(bool(known) and known[0] == "xml")
+        return None
+    return bool(known) and known[0] == "xml"
 
 
 async def read_body(request: Request) -> bytes:

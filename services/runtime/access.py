@@ -13,9 +13,9 @@ parameters, the status, the duration and the client id an authentication middlew
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
@@ -36,7 +36,17 @@ def accepted_request_id(given: str | None) -> str:
     """The given id when it is a plain token, else a new one."""
     if given is not None and _VALID.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return _uuid4_hex()
+
+
+_UUID4_CLEAR = ~(0xF000 << 64) & ~(0xC000 << 48)
+_UUID4_SET = (4 << 76) | (0x8000 << 48)
+
+
+def _uuid4_hex() -> str:
+    """`uuid.uuid4().hex` (the same random bits, version and variant) without a UUID object,
+    which costs twice the random bytes here."""
+    return f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
 def given_request_id(scope: Scope) -> str | None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from itertools import islice
 from types import TracebackType
 from typing import Any
 
@@ -67,7 +69,9 @@ class _Bounded(logging.Formatter):
 
 
 # Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field.
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+_PLAIN_RECORD = logging.LogRecord("", 0, "", 0, "", None, None)
+_STANDARD_SET_FIRST = len(_PLAIN_RECORD.__dict__)
+_STANDARD = set(_PLAIN_RECORD.__dict__) | {
     "message",
     "asctime",
     # uvicorn repeats its message with ANSI colour escapes here.
@@ -117,7 +121,12 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
         "logger": record.name,
         "message": _cut(record.getMessage(), MAX_MESSAGE),
     }
-    fields.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+    items: Iterable[tuple[str, object]] = record.__dict__.items()
+    if type(record) is logging.LogRecord:
+        # A LogRecord sets its standard attributes first; `extra` and the request id come
+        # after them, so only those few are looked at.
+        items = islice(items, _STANDARD_SET_FIRST, None)
+    fields.update({k: v for k, v in items if k not in _STANDARD})
     return fields
 
 
@@ -132,9 +141,12 @@ class JsonFormatter(_Bounded):
         return orjson.dumps(entry, default=str).decode()
 
 
+_NEEDS_QUOTES = re.compile(r'[ "=\n\t]')
+
+
 def _text_value(value: object) -> str:
     text = str(value)
-    if not text or any(c in text for c in ' "=\n\t'):
+    if not text or _NEEDS_QUOTES.search(text):
         return orjson.dumps(text).decode()
     return text
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 
 import httpx
 import pytest
@@ -53,7 +54,12 @@ async def test_a_missing_or_unusual_request_id_is_replaced(given: str | None) ->
     headers = {} if given is None else {"X-Request-ID": given}
     response = await _get("/fhir/Task", headers=headers)
     assert response.headers["X-Request-ID"] != given
-    assert len(response.headers["X-Request-ID"]) == 32
+    made = uuid.UUID(hex=response.headers["X-Request-ID"])
+    assert (made.hex, made.version, made.variant) == (
+        response.headers["X-Request-ID"],
+        4,
+        uuid.RFC_4122,
+    )
 
 
 async def test_the_access_record_has_query_names_but_not_their_values(
