@@ -2,13 +2,13 @@
 
 herald_write_start_v1 (migration 0011) is a LANGUAGE sql function of two statements. PostgreSQL
 (before 18) parses and plans such a function's statements on every call; a PL/pgSQL function
-keeps its plans for the session. Measured on this project's PostgreSQL 15, one call with its
-BEGIN and COMMIT: 0.18-0.29 ms of the backend's CPU against 0.40-0.54 ms (docs/performance.md,
-"Distributed: group commit on PostgreSQL"). Same arguments, same rows, same order of steps: the
-type's write lock, then the read, in a statement of its own (a VOLATILE PL/pgSQL function takes
-a fresh snapshot for each statement at READ COMMITTED, so the read sees every commit of the
-lock's earlier holders). A new name: processes of the previous release keep calling v1 during a
-rolling upgrade, so v1 stays.
+keeps its plans for the session. Measured on this project's PostgreSQL 15: 0.07-0.09 ms of the
+backend's CPU per call against 0.25-0.30 ms in a transaction of many writes (docs/performance.md,
+"Distributed: the write-start function in PL/pgSQL"). Same arguments, same rows, same order of
+steps: the type's write lock, then the read, in a statement of its own (a VOLATILE PL/pgSQL
+function takes a fresh snapshot for each statement at READ COMMITTED, so the read sees every
+commit of the lock's earlier holders). A new name: processes of the previous release keep calling
+v1 during a rolling upgrade, so v1 stays.
 
 Revision ID: 0013
 Revises: 0012
