@@ -435,6 +435,8 @@ class System:
     processes together; round_trips <role>: by process role)."""
     parts: Callable[[], dict[str, list[int]]] = dict
     """The processes by part (distributed: each role, Kafka, PostgreSQL), for a CPU breakdown."""
+    kafka_requests: Callable[[], dict[str, dict[str, int]]] = dict
+    """Kafka requests sent so far by each role (its instances together), by API (distributed)."""
 
 
 def _counters(urls: dict[str, str]) -> dict[str, float]:
@@ -449,6 +451,43 @@ def _counters(urls: dict[str, str]) -> dict[str, float]:
             found[counter] = found.get(counter, 0.0) + value
         trips = f"round_trips {name.split('-')[0]}"
         found[trips] = found.get(trips, 0.0) + metric(text, "herald_database_round_trips_total")
+    return found
+
+
+# Counts each service's Kafka requests (bench/kafka_requests/sitecustomize.py).
+KAFKA_REQUESTS_HOOK = Path(__file__).resolve().parent / "kafka_requests"
+
+
+@contextlib.contextmanager
+def counting_kafka_requests(folder: Path) -> Iterator[None]:
+    """Processes started meanwhile count their Kafka requests and write them to `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "BENCH_KAFKA_REQUESTS")}
+    path = [str(KAFKA_REQUESTS_HOOK), *filter(None, [saved["PYTHONPATH"]])]
+    os.environ["PYTHONPATH"] = os.pathsep.join(path)
+    os.environ["BENCH_KAFKA_REQUESTS"] = str(folder)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _kafka_requests(folder: Path, pids: dict[str, int]) -> dict[str, dict[str, int]]:
+    """The Kafka requests each process (pid by instance name) sent so far, summed by role."""
+    for pid in pids.values():
+        (folder / f"{pid}.json").unlink(missing_ok=True)
+        os.kill(pid, signal.SIGUSR1)
+    found: dict[str, dict[str, int]] = {}
+    for name, pid in pids.items():
+        path = folder / f"{pid}.json"
+        _wait_until(path.exists, 10, f"the Kafka request counts of {name}")
+        role = found.setdefault(name.split("-")[0], {})
+        for api, count in json.loads(path.read_text()).items():
+            role[api] = role.get(api, 0) + count
     return found
 
 
@@ -489,18 +528,20 @@ def _subscribe(base_url: str, receiver: Receiver, owners: list[str]) -> None:
 HERALD_SETTINGS = {"handshake_delay": "0.1"}
 
 
-def herald_settings(log_level: str) -> dict[str, str]:
-    """Settings of the Herald processes under test (logging as `make run` does by default)."""
-    return {**HERALD_SETTINGS, "log_level": log_level}
+def herald_settings(log_level: str, extra: list[str]) -> dict[str, str]:
+    """Settings of the Herald processes under test (logging as `make run` does by default),
+    with `--set NAME=VALUE` ones on top."""
+    pairs = dict(item.split("=", 1) for item in extra)
+    return {**HERALD_SETTINGS, "log_level": log_level, **pairs}
 
 
 @contextlib.contextmanager
 def embedded_system(
-    folder: Path, receiver: Receiver, owners: list[str], log_level: str
+    folder: Path, receiver: Receiver, owners: list[str], settings: dict[str, str]
 ) -> Iterator[System]:
     from tests.faults.harness import Embedded
 
-    herald = Embedded(folder / "herald.db", folder / "logs", **herald_settings(log_level))
+    herald = Embedded(folder / "herald.db", folder / "logs", **settings)
     herald.start()
     try:
         _subscribe(herald.base_url, receiver, owners)
@@ -548,7 +589,7 @@ def distributed_system(
     receiver: Receiver,
     owners: list[str],
     scale: int,
-    log_level: str,
+    settings: dict[str, str],
 ) -> Iterator[System]:
     from tests.faults.harness import Cluster
 
@@ -557,11 +598,12 @@ def distributed_system(
     # look cheaper than the first. `--warmup` measures a warm broker on purpose.
     with backing_services() as backing:
         database = asyncio.run(create_database(backing.postgres, f"bench_{uuid.uuid4().hex[:8]}"))
-        cluster = Cluster(backing.kafka, database, folder / "logs", **herald_settings(log_level))
-        cluster.start()
-        for n in range(2, scale + 1):
-            cluster.start("matcher", name=f"matcher-{n}")
-            cluster.start("dispatcher", name=f"dispatcher-{n}")
+        cluster = Cluster(backing.kafka, database, folder / "logs", **settings)
+        with counting_kafka_requests(folder / "kafka-requests"):
+            cluster.start()
+            for n in range(2, scale + 1):
+                cluster.start("matcher", name=f"matcher-{n}")
+                cluster.start("dispatcher", name=f"dispatcher-{n}")
         try:
             _subscribe(cluster.base_url, receiver, owners)
             urls = {"ingest": f"http://127.0.0.1:{cluster.port}/metrics"} | {
@@ -573,6 +615,10 @@ def distributed_system(
                 lambda: [p.process.pid for p in cluster.processes.values()] + backing.roots,
                 lambda: _counters(urls),
                 lambda: _parts(cluster, backing),
+                lambda: _kafka_requests(
+                    folder / "kafka-requests",
+                    {name: p.process.pid for name, p in cluster.processes.items()},
+                ),
             )
         finally:
             cluster.stop()
@@ -615,6 +661,7 @@ def measure(
     counters0 = system.counters()
     cpu0 = tree_cpu(system.pids())
     parts0 = {part: tree_cpu(pids) for part, pids in system.parts().items()}
+    requests0 = system.kafka_requests()
     jvm = JvmMeter(system.parts().get("kafka", []))
     jvm.start()
     started = time.monotonic()
@@ -643,6 +690,19 @@ def measure(
     cpu = tree_cpu(system.pids()) - cpu0
     jvm_seconds = jvm.stop()
     counters1 = system.counters()
+    if requests0:
+        requests = {
+            role: {
+                api: round((n - requests0.get(role, {}).get(api, 0)) / len(tasks), 3)
+                for api, n in sorted(by_api.items())
+                if n > requests0.get(role, {}).get(api, 0)
+            }
+            for role, by_api in system.kafka_requests().items()
+        }
+        result["kafka_requests_per_task"] = round(
+            sum(sum(r.values()) for r in requests.values()), 2
+        )
+        result["kafka_requests_per_task_by_role"] = requests
     result["cpu_ms_per_task"] = round(cpu * 1000 / len(tasks), 3)
     if parts0:
         result["cpu_ms_per_task_by_part"] = {
@@ -692,6 +752,7 @@ def _tasks(prefix: str, count: int, owners: list[str]) -> list[tuple[str, str]]:
 def run_round(args: argparse.Namespace, number: int) -> dict[str, dict[str, Any]]:
     """One round: the floor, then each Herald mode asked for, each fresh."""
     owners = [f"Organization/o{k}" for k in range(args.subscriptions)]
+    settings = herald_settings(args.log_level, args.set)
     figures: dict[str, dict[str, Any]] = {}
 
     def closed(tasks: list[tuple[str, str]], port: int) -> Callable[..., Coroutine[Any, Any, Load]]:
@@ -712,12 +773,12 @@ def run_round(args: argparse.Namespace, number: int) -> dict[str, dict[str, Any]
                 figures["floor"]["warmup"] = warm
         systems: list[Callable[[Path, Receiver], contextlib.AbstractContextManager[System]]] = []
         if args.mode in ("embedded", "both"):
-            systems.append(lambda f, r: embedded_system(f, r, owners, args.log_level))
+            systems.append(lambda f, r: embedded_system(f, r, owners, settings))
         if args.mode in ("distributed", "both"):
             for scale in sorted({1, args.scale}):
                 systems.append(
                     lambda f, r, s=scale: distributed_system(  # type: ignore[misc]
-                        f, r, owners, s, args.log_level
+                        f, r, owners, s, settings
                     )
                 )
         for index, make in enumerate(systems):
@@ -751,16 +812,24 @@ def run_round(args: argparse.Namespace, number: int) -> dict[str, dict[str, Any]
 
 
 def _breakdowns(f: dict[str, Any]) -> list[str]:
-    """The CPU per Task by part and the Kafka broker's by kind of thread, where measured."""
+    """The CPU per Task by part, the Kafka broker's by kind of thread and the Kafka requests per
+    Task by role and API, where measured."""
     names = {
         "cpu_ms_per_task_by_part": "ms CPU/Task by part",
         "kafka_ms_per_task_by_thread": "Kafka's ms CPU/Task by thread",
     }
-    return [
+    lines = [
         f"{title}: " + ", ".join(f"{k} {v:.2f}" for k, v in f[key].items())
         for key, title in names.items()
         if key in f
     ]
+    if "kafka_requests_per_task" in f:
+        by_role = "; ".join(
+            f"{role} " + ", ".join(f"{api} {n:.2f}" for api, n in apis.items() if n >= 0.005)
+            for role, apis in f["kafka_requests_per_task_by_role"].items()
+        )
+        lines.append(f"Kafka requests/Task: {f['kafka_requests_per_task']:.2f} ({by_role})")
+    return lines
 
 
 def _line(name: str, f: dict[str, Any]) -> str:
@@ -797,6 +866,7 @@ def _line(name: str, f: dict[str, Any]) -> str:
             f"p50/p95/p99/max {o['p50_ms']}/{o['p95_ms']}/{o['p99_ms']}/{o['max_ms']} ms, "
             f"{o['cpu_ms_per_task']:.2f} ms CPU/Task, missing {o['missing']}"
         )
+        text += "".join(f"\n  {'':<18} {line}" for line in _breakdowns(o))
     if "outage" in f:
         o = f["outage"]
         text += (
@@ -820,8 +890,9 @@ def summary(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
                 "sql_statements_per_task",
                 "transactions_per_task",
             ]
-        if "asyncpg_round_trips_per_task" in rows[0]:
-            keys.append("asyncpg_round_trips_per_task")
+        keys += [
+            k for k in ("asyncpg_round_trips_per_task", "kafka_requests_per_task") if k in rows[0]
+        ]
         out[name] = {k: round(statistics.median(r[k] for r in rows), 2) for k in keys}
         if "warmup" in rows[0]:
             out[name]["warmup_cpu_ms_per_task"] = round(
@@ -865,6 +936,14 @@ def main() -> None:
         default="INFO",
         help="HERALD_LOG_LEVEL of the system under test (INFO, as `make run`: an access and an"
         " audit line per request)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Herald setting of the system under test (NAME as in HERALD_NAME, lower case),"
+        " e.g. relay_linger=0",
     )
     parser.add_argument("--json", type=Path, help="write all figures to this file")
     args = parser.parse_args()

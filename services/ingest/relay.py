@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime
 
 import orjson
@@ -45,10 +46,20 @@ def _age(payload: bytes) -> float:
 
 
 async def run_relay(ctx: IngestContext, publisher: Publisher, stop: asyncio.Event) -> None:
-    """Relay until stopped, then drain what is left."""
+    """Relay until stopped, then drain what is left.
+
+    A pass that published less than a full batch is followed by the next one no sooner than
+    `relay_linger` after it started: under load each pass then carries the writes of that
+    interval in one produce request, and every stage after it (the matcher's fetch and produce,
+    the dispatcher's fetch and its event recording) handles them as one batch. A write that finds
+    the relay idle (its last pass found nothing) is relayed at once. The records wait in the
+    outbox table meanwhile, never in memory.
+    """
     failures = 0
+    linger = ctx.settings.relay_linger
     while not stop.is_set():
         ctx.outbox_written.clear()
+        started = time.monotonic()
         try:
             moved = await relay_once(ctx, publisher)
             failures = 0
@@ -57,16 +68,21 @@ async def run_relay(ctx: IngestContext, publisher: Publisher, stop: asyncio.Even
             log.exception("outbox relay failed; retrying", extra={"failures": failures})
             await sleep_or_stop(stop, min(5.0, 0.2 * 2**failures))
             continue
-        if moved == 0:
-            waiter = asyncio.create_task(ctx.outbox_written.wait())
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait(
-                {waiter, stopper},
-                timeout=ctx.settings.relay_interval,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            waiter.cancel()
-            stopper.cancel()
+        if moved:
+            ctx.metrics.outbox_batch_size.observe(moved)
+            pause = started + linger - time.monotonic()
+            if moved < BATCH and pause > 0:
+                await asyncio.sleep(pause)
+            continue
+        waiter = asyncio.create_task(ctx.outbox_written.wait())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait(
+            {waiter, stopper},
+            timeout=ctx.settings.relay_interval,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        waiter.cancel()
+        stopper.cancel()
     try:
         while await relay_once(ctx, publisher):
             pass

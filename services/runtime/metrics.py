@@ -75,6 +75,12 @@ class Metrics:
         self.outbox_published = Counter(
             "herald_outbox_published_records", "Outbox records published to the bus", registry=r
         )
+        self.outbox_batch_size = Histogram(
+            "herald_outbox_relay_batch_records",
+            "Outbox records the relay published together, per pass (one produce request)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500),
+            registry=r,
+        )
         self.changes_consumed = Counter(
             "herald_changes_consumed", "Resource changes the matcher processed", registry=r
         )

@@ -227,6 +227,15 @@ class Settings(BaseSettings):
     relay_interval: float = setting(
         0.2, "seconds between outbox polls when idle", roles=FHIR_API, gt=0
     )
+    relay_linger: float = setting(
+        0.01,
+        "seconds, at least, between the starts of two outbox relay passes under load, so that "
+        "writes of that interval travel the bus as one batch (0: a pass per write); a write "
+        "after a quiet spell is relayed at once",
+        roles=FHIR_API,
+        ge=0,
+        le=1,
+    )
     registry_refresh: float = setting(
         1.0,
         "seconds between subscription registry polls",
