@@ -238,6 +238,11 @@ async def _search(ctx: IngestContext, request: Request, query: str, who: Caller)
     # A tenant searches its organizations' Tasks only.
     parsed = replace(parsed, request=replace(parsed.request, organizations=who.organizations))
     base = ctx.settings.fhir_base
-    async with ctx.database.read() as connection:
+    # The total, the page and what it includes must agree: one snapshot when there are two or
+    # more statements (two round trips more on PostgreSQL), else a read of one.
+    wanted = parsed.request
+    several = (wanted.total and wanted.count > 0) or wanted.include_output
+    reads = ctx.database.snapshot if several else ctx.database.read
+    async with reads() as connection:
         page = await search(connection, parsed.request, now=utc_now(), base=base)
     return FhirResponse(searchset(base, "Task", parsed, page))

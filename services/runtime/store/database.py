@@ -128,6 +128,26 @@ class Database:
                 )
             yield connection
 
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncConnection]:
+        """A connection whose reads all see one snapshot of the database.
+
+        For a read of several statements that must agree (a search's total and its page).
+        `read()` gives each statement a snapshot of its own on PostgreSQL; here BEGIN
+        ISOLATION LEVEL REPEATABLE READ READ ONLY and the ROLLBACK ending it cost two round
+        trips more. SQLite's read transaction holds one snapshot already."""
+        if self.is_sqlite:
+            async with self.read() as connection:
+                yield connection
+            return
+        async with self.engine.connect() as connection:
+            await connection.execution_options(
+                herald_read_only=True,
+                isolation_level="REPEATABLE READ",
+                postgresql_readonly=True,
+            )
+            yield connection
+
     async def migrate(self, revision: str = "head") -> None:
         """Bring the schema to the newest migration (or to an older `revision`, for tests)."""
         async with self.transaction() as connection:
