@@ -123,25 +123,24 @@ class GroupCommit:
         line.waiting.append(writer)
         if line.leader is None:
             line.leader = asyncio.create_task(self._lead(line))
+        failure: Exception | None = None
         try:
             connection = await writer.started
             result = await work(connection)
         except BaseException as error:
-            writer.finish(error)
             if not isinstance(error, Exception):
+                writer.finish(error)
                 raise  # cancelled: nothing to wait for
-            verdict = await writer.verdict
-            if verdict is _REDO:
-                return await self._alone(work)
-            raise
-        writer.finish(None)
+            failure = error
+        writer.finish(failure)
         verdict = await writer.verdict
-        if verdict is None:
-            return result
         if verdict is _REDO:
             return await self._alone(work)
-        assert isinstance(verdict, BaseException)
-        raise verdict
+        if failure is not None:
+            raise failure  # the writer's own error has the last word
+        if isinstance(verdict, BaseException):
+            raise verdict
+        return result
 
     async def _alone(self, work: Work[T]) -> T:
         """Run `work` in a transaction of its own."""
