@@ -45,11 +45,11 @@ _Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
 _Getter = Callable[[Params], Sequence[Any]]
 
 
-def _getter(names: tuple[str, ...], bound: dict[str, Any]) -> _Getter:
-    """What takes a set of parameters to the statement's positional values: an itemgetter when
-    the parameters name them all (the hot path's statements, several per write), else a lookup
-    that falls back on the values bound in the statement."""
-    if bound and any(name in bound for name in names):
+def _getter(names: tuple[str, ...], bound: dict[str, Any], given: frozenset[str]) -> _Getter:
+    """What takes a set of parameters (naming `given`) to the statement's positional values:
+    an itemgetter when they name them all (the hot path's statements, several per write), else
+    a lookup that falls back on the values bound in the statement."""
+    if not given.issuperset(names):
 
         def lookup(params: Params) -> list[Any]:
             return [params[name] if name in params else bound[name] for name in names]
@@ -79,7 +79,7 @@ class Prepared:
         found = self._getters.get(key)
         if found is None:
             sql, names, bound = self.compiled(connection, key[1])
-            found = self._getters[key] = (sql, _getter(names, bound))
+            found = self._getters[key] = (sql, _getter(names, bound, frozenset(key[1])))
         sql, get = found
         return sql, [get(p) for p in many]
 
