@@ -128,7 +128,7 @@ class _Walk:
         for key, item in value.items():
             if key == "resourceType" and resource:
                 continue
-            name = key[1:] if key.startswith("_") else key
+            name = key[1:] if key[:1] == "_" else key
             definition = definitions.get(name)
             where = f"{path}.{name}"
             if definition is None:
@@ -136,10 +136,20 @@ class _Walk:
                     f"unknown element {key[:64]!r} in {type_name}", expression=where
                 )
             child_type, repeats = definition
-            if key.startswith("_"):
+            if key[:1] == "_":
                 if not child_type[0].islower():
                     raise InvalidResource(f"{key} is not a primitive's extension", expression=where)
                 _each(item, repeats, where, self._complex_check("Element"), nullable=True)
+            elif not repeats and child_type != "Resource":
+                # One value (most elements): checked here, without _each and a check closure.
+                if isinstance(item, list):
+                    raise InvalidResource(
+                        f"{where} does not repeat: expected one value", expression=where
+                    )
+                if child_type[0].islower():
+                    _primitive(item, child_type, where)
+                else:
+                    self.complex(item, child_type, where)
             elif child_type[0].islower():
                 _each(item, repeats, where, _primitive_check(child_type), nullable=repeats)
             elif child_type == "Resource":

@@ -105,11 +105,29 @@ def parse_date_range(text: str) -> DateRange:
     return DateRange(_utc(start), LATEST if end is None else _utc(end))
 
 
+# An instant as Herald writes them (meta.lastUpdated, one on every version of every resource):
+# millisecond precision in UTC, the one form datetime.fromisoformat reads alone, at a tenth of
+# parse_date_range's cost. Anything else, or a value it refuses, takes the general path.
+_INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def _instant_range(text: str) -> DateRange | None:
+    """parse_date_range of a UTC instant with milliseconds; None for any other text."""
+    if len(text) != 24 or _INSTANT.fullmatch(text) is None:
+        return None
+    try:
+        start = datetime.fromisoformat(text)
+        return DateRange(start, start + _MILLISECOND)
+    except (ValueError, OverflowError):
+        return None
+
+
 def _element_range(element: Any) -> DateRange | None:
     """The range of a resource's date value or Period; None if it has none or is invalid."""
     try:
         if isinstance(element, str):
-            return parse_date_range(element)
+            return _instant_range(element) or parse_date_range(element)
         if isinstance(element, dict) and ("start" in element or "end" in element):
             start, end = element.get("start"), element.get("end")
             low = parse_date_range(start).low if isinstance(start, str) else EARLIEST

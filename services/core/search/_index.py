@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from herald.core.errors import SearchParameterError
 from herald.core.search._criteria import Condition
@@ -48,8 +49,9 @@ IDENTIFIER = ":identifier"
 """Suffix of the pseudo-parameter holding a reference parameter's `Reference.identifier` tokens."""
 
 
-@dataclass(frozen=True)
-class TokenEntry:
+# Named tuples, not dataclasses: a few are made and hashed on every write (a dataclass
+# instance cost four times as much), and their fields are the index rows' columns in order.
+class TokenEntry(NamedTuple):
     """A (system, code) pair of a token parameter; both None on the `present` row."""
 
     param: str
@@ -57,8 +59,7 @@ class TokenEntry:
     code: str | None
 
 
-@dataclass(frozen=True)
-class ReferenceEntry:
+class ReferenceEntry(NamedTuple):
     """A reference value; every field None on the `present` row."""
 
     param: str
@@ -68,8 +69,7 @@ class ReferenceEntry:
     base: str | None
 
 
-@dataclass(frozen=True)
-class DateEntry:
+class DateEntry(NamedTuple):
     """A date range as fixed-width UTC text (sortable); both None on the `present` row."""
 
     param: str
@@ -88,6 +88,8 @@ class IndexEntries:
 
 def instant_key(moment: datetime) -> str:
     """A UTC moment as fixed-width text that sorts like the moment (year 1 to 9999)."""
+    if moment.tzinfo is UTC:  # every range of an index entry: isoformat ends in "+00:00"
+        return moment.isoformat(timespec="microseconds")[:-6]
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
@@ -134,6 +136,9 @@ def index_entries(
         if parameter.type == "token":
             found = len(tokens)
             for element in elements:
+                if isinstance(element, str):  # a code (status, intent): what codes() yields
+                    tokens[TokenEntry(name, parameter.implied_system, element)] = None
+                    continue
                 for system, code in codes(element, parameter.implied_system):
                     if system is not None or code is not None:
                         tokens[TokenEntry(name, system, code)] = None

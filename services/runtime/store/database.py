@@ -211,6 +211,12 @@ def _sqlite_pragmas(engine: AsyncEngine, *, cache_kib: int | None) -> None:
         cursor.execute(NO_AUTOCHECKPOINT)
         if cache_kib is not None:
             cursor.execute(f"PRAGMA cache_size = -{cache_kib}")
+            # The writer's savepoints (one per write of a group, store/group_commit.py) copy
+            # each page a write changes into a sub-journal, which past 64 KiB spills into a
+            # temporary file: a write() per page, a tenth of a Task's CPU. In memory instead
+            # (it lives only until the write's savepoint is released; a migration's large
+            # statement holds its statement journal in memory too).
+            cursor.execute("PRAGMA temp_store = MEMORY")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -21,7 +21,8 @@ rows (tuples; asyncpg Records), booleans as 0/1 on SQLite.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, NoReturn
 
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
@@ -41,6 +42,25 @@ Rows = Sequence[Sequence[Any]]
 # SQL text, the names of its positional parameters, and the values of parameters bound in the
 # statement itself.
 _Compiled = tuple[str, tuple[str, ...], dict[str, Any]]
+_Getter = Callable[[Params], Sequence[Any]]
+
+
+def _getter(names: tuple[str, ...], bound: dict[str, Any], given: frozenset[str]) -> _Getter:
+    """What takes a set of parameters (naming `given`) to the statement's positional values:
+    an itemgetter when they name them all (the hot path's statements, several per write), else
+    a lookup that falls back on the values bound in the statement."""
+    if not given.issuperset(names):
+
+        def lookup(params: Params) -> list[Any]:
+            return [params[name] if name in params else bound[name] for name in names]
+
+        return lookup
+    if not names:
+        return lambda _params: ()
+    if len(names) == 1:
+        only = names[0]
+        return lambda params: (params[only],)
+    return itemgetter(*names)
 
 
 class Prepared:
@@ -49,6 +69,19 @@ class Prepared:
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
         self._compiled: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
+        self._getters: dict[tuple[str, tuple[str, ...]], tuple[str, _Getter]] = {}
+
+    def values(
+        self, connection: AsyncConnection, many: Sequence[Params]
+    ) -> tuple[str, list[Sequence[Any]]]:
+        """The SQL text, and the values of each set of parameters in its order."""
+        key = (connection.dialect.name, tuple(many[0]))
+        found = self._getters.get(key)
+        if found is None:
+            sql, names, bound = self.compiled(connection, key[1])
+            found = self._getters[key] = (sql, _getter(names, bound, frozenset(key[1])))
+        sql, get = found
+        return sql, [get(p) for p in many]
 
     def compiled(self, connection: AsyncConnection, names: tuple[str, ...]) -> _Compiled:
         """The statement compiled for the connection's dialect with these parameter names."""
@@ -87,10 +120,9 @@ def _raise(sql: str, error: sqlite3.Error) -> NoReturn:
 
 def _values(
     prepared: Prepared, connection: AsyncConnection, many: Sequence[Params]
-) -> tuple[str, list[list[Any]]]:
+) -> tuple[str, list[Sequence[Any]]]:
     """The SQL text, and the values of each set of parameters in its order."""
-    sql, names, bound = prepared.compiled(connection, tuple(many[0]))
-    return sql, [[p[name] if name in p else bound[name] for name in names] for p in many]
+    return prepared.values(connection, many)
 
 
 async def _on_asyncpg(

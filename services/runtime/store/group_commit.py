@@ -13,8 +13,12 @@ gets the error and nothing of any of them is stored.
 
 A writer whose work fails must leave nothing behind, and the others must not notice:
 
-- SQLite: each writer works inside a `SAVEPOINT` (no round trip there); a failed one is rolled
-  back to it and gets its error at once.
+- SQLite: each writer after the first of its group works inside a `SAVEPOINT` (no round trip
+  there); a failed one is rolled back to it and gets its error at once. The first writer needs
+  none: when it fails, the transaction holds only its work, so the group is rolled back as a
+  whole and the writers after it wait for the next one (as on PostgreSQL). A savepoint copies
+  every page its writer changes once more, and at the rate of a single client most groups are
+  of one write.
 - PostgreSQL: a savepoint would cost two round trips per write, and a failed statement spoils
   the whole transaction anyway. So the group is rolled back instead, and every writer of it so
   far does its work again, alone in a transaction of its own, the failed one included (its
@@ -163,8 +167,8 @@ class GroupCommit:
         """One transaction: the waiting writers in turn, then COMMIT."""
         done: list[_Writer] = []
         writer: _Writer | None = None
-        spoiled = False  # a writer failed in a PostgreSQL group: it is rolled back
-        savepoints = self._database.is_sqlite
+        spoiled = False  # a writer failed without a savepoint: the group is rolled back
+        sqlite = self._database.is_sqlite
         try:
             async with self._database.transaction() as connection:
                 while waiting and len(done) < GROUP_LIMIT:
@@ -172,15 +176,16 @@ class GroupCommit:
                     if writer.finished.done():  # gone (cancelled) before its turn
                         writer = None
                         continue
-                    if savepoints:
+                    savepoint = sqlite and bool(done)  # see the module's docstring
+                    if savepoint:
                         await direct.run(connection, _SAVEPOINT, {})
                     writer.started.set_result(connection)
                     error = await writer.finished
                     if error is None:
-                        if savepoints:
+                        if savepoint:
                             await direct.run(connection, _RELEASE, {})
                         done.append(writer)
-                    elif savepoints:
+                    elif savepoint:
                         await direct.run(connection, _ROLLBACK, {})
                         await direct.run(connection, _RELEASE, {})
                         writer.decide(error)
