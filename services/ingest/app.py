@@ -18,6 +18,7 @@ from herald.ingest.auth import audit
 from herald.ingest.auth import routes as auth_routes
 from herald.ingest.auth.middleware import AuthMiddleware, challenge
 from herald.ingest.context import Ctx, IngestContext
+from herald.ingest.direct_route import HeraldAPI
 from herald.ingest.fhirhttp import (
     FhirResponse,
     check_accept,
@@ -34,7 +35,7 @@ from herald.runtime.limits import RequestLimits
 def create_app(ctx: IngestContext, readiness: ReadinessCheck) -> FastAPI:
     """The FastAPI app serving /fhir and the operational endpoints."""
 
-    app = FastAPI(
+    app = HeraldAPI(
         title="Herald FHIR API",
         version=__version__,
         docs_url="/docs",

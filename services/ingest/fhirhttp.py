@@ -67,10 +67,23 @@ RETURN_PREFERENCES = ("minimal", "representation", "OperationOutcome")
 
 def http_date(instant: str) -> str:
     """A FHIR instant as an HTTP-date (RFC 9110), for Last-Modified."""
+    if (
+        len(instant) == 24
+        and instant[19] == "."
+        and instant[23] == "Z"
+        and instant[20:23].isdigit()
+    ):
+        # Herald's own instants (milliseconds, UTC): the second's text is the key.
+        return _http_date_of_second_text(instant[:19])
     moment = datetime.fromisoformat(instant)
     if moment.tzinfo is not UTC:
         return format_datetime(moment, usegmt=True)  # which refuses any other zone, as before
     return _http_date_of_second(moment.replace(microsecond=0))
+
+
+@functools.lru_cache(maxsize=64)
+def _http_date_of_second_text(second: str) -> str:
+    return http_date(second + "Z")
 
 
 @functools.lru_cache(maxsize=64)

@@ -103,6 +103,7 @@ class AccessLog:
             # The record's fields are worked out only when it is written.
             if log.isEnabledFor(level):
                 query = scope.get("query_string", b"").decode("latin-1")
+                names = dict.fromkeys(k for k, _ in parse_qsl(query)) if query else ()
                 state = scope.get("state") or {}
                 log.log(
                     level,
@@ -110,7 +111,7 @@ class AccessLog:
                     extra={
                         "method": scope.get("method"),
                         "path": path,
-                        "query_keys": ",".join(dict.fromkeys(k for k, _ in parse_qsl(query))),
+                        "query_keys": ",".join(names),
                         "status": status,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                         "client_id": state.get("client_id"),

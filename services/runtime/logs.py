@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import re
 import sys
 import traceback
@@ -98,20 +97,23 @@ def _utc_second(second: int) -> str:
     return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
+_MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
 def utc_time(created: float) -> str:
     """A time.time() as UTC ISO 8601 with milliseconds (`2026-01-01T00:00:00.000Z`).
 
     The same text as datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
     which rounds to microseconds half to even first, with the date and time of the second
-    worked out once per second rather than once per record.
+    worked out once per second rather than once per record, and the milliseconds' text once.
     """
-    fraction, whole = math.modf(created)
-    micros = round(fraction * 1e6)
+    whole = int(created)  # toward zero, as math.modf splits
+    micros = round((created - whole) * 1e6)
     if micros >= 1_000_000:
         whole, micros = whole + 1, micros - 1_000_000
     elif micros < 0:
         whole, micros = whole - 1, micros + 1_000_000
-    return f"{_utc_second(int(whole))}.{micros // 1000:03d}Z"
+    return _utc_second(whole) + _MILLISECONDS[micros // 1000]
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
@@ -142,9 +144,15 @@ class JsonFormatter(_Bounded):
 
 
 _NEEDS_QUOTES = re.compile(r'[ "=\n\t]')
+# Types whose str() never needs quotes (no space, quote, equals sign or control character).
+_BARE = frozenset({int, float, bool})
+# Fields of the line's head: a field of `extra` by one of these names takes its place there.
+_HEAD = frozenset({"time", "level", "logger", "message", "exception"})
 
 
 def _text_value(value: object) -> str:
+    if type(value) in _BARE:
+        return str(value)
     text = str(value)
     if not text or _NEEDS_QUOTES.search(text):
         return orjson.dumps(text).decode()
@@ -157,6 +165,25 @@ class TextFormatter(_Bounded):
 
     def format(self, record: logging.LogRecord) -> str:
         """Render a record."""
+        items: Iterable[tuple[str, object]] = record.__dict__.items()
+        if type(record) is logging.LogRecord:
+            items = islice(items, _STANDARD_SET_FIRST, None)  # as in _fields
+        line = [
+            f"{utc_time(record.created)} {record.levelname:<7} {record.name}: "
+            + _cut(record.getMessage(), MAX_MESSAGE).replace("\n", "\\n")
+        ]
+        for key, value in items:
+            if key in _STANDARD or value is None:
+                continue
+            if key in _HEAD:
+                return self._format_fields(record)
+            line.append(f"{key}={_text_value(value)}")
+        if record.exc_info:
+            line.append(f"exception={_text_value(self.formatException(record.exc_info))}")
+        return " ".join(line)
+
+    def _format_fields(self, record: logging.LogRecord) -> str:
+        """The same line through _fields, for a record with a field named like the head's."""
         fields = _fields(record)
         head = f"{fields.pop('time')} {fields.pop('level'):<7} {fields.pop('logger')}:"
         message = str(fields.pop("message")).replace("\n", "\\n")

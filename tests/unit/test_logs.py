@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 from sqlalchemy.exc import OperationalError
 
-from herald.runtime.logs import MAX_EXCEPTION, MAX_MESSAGE, JsonFormatter, utc_time
+from herald.runtime.logs import MAX_EXCEPTION, MAX_MESSAGE, JsonFormatter, TextFormatter, utc_time
 
 
 def _record(message: str, exc: Exception) -> logging.LogRecord:
@@ -47,3 +47,25 @@ def test_record_times_read_as_datetime_writes_them() -> None:
     anywhere = [rng.uniform(0, 4e9) for _ in range(5000)]
     for created in [*edges, *near, *anywhere]:
         assert utc_time(created) == reference(created), created
+
+
+def test_a_text_line_is_written_as_from_its_fields() -> None:
+    # TextFormatter writes a line straight from the record; _format_fields writes it from the
+    # fields both formats share (and serves records with a field named like the head's).
+    formatter = TextFormatter()
+    plain = logging.LogRecord("herald.x", logging.INFO, "", 0, "a\nb %s", ("c d",), None)
+    values: dict[str, object] = {"n": 3, "f": 1.5, "yes": True, "none": None, "empty": ""}
+    values |= {"spaced": "a b", "quoted": 'x"y', "eq": "a=b", "tab": "\t", "obj": [1, "x"]}
+    for record in (plain, _record("failed", OperationalError("SELECT 1", {}, Exception("x")))):
+        for name, value in values.items():
+            setattr(record, name, value)
+        for extra in ({}, {"time": "then"}, {"level": 3}, {"logger": "l"}, {"exception": "e"}):
+            for name, value in extra.items():
+                setattr(record, name, value)
+            assert formatter.format(record) == formatter._format_fields(record)
+            for name in extra:
+                delattr(record, name)
+    line = formatter.format(plain)
+    assert line.endswith(' n=3 f=1.5 yes=True empty="" spaced="a b" quoted="x\\"y" eq="a=b"'
+                         ' tab="\\t" obj="[1, \'x\']"')  # fmt: skip
+    assert " INFO    herald.x: a\\nb c d n=3" in line

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import random
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
@@ -47,3 +48,19 @@ def test_last_modified_is_the_instants_http_date(instant: str) -> None:
 def test_an_instant_outside_utc_is_refused_as_before() -> None:
     with pytest.raises(ValueError):
         http_date("2026-01-01T01:00:00+01:00")
+
+
+@pytest.mark.parametrize(
+    "instant", ["2026-13-01T00:00:00.000Z", "2026-01-01T00:00:60.000Z", "2026-01-01T00:00:00.0a0Z"]
+)
+def test_an_invalid_instant_is_refused_in_any_form(instant: str) -> None:
+    with pytest.raises(ValueError):
+        http_date(instant)
+
+
+def test_instants_of_the_same_second_share_their_text() -> None:
+    rng = random.Random(15)
+    for _ in range(2000):
+        moment = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.uniform(0, 3e8))
+        instant = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        assert http_date(instant) == format_datetime(moment.replace(microsecond=0), usegmt=True)

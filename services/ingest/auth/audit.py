@@ -40,10 +40,12 @@ def interaction(method: str, path: str) -> tuple[str, str | None, str | None]:
     if len(rest) >= 3 and rest[1] == "_history":
         return "vread", resource_type, rest[0]
     # Without an id: a create, a search, or a conditional update, patch or delete.
-    by_method = {"GET": "read", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
-    if not rest:
-        by_method.update(POST="create", GET="search")
+    by_method = _ON_INSTANCE if rest else _ON_TYPE
     return by_method.get(method, method.lower()), resource_type, rest[0] if rest else None
+
+
+_ON_INSTANCE = {"GET": "read", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
+_ON_TYPE = {**_ON_INSTANCE, "POST": "create", "GET": "search"}
 
 
 def _created_id(headers: list[tuple[bytes, bytes]], resource_type: str | None) -> str | None:
