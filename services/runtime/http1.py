@@ -43,6 +43,8 @@ class Origin:
     port: int
     prefix: bytes
     """The request line and the fixed headers (Host, User-Agent, Accept), CRLF-terminated."""
+    key: tuple[bool, str, int]
+    """What the connection pool is kept by: endpoints on one origin share connections."""
 
 
 def origin_of(scheme: str, host: str, port: int, path: str, user_agent: str) -> Origin:
@@ -55,7 +57,7 @@ def origin_of(scheme: str, host: str, port: int, path: str, user_agent: str) -> 
         f"POST {path or '/'} HTTP/1.1\r\nHost: {authority}\r\n"
         f"User-Agent: {user_agent}\r\nAccept: */*\r\n"
     ).encode("ascii")
-    return Origin(tls, host, port, prefix)
+    return Origin(tls, host, port, prefix, (tls, host, port))
 
 
 # Header names (lower case, by length) of the response that matter: Retry-After for the outcome,
@@ -240,7 +242,7 @@ class Http1Client:
         self._drain_limit = drain_limit
         self._keepalive = keepalive
         self._slots = asyncio.Semaphore(max_connections)
-        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._sweep: asyncio.TimerHandle | None = None
 
@@ -267,7 +269,7 @@ class Http1Client:
             return answer
 
     def _pooled(self, origin: Origin) -> _Connection | None:
-        idle = self._idle.get(origin)
+        idle = self._idle.get(origin.key)
         if not idle:
             return None
         expired = asyncio.get_running_loop().time() - self._keepalive
@@ -296,7 +298,8 @@ class Http1Client:
                     str(address),
                     origin.port,
                     ssl=tls,
-                    server_hostname=origin.host if tls is not None else None,
+                    # A fully qualified name's final dot is no part of its certificate's name.
+                    server_hostname=origin.host.rstrip(".") if tls is not None else None,
                 )
             except OSError as exc:
                 failure = exc
@@ -308,7 +311,7 @@ class Http1Client:
     def _release(self, origin: Origin, connection: _Connection) -> None:
         loop = asyncio.get_running_loop()
         connection.idle_since = loop.time()
-        self._idle.setdefault(origin, []).append(connection)
+        self._idle.setdefault(origin.key, []).append(connection)
         if self._sweep is None:
             self._sweep = loop.call_later(self._keepalive, self._expire)
 
@@ -322,7 +325,7 @@ class Http1Client:
         loop = asyncio.get_running_loop()
         expired = loop.time() - self._keepalive
         oldest: float | None = None
-        for origin, idle in list(self._idle.items()):
+        for key, idle in list(self._idle.items()):
             kept = []
             for connection in idle:
                 if connection.closed or connection.idle_since <= expired:
@@ -331,9 +334,9 @@ class Http1Client:
                     kept.append(connection)
                     oldest = min(oldest or connection.idle_since, connection.idle_since)
             if kept:
-                self._idle[origin] = kept
+                self._idle[key] = kept
             else:
-                del self._idle[origin]
+                del self._idle[key]
         if oldest is not None:
             self._sweep = loop.call_later(max(0.0, oldest - expired), self._expire)
 

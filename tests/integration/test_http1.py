@@ -148,3 +148,19 @@ async def test_a_header_herald_frames_the_request_with_is_never_sent() -> None:
             [outcome] = await _posts(server.url, 1, [(name, "5")])
             assert outcome.outcome is DeliveryResult.UNSENDABLE
     assert server.connections == 0
+
+
+async def test_endpoints_on_one_origin_share_connections() -> None:
+    async with endpoint(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") as server:
+        sender = HttpSender(OPEN)
+        try:
+            for path in ("/a", "/b", "/a?x=1"):
+                url = server.url.split("/hook")[0] + path
+                outcome, _ = await sender.post(
+                    url, b"{}", content_type="application/fhir+json", headers=[], timeout=5
+                )
+                assert outcome.ok
+        finally:
+            await sender.aclose()
+    assert server.connections == 1
+    assert [head.split(b" ")[1] for head, _ in server.requests] == [b"/a", b"/b", b"/a?x=1"]
