@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -174,8 +173,8 @@ class CircuitBreakers:
             DeliveryResult.CIRCUIT_OPEN, None, f"the circuit's circuit breaker is open{reason}"
         )
 
-    @asynccontextmanager
-    async def slot(self, circuit: Circuit) -> AsyncIterator[None]:
-        """Hold one of the origin's concurrency slots."""
-        async with circuit.slots:
-            yield
+    def slot(self, circuit: Circuit) -> asyncio.Semaphore:
+        """One of the origin's concurrency slots, to hold with `async with` (the semaphore
+        itself: a generator-based context manager around it cost about 1 % of the embedded
+        process's CPU)."""
+        return circuit.slots

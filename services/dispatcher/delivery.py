@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from herald.core.errors import HeraldError
 from herald.core.fhir import format_instant, utc_now
@@ -81,12 +82,13 @@ def attempt_of(
     events: tuple[int, int] | None,
     outcome: DeliveryOutcome,
     seconds: float,
+    at: str | None = None,
 ) -> Attempt:
-    """A POST's outcome as the store keeps it."""
+    """A POST's outcome as the store keeps it; `at` is when it was made (now by default)."""
     first, last = events or (None, None)
     return Attempt(
         subscription_id,
-        format_instant(utc_now()),
+        at or format_instant(utc_now()),
         kind,
         first,
         last,
@@ -130,6 +132,8 @@ class Deliverer:
     _recent: dict[str, list[LoggedEvent]] = field(default_factory=dict)
     """Events this dispatcher just recorded, per subscription, not yet taken by its worker."""
     _recent_count: int = 0
+    _attempt_metrics: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
+    """The labelled children of the attempt counter and histogram, per kind and outcome."""
 
     retry_schedule: tuple[float, ...] = field(init=False)
     """The settings' retry delays, parsed once."""
@@ -232,7 +236,7 @@ class Deliverer:
                 None,
                 f"the notification could not be encoded: {describe(exc)}",
             )
-            self._count(subscription, kind, outcome, 0.0, events)
+            self._count(subscription, kind, outcome, 0.0, events, bundle)
             return outcome
         endpoint = self.breakers.get(subscription.endpoint)
         # The origin's slot first: a slow origin then holds at most its own share of the
@@ -267,7 +271,7 @@ class Deliverer:
                     endpoint.probing = False
         if outcome.ok:
             self.last_contact[subscription.id] = time.monotonic()
-        self._count(subscription, kind, outcome, seconds, events)
+        self._count(subscription, kind, outcome, seconds, events, bundle)
         return outcome
 
     def _count(
@@ -277,12 +281,23 @@ class Deliverer:
         outcome: DeliveryOutcome,
         seconds: float,
         events: tuple[int, int] | None,
+        bundle: dict[str, object],
     ) -> None:
-        """The metrics of an attempt, and its note in the attempt history."""
-        self.metrics.delivery_attempts.labels(kind, outcome.outcome).inc()
-        self.metrics.attempt_duration.labels(kind).observe(seconds)
+        """The metrics of an attempt, and its note in the attempt history (made when its
+        Bundle was stamped)."""
+        key = (kind, outcome.outcome)
+        children = self._attempt_metrics.get(key)
+        if children is None:  # prometheus_client's labels() costs more than the inc itself
+            children = self._attempt_metrics[key] = (
+                self.metrics.delivery_attempts.labels(kind, outcome.outcome),
+                self.metrics.attempt_duration.labels(kind),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if kind != "heartbeat":
-            self.progress.attempted(attempt_of(subscription.id, kind, events, outcome, seconds))
+            at = str(bundle.get("timestamp") or "") or None
+            note = attempt_of(subscription.id, kind, events, outcome, seconds, at)
+            self.progress.attempted(note)
 
     def _state(
         self, stored: StoredSubscription, subscription: Subscription, status: str, through: int = 0

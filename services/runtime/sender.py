@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import re
 import ssl
@@ -9,14 +10,14 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import aiohttp
 from yarl import URL
 
 from herald import __version__
 from herald.core.fhir import whole_number
 from herald.core.states import DeliveryOutcome, DeliveryResult
-from herald.core.subscriptions import EndpointPolicy
-from herald.runtime.vetting import literal_refusal, refused_reason, vetting_connector
+from herald.core.subscriptions import RESERVED_HEADERS, EndpointPolicy
+from herald.runtime.http1 import AnswerError, Http1Client, Origin, origin_of
+from herald.runtime.vetting import literal_refusal, refused_reason
 
 USER_AGENT = f"Herald/{__version__}"
 
@@ -42,21 +43,9 @@ DETAIL_LIMIT = 300
 
 
 def describe(exc: BaseException) -> str:
-    """An exception as a short, single-line text."""
-    text = " ".join(f"{type(exc).__name__}: {_without_url(exc)}".split())
+    """An exception as a short, single-line text (never the URL: its query may hold a token)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
     return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 1] + "…"
-
-
-def _without_url(exc: BaseException) -> object:
-    """What an exception says, less the URL some of aiohttp's errors quote (its query may hold
-    a token, and details are stored and logged)."""
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"{exc.status}, {exc.message}"
-    if isinstance(exc, aiohttp.InvalidURL):
-        return exc.description or "not a usable URL"
-    if isinstance(exc, aiohttp.NonHttpUrlClientError):
-        return "not an http(s) URL"
-    return exc
 
 
 # Up to this many bytes of a response body are read (and thrown away, never parsed) so that the
@@ -64,29 +53,29 @@ def _without_url(exc: BaseException) -> object:
 DRAIN_LIMIT = 64 * 1024
 
 # What HTTP/1.1 lets a header carry (RFC 9110 token names; visible ASCII, spaces and tabs inside a
-# value). aiohttp would write UTF-8, so the check is Herald's; channel.header is checked at create.
+# value); channel.header is checked at create, and again here before anything is written.
 _NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VALUE = re.compile(r"(?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?")
 
 
-def _checked(headers: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The headers as given; ValueError (or UnicodeEncodeError) when one cannot be sent as is."""
+def _header_block(content_type: str, length: int, headers: Sequence[tuple[str, str]]) -> bytes:
+    """The request's per-POST headers and the blank line; ValueError (or UnicodeEncodeError)
+    when one cannot be sent as is or would set what Herald frames the request with."""
+    parts = ["Content-Type: ", content_type, "\r\nContent-Length: ", str(length), "\r\n"]
+    if not _VALUE.fullmatch(content_type):
+        raise ValueError("the content type is not a valid HTTP/1.1 field value")
     for name, value in headers:
-        name.encode("ascii")
-        value.encode("ascii")
-        if not _NAME.fullmatch(name) or not _VALUE.fullmatch(value):
-            raise ValueError(f"header {name[:40]!r} is not a valid HTTP/1.1 field")
-    return list(headers)
-
-
-async def _drain(response: aiohttp.ClientResponse) -> None:
-    """Read and drop a small body so the connection is reused; close it after a larger one."""
-    read = 0
-    while chunk := await response.content.readany():
-        read += len(chunk)
-        if read > DRAIN_LIMIT:
-            response.close()
-            return
+        if (
+            not _NAME.fullmatch(name)
+            or not _VALUE.fullmatch(value)
+            or name.lower() in RESERVED_HEADERS
+        ):
+            name.encode("ascii")
+            value.encode("ascii")
+            raise ValueError(f"header {name[:40]!r} is not a valid HTTP/1.1 field here")
+        parts += (name, ": ", value, "\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("ascii")
 
 
 def _refused(reason: str) -> DeliveryOutcome:
@@ -98,9 +87,6 @@ def _unsendable(exc: BaseException) -> DeliveryOutcome:
         DeliveryResult.UNSENDABLE, None, f"the request could not be sent: {describe(exc)}"
     )
 
-
-MAX_HEADER_LINE = 64 * 1024
-"""Longest response header line read (bytes)."""
 
 # Parsed endpoint URLs kept per sender (each with the policy's answer for a literal address);
 # the cache is emptied when it reaches this size, so a registry of many endpoints costs at
@@ -118,8 +104,9 @@ class HttpSender:
     environment setting applies. `timeout` bounds the whole attempt: the wait for a pooled
     connection, connecting, sending, and the answer with its drained body.
 
-    Built on aiohttp directly: at 32 POSTs in flight it costs under a tenth of httpx's CPU per
-    POST, and about a third of httpx's on an aiohttp transport (bench/dispatch.py --clients).
+    Built on a small HTTP/1.1 client of its own (http1.py): the request is written in one
+    piece and the answer parsed by httptools, for a fraction of a general client's CPU per
+    POST (bench/dispatch.py --clients).
     """
 
     def __init__(
@@ -130,31 +117,23 @@ class HttpSender:
     ) -> None:
         self.policy = policy
         self._ssl_context = ssl_context  # the CAs endpoints' certificates must chain to
-        self._session: aiohttp.ClientSession | None = None
+        self._client: Http1Client | None = None
         # Parsing the URL and vetting a literal address cost about a tenth of a POST; both
         # depend only on the URL and the (frozen) policy, so each endpoint pays them once.
-        self._targets: dict[str, tuple[URL, str | None]] = {}
+        self._targets: dict[str, tuple[Origin | None, str | None]] = {}
 
-    def _client(self) -> aiohttp.ClientSession:
-        """The session, made on first use (aiohttp binds it to the running loop)."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=vetting_connector(self.policy, ssl_context=self._ssl_context),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"User-Agent": USER_AGENT},
-                auto_decompress=False,
-                trust_env=False,
-                # aiohttp refuses header lines over 8 KiB; an endpoint's long cookie or Link
-                # header must not turn its 200 into a failed attempt.
-                max_line_size=MAX_HEADER_LINE,
-                max_field_size=MAX_HEADER_LINE,
+    def _http(self) -> Http1Client:
+        """The client, made on first use (its pool belongs to the running loop)."""
+        if self._client is None:
+            self._client = Http1Client(
+                self.policy, ssl_context=self._ssl_context, drain_limit=DRAIN_LIMIT
             )
-        return self._session
+        return self._client
 
     async def aclose(self) -> None:
         """Close pooled connections."""
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def post(
         self,
@@ -168,14 +147,13 @@ class HttpSender:
         """POST once; return the outcome and the seconds it took."""
         started = time.perf_counter()
         try:
-            outcome = await self._post(url, body, content_type, headers, timeout)
+            async with asyncio.timeout(timeout):
+                outcome = await self._post(url, body, content_type, headers)
         except TimeoutError:
             outcome = DeliveryOutcome(
                 DeliveryResult.TIMEOUT, None, f"no response within {timeout:g} s"
             )
-        except aiohttp.InvalidURL as exc:
-            outcome = _unsendable(exc)
-        except (aiohttp.ClientError, OSError) as exc:
+        except (AnswerError, OSError) as exc:
             refused = refused_reason(exc)
             if refused is not None:
                 outcome = _refused(refused)
@@ -187,17 +165,14 @@ class HttpSender:
             outcome = _unsendable(exc)
         return outcome, time.perf_counter() - started
 
-    def _target(self, url: str) -> tuple[URL, str | None]:
-        """The URL parsed, and why the policy refuses its host when that is an address."""
+    def _target(self, url: str) -> tuple[Origin | None, str | None]:
+        """Where the URL's POSTs go (None when it is no usable http(s) URL), and why the policy
+        refuses its host when that is an address."""
         known = self._targets.get(url)
         if known is None:
             if len(self._targets) >= TARGET_CACHE:
                 self._targets.clear()
-            target = URL(url)
-            known = self._targets[url] = (
-                target,
-                literal_refusal(self.policy, target.raw_host or ""),
-            )
+            known = self._targets[url] = _parsed(self.policy, url)
         return known
 
     async def _post(
@@ -206,22 +181,16 @@ class HttpSender:
         body: bytes,
         content_type: str,
         headers: Sequence[tuple[str, str]],
-        timeout: float,
     ) -> DeliveryOutcome:
         """The POST itself; what goes wrong is raised."""
-        target, refused = self._target(url)
+        origin, refused = self._target(url)
         if refused is not None:
             return _refused(refused)
-        async with self._client().post(
-            target,
-            data=body,
-            headers=[("Content-Type", content_type), *_checked(headers)],
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as response:
-            await _drain(response)
-            code = response.status
-            retry_after = response.headers.get("Retry-After")
+        if origin is None:
+            raise ValueError("not a usable http(s) URL")
+        code, retry_after = await self._http().post(
+            origin, _header_block(content_type, len(body), headers), body
+        )
         if 200 <= code < 300:
             return DeliveryOutcome(DeliveryResult.SUCCESS, code, f"HTTP {code}")
         if code == 410:
@@ -232,3 +201,19 @@ class HttpSender:
             f"the endpoint answered HTTP {code}",
             retry_after_seconds(retry_after),
         )
+
+
+def _parsed(policy: EndpointPolicy, url: str) -> tuple[Origin | None, str | None]:
+    """The URL's origin and request prefix, and the policy's refusal of a literal address."""
+    try:
+        target = URL(url)
+        host = target.raw_host
+        port = target.port
+        if target.scheme not in ("http", "https") or not host or port is None:
+            return None, None
+        return (
+            origin_of(target.scheme, host, port, target.raw_path_qs, USER_AGENT),
+            literal_refusal(policy, host),
+        )
+    except (ValueError, UnicodeError):
+        return None, None

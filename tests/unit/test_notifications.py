@@ -7,6 +7,7 @@ CapabilityStatement have the same structure in R4 and R4B, so the R4B models val
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -361,3 +362,19 @@ def test_a_create_by_put_is_notified_as_the_put_that_happened() -> None:
     posted = NotificationEvent(1, NOW, "Task", "x", "create", version_id="1", method="POST")
     entry = notification_bundle(BASE, state(), EVENT_NOTIFICATION, [posted], timestamp=NOW)
     assert entry["entry"][1]["request"] == {"method": "POST", "url": "Task"}
+
+
+def test_bundle_and_status_ids_are_random_version_4_uuids() -> None:
+    state = SubscriptionState("s1", "http://example.org/topic", "active", 0)
+    seen = set()
+    for _ in range(200):
+        bundle = notification_bundle("http://h/fhir", state, "heartbeat", timestamp="t")
+        for text in (bundle["id"], bundle["entry"][0]["resource"]["id"]):
+            parsed = uuid.UUID(text)
+            assert (str(parsed), parsed.version, parsed.variant) == (
+                text,
+                4,
+                uuid.RFC_4122,
+            )
+            seen.add(text)
+    assert len(seen) == 400
