@@ -105,9 +105,8 @@ class EmbeddedConsumer:
         self._position: int | None = None
 
     async def _committed(self) -> int:
-        async with self.bus.database.read() as connection:
-            value = await direct.scalar(connection, _POSITION, self._group)
-        return int(value or 0)
+        found = await self.bus.database.read_rows(_POSITION, self._group)
+        return int(found[0][0]) if found else 0
 
     async def fetch(self, timeout: float, max_records: int) -> list[Record]:
         """The next records after the last fetched ones."""
@@ -117,8 +116,8 @@ class EmbeddedConsumer:
         for attempt in range(2):
             wakeup.clear()
             after = {"topic": self.topic, "after": self._position, "limit": max_records}
-            async with self.bus.database.read() as connection:
-                rows = await direct.rows(connection, _READ, after)
+            # Read after nearly every commit: on SQLite without a pooled connection.
+            rows = await self.bus.database.read_rows(_READ, after)
             if rows:
                 self._position = rows[-1][0]
                 return [

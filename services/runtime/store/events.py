@@ -202,6 +202,38 @@ async def after(
     return await between(connection, subscription_id, number + 1, None, limit)
 
 
+# The columns in LoggedEvent's order.
+_AFTER = Prepared(
+    select(
+        event_log.c.subscription_id,
+        event_log.c.number,
+        event_log.c.request_id,
+        event_log.c.resource_type,
+        event_log.c.resource_id,
+        event_log.c.version_id,
+        event_log.c.interaction,
+        event_log.c.occurred_at,
+        event_log.c.origin_request_id,
+        event_log.c.method,
+    )
+    .where(
+        event_log.c.subscription_id == bindparam("subscription"),
+        event_log.c.number > bindparam("after"),
+    )
+    .order_by(event_log.c.number)
+    .limit(bindparam("limit"))
+)
+
+
+async def read_after(
+    database: Database, subscription_id: str, number: int, limit: int
+) -> list[LoggedEvent]:
+    """`after`, as a read of its own (Database.read_rows: on SQLite without a pooled
+    connection; a worker reads its subscription's next events after most deliveries)."""
+    params = {"subscription": subscription_id, "after": number, "limit": limit}
+    return [LoggedEvent(*row) for row in await database.read_rows(_AFTER, params)]
+
+
 async def mark_delivered_many(connection: AsyncConnection, positions: dict[str, int]) -> None:
     """Record, per subscription, that its events up to a number were delivered (never backwards)."""
     if not positions:
