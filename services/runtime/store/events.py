@@ -104,11 +104,14 @@ _SEEN_MANY = Prepared(
         " WHERE request_id IN (SELECT value FROM json_each(:request_ids))"
     )
 )
-_ADVANCE = Prepared(
-    update(subscriptions)
-    .where(subscriptions.c.id == bindparam("subscription"), subscriptions.c.deleted.is_(False))
-    .values(events_count=subscriptions.c.events_count + bindparam("count"))
-    .returning(subscriptions.c.events_count)
+# Every subscription's counter advanced in one statement: {subscription id: count} as JSON.
+_ADVANCE_MANY = Prepared(
+    text(
+        "UPDATE subscriptions SET events_count = events_count + counts.value"
+        " FROM json_each(:counts) AS counts"
+        " WHERE subscriptions.id = counts.key AND subscriptions.deleted = 0"
+        " RETURNING subscriptions.id, subscriptions.events_count"
+    )
 )
 
 
@@ -174,12 +177,10 @@ async def _record_many_sqlite(
             fresh.setdefault(event.request_id, event)
     counts = Counter(e.subscription_id for e in fresh.values())
     next_number: dict[str, int] = {}
-    for subscription_id, count in counts.items():
-        last = await direct.scalar(
-            connection, _ADVANCE, {"subscription": subscription_id, "count": count}
-        )
-        if last is not None:
-            next_number[subscription_id] = int(last) - count + 1
+    if counts:
+        advanced = await direct.rows(connection, _ADVANCE_MANY, {"counts": json.dumps(counts)})
+        for subscription_id, last in advanced:
+            next_number[subscription_id] = int(last) - counts[subscription_id] + 1
     numbers: dict[str, int] = {}
     rows = []
     for event in fresh.values():
