@@ -178,3 +178,31 @@ async def test_a_small_read_that_cannot_run_on_the_loop_goes_through_the_pool(
     # The connection belongs to this thread's event loop: from another thread, no read.
     assert await asyncio.to_thread(reader.rows, "SELECT v FROM t", []) is None
     assert await _read_rows(database) == [1]
+
+
+async def test_a_transaction_cancelled_midway_leaves_nothing_and_the_writer_goes_on(
+    database: Database,
+) -> None:
+    inside = asyncio.Event()
+
+    async def stuck() -> None:
+        async with database.transaction() as connection:
+            await connection.execute(text("INSERT INTO t VALUES (1)"))
+            inside.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(stuck())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with database.transaction() as connection:
+        await connection.execute(text("INSERT INTO t VALUES (2)"))
+    async with database.transaction() as connection:  # the kept connection, between two
+        await connection.execute(text("INSERT INTO t VALUES (3)"))
+    # No transaction was left open on the writer's connection: another process can write.
+    other = sqlite3.connect(database.url.removeprefix("sqlite+aiosqlite:///"), timeout=0)
+    other.execute("INSERT INTO t VALUES (4)")
+    other.commit()
+    other.close()
+    assert await _values(database) == [2, 3, 4]

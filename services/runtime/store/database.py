@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,8 @@ class Database:
         self._writer = self.engine
         # SQLite allows one writer; taking the lock here avoids "database is locked" retries.
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._kept: AsyncConnection | None = None
+        """SQLite: the writer's connection, kept between transactions (see transaction)."""
         self._checkpointer: Checkpointer | None = None
         self._loop_reader: LoopReader | None = None
         # Statements of `read_rows`, compiled once per statement and set of parameter names.
@@ -118,8 +120,25 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection inside a transaction, committed on success and rolled back on error."""
-        async with self._write_lock or nullcontext(), self._writer.begin() as connection:
-            yield connection
+        if self._write_lock is None:
+            async with self._writer.begin() as connection:
+                yield connection
+            return
+        # SQLite: the writer's one connection stays checked out between transactions (the
+        # write lock gives it to one at a time); a checkout and check-in per transaction cost
+        # as much CPU as the transaction's BEGIN and COMMIT. After any error it goes back to
+        # the pool (reset, or replaced when invalidated) and the next transaction takes it anew.
+        async with self._write_lock:
+            if self._kept is None:
+                self._kept = await self._writer.connect()
+            connection = self._kept
+            try:
+                async with connection.begin():
+                    yield connection
+            except BaseException:
+                self._kept = None
+                await connection.close()
+                raise
         if self._checkpointer is not None:
             self._checkpointer.committed()
 
@@ -210,6 +229,9 @@ class Database:
         if self._loop_reader is not None:
             # First: the last connection to close checkpoints, which must not be this one.
             self._loop_reader.close()
+        if self._kept is not None:
+            kept, self._kept = self._kept, None
+            await kept.close()
         if self._checkpointer is not None:
             await self._checkpointer.aclose()
         await self.engine.dispose()
