@@ -432,8 +432,7 @@ class Deliverer:
             return recent, True
         ahead = READ_AHEAD if self.held < READ_AHEAD_BUDGET else 0
         limit = max(subscription.max_count, ahead)
-        async with self.database.read() as connection:
-            events = await event_log.after(connection, stored.id, position, limit)
+        events = await event_log.read_after(self.database, stored.id, position, limit)
         return events, len(events) < limit
 
     async def _notification_events(

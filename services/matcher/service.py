@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def notification_requests(
-    change: ResourceChange, index: SubscriptionIndex
+    change: ResourceChange, index: SubscriptionIndex, now: str | None = None
 ) -> list[NotificationRequest]:
-    """One request per subscription the change notifies."""
-    now = format_instant(utc_now())
+    """One request per subscription the change notifies, requested at `now` (default: now)."""
+    if now is None:
+        now = format_instant(utc_now())
     return [
         NotificationRequest(
             request_id=f"{change.event_id}:{subscription_id}",
@@ -110,6 +111,7 @@ async def _match(
 ) -> list[Outgoing]:
     notifications = settings.topic(NOTIFICATIONS)
     outgoing = []
+    now = format_instant(utc_now())  # one instant for the batch, matched at once
     for record in records:
         with logging_request(record.request_id):
             try:
@@ -121,7 +123,7 @@ async def _match(
             if change.registry_revision > index.revision:
                 await refresh(index, database)
             started = time.perf_counter()
-            requests = notification_requests(change, index)
+            requests = notification_requests(change, index, now)
             metrics.match_duration.observe(time.perf_counter() - started)
             metrics.changes_consumed.inc()
             outgoing += [

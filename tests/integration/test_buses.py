@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from herald.runtime.bus import embedded
 from herald.runtime.bus.base import Consumer, Outgoing, Record
 from herald.runtime.bus.connect import Bus
 from herald.runtime.bus.kafka import KafkaConsumer, KafkaPublisher, Membership, ensure_topics
@@ -211,3 +213,33 @@ async def test_kafka_commits_are_deferred_to_the_interval_and_made_on_close(
         assert await eager.lag() == 1
     finally:
         await eager.aclose()
+
+
+async def test_embedded_positions_never_go_back_and_the_log_is_trimmed_in_turns(
+    database_url: str, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(database_url=database_url)
+
+    async def logged() -> int:
+        async with database.read() as connection:
+            return int(
+                (await connection.execute(text("SELECT count(*) FROM bus_log"))).scalar_one()
+            )
+
+    bus = Bus(settings, database)
+    topic = bus.settings.topic(TOPIC)
+    async with bus.publisher() as publisher, bus.consumer("g", TOPIC) as consumer:
+        await publisher.publish([Outgoing(topic, "k", f"{i}".encode()) for i in range(3)])
+        first = await _drain(consumer, 3)
+        await consumer.commit(first)
+        assert await logged() == 0  # the first commit drops what was read
+        await publisher.publish([Outgoing(topic, "k", b"3"), Outgoing(topic, "k", b"4")])
+        second = await _drain(consumer, 2)
+        await consumer.commit(second)
+        assert await logged() == 2  # within the interval: kept a while, never read again
+        await consumer.commit(first[:1])  # an older position is no step back
+        async with bus.consumer("g", TOPIC) as again:
+            assert await again.fetch(timeout=0.2, max_records=10) == []
+        monkeypatch.setattr(embedded, "TRIM_INTERVAL", 0.0)
+        await consumer.commit(second)
+        assert await logged() == 0

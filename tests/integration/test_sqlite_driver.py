@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import bindparam, column, select, table, text
 
 from herald.runtime.store.database import Database
+from herald.runtime.store.direct import Prepared
 from herald.runtime.store.wal import CHECKPOINT_EVERY
 
 
@@ -136,3 +137,72 @@ async def test_every_write_runs_on_one_connection_that_keeps_its_page_cache(
     async with database.transaction() as connection:
         size = (await connection.execute(text("PRAGMA cache_size"))).scalar_one()
     assert size < -2000  # KiB: more than SQLite's default of 2 MiB
+
+
+_READ_T = Prepared(
+    select(column("v")).select_from(table("t")).where(column("v") > bindparam("above")).limit(10)
+)
+
+
+async def _read_rows(db: Database, above: int = -1) -> list[int]:
+    return [int(row[0]) for row in await db.read_rows(_READ_T, {"above": above})]
+
+
+async def test_small_reads_run_on_the_loop_and_see_only_committed_rows(
+    database: Database,
+) -> None:
+    reader = database._loop_reader
+    assert reader is not None
+    async with database.transaction() as connection:
+        await connection.execute(text("INSERT INTO t VALUES (1)"))
+        assert await _read_rows(database) == []  # the open transaction is not seen
+    assert await _read_rows(database) == [1]
+    assert await _read_rows(database, above=1) == []
+    assert reader.statements == 3  # none went through the pool
+
+
+async def test_a_small_read_that_cannot_run_on_the_loop_goes_through_the_pool(
+    database: Database, tmp_path: Path
+) -> None:
+    reader = database._loop_reader
+    assert reader is not None
+    async with database.transaction() as connection:
+        await connection.execute(text("INSERT INTO t VALUES (1)"))
+    reader.close()
+    reader.path = str(tmp_path / "missing.db")  # fails to open: never created here
+    assert await _read_rows(database) == [1]
+    assert not (tmp_path / "missing.db").exists()
+    reader.path = str(tmp_path / "herald.db")
+    assert await _read_rows(database) == [1]
+    assert reader.statements == 1  # the read that failed to open went through the pool
+    # The connection belongs to this thread's event loop: from another thread, no read.
+    assert await asyncio.to_thread(reader.rows, "SELECT v FROM t", []) is None
+    assert await _read_rows(database) == [1]
+
+
+async def test_a_transaction_cancelled_midway_leaves_nothing_and_the_writer_goes_on(
+    database: Database,
+) -> None:
+    inside = asyncio.Event()
+
+    async def stuck() -> None:
+        async with database.transaction() as connection:
+            await connection.execute(text("INSERT INTO t VALUES (1)"))
+            inside.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(stuck())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with database.transaction() as connection:
+        await connection.execute(text("INSERT INTO t VALUES (2)"))
+    async with database.transaction() as connection:  # the kept connection, between two
+        await connection.execute(text("INSERT INTO t VALUES (3)"))
+    # No transaction was left open on the writer's connection: another process can write.
+    other = sqlite3.connect(database.url.removeprefix("sqlite+aiosqlite:///"), timeout=0)
+    other.execute("INSERT INTO t VALUES (4)")
+    other.commit()
+    other.close()
+    assert await _values(database) == [2, 3, 4]

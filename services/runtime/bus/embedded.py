@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import bindparam, delete, event, func, insert, select, update
+from sqlalchemy import bindparam, delete, event, func, insert, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -16,14 +17,24 @@ from herald.runtime.store.database import Database
 from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import bus_log, bus_offsets
 
+# Seconds between deletions of committed records from the log.
+TRIM_INTERVAL = 1.0
+
 # Built once (see store/direct.py).
 _APPEND = Prepared(insert(bus_log))
 _GROUP = (bus_offsets.c.group_id == bindparam("of_group")) & (
     bus_offsets.c.topic == bindparam("of_topic")
 )
 _POSITION = Prepared(select(bus_offsets.c.position).where(_GROUP))
-_ADD_POSITION = Prepared(insert(bus_offsets))
-_MOVE_POSITION = Prepared(update(bus_offsets).where(_GROUP).values(position=bindparam("to")))
+# The group's position stored or moved forward (never back) in one statement.
+_STORE_POSITION = Prepared(
+    text(
+        "INSERT INTO bus_offsets (group_id, topic, position) VALUES (:of_group, :of_topic, :to)"
+        " ON CONFLICT (group_id, topic) DO UPDATE SET position = CASE"
+        " WHEN excluded.position > bus_offsets.position THEN excluded.position"
+        " ELSE bus_offsets.position END"
+    )
+)
 _READ = Prepared(
     select(bus_log.c.id, bus_log.c.key, bus_log.c.payload, bus_log.c.request_id)
     .where(bus_log.c.topic == bindparam("topic"), bus_log.c.id > bindparam("after"))
@@ -103,11 +114,11 @@ class EmbeddedConsumer:
         self.topic = topic
         self._group = {"of_group": group_id, "of_topic": topic}
         self._position: int | None = None
+        self._trimmed = -TRIM_INTERVAL  # when committed records were last dropped (monotonic)
 
     async def _committed(self) -> int:
-        async with self.bus.database.read() as connection:
-            value = await direct.scalar(connection, _POSITION, self._group)
-        return int(value or 0)
+        found = await self.bus.database.read_rows(_POSITION, self._group)
+        return int(found[0][0]) if found else 0
 
     async def fetch(self, timeout: float, max_records: int) -> list[Record]:
         """The next records after the last fetched ones."""
@@ -117,8 +128,8 @@ class EmbeddedConsumer:
         for attempt in range(2):
             wakeup.clear()
             after = {"topic": self.topic, "after": self._position, "limit": max_records}
-            async with self.bus.database.read() as connection:
-                rows = await direct.rows(connection, _READ, after)
+            # Read after nearly every commit: on SQLite without a pooled connection.
+            rows = await self.bus.database.read_rows(_READ, after)
             if rows:
                 self._position = rows[-1][0]
                 return [
@@ -149,14 +160,15 @@ class EmbeddedConsumer:
 
     async def _commit(self, connection: AsyncConnection, records: Sequence[Record]) -> None:
         position = max(r.offset for r in records)
-        existing = await direct.scalar(connection, _POSITION, self._group)
-        if existing is None:
-            new = {"group_id": self.group_id, "topic": self.topic, "position": position}
-            await direct.run(connection, _ADD_POSITION, new)
-        elif position > existing:
-            await direct.run(connection, _MOVE_POSITION, {**self._group, "to": position})
-        # Embedded mode has one consumer group per topic, so committed records are done with.
-        await direct.run(connection, _FORGET, {"topic": self.topic, "to": position})
+        await direct.run(connection, _STORE_POSITION, {**self._group, "to": position})
+        # Embedded mode has one consumer group per topic, so committed records are done with;
+        # they are dropped every TRIM_INTERVAL, not with every commit (at a low rate, each
+        # commit holds one record, and the DELETE was a statement per record). Readers start
+        # after the stored position, so what is left for a while is never read again.
+        now = time.monotonic()
+        if now - self._trimmed >= TRIM_INTERVAL:
+            await direct.run(connection, _FORGET, {"topic": self.topic, "to": position})
+            self._trimmed = now
 
     def owns(self, key: str) -> bool:
         """A single embedded member owns every key."""

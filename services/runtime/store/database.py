@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,10 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from herald.runtime.store import pg_driver
+from herald.runtime.store import direct, pg_driver
+from herald.runtime.store.direct import Params, Prepared, Rows
 from herald.runtime.store.schema_version import is_newest
-from herald.runtime.store.sqlite_driver import BUSY_TIMEOUT_MS, OneTripDbapi
+from herald.runtime.store.sqlite_driver import BUSY_TIMEOUT_MS, LoopReader, OneTripDbapi
 from herald.runtime.store.wal import NO_AUTOCHECKPOINT, Checkpointer
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -22,6 +23,10 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_CONNECTIONS = 16
 # Pages the writer's connection keeps in memory (KiB, as SQLite's negative cache_size).
 WRITER_CACHE_KIB = 32_768
+
+# A statement of `read_rows` as sqlite3 runs it: SQL text, the names of its positional
+# parameters, and the values of parameters bound in the statement itself.
+_LoopSql = tuple[str, tuple[str, ...], dict[str, Any]]
 
 
 def async_url(url: str) -> str:
@@ -76,7 +81,12 @@ class Database:
         self._writer = self.engine
         # SQLite allows one writer; taking the lock here avoids "database is locked" retries.
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._kept: AsyncConnection | None = None
+        """SQLite: the writer's connection, kept between transactions (see transaction)."""
         self._checkpointer: Checkpointer | None = None
+        self._loop_reader: LoopReader | None = None
+        # Statements of `read_rows`, compiled once per statement and set of parameter names.
+        self._loop_sql: dict[tuple[Prepared, tuple[str, ...]], _LoopSql] = {}
         if self.is_sqlite:
             # Every write on one connection: an SQLite connection drops its page cache whenever
             # another connection wrote since its last transaction, so writes taking turns over
@@ -86,6 +96,7 @@ class Database:
             _sqlite_pragmas(self.engine, cache_kib=None)
             _sqlite_pragmas(self._writer, cache_kib=WRITER_CACHE_KIB)
             self._checkpointer = Checkpointer(Path(make_url(self.url).database or ":memory:"))
+            self._loop_reader = _loop_reader(self.url)
         self.executed = 0
         """SQL statements SQLAlchemy sent."""
         self.transactions = 0
@@ -97,6 +108,7 @@ class Database:
     def statements(self) -> int:
         """SQL statements sent (BEGIN excluded), for herald_database_statements_total."""
         direct = self._sqlite_module.direct_statements if self._sqlite_module else 0
+        direct += self._loop_reader.statements if self._loop_reader else 0
         return self.executed + direct + self._pg_counts.direct_statements
 
     @property
@@ -108,8 +120,25 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection inside a transaction, committed on success and rolled back on error."""
-        async with self._write_lock or nullcontext(), self._writer.begin() as connection:
-            yield connection
+        if self._write_lock is None:
+            async with self._writer.begin() as connection:
+                yield connection
+            return
+        # SQLite: the writer's one connection stays checked out between transactions (the
+        # write lock gives it to one at a time); a checkout and check-in per transaction cost
+        # as much CPU as the transaction's BEGIN and COMMIT. After any error it goes back to
+        # the pool (reset, or replaced when invalidated) and the next transaction takes it anew.
+        async with self._write_lock:
+            if self._kept is None:
+                self._kept = await self._writer.connect()
+            connection = self._kept
+            try:
+                async with connection.begin():
+                    yield connection
+            except BaseException:
+                self._kept = None
+                await connection.close()
+                raise
         if self._checkpointer is not None:
             self._checkpointer.committed()
 
@@ -127,6 +156,34 @@ class Database:
                     herald_read_only=True, isolation_level="AUTOCOMMIT"
                 )
             yield connection
+
+    async def read_rows(self, prepared: Prepared, params: Params) -> Rows:
+        """Run a small read, bounded by the statement itself (a key, a LIMIT), of plain values
+        (see store/direct.py); its rows by position.
+
+        On an SQLite file it runs on the event loop on a connection of its own (see
+        sqlite_driver.LoopReader), and through `read()` when it cannot run there; on
+        PostgreSQL through `read()`, on the driver."""
+        if self._loop_reader is not None:
+            sql, values = self._loop_statement(prepared, params)
+            found = self._loop_reader.rows(sql, values)
+            if found is not None:
+                return found
+        async with self.read() as connection:
+            return await direct.rows(connection, prepared, params)
+
+    def _loop_statement(self, prepared: Prepared, params: Params) -> tuple[str, list[Any]]:
+        names = tuple(params)
+        key = (prepared, names)
+        found = self._loop_sql.get(key)
+        if found is None:
+            compiled = prepared.statement.compile(  # type: ignore[attr-defined]
+                dialect=self.engine.dialect, column_keys=list(names)
+            )
+            positions = tuple(compiled.positiontup or ())
+            found = self._loop_sql[key] = (compiled.string, positions, dict(compiled.params))
+        sql, positions, bound = found
+        return sql, [params[name] if name in params else bound[name] for name in positions]
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[AsyncConnection]:
@@ -169,10 +226,25 @@ class Database:
 
     async def aclose(self) -> None:
         """Close every pooled connection (SQLite: after a last checkpoint)."""
+        if self._loop_reader is not None:
+            # First: the last connection to close checkpoints, which must not be this one.
+            self._loop_reader.close()
+        if self._kept is not None:
+            kept, self._kept = self._kept, None
+            await kept.close()
         if self._checkpointer is not None:
             await self._checkpointer.aclose()
         await self.engine.dispose()
         await self._writer.dispose()
+
+
+def _loop_reader(url: str) -> LoopReader | None:
+    """A LoopReader for a database file named plainly in the URL (not in memory, no options)."""
+    parsed = make_url(url)
+    path = parsed.database
+    if not path or path == ":memory:" or path.startswith("file:") or parsed.query:
+        return None
+    return LoopReader(path)
 
 
 def _upgrade(connection: Connection, revision: str) -> None:

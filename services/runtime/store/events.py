@@ -104,11 +104,14 @@ _SEEN_MANY = Prepared(
         " WHERE request_id IN (SELECT value FROM json_each(:request_ids))"
     )
 )
-_ADVANCE = Prepared(
-    update(subscriptions)
-    .where(subscriptions.c.id == bindparam("subscription"), subscriptions.c.deleted.is_(False))
-    .values(events_count=subscriptions.c.events_count + bindparam("count"))
-    .returning(subscriptions.c.events_count)
+# Every subscription's counter advanced in one statement: {subscription id: count} as JSON.
+_ADVANCE_MANY = Prepared(
+    text(
+        "UPDATE subscriptions SET events_count = events_count + counts.value"
+        " FROM json_each(:counts) AS counts"
+        " WHERE subscriptions.id = counts.key AND subscriptions.deleted = 0"
+        " RETURNING subscriptions.id, subscriptions.events_count"
+    )
 )
 
 
@@ -174,12 +177,10 @@ async def _record_many_sqlite(
             fresh.setdefault(event.request_id, event)
     counts = Counter(e.subscription_id for e in fresh.values())
     next_number: dict[str, int] = {}
-    for subscription_id, count in counts.items():
-        last = await direct.scalar(
-            connection, _ADVANCE, {"subscription": subscription_id, "count": count}
-        )
-        if last is not None:
-            next_number[subscription_id] = int(last) - count + 1
+    if counts:
+        advanced = await direct.rows(connection, _ADVANCE_MANY, {"counts": json.dumps(counts)})
+        for subscription_id, last in advanced:
+            next_number[subscription_id] = int(last) - counts[subscription_id] + 1
     numbers: dict[str, int] = {}
     rows = []
     for event in fresh.values():
@@ -200,6 +201,38 @@ async def after(
 ) -> list[LoggedEvent]:
     """Events of a subscription numbered above `number`, oldest first."""
     return await between(connection, subscription_id, number + 1, None, limit)
+
+
+# The columns in LoggedEvent's order.
+_AFTER = Prepared(
+    select(
+        event_log.c.subscription_id,
+        event_log.c.number,
+        event_log.c.request_id,
+        event_log.c.resource_type,
+        event_log.c.resource_id,
+        event_log.c.version_id,
+        event_log.c.interaction,
+        event_log.c.occurred_at,
+        event_log.c.origin_request_id,
+        event_log.c.method,
+    )
+    .where(
+        event_log.c.subscription_id == bindparam("subscription"),
+        event_log.c.number > bindparam("after"),
+    )
+    .order_by(event_log.c.number)
+    .limit(bindparam("limit"))
+)
+
+
+async def read_after(
+    database: Database, subscription_id: str, number: int, limit: int
+) -> list[LoggedEvent]:
+    """`after`, as a read of its own (Database.read_rows: on SQLite without a pooled
+    connection; a worker reads its subscription's next events after most deliveries)."""
+    params = {"subscription": subscription_id, "after": number, "limit": limit}
+    return [LoggedEvent(*row) for row in await database.read_rows(_AFTER, params)]
 
 
 async def mark_delivered_many(connection: AsyncConnection, positions: dict[str, int]) -> None:

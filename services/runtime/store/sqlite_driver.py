@@ -25,10 +25,13 @@ Server-side cursors (never used by Herald) stay SQLAlchemy's.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import (
@@ -237,3 +240,58 @@ class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
         if not creator:
             connection._thread.daemon = True
         return OneTripConnection(self, await_(connection))
+
+
+class LoopReader:
+    """A connection of the event loop's own, outside every pool, for small reads.
+
+    A read through the pool costs a checkout, a trip to the connection's thread and back,
+    SQLAlchemy's execution and result rows and the check-in: several times the SQLite work of a
+    read of a few indexed rows (the event path reads the bus log and the event log after nearly
+    every commit). Here such a read is one `execute` and `fetchall` on the event loop. That is
+    safe because of how it is used: only statements bounded by their own text (a key, a LIMIT),
+    in autocommit mode (each its own snapshot of committed data; a reader never waits for a
+    writer in WAL mode), with no busy timeout (a lock it would have to wait for, e.g. a database
+    not in WAL mode, is an error), and a read that fails for any reason returns None so that
+    the caller reads through the pool as before.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.statements = 0
+        """Statements run here (for herald_database_statements_total)."""
+        self._connection: sqlite3.Connection | None = None
+        self._thread: int | None = None
+
+    def rows(self, sql: str, values: Sequence[Any]) -> list[Any] | None:
+        """The statement's rows (sqlite3's tuples), or None when it could not run here."""
+        if self._thread is not None and self._thread != threading.get_ident():
+            return None  # the connection belongs to another thread's event loop
+        try:
+            connection = self._connection or self._open()
+            self.statements += 1
+            return connection.execute(sql, values).fetchall()
+        except sqlite3.Error:
+            self.close()  # opened again at the next read
+            return None
+
+    def _open(self) -> sqlite3.Connection:
+        # check_same_thread (the default): a use from another thread is an error, not a race.
+        # mode=rw: a missing database file is an error, never created here.
+        connection = sqlite3.connect(
+            f"file:{quote(self.path)}?mode=rw", timeout=0, isolation_level=None, uri=True
+        )
+        try:
+            connection.execute("PRAGMA query_only = ON")
+        except sqlite3.Error:
+            connection.close()
+            raise
+        self._connection, self._thread = connection, threading.get_ident()
+        return connection
+
+    def close(self) -> None:
+        """Close the connection (a later read opens it again)."""
+        connection, self._connection, self._thread = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
