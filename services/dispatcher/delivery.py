@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from herald.core.errors import HeraldError
 from herald.core.fhir import format_instant, utc_now
@@ -132,8 +131,6 @@ class Deliverer:
     _recent: dict[str, list[LoggedEvent]] = field(default_factory=dict)
     """Events this dispatcher just recorded, per subscription, not yet taken by its worker."""
     _recent_count: int = 0
-    _attempt_metrics: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
-    """The labelled children of the attempt counter and histogram, per kind and outcome."""
 
     retry_schedule: tuple[float, ...] = field(init=False)
     """The settings' retry delays, parsed once."""
@@ -285,15 +282,8 @@ class Deliverer:
     ) -> None:
         """The metrics of an attempt, and its note in the attempt history (made when its
         Bundle was stamped)."""
-        key = (kind, outcome.outcome)
-        children = self._attempt_metrics.get(key)
-        if children is None:  # prometheus_client's labels() costs more than the inc itself
-            children = self._attempt_metrics[key] = (
-                self.metrics.delivery_attempts.labels(kind, outcome.outcome),
-                self.metrics.attempt_duration.labels(kind),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        self.metrics.delivery_attempts.labels(kind, outcome.outcome).inc()
+        self.metrics.attempt_duration.labels(kind).observe(seconds)
         if kind != "heartbeat":
             at = str(bundle.get("timestamp") or "") or None
             note = attempt_of(subscription.id, kind, events, outcome, seconds, at)

@@ -24,10 +24,6 @@ SQLITE_CONNECTIONS = 16
 # Pages the writer's connection keeps in memory (KiB, as SQLite's negative cache_size).
 WRITER_CACHE_KIB = 32_768
 
-# A statement of `read_rows` as sqlite3 runs it: SQL text, the names of its positional
-# parameters, and the values of parameters bound in the statement itself.
-_LoopSql = tuple[str, tuple[str, ...], dict[str, Any]]
-
 
 def async_url(url: str) -> str:
     """Map sqlite:// and postgresql:// URLs to their asyncio drivers."""
@@ -85,8 +81,6 @@ class Database:
         """SQLite: the writer's connection, kept between transactions (see transaction)."""
         self._checkpointer: Checkpointer | None = None
         self._loop_reader: LoopReader | None = None
-        # Statements of `read_rows`, compiled once per statement and set of parameter names.
-        self._loop_sql: dict[tuple[Prepared, tuple[str, ...]], _LoopSql] = {}
         if self.is_sqlite:
             # Every write on one connection: an SQLite connection drops its page cache whenever
             # another connection wrote since its last transaction, so writes taking turns over
@@ -165,25 +159,12 @@ class Database:
         sqlite_driver.LoopReader), and through `read()` when it cannot run there; on
         PostgreSQL through `read()`, on the driver."""
         if self._loop_reader is not None:
-            sql, values = self._loop_statement(prepared, params)
-            found = self._loop_reader.rows(sql, values)
+            sql, values = prepared.values(self.engine.dialect, (params,))
+            found = self._loop_reader.rows(sql, values[0])
             if found is not None:
                 return found
         async with self.read() as connection:
             return await direct.rows(connection, prepared, params)
-
-    def _loop_statement(self, prepared: Prepared, params: Params) -> tuple[str, list[Any]]:
-        names = tuple(params)
-        key = (prepared, names)
-        found = self._loop_sql.get(key)
-        if found is None:
-            compiled = prepared.statement.compile(  # type: ignore[attr-defined]
-                dialect=self.engine.dialect, column_keys=list(names)
-            )
-            positions = tuple(compiled.positiontup or ())
-            found = self._loop_sql[key] = (compiled.string, positions, dict(compiled.params))
-        sql, positions, bound = found
-        return sql, [params[name] if name in params else bound[name] for name in positions]
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[AsyncConnection]:

@@ -26,7 +26,7 @@ from operator import itemgetter
 from typing import Any, NoReturn
 
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
@@ -71,26 +71,24 @@ class Prepared:
         self._compiled: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
         self._getters: dict[tuple[str, tuple[str, ...]], tuple[str, _Getter]] = {}
 
-    def values(
-        self, connection: AsyncConnection, many: Sequence[Params]
-    ) -> tuple[str, list[Sequence[Any]]]:
-        """The SQL text, and the values of each set of parameters in its order."""
-        key = (connection.dialect.name, tuple(many[0]))
+    def values(self, dialect: Dialect, many: Sequence[Params]) -> tuple[str, list[Sequence[Any]]]:
+        """The SQL text for the dialect, and the values of each set of parameters in its order."""
+        key = (dialect.name, tuple(many[0]))
         found = self._getters.get(key)
         if found is None:
-            sql, names, bound = self.compiled(connection, key[1])
+            sql, names, bound = self.compiled(dialect, key[1])
             found = self._getters[key] = (sql, _getter(names, bound, frozenset(key[1])))
         sql, get = found
         return sql, [get(p) for p in many]
 
-    def compiled(self, connection: AsyncConnection, names: tuple[str, ...]) -> _Compiled:
-        """The statement compiled for the connection's dialect with these parameter names."""
-        key = (connection.dialect.name, names)
+    def compiled(self, dialect: Dialect, names: tuple[str, ...]) -> _Compiled:
+        """The statement compiled for the dialect with these parameter names."""
+        key = (dialect.name, names)
         found = self._compiled.get(key)
         if found is not None:
             return found
         assert isinstance(self.statement, ClauseElement)
-        compiled = self.statement.compile(dialect=connection.dialect, column_keys=list(names))
+        compiled = self.statement.compile(dialect=dialect, column_keys=list(names))
         assert isinstance(compiled, SQLCompiler)
         positions = tuple(compiled.positiontup or ())
         made = self._compiled[key] = (compiled.string, positions, dict(compiled.params))
@@ -122,7 +120,7 @@ def _values(
     prepared: Prepared, connection: AsyncConnection, many: Sequence[Params]
 ) -> tuple[str, list[Sequence[Any]]]:
     """The SQL text, and the values of each set of parameters in its order."""
-    return prepared.values(connection, many)
+    return prepared.values(connection.dialect, many)
 
 
 async def _on_asyncpg(
