@@ -525,7 +525,7 @@ def _subscribe(base_url: str, receiver: Receiver, owners: list[str]) -> None:
         _wait_until(active, 120, f"{len(ids)} subscriptions")
 
 
-HERALD_SETTINGS = {"handshake_delay": "0.1"}
+HERALD_SETTINGS = {"handshake_delay": "0.1", "log_format": "text"}
 
 
 def herald_settings(log_level: str, extra: list[str]) -> dict[str, str]:
