@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, TypeVar
 
 import orjson
 
@@ -83,21 +83,71 @@ _TYPES: dict[str, frozenset[type]] = {
     "JsonObject | None": frozenset({dict, type(None)}),
 }
 
-# Per record class, its fields and their allowed types: looked up once, not per record (fields()
-# and the annotations' text were a sixth of the matcher's time per change).
-_CHECKS: dict[type, tuple[tuple[str, frozenset[type]], ...]] = {}
+_Record = TypeVar("_Record", ResourceChange, NotificationRequest)
 
 
-def _check_types(record: ResourceChange | NotificationRequest) -> None:
-    checks = _CHECKS.get(type(record))
-    if checks is None:
-        checks = _CHECKS[type(record)] = tuple(
-            (item.name, _TYPES[str(item.type)]) for item in fields(record)
+@dataclass(frozen=True)
+class _Shape:
+    """A record class's fields as decoding needs them, worked out once per class (fields()
+    and the annotations' text were a sixth of the matcher's time per change)."""
+
+    order: tuple[str, ...]
+    names: frozenset[str]
+    required: frozenset[str]
+    defaults: dict[str, Any]
+    checks: tuple[tuple[str, frozenset[type]], ...]
+
+
+_SHAPES: dict[type, _Shape] = {}
+
+
+def _shape(cls: type) -> _Shape:
+    found = _SHAPES.get(cls)
+    if found is None:
+        items = fields(cls)
+        found = _SHAPES[cls] = _Shape(
+            order=tuple(item.name for item in items),
+            names=frozenset(item.name for item in items),
+            required=frozenset(item.name for item in items if item.default is MISSING),
+            defaults={item.name: item.default for item in items if item.default is not MISSING},
+            checks=tuple((item.name, _TYPES[str(item.type)]) for item in items),
         )
-    for name, allowed in checks:
-        value = getattr(record, name)
+    return found
+
+
+def _fields(cls: type, raw: dict[str, Any], what: str) -> dict[str, Any]:
+    """A decoded JSON object's values of the class's fields, in their order, defaults filled in.
+
+    The dataclass's own __init__ (a keyword call, and an object.__setattr__ per field of a
+    frozen class) was half of decoding a change: once its keys are known to be the class's
+    fields, the object itself becomes the instance's __dict__ (see `_record`).
+    """
+    shape = _shape(cls)
+    keys = raw.keys()
+    if not (shape.required <= keys and keys <= shape.names):
+        try:
+            cls(**raw)  # for its message
+        except TypeError as exc:
+            raise ContractError(f"bad {what}: {exc}") from exc
+        raise ContractError(f"bad {what}: unexpected fields")  # pragma: no cover
+    if tuple(raw) != shape.order:  # orjson encodes a dataclass from its __dict__, in order
+        raw = {name: raw[name] if name in raw else shape.defaults[name] for name in shape.order}
+    return raw
+
+
+def _check_types(cls: type, values: dict[str, Any]) -> None:
+    for name, allowed in _shape(cls).checks:
+        value = values[name]
         if type(value) not in allowed:
             raise ContractError(f"{name} has the wrong type ({type(value).__name__})")
+
+
+def _record(cls: type[_Record], values: dict[str, Any]) -> _Record:
+    """The record whose fields are `values` (checked, in order): all that __init__ does for
+    these classes, which have no __post_init__ and no __slots__."""
+    record = object.__new__(cls)
+    object.__setattr__(record, "__dict__", values)
+    return record
 
 
 def _load(data: bytes, schema: str) -> dict[str, Any]:
@@ -113,27 +163,20 @@ def _load(data: bytes, schema: str) -> dict[str, Any]:
 
 def decode_change(data: bytes) -> ResourceChange:
     """Parse a ResourceChange record."""
-    raw = _load(data, RESOURCE_CHANGE_SCHEMA)
-    try:
-        change = ResourceChange(**raw)
-    except TypeError as exc:
-        raise ContractError(f"bad resource change: {exc}") from exc
-    if change.interaction not in ("create", "update", "delete"):
-        raise ContractError(f"unknown interaction {change.interaction!r}")
-    if change.method not in (None, *METHODS):
-        raise ContractError(f"unknown method {change.method!r}")
-    _check_types(change)
-    return change
+    values = _fields(ResourceChange, _load(data, RESOURCE_CHANGE_SCHEMA), "resource change")
+    if values["interaction"] not in ("create", "update", "delete"):
+        raise ContractError(f"unknown interaction {values['interaction']!r}")
+    if values["method"] not in (None, *METHODS):
+        raise ContractError(f"unknown method {values['method']!r}")
+    _check_types(ResourceChange, values)
+    return _record(ResourceChange, values)
 
 
 def decode_request(data: bytes) -> NotificationRequest:
     """Parse a NotificationRequest record."""
     raw = _load(data, NOTIFICATION_REQUEST_SCHEMA)
-    try:
-        request = NotificationRequest(**raw)
-    except TypeError as exc:
-        raise ContractError(f"bad notification request: {exc}") from exc
-    if request.kind not in ("event", "handshake"):
-        raise ContractError(f"unknown kind {request.kind!r}")
-    _check_types(request)
-    return request
+    values = _fields(NotificationRequest, raw, "notification request")
+    if values["kind"] not in ("event", "handshake"):
+        raise ContractError(f"unknown kind {values['kind']!r}")
+    _check_types(NotificationRequest, values)
+    return _record(NotificationRequest, values)

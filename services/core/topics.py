@@ -2,14 +2,65 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from herald.core.errors import HeraldError, TopicDefinitionError
 from herald.core.search import PARAMETERS, Criteria, parse_query
 from herald.core.types import JsonObject
 
 INTERACTIONS = frozenset({"create", "update", "delete"})
+
+
+# Parameter types whose test of a resource depends on nothing but the elements found (dates
+# may depend on the time of the test).
+_PURE_TYPES = frozenset({"token", "string", "uri"})
+
+# Results a trigger's criteria remember; more distinct values than this start afresh.
+_REMEMBERED = 1024
+
+
+class _Test:
+    """A trigger's criteria, with their results remembered by the values they look at.
+
+    A topic's own criteria (`status:not=draft&intent=order`) are tested on every change, on
+    resources whose few values there recur (a handful of statuses): the test walks generators
+    and predicates per condition, the remembered result is a dict lookup. Only criteria on
+    top-level elements of pure types, tested on a resource whose values there are strings (or
+    absent), are remembered; anything else is tested as before.
+    """
+
+    __slots__ = ("criteria", "paths", "results")
+
+    def __init__(self, criteria: Criteria) -> None:
+        self.criteria = criteria
+        parameters = [condition.parameter for condition in criteria.conditions]
+        pure = all(p.type in _PURE_TYPES and "." not in p.path for p in parameters)
+        self.paths = tuple(p.path for p in parameters) if pure else None
+        self.results: dict[tuple[object, ...], bool] = {}
+
+    def __call__(self, resource: JsonObject | None) -> bool:
+        if resource is None:
+            return False
+        paths = self.paths
+        if paths is None:
+            return self.criteria.matches(resource)
+        key = [resource.get("resourceType")]
+        key += [resource.get(path) for path in paths]
+        for value in key:
+            if value is not None and type(value) is not str:
+                return self.criteria.matches(resource)
+        remembered = tuple(key)
+        found = self.results.get(remembered)
+        if found is None:
+            if len(self.results) >= _REMEMBERED:
+                self.results.clear()
+            found = self.results[remembered] = self.criteria.matches(resource)
+        return found
+
+
+def _always(resource: JsonObject | None) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -23,6 +74,12 @@ class ResourceTrigger:
     result_for_create: bool
     result_for_delete: bool
     require_both: bool
+    _previous: Callable[[JsonObject | None], bool] = field(init=False, repr=False, compare=False)
+    _current: Callable[[JsonObject | None], bool] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, criteria in (("_previous", self.previous), ("_current", self.current)):
+            object.__setattr__(self, name, _always if criteria is None else _Test(criteria))
 
     def fires(
         self, interaction: str, previous: JsonObject | None, current: JsonObject | None
@@ -35,18 +92,16 @@ class ResourceTrigger:
         if interaction == "create":
             previous_ok = self.result_for_create
         else:
-            previous_ok = _test(self.previous, previous)
+            previous_ok = self._previous(previous)
+        # Decided without testing the current version?
+        if self.require_both:
+            if not previous_ok:
+                return False
+        elif previous_ok:
+            return True
         if interaction == "delete":
-            current_ok = self.result_for_delete
-        else:
-            current_ok = _test(self.current, current)
-        return (previous_ok and current_ok) if self.require_both else (previous_ok or current_ok)
-
-
-def _test(criteria: Criteria | None, resource: JsonObject | None) -> bool:
-    if criteria is None:
-        return True
-    return resource is not None and criteria.matches(resource)
+            return self.result_for_delete
+        return self._current(current)
 
 
 @dataclass(frozen=True)
@@ -86,10 +141,12 @@ class Topic:
         current: JsonObject | None,
     ) -> bool:
         """Whether any trigger of this topic fires for the change."""
-        return any(
-            t.resource_type == resource_type and t.fires(interaction, previous, current)
-            for t in self.triggers
-        )
+        for trigger in self.triggers:
+            if trigger.resource_type == resource_type and trigger.fires(
+                interaction, previous, current
+            ):
+                return True
+        return False
 
 
 def _resource_type_of(canonical: str) -> str:

@@ -243,3 +243,62 @@ async def test_embedded_positions_never_go_back_and_the_log_is_trimmed_in_turns(
         monkeypatch.setattr(embedded, "TRIM_INTERVAL", 0.0)
         await consumer.commit(second)
         assert await logged() == 0
+
+
+async def test_an_embedded_consumer_reads_again_only_after_an_append_or_a_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consumer that found the log drained skips the read until a commit appended to its
+    topic (whichever consumer of the topic was woken by it) or a wait timed out (the log is
+    still polled then, as before)."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'bus.db'}")
+    database = Database(settings.database_url)
+    await database.migrate()
+    reads = 0
+    read_rows = database.read_rows
+
+    async def counted(*args: object) -> object:
+        nonlocal reads
+        reads += 1
+        return await read_rows(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(database, "read_rows", counted)
+    try:
+        bus = Bus(settings, database)
+        topic = bus.settings.topic(TOPIC)
+        async with (
+            bus.publisher() as publisher,
+            bus.consumer("g", TOPIC) as consumer,
+            bus.consumer("h", TOPIC) as other,
+        ):
+            await publisher.publish([Outgoing(topic, "k", b"1"), Outgoing(topic, "k", b"2")])
+            assert [r.value for r in await consumer.fetch(timeout=0.1, max_records=10)] == [
+                b"1",
+                b"2",
+            ]
+            reads = 0
+            assert await consumer.fetch(timeout=0.1, max_records=10) == []
+            assert reads == 0, "read although nothing was appended since the log was drained"
+            # After a timeout the next fetch reads: an append this process did not make
+            # (nothing else writes the embedded log, but nothing is lost if it did).
+            async with database.transaction() as connection:
+                await connection.execute(
+                    text("INSERT INTO bus_log (topic, key, payload) VALUES (:topic, 'k', x'33')"),
+                    {"topic": topic},
+                )
+            assert [r.value for r in await consumer.fetch(timeout=0.1, max_records=10)] == [b"3"]
+            # One consumer clearing the topic's wake-up does not hide an append from another.
+            assert len(await _drain(other, 3)) == 3
+            assert await other.fetch(timeout=0.1, max_records=10) == []
+            assert await consumer.fetch(timeout=0.1, max_records=10) == []
+            await publisher.publish([Outgoing(topic, "k", b"4")])
+            assert [r.value for r in await other.fetch(timeout=5, max_records=10)] == [b"4"]
+            assert [r.value for r in await consumer.fetch(timeout=5, max_records=10)] == [b"4"]
+            # A full batch means more may be there: read again at once.
+            await publisher.publish([Outgoing(topic, "k", b"5"), Outgoing(topic, "k", b"6")])
+            assert [r.value for r in await consumer.fetch(timeout=5, max_records=1)] == [b"5"]
+            reads = 0
+            assert [r.value for r in await consumer.fetch(timeout=5, max_records=1)] == [b"6"]
+            assert reads == 1
+    finally:
+        await database.aclose()

@@ -358,3 +358,25 @@ def test_decode_rejects_a_field_of_the_wrong_type(name: str, value: object) -> N
     raw[name] = value
     with pytest.raises(ContractError, match=name):
         decode_change(orjson.dumps(raw))
+
+
+def test_a_record_with_its_fields_in_another_order_decodes_to_the_same_record() -> None:
+    raw = as_json(resource_change())
+    shuffled = dict(reversed(list(raw.items())))
+    decoded = decode_change(orjson.dumps(shuffled))
+    assert decoded == resource_change()
+    # re-encoded in the fields' order, as encoding the record itself does
+    assert encode(decoded) == encode(resource_change())
+    handshake = {k: v for k, v in reversed(list(as_json(HANDSHAKE).items())) if v is not None}
+    assert encode(decode_request(orjson.dumps(handshake))) == encode(HANDSHAKE)
+
+
+@pytest.mark.parametrize("request_", [EVENT, HANDSHAKE], ids=["event", "handshake"])
+def test_decoded_records_behave_as_constructed_ones(request_: NotificationRequest) -> None:
+    decoded = decode_request(encode(request_))
+    assert type(decoded) is NotificationRequest
+    assert hash(decoded) == hash(request_)
+    assert repr(decoded) == repr(request_)
+    assert dataclasses.replace(decoded, kind=request_.kind) == request_
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.kind = "handshake"  # type: ignore[misc]

@@ -261,3 +261,51 @@ def test_an_empty_directory_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("not a topic", encoding="utf-8")
     with pytest.raises(TopicDefinitionError, match="no topic files"):
         load_topics(tmp_path)
+
+
+# --- remembered trigger results ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "current",
+    [
+        task("requested"),
+        task("draft"),
+        task("requested", "plan"),
+        task(None, "order"),  # type: ignore[arg-type]
+        {"resourceType": "Task", "id": "t1", "intent": "order"},
+        task(["requested"]),  # type: ignore[arg-type]
+        task(7),  # type: ignore[arg-type]
+        task(True),  # type: ignore[arg-type]
+        task({"value": "requested"}),  # type: ignore[arg-type]
+        {**task("requested"), "resourceType": "Patient"},
+        {**task("requested"), "resourceType": 5},
+    ],
+)
+def test_remembered_results_are_those_of_the_criteria(hrex: Topic, current: Any) -> None:
+    (trigger,) = hrex.triggers
+    assert trigger.current is not None
+    expected = trigger.current.matches(current)
+    for _ in range(2):  # tested, then remembered
+        assert trigger.fires("create", None, current) is expected
+        assert trigger.fires("update", task("requested"), current) is expected
+    assert trigger.fires("update", current, task("requested")) is expected
+
+
+def test_a_trigger_remembers_a_bounded_number_of_results(hrex: Topic) -> None:
+    (trigger,) = hrex.triggers
+    for number in range(3000):
+        assert not trigger.fires("create", None, task("requested", f"i{number}"))
+        assert trigger.fires("create", None, task("requested"))
+    assert len(trigger._current.results) <= 1024  # type: ignore[attr-defined]
+
+
+def test_either_version_passing_is_decided_without_the_other(tmp_path: Path) -> None:
+    topic = cancelled_topic()
+    topic["resourceTrigger"][0]["supportedInteraction"] = ["create", "update", "delete"]
+    write_topic(tmp_path, "cancelled.json", topic)
+    loaded = load_topics(tmp_path)[CANCELLED]
+    assert loaded.fires("Task", "update", task("cancelled"), task("requested"))
+    assert loaded.fires("Task", "update", task("requested"), task("cancelled"))
+    assert not loaded.fires("Task", "update", task("requested"), task("requested"))
+    assert loaded.fires("Task", "update", task("cancelled"), None)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import Row, bindparam, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -169,16 +168,20 @@ async def _record_many_postgres(
 async def _record_many_sqlite(
     connection: AsyncConnection, events: Sequence[LoggedEvent], recorded_at: str
 ) -> dict[str, int]:
-    request_ids = json.dumps([e.request_id for e in events])
+    request_ids = orjson.dumps([e.request_id for e in events]).decode()
     seen = {r[0] for r in await direct.rows(connection, _SEEN_MANY, {"request_ids": request_ids})}
     fresh: dict[str, LoggedEvent] = {}
     for event in events:
         if event.request_id not in seen:
             fresh.setdefault(event.request_id, event)
-    counts = Counter(e.subscription_id for e in fresh.values())
+    counts: dict[str, int] = {}
+    for event in fresh.values():
+        counts[event.subscription_id] = counts.get(event.subscription_id, 0) + 1
     next_number: dict[str, int] = {}
     if counts:
-        advanced = await direct.rows(connection, _ADVANCE_MANY, {"counts": json.dumps(counts)})
+        advanced = await direct.rows(
+            connection, _ADVANCE_MANY, {"counts": orjson.dumps(counts).decode()}
+        )
         for subscription_id, last in advanced:
             next_number[subscription_id] = int(last) - counts[subscription_id] + 1
     numbers: dict[str, int] = {}
@@ -188,10 +191,8 @@ async def _record_many_sqlite(
             continue  # the subscription is gone
         next_number[event.subscription_id] = number + 1
         numbers[event.request_id] = number
-        rows.append(
-            {c: getattr(event, c) for c in _COLUMNS}
-            | {"number": number, "recorded_at": recorded_at}
-        )
+        # An event's fields are the row's columns (its number replaced), recorded_at added.
+        rows.append({**vars(event), "number": number, "recorded_at": recorded_at})
     await direct.run_many(connection, _INSERT, rows)
     return numbers
 
