@@ -95,7 +95,7 @@ class Prepared:
         return made
 
 
-def _writing(connection: AsyncConnection) -> OneTripConnection | None:
+def writing_sqlite(connection: AsyncConnection) -> OneTripConnection | None:
     """The SQLite adapter of a connection inside a write transaction, else None."""
     adapter = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
     if isinstance(adapter, OneTripConnection) and adapter.writing:
@@ -172,7 +172,7 @@ async def _execute(
 ) -> Rows:
     """Run a statement once per set of parameters (all with the same names); with one set,
     its rows when `fetch`."""
-    adapter = _writing(connection)
+    adapter = writing_sqlite(connection)
     if adapter is None:
         postgres = _asyncpg(connection)
         if postgres is not None:
