@@ -216,6 +216,15 @@ def run_batch(adapter: OneTripConnection, batch: Batch) -> None:
             _raise(sql, error)
 
 
+def fetch(adapter: OneTripConnection, sql: str, values: Sequence[Any]) -> Rows:
+    """Run one statement straight on the writer's sqlite3 connection (see run_batch); its rows."""
+    adapter.dbapi.direct_statements += 1
+    try:
+        return adapter.sqlite.execute(sql, values).fetchall()
+    except sqlite3.Error as error:
+        _raise(sql, error)
+
+
 async def rows(connection: AsyncConnection, prepared: Prepared, params: Params) -> Rows:
     """Run a statement; its rows (by position)."""
     return await _execute(connection, prepared, (params,), fetch=True)

@@ -79,6 +79,16 @@ _START = Prepared(
         " FROM (SELECT 1 AS one) AS one LEFT JOIN cur ON true"
     )
 )
+# The same for sqlite3 itself, inside a write transaction (numbered parameters: type, id).
+_START_SQLITE = (
+    "WITH cur AS (SELECT version_id, last_updated, deleted, content FROM resources"
+    " WHERE resource_type = ?1 AND id = ?2)"
+    " SELECT (SELECT max(last_updated) FROM resources"
+    " WHERE resource_type = ?1 AND deleted = false),"
+    " (SELECT value FROM counters WHERE name = 'registry'),"
+    " cur.version_id, cur.last_updated, cur.deleted, cur.content"
+    " FROM (SELECT 1 AS one) AS one LEFT JOIN cur ON true"
+)
 _START_LOCKED = Prepared(text("SELECT * FROM herald_write_start_v2(:kind, :key, :type, :id)"))
 
 
@@ -109,12 +119,15 @@ async def begin_write(
     stored one (1 ms apart, the precision of lastUpdated). The cost: writes of one type commit
     one at a time, across all ingest processes (see docs/performance.md).
     """
-    params: dict[str, Any] = {"type": resource_type, "id": resource_id}
-    if connection.dialect.name == "postgresql":
+    adapter = direct.writing_sqlite(connection)
+    if adapter is not None:
+        found = direct.fetch(adapter, _START_SQLITE, (resource_type, resource_id))
+    elif connection.dialect.name == "postgresql":
+        params: dict[str, Any] = {"type": resource_type, "id": resource_id}
         params.update(kind=_WRITE_LOCK, key=zlib.crc32(resource_type.encode()) & 0x7FFFFFFF)
         found = await direct.rows(connection, _START_LOCKED, params)
     else:
-        found = await direct.rows(connection, _START, params)
+        found = await direct.rows(connection, _START, {"type": resource_type, "id": resource_id})
     newest, revision, version_id, last_updated, deleted, content = found[0]
     previous = None
     if version_id is not None:
