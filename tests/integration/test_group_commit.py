@@ -1,5 +1,5 @@
-"""Group commit of concurrent writes, on SQLite (a savepoint per write) and on PostgreSQL (a failed
-write sends the others of its group to do theirs again alone)."""
+"""Group commit of concurrent writes, on SQLite and on PostgreSQL: a failed write sends the others
+of its group to do theirs again alone (on SQLite, unless it changed nothing)."""
 
 from __future__ import annotations
 
@@ -35,12 +35,17 @@ async def _write(
     *,
     fail: bool = False,
     runs: list[str] | None = None,
+    refuse: bool = False,
 ) -> bool:
-    """Queue one record; whether a fresh reader saw it the moment the write returned."""
+    """Queue one record; whether a fresh reader saw it the moment the write returned.
+
+    `fail`: raise after writing; `refuse`: raise before writing anything."""
 
     async def work(connection: AsyncConnection) -> None:
         if runs is not None:
             runs.append(key)
+        if refuse:
+            raise Refused(key)
         await outbox.add(connection, "topic", key, b"{}")
         if fail:
             raise Refused(key)
@@ -89,15 +94,52 @@ async def test_a_failed_write_changes_nothing_of_the_others(database: Database) 
     assert outcomes[0] is True and outcomes[2] is True
     assert isinstance(outcomes[1], Refused)
     assert await _stored(database) == {"a", "c"}
-    if database.is_sqlite:
-        assert runs == ["a", "b", "c"]  # b rolled back to its savepoint
-    else:
-        # The group of a and b rolled back; both ran again, each alone (b failing again, on
-        # its own this time); c, waiting meanwhile, in the next group.
-        assert sorted(runs) == ["a", "a", "b", "b", "c"]
-        assert runs[:2] == ["a", "b"]
+    # The group of a and b rolled back; both ran again, each alone (b failing again, on its own
+    # this time); c, waiting meanwhile, in the next group.
+    assert sorted(runs) == ["a", "a", "b", "b", "c"]
+    assert runs[:2] == ["a", "b"]
     # The group goes on taking writes afterwards.
     assert await _write(groups, database, "d")
+
+
+async def test_a_refused_write_that_changed_nothing_costs_the_others_nothing(
+    database: Database,
+) -> None:
+    sizes: list[int] = []
+    groups = GroupCommit(database, sizes.append)
+    runs: list[str] = []
+    outcomes = await asyncio.gather(
+        _write(groups, database, "a", runs=runs),
+        _write(groups, database, "b", refuse=True, runs=runs),
+        _write(groups, database, "c", runs=runs),
+        _write(groups, database, "d", refuse=True, runs=runs),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is True and outcomes[2] is True
+    assert isinstance(outcomes[1], Refused) and isinstance(outcomes[3], Refused)
+    assert await _stored(database) == {"a", "c"}
+    if database.is_sqlite:
+        # Nothing of b or d to undo: each got its error at once, a and c committed together.
+        assert runs == ["a", "b", "c", "d"]
+        assert sizes == [2]
+    else:
+        assert sorted(runs) == ["a", "a", "b", "b", "c", "c", "d", "d"]
+    assert await _write(groups, database, "e")
+
+
+async def test_a_refused_write_first_in_its_group_leaves_the_group_going(
+    database: Database,
+) -> None:
+    groups = GroupCommit(database)
+    runs: list[str] = []
+    outcomes = await asyncio.gather(
+        _write(groups, database, "a", refuse=True, runs=runs),
+        _write(groups, database, "b", runs=runs),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], Refused) and outcomes[1] is True
+    assert runs == ["a", "b"]
+    assert await _stored(database) == {"b"}
 
 
 async def test_a_failed_statement_spoils_nothing_of_the_others(database: Database) -> None:
@@ -119,8 +161,7 @@ async def test_a_failed_statement_spoils_nothing_of_the_others(database: Databas
     assert outcomes[0] is True and outcomes[2] is True
     assert isinstance(outcomes[1], DBAPIError)
     assert await _stored(database) == {"a", "c"}
-    expected = ["a", "broken", "c"] if database.is_sqlite else ["a", "a", "broken", "broken", "c"]
-    assert sorted(runs) == expected
+    assert sorted(runs) == ["a", "a", "broken", "broken", "c"]
 
 
 async def test_a_failed_write_first_in_its_group_runs_once(database: Database) -> None:

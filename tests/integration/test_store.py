@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import generate_latest
 
+from herald.core.errors import ConcurrentWrite
 from herald.core.resources import with_version
 from herald.core.subscriptions import HEARTBEAT_PERIOD_URL
 from herald.runtime.bus.base import Outgoing
@@ -110,6 +111,26 @@ async def test_a_task_write_carries_its_outbox_row_and_replaces_its_index(
         assert rows.scalar_one() == 0  # the deletion removed the index rows
         await outbox.remove(connection, [r.id for r in claimed])
         assert await outbox.claim(connection, 10) == []
+
+
+async def test_a_second_create_of_one_id_is_a_concurrent_write_and_changes_nothing(
+    database: Database,
+) -> None:
+    task = {"resourceType": "Task", "status": "requested", "owner": {"reference": "Org/a"}}
+    async with database.transaction() as connection:
+        await resources.save(connection, with_version(task, "t1", 1, NOW), previous=None)
+    later = "2026-01-01T00:00:01.000Z"
+    with pytest.raises(ConcurrentWrite):
+        async with database.transaction() as connection:
+            stamped = with_version({**task, "status": "ready"}, "t1", 1, later)
+            await resources.save(connection, stamped, previous=None)
+    async with database.transaction() as connection:
+        stored = await resources.current(connection, "Task", "t1")
+        assert stored is not None and stored.last_updated == NOW
+        codes = await connection.execute(
+            sa.text("SELECT code FROM search_tokens WHERE resource_id = 't1' AND param = 'status'")
+        )
+        assert codes.scalars().all() == ["requested"]
 
 
 async def test_a_write_waiting_for_the_type_lock_stamps_after_the_holders_commit(

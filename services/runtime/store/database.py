@@ -264,11 +264,10 @@ def _sqlite_pragmas(engine: AsyncEngine, *, cache_kib: int | None) -> None:
         cursor.execute(NO_AUTOCHECKPOINT)
         if cache_kib is not None:
             cursor.execute(f"PRAGMA cache_size = -{cache_kib}")
-            # The writer's savepoints (one per write of a group, store/group_commit.py) copy
-            # each page a write changes into a sub-journal, which past 64 KiB spills into a
-            # temporary file: a write() per page, a tenth of a Task's CPU. In memory instead
-            # (it lives only until the write's savepoint is released; a migration's large
-            # statement holds its statement journal in memory too).
+            # Sub-journals (a statement's journal inside a transaction; savepoints, which the
+            # writes of a group once ran in) copy each page changed into a temporary file past
+            # 64 KiB: a write() per page, a tenth of a Task's CPU back then. In memory instead
+            # (a migration's large statement holds its statement journal in memory too).
             cursor.execute("PRAGMA temp_store = MEMORY")
         cursor.close()
 

@@ -95,8 +95,9 @@ class Prepared:
         return made
 
 
-def _writing(connection: AsyncConnection) -> OneTripConnection | None:
-    """The SQLite adapter of a connection inside a write transaction, else None."""
+def writing_sqlite(connection: AsyncConnection) -> OneTripConnection | None:
+    """The SQLite adapter of a connection inside a write transaction, else None (its statements
+    run on the event loop, see sqlite_driver.py)."""
     adapter = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
     if isinstance(adapter, OneTripConnection) and adapter.writing:
         return adapter
@@ -172,7 +173,7 @@ async def _execute(
 ) -> Rows:
     """Run a statement once per set of parameters (all with the same names); with one set,
     its rows when `fetch`."""
-    adapter = _writing(connection)
+    adapter = writing_sqlite(connection)
     if adapter is None:
         postgres = _asyncpg(connection)
         if postgres is not None:
@@ -190,6 +191,38 @@ async def _execute(
     except sqlite3.Error as error:
         _raise(sql, error)
     return cursor.fetchall() if fetch else ()
+
+
+Batch = Sequence[tuple[str, Sequence[Sequence[Any]]]]
+"""Statements for sqlite3 itself: each SQL text (positional `?` parameters) with its rows of
+values, run once per row."""
+
+
+def run_batch(adapter: OneTripConnection, batch: Batch) -> None:
+    """Run statements straight on the writer's sqlite3 connection (see `writing_sqlite`).
+
+    For a write of several statements whose SQL is SQLite's own: no Prepared lookup, compiled
+    text or parameter dictionary per statement (a few microseconds each, several statements per
+    Task write)."""
+    adapter.dbapi.direct_statements += len(batch)
+    sqlite = adapter.sqlite
+    for sql, values in batch:
+        try:
+            if len(values) == 1:
+                sqlite.execute(sql, values[0])
+            else:
+                sqlite.executemany(sql, values)
+        except sqlite3.Error as error:
+            _raise(sql, error)
+
+
+def fetch(adapter: OneTripConnection, sql: str, values: Sequence[Any]) -> Rows:
+    """Run one statement straight on the writer's sqlite3 connection (see run_batch); its rows."""
+    adapter.dbapi.direct_statements += 1
+    try:
+        return adapter.sqlite.execute(sql, values).fetchall()
+    except sqlite3.Error as error:
+        _raise(sql, error)
 
 
 async def rows(connection: AsyncConnection, prepared: Prepared, params: Params) -> Rows:

@@ -35,6 +35,8 @@ ADD_SQL = (
 )
 """One record (see record_params): a part of a larger statement as well (store/resources.py)."""
 _ADD = Prepared(text(ADD_SQL))
+SQLITE_ADD = "INSERT INTO outbox (topic, key, payload, request_id) VALUES (?, ?, ?, ?)"
+"""ADD_SQL for sqlite3 itself, with record_values (store/resources.py)."""
 
 
 def record_params(record: Outgoing) -> dict[str, Any]:
@@ -45,6 +47,11 @@ def record_params(record: Outgoing) -> dict[str, Any]:
         "payload": record.value,
         "request_id": record.request_id,
     }
+
+
+def record_values(record: Outgoing) -> tuple[str, str, bytes, str | None]:
+    """The parameters of SQLITE_ADD for a record."""
+    return (record.topic, record.key, record.value, record.request_id)
 
 
 async def add_record(connection: AsyncConnection, record: Outgoing) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -78,6 +79,16 @@ _START = Prepared(
         " FROM (SELECT 1 AS one) AS one LEFT JOIN cur ON true"
     )
 )
+# The same for sqlite3 itself, inside a write transaction (numbered parameters: type, id).
+_START_SQLITE = (
+    "WITH cur AS (SELECT version_id, last_updated, deleted, content FROM resources"
+    " WHERE resource_type = ?1 AND id = ?2)"
+    " SELECT (SELECT max(last_updated) FROM resources"
+    " WHERE resource_type = ?1 AND deleted = false),"
+    " (SELECT value FROM counters WHERE name = 'registry'),"
+    " cur.version_id, cur.last_updated, cur.deleted, cur.content"
+    " FROM (SELECT 1 AS one) AS one LEFT JOIN cur ON true"
+)
 _START_LOCKED = Prepared(text("SELECT * FROM herald_write_start_v2(:kind, :key, :type, :id)"))
 
 
@@ -108,12 +119,15 @@ async def begin_write(
     stored one (1 ms apart, the precision of lastUpdated). The cost: writes of one type commit
     one at a time, across all ingest processes (see docs/performance.md).
     """
-    params: dict[str, Any] = {"type": resource_type, "id": resource_id}
-    if connection.dialect.name == "postgresql":
+    adapter = direct.writing_sqlite(connection)
+    if adapter is not None:
+        found = direct.fetch(adapter, _START_SQLITE, (resource_type, resource_id))
+    elif connection.dialect.name == "postgresql":
+        params: dict[str, Any] = {"type": resource_type, "id": resource_id}
         params.update(kind=_WRITE_LOCK, key=zlib.crc32(resource_type.encode()) & 0x7FFFFFFF)
         found = await direct.rows(connection, _START_LOCKED, params)
     else:
-        found = await direct.rows(connection, _START, params)
+        found = await direct.rows(connection, _START, {"type": resource_type, "id": resource_id})
     newest, revision, version_id, last_updated, deleted, content = found[0]
     previous = None
     if version_id is not None:
@@ -256,6 +270,21 @@ _INSERT_VERSION = (
     " VALUES (:type, :id, :version_id, :last_updated, :content, :method, :deleted)"
 )
 _SQLITE = {sql: Prepared(text(sql)) for sql in (_INSERT_CURRENT, _UPDATE_CURRENT, _INSERT_VERSION)}
+# The same for sqlite3 itself (positional parameters, see _sqlite_batch); the current row's
+# insert names its columns in the update's order, so that both take one tuple.
+_SQLITE_INSERT_CURRENT = (
+    "INSERT INTO resources (version_id, last_updated, deleted, content, resource_type, id)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_UPDATE_CURRENT = (
+    "UPDATE resources SET version_id = ?, last_updated = ?, deleted = ?, content = ?"
+    " WHERE resource_type = ? AND id = ?"
+)
+_SQLITE_INSERT_VERSION = (
+    "INSERT INTO resource_versions"
+    " (resource_type, id, version_id, last_updated, content, method, deleted)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 _COMBINED: dict[tuple[bool, bool, bool, bool], Prepared] = {}
 
 
@@ -280,6 +309,32 @@ def _combined(*, create: bool, unindex: bool, index: bool, queued: bool) -> Prep
     return made
 
 
+def _sqlite_batch(
+    new: _NewVersion,
+    create: bool,
+    indexed: JsonObject | None,
+    had_index: bool,
+    searched: bool,
+    queued: Outgoing | None,
+) -> direct.Batch:
+    """The statements of a write on SQLite, as direct.run_batch runs them on the writer's
+    connection (one lookup of the connection per write instead of one per statement)."""
+    key = (new.resource_type, new.id)
+    current = (new.version_id, new.last_updated, new.deleted, new.content, *key)
+    version = (*key, new.version_id, new.last_updated, new.content, new.method, new.deleted)
+    batch: list[tuple[str, Sequence[Sequence[Any]]]] = [
+        (_SQLITE_INSERT_CURRENT if create else _SQLITE_UPDATE_CURRENT, [current]),
+        (_SQLITE_INSERT_VERSION, [version]),
+    ]
+    if searched and (indexed is None or had_index):
+        batch += [(sql, [key]) for sql in search.SQLITE_UNINDEX]
+    if indexed is not None:
+        batch += search.index_batch(indexed)
+    if queued is not None:
+        batch.append((outbox.SQLITE_ADD, [outbox.record_values(queued)]))
+    return batch
+
+
 async def _write(
     connection: AsyncConnection,
     new: _NewVersion,
@@ -289,6 +344,14 @@ async def _write(
 ) -> None:
     """Write `new`; index `indexed` (None: a deletion), remove the previous index rows, queue
     the outbox row."""
+    create = previous is None
+    searched = new.resource_type in DATABASE_SEARCHED
+    had_index = searched and previous is not None and not previous.deleted
+    sqlite = connection.dialect.name != "postgresql"
+    adapter = direct.writing_sqlite(connection) if sqlite else None
+    if adapter is not None:
+        direct.run_batch(adapter, _sqlite_batch(new, create, indexed, had_index, searched, queued))
+        return
     params: dict[str, Any] = {
         "type": new.resource_type,
         "id": new.id,
@@ -298,10 +361,7 @@ async def _write(
         "content": new.content,
         "method": new.method,
     }
-    create = previous is None
-    searched = new.resource_type in DATABASE_SEARCHED
-    had_index = searched and previous is not None and not previous.deleted
-    if connection.dialect.name != "postgresql":
+    if sqlite:  # outside Database.transaction: through SQLAlchemy
         await direct.run(
             connection, _SQLITE[_INSERT_CURRENT if create else _UPDATE_CURRENT], params
         )

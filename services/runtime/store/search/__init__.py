@@ -14,9 +14,11 @@ parameter lists in herald.core.search: one source for this, the matcher and /met
 
 from herald.runtime.store.search.index import (
     INDEX_SQL,
+    SQLITE_UNINDEX,
     UNINDEX_SQL,
     backfill,
     index_arrays,
+    index_batch,
     index_rows,
     reindex,
     unindex,
@@ -33,6 +35,7 @@ from herald.runtime.store.search.sql import condition_clause, criteria_clause
 
 __all__ = [
     "INDEX_SQL",
+    "SQLITE_UNINDEX",
     "UNINDEX_SQL",
     "Cursor",
     "SearchPage",
@@ -42,6 +45,7 @@ __all__ = [
     "condition_clause",
     "criteria_clause",
     "index_arrays",
+    "index_batch",
     "index_rows",
     "reindex",
     "search",

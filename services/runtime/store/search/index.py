@@ -103,6 +103,38 @@ def index_arrays(resource: JsonObject) -> dict[str, list[str | None]]:
     }
 
 
+# On SQLite a write runs its statements on sqlite3 itself (store/resources.py): the rows as
+# tuples straight from the entries (named tuples, fields in column order).
+_SQLITE_INSERT = {
+    table: f"INSERT INTO {table.name} (resource_type, resource_id, {', '.join(columns)})"
+    f" VALUES (?, ?{', ?' * len(columns)})"
+    for table, columns in _ARRAY_COLUMNS.items()
+}
+SQLITE_UNINDEX = [
+    f"DELETE FROM {table.name} WHERE resource_type = ? AND resource_id = ?" for table in _ALL_TABLES
+]
+"""The statements that remove a resource's index rows, for its (type, id) (SQLite)."""
+
+
+def index_batch(resource: JsonObject) -> list[tuple[str, list[tuple[str | None, ...]]]]:
+    """The inserts of a resource version's index rows, as store/direct.run_batch takes them
+    (SQLite); none for a type that is not searched in the database."""
+    resource_type = resource["resourceType"]
+    if resource_type not in DATABASE_SEARCHED:
+        return []
+    entries = index_entries(resource, _PLANS[resource_type])
+    key = (resource_type, resource["id"])
+    return [
+        (_SQLITE_INSERT[table], [key + entry for entry in found])
+        for table, found in (
+            (search_tokens, entries.tokens),
+            (search_references, entries.references),
+            (search_dates, entries.dates),
+        )
+        if found
+    ]
+
+
 async def unindex(connection: AsyncConnection, resource_type: str, resource_id: str) -> None:
     """Remove a resource's index rows."""
     if resource_type not in DATABASE_SEARCHED:
