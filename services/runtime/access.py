@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from herald.runtime.logs import request_id
+from herald.runtime.logs import log_line, request_id
 
 log = logging.getLogger("herald.access")
 
@@ -105,16 +105,13 @@ class AccessLog:
                 query = scope.get("query_string", b"").decode("latin-1")
                 names = dict.fromkeys(k for k, _ in parse_qsl(query)) if query else ()
                 state = scope.get("state") or {}
-                log.log(
-                    level,
-                    "request",
-                    extra={
-                        "method": scope.get("method"),
-                        "path": path,
-                        "query_keys": ",".join(names),
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                        "client_id": state.get("client_id"),
-                    },
-                )
+                fields = {
+                    "method": scope.get("method"),
+                    "path": path,
+                    "query_keys": ",".join(names),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "client_id": state.get("client_id"),
+                }
+                log_line(log, level, fields, "request")
             request_id.reset(token)

@@ -10,6 +10,7 @@ import functools
 import logging
 import re
 import sys
+import time
 import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ MAX_EXCEPTION = 8000
 MAX_FRAMES = 12
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+Fields = dict[str, object]
 
 
 def _cut(text: str, limit: int) -> str:
@@ -116,13 +118,17 @@ def utc_time(created: float) -> str:
     return _utc_second(whole) + _MILLISECONDS[micros // 1000]
 
 
-def _fields(record: logging.LogRecord) -> dict[str, object]:
-    fields: dict[str, object] = {
-        "time": utc_time(record.created),
-        "level": record.levelname,
-        "logger": record.name,
-        "message": _cut(record.getMessage(), MAX_MESSAGE),
+def _head_fields(created: float, level: str, name: str, message: str) -> dict[str, object]:
+    return {
+        "time": utc_time(created),
+        "level": level,
+        "logger": name,
+        "message": _cut(message, MAX_MESSAGE),
     }
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    fields = _head_fields(record.created, record.levelname, record.name, record.getMessage())
     items: Iterable[tuple[str, object]] = record.__dict__.items()
     if type(record) is logging.LogRecord:
         # A LogRecord sets its standard attributes first; `extra` and the request id come
@@ -142,12 +148,24 @@ class JsonFormatter(_Bounded):
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
 
+    def line(self, created: float, level: str, name: str, message: str, fields: Fields) -> str:
+        """The line `format` writes for a record of these and these `extra` fields (see
+        log_line), without the record."""
+        entry = _head_fields(created, level, name, message)
+        entry.update(fields)
+        return orjson.dumps(entry, default=str).decode()
+
 
 _NEEDS_QUOTES = re.compile(r'[ "=\n\t]')
 # Types whose str() never needs quotes (no space, quote, equals sign or control character).
 _BARE = frozenset({int, float, bool})
 # Fields of the line's head: a field of `extra` by one of these names takes its place there.
 _HEAD = frozenset({"time", "level", "logger", "message", "exception"})
+
+
+def _text_head(created: float, level: str, name: str, message: str) -> str:
+    message = _cut(message, MAX_MESSAGE).replace("\n", "\\n")
+    return f"{utc_time(created)} {level:<7} {name}: {message}"
 
 
 def _text_value(value: object) -> str:
@@ -168,10 +186,7 @@ class TextFormatter(_Bounded):
         items: Iterable[tuple[str, object]] = record.__dict__.items()
         if type(record) is logging.LogRecord:
             items = islice(items, _STANDARD_SET_FIRST, None)  # as in _fields
-        line = [
-            f"{utc_time(record.created)} {record.levelname:<7} {record.name}: "
-            + _cut(record.getMessage(), MAX_MESSAGE).replace("\n", "\\n")
-        ]
+        line = [_text_head(record.created, record.levelname, record.name, record.getMessage())]
         for key, value in items:
             if key in _STANDARD or value is None:
                 continue
@@ -180,6 +195,13 @@ class TextFormatter(_Bounded):
             line.append(f"{key}={_text_value(value)}")
         if record.exc_info:
             line.append(f"exception={_text_value(self.formatException(record.exc_info))}")
+        return " ".join(line)
+
+    def line(self, created: float, level: str, name: str, message: str, fields: Fields) -> str:
+        """The line `format` writes for a record of these and these `extra` fields (see
+        log_line), without the record."""
+        line = [_text_head(created, level, name, message)]
+        line.extend(f"{k}={_text_value(v)}" for k, v in fields.items() if v is not None)
         return " ".join(line)
 
     def _format_fields(self, record: logging.LogRecord) -> str:
@@ -209,6 +231,71 @@ def stamp_request_ids() -> None:
     logging.setLogRecordFactory(_record_with_request_id)
 
 
+# The handler `configure` installed: log_line writes to it directly when it is the only one.
+_own: logging.StreamHandler[Any] | None = None
+_FORMATTERS = (TextFormatter, JsonFormatter)
+
+
+def _sole_handler(logger: logging.Logger, level: int) -> logging.StreamHandler[Any] | None:
+    """Herald's own handler when a record of this logger and level would reach it and nothing
+    else would look at the record: no filter, no other handler, no other record factory, logger
+    class or formatter; else None."""
+    own = _own
+    if (
+        own is None
+        or logger.filters
+        or type(logger) is not logging.Logger
+        or level < own.level
+        or own.filters
+        or type(own.formatter) not in _FORMATTERS
+        or logging.getLogRecordFactory() is not _record_with_request_id
+    ):
+        return None
+    current: logging.Logger | None = logger
+    while current is not None and not current.handlers:
+        current = current.parent if current.propagate else None
+    if current is None or len(current.handlers) != 1 or current.handlers[0] is not own:
+        return None  # none (logging's last resort), or another one
+    while current.propagate and current.parent is not None:
+        current = current.parent
+        if current.handlers:
+            return None
+    return own
+
+
+def log_line(logger: logging.Logger, level: int, fields: Fields, msg: str, *args: object) -> None:
+    """`logger.log(level, msg, *args, extra=fields)` of an enabled level, written without the
+    LogRecord and the handler chain when the record would only reach Herald's own handler: the
+    same line from the same values (`fields` are named neither like a LogRecord's attributes nor
+    like the line's head; `args` are positional). Any other handler (pytest's caplog, one an
+    embedding application adds) gets the record as logging makes it."""
+    handler = _sole_handler(logger, level)
+    if handler is None:
+        logger.log(level, msg, *args, extra=fields)
+        return
+    created = time.time()
+    current = request_id.get()
+    # Where the record factory puts the request id: before the `extra` fields.
+    values = fields if current is None else {"request_id": current, **fields}
+    formatter: TextFormatter | JsonFormatter = handler.formatter  # type: ignore[assignment]
+    with handler.lock:  # type: ignore[union-attr]
+        try:
+            line = formatter.line(
+                created,
+                logging.getLevelName(level),
+                logger.name,
+                msg % args if args else msg,
+                values,
+            )
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 -- as StreamHandler.emit: reported, never raised
+            record = logger.makeRecord(logger.name, level, "", 0, msg, args, None, extra=fields)
+            handler.handleError(record)
+
+
 def configure(level: str, fmt: str) -> None:
     """Configure the root logger once, at process start."""
     stamp_request_ids()
@@ -216,8 +303,10 @@ def configure(level: str, fmt: str) -> None:
     # are not worked out for every record (the logging HOWTO's "Optimization").
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    global _own
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    _own = handler
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(str(level).upper())

@@ -4,6 +4,7 @@ included."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,14 +13,17 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry
+from starlette.responses import Response
 
+from herald.core.errors import NotSupported
 from herald.ingest import writes
 from herald.ingest.app import create_app
 from herald.ingest.auth.server import AuthServer
 from herald.ingest.context import IngestContext
 from herald.ingest.direct_route import HeraldAPI, _Lanes
+from herald.ingest.fhirhttp import fhir_router
 from herald.runtime.logs import stamp_request_ids
 from herald.runtime.metrics import Metrics
 from herald.runtime.packaged import load_topics
@@ -315,3 +319,72 @@ def test_fastapis_stack_is_fastapis_own(app: HeraldAPI) -> None:
     own = layers(app.build_middleware_stack())
     assert own.count(_Lanes) == 1
     assert [t for t in own if t is not _Lanes] == layers(FastAPI.build_middleware_stack(app))
+
+
+class _SentLate(Response):
+    """A response class of its own (not Starlette's plain Response): it fails before it sends
+    anything when its status says so."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.status_code == 599:
+            raise NotSupported("refused before the answer started")
+        await super().__call__(scope, receive, send)
+
+
+def _late_routes(app: HeraldAPI) -> None:
+    router = fhir_router()
+
+    @router.get("/Late/{kind}")
+    async def late(request: Request, kind: str) -> Response:
+        if kind == "refused":
+            return _SentLate(b"", status_code=599)
+        if kind == "plain":
+            return Response(b"plain", media_type="text/plain")
+        return _SentLate(b"late", status_code=200, media_type="text/plain")
+
+    app.router.routes[:0] = router.routes  # before the catch-all of unsupported paths
+
+
+async def test_responses_of_other_classes_and_failures_while_sending(
+    app: HeraldAPI, lanes: Lanes, logs: pytest.LogCaptureFixture
+) -> None:
+    _late_routes(app)
+    reader = await _bearer(app, "r", "system/Task.rs")
+    for kind, status in (("plain", 200), ("fine", 200), ("refused", 405)):
+        answer = await _compare(
+            app, lanes, logs, ("GET", f"/fhir/Late/{kind}", {"headers": reader})
+        )
+        assert answer["status"] == status
+    failures: list[tuple[type[BaseException], str, type[BaseException] | None]] = []
+    for fails_with in (NotSupported("while sending"), OSError("connection reset")):
+
+        async def failing(
+            scope: Any, receive: Any, send: Any, fails: Exception = fails_with
+        ) -> None:
+            async def broken(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    raise fails
+                await send(message)
+
+            await app(scope, receive, broken)
+
+        for kind, routed in itertools.product(("plain", "fine"), (False, True)):
+            lanes.routed = routed
+            lanes.taken.clear()
+            transport = httpx.ASGITransport(app=failing)
+            async with httpx.AsyncClient(transport=transport, base_url="http://h.test") as http:
+                with pytest.raises(Exception) as raised:
+                    await http.get(f"/fhir/Late/{kind}", headers=reader)
+            assert lanes.taken == [not routed]
+            cause = raised.value.__cause__
+            failures.append(
+                (type(raised.value), str(raised.value), cause if cause is None else type(cause))
+            )
+    assert (
+        failures
+        == [
+            (RuntimeError, "Caught handled exception, but response already started.", NotSupported),
+        ]
+        * 4
+        + [(OSError, "connection reset", None)] * 4
+    )

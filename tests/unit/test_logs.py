@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 from sqlalchemy.exc import OperationalError
 
-from herald.runtime.logs import MAX_EXCEPTION, MAX_MESSAGE, JsonFormatter, TextFormatter, utc_time
+from herald.runtime import logs
+from herald.runtime.logs import (
+    MAX_EXCEPTION,
+    MAX_MESSAGE,
+    JsonFormatter,
+    TextFormatter,
+    configure,
+    log_line,
+    request_id,
+    utc_time,
+)
 
 
 def _record(message: str, exc: Exception) -> logging.LogRecord:
@@ -69,3 +84,147 @@ def test_a_text_line_is_written_as_from_its_fields() -> None:
     assert line.endswith(' n=3 f=1.5 yes=True empty="" spaced="a b" quoted="x\\"y" eq="a=b"'
                          ' tab="\\t" obj="[1, \'x\']"')  # fmt: skip
     assert " INFO    herald.x: a\\nb c d n=3" in line
+
+
+@pytest.fixture(params=["text", "json"])
+def configured(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
+    """Herald's logging as `configure` sets it up, writing into a string; restored after."""
+    root = logging.getLogger()
+    noisy = {name: logging.getLogger(name).level for name in ("httpx", "aiohttp", "alembic")}
+    noisy |= {name: logging.getLogger(name).level for name in ("httpcore", "aiokafka")}
+    noisy["uvicorn.access"] = logging.getLogger("uvicorn.access").level
+    saved = (root.handlers[:], root.level, logging.getLogRecordFactory(), logging._srcfile)
+    flags = (logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
+    configure("INFO", request.param)
+    stream = io.StringIO()
+    handler = root.handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    try:
+        yield stream
+    finally:
+        root.handlers[:], _, factory, logging._srcfile = saved
+        root.setLevel(saved[1])
+        logging.setLogRecordFactory(factory)
+        logging.logThreads, logging.logProcesses, logging.logMultiprocessing = flags
+        for name, level in noisy.items():
+            logging.getLogger(name).setLevel(level)
+        logs._own = None
+
+
+@contextmanager
+def _alone() -> Iterator[logging.Handler]:
+    """Herald's handler the root logger's only one (pytest adds its own to every test)."""
+    root = logging.getLogger()
+    own = logs._own
+    assert own is not None
+    saved = root.handlers[:]
+    root.handlers[:] = [own]
+    try:
+        yield own
+    finally:
+        root.handlers[:] = saved
+
+
+_CASES: list[tuple[dict[str, object], str, tuple[object, ...]]] = [
+    (
+        {"method": "PUT", "path": "/fhir/Task/t1", "query_keys": "", "status": 201,
+         "duration_ms": 1.5, "client_id": None},
+        "request",
+        (),
+    ),
+    (
+        {"at": "2026-01-01T00:00:00.000Z", "client_id": "c 1", "interaction": "update",
+         "resource_type": "Task", "resource_id": None, "status": 200},
+        "%s %s/%s %s by %s",
+        ("update", "Task", "-", 200, "c 1"),
+    ),
+    (
+        {"quoted": 'x"y', "eq": "a=b", "tab": "\t", "obj": [1, "x"], "empty": "", "yes": True},
+        "a\nb %s" + "x" * (MAX_MESSAGE + 10),
+        ("c d",),
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("rid", [None, "r-1"])
+def test_a_line_written_directly_is_the_line_logging_writes(
+    configured: io.StringIO, monkeypatch: pytest.MonkeyPatch, rid: str | None
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1764790000.1234567)
+    logger = logging.getLogger("herald.test.direct")
+    token = request_id.set(rid)
+    with _alone():
+        for fields, msg, args in _CASES:
+            for level in (logging.INFO, logging.WARNING):
+                assert logs._sole_handler(logger, level) is logs._own
+                log_line(logger, level, fields, msg, *args)
+                direct = configured.getvalue()
+                configured.seek(0)
+                configured.truncate()
+                logger.addFilter(bool)  # any filter: the record goes through logging
+                try:
+                    log_line(logger, level, fields, msg, *args)
+                finally:
+                    logger.removeFilter(bool)
+                assert direct == configured.getvalue() and direct.endswith("\n")
+                assert direct.count("\n") == 1 and ("r-1" in direct) == (rid is not None)
+                configured.seek(0)
+                configured.truncate()
+    request_id.reset(token)
+
+
+def test_any_other_handler_gets_the_record(configured: io.StringIO) -> None:
+    logger = logging.getLogger("herald.test.sole")
+    parent = logging.getLogger("herald.test")
+    root = logging.getLogger()
+    own = logs._own
+    assert own is not None
+    with _alone():
+        _check_changes(logger, parent, root, own)
+
+
+def _check_changes(
+    logger: logging.Logger, parent: logging.Logger, root: logging.Logger, own: logging.Handler
+) -> None:
+    assert logs._sole_handler(logger, logging.INFO) is own
+    formatter = own.formatter
+    other = logging.NullHandler()
+    changes: list[tuple[Callable[[], object], Callable[[], object]]] = [
+        (lambda: root.addHandler(other), lambda: root.removeHandler(other)),
+        (lambda: parent.addHandler(other), lambda: parent.removeHandler(other)),
+        (lambda: logger.addHandler(own), lambda: logger.removeHandler(own)),
+        (lambda: setattr(parent, "propagate", False), lambda: setattr(parent, "propagate", True)),
+        (lambda: own.addFilter(bool), lambda: own.removeFilter(bool)),
+        (lambda: logger.addFilter(bool), lambda: logger.removeFilter(bool)),
+        (lambda: own.setLevel(logging.ERROR), lambda: own.setLevel(logging.NOTSET)),
+        (lambda: own.setFormatter(logging.Formatter()), lambda: own.setFormatter(formatter)),
+        (
+            lambda: logging.setLogRecordFactory(logging.LogRecord),
+            lambda: logging.setLogRecordFactory(logs._record_with_request_id),
+        ),
+    ]
+    for change, undo in changes:
+        change()
+        try:
+            assert logs._sole_handler(logger, logging.INFO) is None
+        finally:
+            undo()
+        assert logs._sole_handler(logger, logging.INFO) is own
+
+
+def test_a_failed_write_is_reported_as_logging_reports_it(
+    configured: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reported: list[logging.LogRecord] = []
+    own = logs._own
+    assert own is not None
+    monkeypatch.setattr(own, "handleError", reported.append)
+    monkeypatch.setattr(configured, "write", _closed)
+    with _alone():
+        log_line(logging.getLogger("herald.test.broken"), logging.INFO, {"n": 1}, "a %s", "b")
+    assert [(r.getMessage(), r.__dict__["n"]) for r in reported] == [("a b", 1)]
+
+
+def _closed(_: str) -> int:
+    raise ValueError("I/O operation on closed file")

@@ -12,7 +12,7 @@ import time
 
 from starlette.types import Scope
 
-from herald.runtime.logs import utc_time
+from herald.runtime.logs import log_line, utc_time
 
 log = logging.getLogger("herald.audit")
 
@@ -68,20 +68,23 @@ def record(scope: Scope, status: int, headers: list[tuple[bytes, bytes]]) -> Non
     name, resource_type, resource_id = interaction(scope["method"], scope["path"])
     if resource_id is None and name in ("create", "canvas-snapshot"):
         resource_id = _created_id(headers, resource_type)
-    at = utc_time(time.time())
-    log.info(
+    client_id = state.get("client_id")
+    fields = {
+        "at": utc_time(time.time()),
+        "client_id": client_id,
+        "interaction": name,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "status": status,
+    }
+    log_line(
+        log,
+        logging.INFO,
+        fields,
         "%s %s/%s %s by %s",
         name,
         resource_type or "-",
         resource_id or "-",
         status,
-        state.get("client_id") or "-",
-        extra={
-            "at": at,
-            "client_id": state.get("client_id"),
-            "interaction": name,
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "status": status,
-        },
+        client_id or "-",
     )
