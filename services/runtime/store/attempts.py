@@ -16,7 +16,9 @@ from herald.runtime.store.tables import delivery_attempts
 KEEP = 10
 
 
-@dataclass(frozen=True)
+# Not frozen: one is built per POST, and a frozen dataclass's __init__ (object.__setattr__ per
+# field) costs several times a plain one's. Nothing changes an attempt once built.
+@dataclass
 class Attempt:
     """One POST of a handshake or of a Bundle of events, and what became of it."""
 
