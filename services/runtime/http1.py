@@ -15,7 +15,6 @@ host name (SNI and certificate check) and the Host header is the URL's.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import socket
 import ssl
@@ -25,6 +24,7 @@ import certifi
 import httptools
 
 from herald.core.subscriptions import EndpointPolicy
+from herald.runtime.slots import Slots
 from herald.runtime.vetting import vetted_addresses
 
 MAX_HEAD = 256 * 1024
@@ -238,7 +238,7 @@ class Http1Client:
     comes at once. A POST that finds a free slot and a pooled connection (nearly all of them)
     only notes its deadline; one alarm, set for the earliest deadline noted, ends the
     exchanges that are overdue when it goes off. Waiting for a slot and connecting (rare) are
-    bounded by asyncio.timeout as before.
+    bounded by asyncio.timeout_at.
     """
 
     def __init__(
@@ -254,9 +254,7 @@ class Http1Client:
         self._ssl = ssl_context
         self._drain_limit = drain_limit
         self._keepalive = keepalive
-        self._free = max_connections
-        """Exchanges that may start now; callers beyond them queue in `_queued`."""
-        self._queued: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._slots = Slots(max_connections)
         self._idle: dict[tuple[bool, str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._sweep: asyncio.TimerHandle | None = None
@@ -279,14 +277,11 @@ class Http1Client:
         `timeout` seconds pass first, the wait for a slot and for a connection included."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        connection = None
-        if self._free > 0 and not self._queued:
-            connection = self._pooled(origin)
-            if connection is not None:
-                self._free -= 1
+        held = self._slots.take()
+        connection = self._pooled(origin) if held else None
         if connection is None:
             async with asyncio.timeout_at(deadline):
-                connection = await self._connection(origin)
+                connection = await self._connection(origin, held=held)
         try:
             self._deadlines[connection] = deadline
             if self._alarm is None or deadline < self._alarm_at:
@@ -297,45 +292,24 @@ class Http1Client:
                 del self._deadlines[connection]
         except BaseException:
             self._discard(connection)
-            self._next()
+            self._slots.release()
             raise
         if connection.reusable:
             self._release(origin, connection)
         else:
             self._discard(connection)
-        self._next()
+        self._slots.release()
         return answer
 
-    async def _connection(self, origin: Origin) -> _Connection:
-        """A slot (waiting for one if need be), then a pooled or a new connection."""
-        if self._free > 0 and not self._queued:
-            self._free -= 1
-        else:
-            waiter = asyncio.get_running_loop().create_future()
-            self._queued.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._next()  # handed a slot while being cancelled: pass it on
-                else:
-                    with contextlib.suppress(ValueError):
-                        self._queued.remove(waiter)
-                raise
+    async def _connection(self, origin: Origin, *, held: bool) -> _Connection:
+        """A pooled or a new connection, once a slot is taken (`post` may hold one already)."""
+        if not held:
+            await self._slots.wait()
         try:
             return self._pooled(origin) or await self._connect(origin)
         except BaseException:
-            self._next()
+            self._slots.release()
             raise
-
-    def _next(self) -> None:
-        """Give a finished exchange's slot to the first caller waiting, or free it."""
-        while self._queued:
-            waiter = self._queued.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free += 1
 
     def _set_alarm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._alarm is not None:
