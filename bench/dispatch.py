@@ -76,6 +76,7 @@ from herald.runtime.metrics import Metrics  # noqa: E402
 from herald.runtime.packaged import load_topics  # noqa: E402
 from herald.runtime.sender import USER_AGENT, HttpSender  # noqa: E402
 from herald.runtime.settings import Settings  # noqa: E402
+from herald.runtime.slots import Slots  # noqa: E402
 from herald.runtime.store import events as event_log  # noqa: E402
 from herald.runtime.store import subscriptions as registry  # noqa: E402
 from herald.runtime.store.database import Database  # noqa: E402
@@ -329,7 +330,7 @@ async def herald_throughput(
         load_topics(settings.topics_dir),
         sender,
         Metrics(),
-        asyncio.Semaphore(concurrency),
+        Slots(concurrency),
         CircuitBreakers(concurrency=concurrency),
     )
     stop = asyncio.Event()

@@ -126,6 +126,7 @@ def _dispatcher(parts: Parts, stack: AsyncExitStack) -> Component:
     from herald.dispatcher.delivery import Deliverer
     from herald.dispatcher.service import run_dispatcher
     from herald.runtime.sender import HttpSender
+    from herald.runtime.slots import Slots
 
     sender = HttpSender(parts.settings.endpoint_policy)
     stack.push_async_callback(sender.aclose)
@@ -135,7 +136,7 @@ def _dispatcher(parts: Parts, stack: AsyncExitStack) -> Component:
         parts.topics,
         sender,
         parts.metrics,
-        asyncio.Semaphore(parts.settings.max_in_flight),
+        Slots(parts.settings.max_in_flight),
         CircuitBreakers(
             concurrency=parts.settings.endpoint_concurrency,
             failures=parts.settings.circuit_failures,

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 from herald.runtime.lifecycle import sleep_or_stop
 from herald.runtime.store import events as event_log
-from herald.runtime.store.attempts import Attempt
+from herald.runtime.store.attempts import KEEP, Attempt
 from herald.runtime.store.database import Database
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ class Progress:
         self._delivered: dict[str, int] = {}
         self._unwritten: dict[str, int] = {}
         self._attempts: list[Attempt] = []
+        self._unpruned: dict[str, int] = {}
+        """Attempts stored per subscription since its attempts were last pruned (none noted:
+        unknown, pruned at its next flush)."""
 
     def position(self, subscription_id: str, stored: int) -> int:
         """Where delivery resumes: the stored position or a newer one noted here."""
@@ -56,13 +60,22 @@ class Progress:
             return
         batch, self._unwritten = self._unwritten, {}
         noted, self._attempts = self._attempts, []
+        # A subscription's old attempts are dropped once KEEP more were stored since the last
+        # time (a DELETE per subscription and flush cost as much as storing the attempts), so
+        # at most 2 * KEEP - 1 are stored at once; attempts.recent shows the newest KEEP.
+        stored = Counter(a.subscription_id for a in noted)
+        prune = {s for s, n in stored.items() if self._unpruned.get(s, KEEP) + n >= KEEP}
         try:
-            await event_log.store_progress(self.database, batch, noted)
+            await event_log.store_progress(self.database, batch, noted, prune)
         except BaseException:
             for subscription_id, through in batch.items():
                 self._unwritten.setdefault(subscription_id, through)
             self._attempts[:0] = noted
             raise
+        for subscription_id, n in stored.items():
+            self._unpruned[subscription_id] = (
+                0 if subscription_id in prune else self._unpruned.get(subscription_id, 0) + n
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush every interval until stopped (the final flush is the caller's, after draining)."""

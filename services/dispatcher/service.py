@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -16,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from herald.core.contracts import NOTIFICATIONS, decode_request
 from herald.core.errors import ContractError
 from herald.core.fhir import format_instant, utc_now
+from herald.core.notifications import now_instant
 from herald.core.states import SubscriptionStatus
 from herald.dispatcher.delivery import Deliverer
 from herald.dispatcher.watch import RegistryWatch
@@ -133,7 +133,7 @@ async def record(
     # events then come as one run of consecutive numbers (Deliverer.recorded).
     requests.sort(key=lambda pair: pair[0].subscription_id)
     wake = {request.subscription_id for request, _ in requests}
-    now = format_instant(utc_now())
+    now = now_instant()
     events = [
         LoggedEvent(
             subscription_id=request.subscription_id,
@@ -156,11 +156,11 @@ async def record(
         async with deliverer.database.transaction() as connection:
             numbers = await event_log.record_many(connection, events, now)
             await commit(records, connection)
-    recorded = [
-        dataclasses.replace(event, number=number)
-        for event, number in zip(events, numbers, strict=True)
-        if number is not None
-    ]
+    recorded = []
+    for event, number in zip(events, numbers, strict=True):
+        if number is not None:  # None: a duplicate, recorded before
+            event.number = number
+            recorded.append(event)
     if len(recorded) < len(events):
         deliverer.metrics.duplicates.labels("dispatcher").inc(len(events) - len(recorded))
     if recorded:

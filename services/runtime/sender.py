@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
+import functools
 import re
 import ssl
 import time
@@ -78,6 +78,12 @@ def _header_block(content_type: str, length: int, headers: Sequence[tuple[str, s
     return "".join(parts).encode("ascii")
 
 
+@functools.cache
+def _accepted(code: int) -> DeliveryOutcome:
+    """The outcome of a 2xx answer, built once per code (outcomes are frozen)."""
+    return DeliveryOutcome(DeliveryResult.SUCCESS, code, f"HTTP {code}")
+
+
 def _refused(reason: str) -> DeliveryOutcome:
     return DeliveryOutcome(DeliveryResult.REFUSED, None, f"endpoint not allowed: {reason}")
 
@@ -147,8 +153,7 @@ class HttpSender:
         """POST once; return the outcome and the seconds it took."""
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout):
-                outcome = await self._post(url, body, content_type, headers)
+            outcome = await self._post(url, body, content_type, headers, timeout)
         except TimeoutError:
             outcome = DeliveryOutcome(
                 DeliveryResult.TIMEOUT, None, f"no response within {timeout:g} s"
@@ -181,18 +186,19 @@ class HttpSender:
         body: bytes,
         content_type: str,
         headers: Sequence[tuple[str, str]],
+        timeout: float,
     ) -> DeliveryOutcome:
-        """The POST itself; what goes wrong is raised."""
+        """The POST itself; what goes wrong is raised (TimeoutError past `timeout`)."""
         origin, refused = self._target(url)
         if refused is not None:
             return _refused(refused)
         if origin is None:
             raise ValueError("not a usable http(s) URL")
         code, retry_after = await self._http().post(
-            origin, _header_block(content_type, len(body), headers), body
+            origin, _header_block(content_type, len(body), headers), body, timeout
         )
         if 200 <= code < 300:
-            return DeliveryOutcome(DeliveryResult.SUCCESS, code, f"HTTP {code}")
+            return _accepted(code)
         if code == 410:
             return DeliveryOutcome(DeliveryResult.GONE, code, "the endpoint answered 410 Gone")
         return DeliveryOutcome(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from herald.core.resources import with_version
 from herald.core.states import DeliveryOutcome, DeliveryResult
@@ -25,6 +26,7 @@ from herald.runtime.store import attempts, events, resources, subscriptions
 from herald.runtime.store.attempts import KEEP
 from herald.runtime.store.database import Database
 from herald.runtime.store.events import LoggedEvent
+from herald.runtime.store.tables import delivery_attempts
 from tests.support.delivery import open_deliverer
 from tests.support.fhir import BACKPORT, HREX_TOPIC, backport_subscription
 from tests.support.receiver import Receiver
@@ -133,6 +135,33 @@ async def test_attempts_are_stored_with_positions_and_trimmed(database: Database
     assert (other.first_event, other.status_code, other.outcome) == (None, 503, "http_error")
     assert other.detail == "unavailable" and other.seconds == 0.5
     assert await _delivered_through(database, "a") == KEEP + 3
+
+
+async def test_old_attempts_are_dropped_once_keep_more_were_stored(database: Database) -> None:
+    await _add_subscription(database, "a", "http://127.0.0.1:9/")
+    progress = Progress(database)
+    outcome = DeliveryOutcome(DeliveryResult.SUCCESS, 200, "accepted")
+
+    async def flush(first: int, count: int) -> tuple[list[int | None], int]:
+        for n in range(first, first + count):
+            progress.attempted(attempt_of("a", "event", (n, n), outcome, 0.01))
+        await progress.flush()
+        async with database.read() as connection:
+            shown = [a.first_event for a in await attempts.recent(connection, "a")]
+            stored = await connection.scalar(select(func.count()).select_from(delivery_attempts))
+        return shown, int(stored or 0)
+
+    def newest(last: int) -> list[int | None]:
+        return list(range(last, last - KEEP, -1))
+
+    # The first flush after a start prunes (what an earlier process stored is not known).
+    assert await flush(1, KEEP + 3) == (newest(KEEP + 3), KEEP)
+    # Fewer than KEEP since: nothing dropped yet on SQLite (PostgreSQL's herald_store_progress
+    # prunes on every call), the newest KEEP shown.
+    unpruned = 2 * KEEP - 1 if database.is_sqlite else KEEP
+    assert await flush(KEEP + 4, KEEP - 1) == (newest(2 * KEEP + 2), unpruned)
+    # The KEEP-th since the prune: pruned again.
+    assert await flush(2 * KEEP + 3, 1) == (newest(2 * KEEP + 3), KEEP)
 
 
 async def test_positions_wait_in_memory_while_the_database_is_away(

@@ -8,8 +8,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import pytest
+
 from herald.core.states import DeliveryOutcome, DeliveryResult
-from herald.runtime.http1 import MAX_HEAD
+from herald.runtime.http1 import MAX_HEAD, Http1Client, origin_of
 from herald.runtime.sender import HttpSender
 from tests.integration.test_sender import OPEN
 from tests.support.wire import read_message
@@ -23,9 +25,11 @@ class Endpoint:
 
 
 @contextlib.asynccontextmanager
-async def endpoint(answer: bytes, *, close: bool = False) -> AsyncIterator[Endpoint]:
+async def endpoint(
+    answer: bytes, *, close: bool = False, delay: float = 0.0
+) -> AsyncIterator[Endpoint]:
     """A loopback endpoint answering every request with `answer`, closing the connection after
-    each answer when `close`."""
+    each answer when `close`; a request to a path starting /slow is answered after `delay`."""
     handlers: set[asyncio.Task[None]] = set()
     noted = Endpoint("")
 
@@ -34,7 +38,9 @@ async def endpoint(answer: bytes, *, close: bool = False) -> AsyncIterator[Endpo
         noted.connections += 1
         try:
             while True:
-                noted.requests.append(await read_message(reader))
+                noted.requests.append(request := await read_message(reader))
+                if request[0].startswith(b"POST /slow"):
+                    await asyncio.sleep(delay)
                 writer.write(answer)
                 await writer.drain()
                 if close:
@@ -164,3 +170,59 @@ async def test_endpoints_on_one_origin_share_connections() -> None:
             await sender.aclose()
     assert server.connections == 1
     assert [head.split(b" ")[1] for head, _ in server.requests] == [b"/a", b"/b", b"/a?x=1"]
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+async def _post(sender: HttpSender, url: str, timeout: float = 5) -> DeliveryOutcome:
+    outcome, _ = await sender.post(
+        url, b"{}", content_type="application/fhir+json", headers=[], timeout=timeout
+    )
+    return outcome
+
+
+async def test_a_post_on_a_pooled_connection_ends_at_its_own_time_out() -> None:
+    async with endpoint(OK, delay=2.0) as server:
+        base = server.url.split("/hook")[0]
+        sender = HttpSender(OPEN)
+        try:
+            # Two kept-alive connections, then a slow POST with a long time-out on one of them:
+            # a shorter time-out on the other still ends its POST on time.
+            assert all(o.ok for o in await asyncio.gather(*(_post(sender, base) for _ in "ab")))
+            longer = asyncio.create_task(_post(sender, base + "/slow", timeout=5))
+            await asyncio.sleep(0.05)
+            started = asyncio.get_running_loop().time()
+            outcome = await _post(sender, base + "/slow", timeout=0.2)
+            elapsed = asyncio.get_running_loop().time() - started
+            assert outcome.outcome is DeliveryResult.TIMEOUT, outcome
+            assert 0.15 < elapsed < 1.0
+            longer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await longer
+            # Neither the timed-out nor the cancelled POST keeps a slot or a broken connection.
+            assert all(o.ok for o in await asyncio.gather(*(_post(sender, base) for _ in "abc")))
+        finally:
+            await sender.aclose()
+    assert server.connections == 5  # the two cut short are not reused
+
+
+async def test_posts_beyond_the_client_limit_wait_for_a_slot_within_their_time_out() -> None:
+    async with endpoint(OK, delay=0.3) as server:
+        port = int(server.url.split("/")[2].split(":")[1])
+        client = Http1Client(OPEN, drain_limit=1024, max_connections=1)
+        slow = origin_of("http", "127.0.0.1", port, "/slow", "test")
+        fast = origin_of("http", "127.0.0.1", port, "/", "test")
+        head = b"Content-Length: 2\r\n\r\n"
+        try:
+            answers = await asyncio.gather(*(client.post(slow, head, b"{}", 5) for _ in "abc"))
+            assert answers == [(200, None)] * 3
+            assert server.connections == 1  # one at a time, on one connection
+            waited = asyncio.create_task(client.post(slow, head, b"{}", 5))
+            await asyncio.sleep(0.05)
+            with pytest.raises(TimeoutError):
+                await client.post(fast, head, b"{}", 0.1)  # still waiting for the slot
+            assert await waited == (200, None)
+            assert await client.post(fast, head, b"{}", 1) == (200, None)
+        finally:
+            await client.aclose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +11,7 @@ from herald.runtime.metrics import Metrics
 from herald.runtime.packaged import load_topics
 from herald.runtime.sender import HttpSender
 from herald.runtime.settings import Settings
+from herald.runtime.slots import Slots
 from herald.runtime.store.database import Database
 
 
@@ -28,7 +28,7 @@ async def open_deliverer(
             load_topics(settings.topics_dir),
             sender,
             Metrics(),
-            asyncio.Semaphore(8),
+            Slots(8),
             breakers or CircuitBreakers(),
         )
     finally:

@@ -7,7 +7,9 @@ CapabilityStatement have the same structure in R4 and R4B, so the R4B models val
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from fhir.resources.R4B.parameters import Parameters
 from fhir.resources.R4B.task import Task
 
 from herald.core.capability import TOPIC_CANONICAL, capability_statement
+from herald.core.fhir import format_instant, utc_now
 from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
@@ -28,6 +31,7 @@ from herald.core.notifications import (
     NotificationEvent,
     SubscriptionState,
     notification_bundle,
+    now_instant,
     status_parameters,
 )
 from herald.runtime.packaged import load_topics
@@ -378,3 +382,13 @@ def test_bundle_and_status_ids_are_random_version_4_uuids() -> None:
             )
             seen.add(text)
     assert len(seen) == 400
+
+
+def test_now_instant_is_the_current_time_as_format_instant_writes_it() -> None:
+    for _ in range(3):  # the first call formats its second, the next ones reuse it
+        before = utc_now()
+        stamped = now_instant()
+        after = utc_now()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamped)
+        assert format_instant(before) <= stamped <= format_instant(after)
+        assert datetime.fromisoformat(stamped).tzinfo == UTC

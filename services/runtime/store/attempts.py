@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, insert, select
@@ -16,7 +16,9 @@ from herald.runtime.store.tables import delivery_attempts
 KEEP = 10
 
 
-@dataclass(frozen=True)
+# Not frozen: one is built per POST, and a frozen dataclass's __init__ (object.__setattr__ per
+# field) costs several times a plain one's. Nothing changes an attempt once built.
+@dataclass
 class Attempt:
     """One POST of a handshake or of a Bundle of events, and what became of it."""
 
@@ -61,26 +63,32 @@ _PRUNE = Prepared(
 )
 
 
-async def record_many(connection: AsyncConnection, attempts: Sequence[Attempt]) -> None:
-    """Store attempts, then drop all but the newest KEEP of each subscription concerned."""
+async def record_many(
+    connection: AsyncConnection,
+    attempts: Sequence[Attempt],
+    prune: Collection[str] | None = None,
+) -> None:
+    """Store attempts, then drop all but the newest KEEP of the subscriptions in `prune` (of
+    every subscription concerned when None)."""
     if not attempts:
         return
     # An attempt's own __dict__ holds exactly its fields (read, never changed, by run_many);
     # dataclasses.asdict deep-copies every value, at several times the cost of the insert.
     await direct.run_many(connection, _INSERT, [vars(a) for a in attempts])
-    await direct.run_many(
-        connection,
-        _PRUNE,
-        [{"subscription": s} for s in sorted({a.subscription_id for a in attempts})],
-    )
+    if prune is None:
+        prune = {a.subscription_id for a in attempts}
+    if prune:
+        await direct.run_many(connection, _PRUNE, [{"subscription": s} for s in sorted(prune)])
 
 
 async def recent(connection: AsyncConnection, subscription_id: str) -> list[Attempt]:
-    """The subscription's stored attempts, newest first."""
+    """The subscription's newest KEEP stored attempts, newest first."""
+    # Up to KEEP - 1 more may be stored until the next prune (see Progress.flush).
     rows = await connection.execute(
         select(delivery_attempts)
         .where(delivery_attempts.c.subscription_id == subscription_id)
         .order_by(delivery_attempts.c.id.desc())
+        .limit(KEEP)
     )
     return [
         Attempt(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,10 @@ from herald.runtime.store.direct import Prepared
 from herald.runtime.store.tables import event_log, subscriptions
 
 
-@dataclass(frozen=True)
+# Slotted, not frozen: the dispatcher builds one per event and numbers it in place once the
+# store has numbered it (a frozen dataclass's __init__, and dataclasses.replace for the number,
+# cost several times as much). Nothing changes an event after that.
+@dataclass(slots=True)
 class LoggedEvent:
     """One numbered event."""
 
@@ -249,15 +252,19 @@ async def mark_delivered_many(connection: AsyncConnection, positions: dict[str, 
 
 
 async def store_progress(
-    database: Database, positions: dict[str, int], attempts: Sequence[Attempt]
+    database: Database,
+    positions: dict[str, int],
+    attempts: Sequence[Attempt],
+    prune: Collection[str] | None = None,
 ) -> None:
-    """Store delivery positions (`mark_delivered_many`) and attempts (`attempts.record_many`)
-    in a transaction of their own; on PostgreSQL one call of herald_store_progress (migration
-    0011) in autocommit mode, so that the whole costs one round trip."""
+    """Store delivery positions (`mark_delivered_many`) and attempts (`attempts.record_many`,
+    `prune` passed on) in a transaction of their own; on PostgreSQL one call of
+    herald_store_progress (migration 0011) in autocommit mode, so that the whole costs one round
+    trip (it prunes every subscription concerned)."""
     if database.is_sqlite:
         async with database.transaction() as connection:
             await mark_delivered_many(connection, positions)
-            await attempt_log.record_many(connection, attempts)
+            await attempt_log.record_many(connection, attempts, prune)
         return
     params: dict[str, Any] = {
         name: [getattr(a, name) for a in attempts] for name, _ in attempt_log.COLUMN_TYPES
