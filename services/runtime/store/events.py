@@ -194,8 +194,10 @@ async def _record_many_sqlite(
             continue  # the subscription is gone
         next_number[event.subscription_id] = number + 1
         numbers[event.request_id] = number
-        # An event's fields are the row's columns (its number replaced), recorded_at added.
-        rows.append({**vars(event), "number": number, "recorded_at": recorded_at})
+        rows.append(
+            {c: getattr(event, c) for c in _COLUMNS}
+            | {"number": number, "recorded_at": recorded_at}
+        )
     await direct.run_many(connection, _INSERT, rows)
     return numbers
 
