@@ -127,21 +127,6 @@ async def test_a_refused_write_that_changed_nothing_costs_the_others_nothing(
     assert await _write(groups, database, "e")
 
 
-async def test_a_refused_write_first_in_its_group_leaves_the_group_going(
-    database: Database,
-) -> None:
-    groups = GroupCommit(database)
-    runs: list[str] = []
-    outcomes = await asyncio.gather(
-        _write(groups, database, "a", refuse=True, runs=runs),
-        _write(groups, database, "b", runs=runs),
-        return_exceptions=True,
-    )
-    assert isinstance(outcomes[0], Refused) and outcomes[1] is True
-    assert runs == ["a", "b"]
-    assert await _stored(database) == {"b"}
-
-
 async def test_a_failed_statement_spoils_nothing_of_the_others(database: Database) -> None:
     groups = GroupCommit(database)
     runs: list[str] = []
@@ -164,16 +149,19 @@ async def test_a_failed_statement_spoils_nothing_of_the_others(database: Databas
     assert sorted(runs) == ["a", "a", "broken", "broken", "c"]
 
 
-async def test_a_failed_write_first_in_its_group_runs_once(database: Database) -> None:
+@pytest.mark.parametrize("how", ["refuse", "fail"])
+async def test_a_write_failing_first_in_its_group_runs_once(database: Database, how: str) -> None:
+    """Refused before changing anything, or failed after: the first write saw only committed
+    data, so its error is its own, and the group goes on without it."""
     groups = GroupCommit(database)
     runs: list[str] = []
     outcomes = await asyncio.gather(
-        _write(groups, database, "a", fail=True, runs=runs),
+        _write(groups, database, "a", runs=runs, fail=how == "fail", refuse=how == "refuse"),
         _write(groups, database, "b", runs=runs),
         return_exceptions=True,
     )
     assert isinstance(outcomes[0], Refused) and outcomes[1] is True
-    assert runs == ["a", "b"]  # a saw only committed data: its error is its own
+    assert runs == ["a", "b"]
     assert await _stored(database) == {"b"}
 
 
