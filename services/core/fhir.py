@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
+import time
 from datetime import UTC, datetime
 
 from herald.core.types import JsonObject
@@ -82,6 +84,20 @@ def format_instant(moment: datetime) -> str:
     # isoformat truncates to milliseconds as FHIR wants, at a third of strftime's cost (several
     # instants are formatted per Task); in UTC it always ends in "+00:00".
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+@functools.lru_cache(maxsize=4)
+def utc_second(second: int) -> str:
+    """The UTC date and time of a Unix second (`2026-01-01T00:00:00`): instants stamped many
+    times a second format it once per second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def now_instant() -> str:
+    """The current time as a FHIR instant, as format_instant(utc_now()) writes it, at a
+    quarter of the cost (every notification is stamped)."""
+    second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    return f"{utc_second(second)}.{nanoseconds // 1_000_000:03d}Z"
 
 
 # Characters neither FHIR strings nor XML 1.0 may hold: control characters other than tab, CR

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,23 +23,6 @@ QUERY_STATUS = "query-status"
 QUERY_EVENT = "query-event"
 
 _REQUEST_FOR = {"create": ("POST", "201"), "update": ("PUT", "200"), "delete": ("DELETE", "204")}
-
-# The second last formatted by now_instant and its text up to the milliseconds.
-_formatted_second: tuple[int, str] = (-1, "")
-
-
-def now_instant() -> str:
-    """The current time as a FHIR instant, as format_instant(utc_now()) writes it, at a
-    quarter of the cost: every notification is stamped, and the date and time up to the
-    second are formatted once per second."""
-    global _formatted_second
-    second, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
-    known, prefix = _formatted_second
-    if second != known:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-        _formatted_second = (second, prefix)
-    return f"{prefix}{nanoseconds // 1_000_000:03d}Z"
-
 
 # NotificationEvent and SubscriptionState are built for every notification sent, so they are
 # plain slotted dataclasses: a frozen dataclass's __init__ sets each field through

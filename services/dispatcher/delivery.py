@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from herald.core.errors import HeraldError
-from herald.core.fhir import utc_now
+from herald.core.fhir import now_instant, utc_now
 from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
@@ -19,7 +19,6 @@ from herald.core.notifications import (
     NotificationEvent,
     SubscriptionState,
     notification_bundle,
-    now_instant,
 )
 from herald.core.notifications import encode_bundle as encode_notification
 from herald.core.states import DeliveryOutcome, DeliveryResult, SubscriptionStatus

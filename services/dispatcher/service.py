@@ -14,8 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.core.contracts import NOTIFICATIONS, decode_request
 from herald.core.errors import ContractError
-from herald.core.fhir import format_instant, utc_now
-from herald.core.notifications import now_instant
+from herald.core.fhir import format_instant, now_instant, utc_now
 from herald.core.states import SubscriptionStatus
 from herald.dispatcher.delivery import Deliverer
 from herald.dispatcher.watch import RegistryWatch

@@ -6,7 +6,6 @@ fields passed in `extra`, and the request id of the work being done (see `reques
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import sys
@@ -15,13 +14,14 @@ import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from itertools import islice
 from types import TracebackType
 from typing import Any
 
 import orjson
 from sqlalchemy.exc import StatementError
+
+from herald.core.fhir import utc_second
 
 # A log record's message and its exception text are cut to these many characters: one bad
 # request or a poisoned event must not fill the disk.
@@ -94,11 +94,6 @@ def logging_request(value: str | None) -> Iterator[None]:
         request_id.reset(token)
 
 
-@functools.lru_cache(maxsize=4)
-def _utc_second(second: int) -> str:
-    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
 _MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
@@ -115,7 +110,7 @@ def utc_time(created: float) -> str:
         whole, micros = whole + 1, micros - 1_000_000
     elif micros < 0:
         whole, micros = whole - 1, micros + 1_000_000
-    return _utc_second(whole) + _MILLISECONDS[micros // 1000]
+    return utc_second(whole) + _MILLISECONDS[micros // 1000]
 
 
 def _head_fields(created: float, level: str, name: str, message: str) -> dict[str, object]:

@@ -20,7 +20,7 @@ from fhir.resources.R4B.parameters import Parameters
 from fhir.resources.R4B.task import Task
 
 from herald.core.capability import TOPIC_CANONICAL, capability_statement
-from herald.core.fhir import format_instant, utc_now
+from herald.core.fhir import format_instant, now_instant, utc_now
 from herald.core.notifications import (
     EVENT_NOTIFICATION,
     HANDSHAKE,
@@ -31,7 +31,6 @@ from herald.core.notifications import (
     NotificationEvent,
     SubscriptionState,
     notification_bundle,
-    now_instant,
     status_parameters,
 )
 from herald.runtime.packaged import load_topics

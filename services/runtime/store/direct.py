@@ -216,8 +216,9 @@ def run_batch(adapter: OneTripConnection, batch: Batch) -> None:
             _raise(sql, error)
 
 
-def fetch(adapter: OneTripConnection, sql: str, values: Sequence[Any]) -> Rows:
-    """Run one statement straight on the writer's sqlite3 connection (see run_batch); its rows."""
+def fetch(adapter: OneTripConnection, sql: str, values: Sequence[Any] | Params) -> Rows:
+    """Run one statement straight on the writer's sqlite3 connection (see run_batch), its
+    parameters by position or by name; its rows."""
     adapter.dbapi.direct_statements += 1
     try:
         return adapter.sqlite.execute(sql, values).fetchall()

@@ -68,27 +68,16 @@ _TICK = timedelta(milliseconds=1)  # the precision of meta.lastUpdated
 # The current version (when there is one), the newest stamp of the type and the registry
 # revision, in one statement: a round trip each held the type's write lock for longer. On
 # PostgreSQL a function (migration 0013) takes the lock first and then reads, in one round trip.
-_START = Prepared(
-    text(
-        "WITH cur AS (SELECT version_id, last_updated, deleted, content FROM resources"
-        " WHERE resource_type = :type AND id = :id)"
-        " SELECT (SELECT max(last_updated) FROM resources"
-        " WHERE resource_type = :type AND deleted = false),"
-        " (SELECT value FROM counters WHERE name = 'registry'),"
-        " cur.version_id, cur.last_updated, cur.deleted, cur.content"
-        " FROM (SELECT 1 AS one) AS one LEFT JOIN cur ON true"
-    )
-)
-# The same for sqlite3 itself, inside a write transaction (numbered parameters: type, id).
-_START_SQLITE = (
+_START_SQL = (
     "WITH cur AS (SELECT version_id, last_updated, deleted, content FROM resources"
-    " WHERE resource_type = ?1 AND id = ?2)"
+    " WHERE resource_type = :type AND id = :id)"
     " SELECT (SELECT max(last_updated) FROM resources"
-    " WHERE resource_type = ?1 AND deleted = false),"
+    " WHERE resource_type = :type AND deleted = false),"
     " (SELECT value FROM counters WHERE name = 'registry'),"
     " cur.version_id, cur.last_updated, cur.deleted, cur.content"
     " FROM (SELECT 1 AS one) AS one LEFT JOIN cur ON true"
 )
+_START = Prepared(text(_START_SQL))
 _START_LOCKED = Prepared(text("SELECT * FROM herald_write_start_v2(:kind, :key, :type, :id)"))
 
 
@@ -119,15 +108,15 @@ async def begin_write(
     stored one (1 ms apart, the precision of lastUpdated). The cost: writes of one type commit
     one at a time, across all ingest processes (see docs/performance.md).
     """
+    params: dict[str, Any] = {"type": resource_type, "id": resource_id}
     adapter = direct.writing_sqlite(connection)
-    if adapter is not None:
-        found = direct.fetch(adapter, _START_SQLITE, (resource_type, resource_id))
+    if adapter is not None:  # sqlite3 binds the named parameters itself
+        found = direct.fetch(adapter, _START_SQL, params)
     elif connection.dialect.name == "postgresql":
-        params: dict[str, Any] = {"type": resource_type, "id": resource_id}
         params.update(kind=_WRITE_LOCK, key=zlib.crc32(resource_type.encode()) & 0x7FFFFFFF)
         found = await direct.rows(connection, _START_LOCKED, params)
     else:
-        found = await direct.rows(connection, _START, {"type": resource_type, "id": resource_id})
+        found = await direct.rows(connection, _START, params)
     newest, revision, version_id, last_updated, deleted, content = found[0]
     previous = None
     if version_id is not None:
